@@ -1,0 +1,98 @@
+//! Storage for samples, events and the GPU inventory.
+//!
+//! [`Store`] is the one interface the rest of gpuwarden uses. It says nothing about the
+//! engine behind it: the embedded store (`embedded`, the default: one directory,
+//! crash-safe, compressed) implements it now, and a PostgreSQL store will implement the
+//! same trait and pass the same tests.
+//!
+//! The trait is synchronous: implementations do blocking I/O, and async callers run them
+//! on a blocking thread (`tokio::task::spawn_blocking`). That keeps analyzers and tests
+//! free of an async runtime.
+
+pub mod embedded;
+mod error;
+
+pub use error::StoreError;
+
+use gpuwarden_model::{Event, FieldName, GpuIdentity, GpuSamples, GpuUuid, TimestampMs};
+use serde::{Deserialize, Serialize};
+
+/// One point of a series.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    pub ts_ms: TimestampMs,
+    pub value: f64,
+}
+
+/// A GPU known to the store, with the time it was last seen in any sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuRecord {
+    pub identity: GpuIdentity,
+    pub first_seen_ms: TimestampMs,
+    pub last_seen_ms: TimestampMs,
+}
+
+/// Size and content figures, for `/metrics` and benchmarks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreStats {
+    /// Bytes the store occupies on disk (all files).
+    pub bytes_on_disk: u64,
+    /// Samples held (after retention).
+    pub samples: u64,
+    /// Number of (GPU, field) series.
+    pub series: u64,
+    /// Events held.
+    pub events: u64,
+}
+
+/// The store. All methods are safe to call from many threads at once.
+///
+/// Contract: when `append_*` returns `Ok`, the data is durable — it survives a crash or
+/// `kill -9` of the process immediately afterwards. Data is never silently dropped: a
+/// write that cannot be made durable returns an error.
+pub trait Store: Send + Sync {
+    /// Appends rows of samples (each row: one GPU, one time, many fields).
+    fn append_samples(&self, rows: &[GpuSamples]) -> Result<(), StoreError>;
+
+    /// Appends events.
+    fn append_events(&self, events: &[Event]) -> Result<(), StoreError>;
+
+    /// Records or updates GPUs' identities (labels can change: a new pod, a new driver).
+    /// `seen_ms` is when they were seen.
+    fn upsert_gpus(&self, gpus: &[GpuIdentity], seen_ms: TimestampMs) -> Result<(), StoreError>;
+
+    /// Every GPU the store knows.
+    fn gpus(&self) -> Result<Vec<GpuRecord>, StoreError>;
+
+    /// The latest value of every field of a GPU, with its time.
+    fn latest(&self, gpu: &GpuUuid) -> Result<Vec<(FieldName, Point)>, StoreError>;
+
+    /// Points of one field of one GPU with `from <= ts < to`, oldest first. When more than
+    /// `max_points` fall in the range they are downsampled to at most `max_points`
+    /// (bucket averages, each stamped at its bucket's start).
+    fn range(
+        &self,
+        gpu: &GpuUuid,
+        field: &FieldName,
+        from: TimestampMs,
+        to: TimestampMs,
+        max_points: usize,
+    ) -> Result<Vec<Point>, StoreError>;
+
+    /// Events with `from <= ts < to`, oldest first, of one GPU or (with `None`) of all.
+    fn events(
+        &self,
+        gpu: Option<&GpuUuid>,
+        from: TimestampMs,
+        to: TimestampMs,
+    ) -> Result<Vec<Event>, StoreError>;
+
+    /// Drops data older than `cutoff`. Returns how many samples were removed.
+    fn apply_retention(&self, cutoff: TimestampMs) -> Result<u64, StoreError>;
+
+    /// Makes everything appended so far durable and compacts in-memory buffers to disk.
+    fn flush(&self) -> Result<(), StoreError>;
+
+    /// Size and content figures.
+    fn stats(&self) -> Result<StoreStats, StoreError>;
+}
