@@ -1,0 +1,155 @@
+//! The command line: subcommands and their flags. `--help` is the first manual most
+//! users read, so every flag says what it does and what its default is.
+
+use crate::logging::LogFormat;
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gpuwarden",
+    version,
+    about = "Watches a fleet of NVIDIA GPUs for health and abuse, and explains what it finds.",
+    long_about = "gpuwarden scrapes dcgm-exporter (or its own simulator), stores the samples, and \
+serves an API and /metrics.\n\nStart with `gpuwarden run`: with no configuration it simulates a \
+fleet of 4 nodes x 8 GPUs, scrapes it exactly as it would scrape real exporters, and serves \
+http://127.0.0.1:9470/api/v1/gpus.",
+    after_help = "Examples:\n  gpuwarden run                          # simulated fleet, API on 127.0.0.1:9470\n  gpuwarden run --config gpuwarden.toml  # real dcgm-exporter targets\n  gpuwarden scrape http://gpu-node:9400/metrics\n  gpuwarden simulate --nodes 2 --inject GPU-...=thermal"
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// More logging (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run everything in one process: scrape, store, serve the API (simulated fleet by default).
+    Run(RunArgs),
+    /// Serve a simulated fleet's dcgm-exporter endpoints, without scraping them.
+    Simulate(SimulateArgs),
+    /// Scrape one exporter endpoint once and print what it reports, per GPU.
+    Scrape(ScrapeArgs),
+    /// Measure gpuwarden: ingest throughput, bytes per sample, and Prometheus side by side.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// Simulator settings shared by `run` and `simulate`.
+#[derive(Debug, Clone, Args)]
+pub struct SimArgs {
+    /// Simulated nodes (each serves its own /metrics endpoint). Default 4.
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// GPUs per simulated node. Default 8.
+    #[arg(long)]
+    pub gpus_per_node: Option<usize>,
+    /// Seed of the simulation: the same seed gives the same fleet and the same faults.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Simulated seconds per wall-clock second (e.g. 60: one hour per minute).
+    #[arg(long)]
+    pub speed: Option<f64>,
+    /// Multiplies the random fault rates (calibrated to published fleet statistics, which
+    /// are rare on a small fleet). 0 disables random faults.
+    #[arg(long)]
+    pub fault_rate_multiplier: Option<f64>,
+    /// Inject a fault at start: GPU_UUID=KIND (repeatable). KIND: ecc-dbe, row-remap-failure,
+    /// fallen-off-bus, app-xid, thermal, power-brake, nvlink-errors, pcie-replay, straggler,
+    /// miner, miner-throttled, unapproved-namespace.
+    #[arg(long, value_name = "GPU=KIND")]
+    pub inject: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Address of the API, UI and /metrics. Only loopback addresses are accepted until
+    /// authentication is configured.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Where samples, events and the inventory are kept.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration (targets, intervals, retention). With targets configured, no
+    /// simulator starts.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Seconds between scrapes of each target. Default 5.
+    #[arg(long)]
+    pub scrape_interval: Option<humantime::Duration>,
+    #[command(flatten)]
+    pub sim: SimArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Port of the first node's endpoint; node i listens on PORT+i. Default: free ports.
+    #[arg(long)]
+    pub base_port: Option<u16>,
+    /// Port of the simulator's control API (faults, labels). Default: a free port.
+    #[arg(long)]
+    pub control_port: Option<u16>,
+    /// Append every fault label (ground truth) to this JSON-lines file.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    #[command(flatten)]
+    pub sim: SimArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ScrapeArgs {
+    /// Exporter URL, e.g. http://gpu-node:9400/metrics (host:port also works).
+    pub url: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Give up after this long.
+    #[arg(long, default_value = "10s")]
+    pub timeout: humantime::Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Parse + store throughput, bytes per stored sample, and Prometheus scraping the same
+    /// simulated endpoints side by side.
+    Ingest(BenchIngestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchIngestArgs {
+    /// Simulated GPUs for the on-disk size figure (32 = 4 nodes x 8).
+    #[arg(long, default_value_t = 32)]
+    pub gpus: usize,
+    /// Simulated duration for the on-disk size figure.
+    #[arg(long, default_value = "1h")]
+    pub duration: humantime::Duration,
+    /// Interval between samples for the on-disk size figure.
+    #[arg(long, default_value = "1s")]
+    pub interval: humantime::Duration,
+    /// Wall-clock duration of the side-by-side live scrape run (gpuwarden and Prometheus).
+    #[arg(long, default_value = "60s")]
+    pub live_duration: humantime::Duration,
+    /// Skip the Prometheus comparison (when the `prometheus` binary is not installed).
+    #[arg(long)]
+    pub no_prometheus: bool,
+    /// Where to put temporary data (default: a temporary directory).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,46 @@
+//! One module per subcommand; `dispatch` picks it.
+
+mod bench;
+mod run;
+mod scrape;
+mod simulate;
+
+use crate::cli::{BenchCommand, Cli, Command};
+use anyhow::Result;
+use std::process::ExitCode;
+
+pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Simulate(args) => simulate::simulate(args),
+        Command::Scrape(args) => scrape::scrape(args),
+        Command::Bench(BenchCommand::Ingest(args)) => bench::ingest(args),
+    }
+}
+
+/// A multi-threaded runtime for the long-running commands.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// Resolves when Ctrl-C or SIGTERM arrives.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

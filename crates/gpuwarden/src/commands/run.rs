@@ -1,0 +1,202 @@
+//! `gpuwarden run`: simulator (unless real targets are configured) → scrape collector →
+//! pipeline → embedded store, and the API on one address.
+
+use super::simulate::{parse_injections, sim_config};
+use crate::cli::RunArgs;
+use crate::config::{self, FileConfig, RunConfig};
+use anyhow::{Context, Result};
+use gpuwarden_collect::prom::Limits;
+use gpuwarden_collect::scrape::{ScrapeConfig, Scraper, TargetSources, TargetSpec};
+use gpuwarden_model::{Clock, SystemClock};
+use gpuwarden_pipeline::{Ingestor, LiveFleet, PipelineMetrics};
+use gpuwarden_server::AppState;
+use gpuwarden_store::embedded::{EmbeddedOptions, EmbeddedStore};
+use gpuwarden_store::Store;
+use prometheus_client::registry::Registry;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let mut cfg = config::build(file, args.listen, args.data_dir.clone(), args.scrape_interval.map(Into::into))?;
+    merge_sim_flags(&mut cfg, &args);
+    super::runtime()?.block_on(run_async(cfg, args))
+}
+
+fn merge_sim_flags(cfg: &mut RunConfig, args: &RunArgs) {
+    let s = &mut cfg.simulator;
+    s.nodes = args.sim.nodes.or(s.nodes);
+    s.gpus_per_node = args.sim.gpus_per_node.or(s.gpus_per_node);
+    s.seed = args.sim.seed.or(s.seed);
+    s.speed = args.sim.speed.or(s.speed);
+    s.fault_rate_multiplier = args.sim.fault_rate_multiplier.or(s.fault_rate_multiplier);
+}
+
+async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    let store_dir = cfg.data_dir.join("store");
+    let store: Arc<dyn Store> = Arc::new(
+        EmbeddedStore::open(&store_dir, EmbeddedOptions::default())
+            .with_context(|| format!("opening the store in {}", store_dir.display()))?,
+    );
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listening on {} (is another gpuwarden running? use --listen)", cfg.listen))?;
+    let listen = listener.local_addr()?;
+
+    // The simulator, unless real targets are configured.
+    let mut sim_handle = None;
+    let mut static_targets: Vec<TargetSpec> = cfg.targets.iter().map(|t| TargetSpec::from_address(t, "static")).collect();
+    if cfg.simulated() {
+        let mut sim_cfg = sim_config(&cfg.simulator);
+        sim_cfg.labels_path = Some(cfg.data_dir.join("simulation-labels.jsonl"));
+        let handle = gpuwarden_sim::Simulator::start(sim_cfg)
+            .await
+            .context("starting the simulated fleet")?;
+        for (gpu, kind) in parse_injections(&args.sim.inject)? {
+            handle.inject(&gpu, kind, None).context("injecting a fault given with --inject")?;
+        }
+        for (node, url) in handle.targets() {
+            static_targets.push(TargetSpec {
+                url,
+                node_hint: node,
+                source: "simulator".into(),
+            });
+        }
+        sim_handle = Some(handle);
+    }
+
+    let live = Arc::new(LiveFleet::new(
+        (cfg.scrape_interval.as_millis() as i64 * 5 / 2).max(1000),
+    ));
+    let known = store.gpus().context("reading the GPU inventory from the store")?;
+    live.seed(known.into_iter().map(|r| (r.identity, r.last_seen_ms)));
+
+    let metrics = PipelineMetrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let ingestor = Arc::new(Ingestor::new(store.clone(), live.clone(), metrics, clock.clone()));
+
+    let scrape_config = ScrapeConfig {
+        interval: cfg.scrape_interval,
+        timeout: cfg.scrape_timeout,
+        limits: Limits {
+            max_body_bytes: cfg.max_body_bytes,
+            ..Limits::default()
+        },
+    };
+    let scraper = Scraper::new(
+        scrape_config,
+        TargetSources {
+            static_targets,
+            files: cfg.target_files.clone(),
+        },
+        clock.clone(),
+    );
+    let target_states = scraper.states();
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (tx, rx) = mpsc::channel(64);
+    let scrape_task = tokio::spawn(scraper.run(tx, shutdown_rx.clone()));
+    let ingest_task = tokio::spawn(ingestor.clone().run(rx));
+
+    // Retention, once at start and then hourly.
+    let retention_store = store.clone();
+    let retention = cfg.retention;
+    let retention_clock = clock.clone();
+    let mut retention_shutdown = shutdown_rx.clone();
+    let retention_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = retention_shutdown.changed() => return,
+            }
+            let cutoff = retention_clock.now_ms() - retention.as_millis() as i64;
+            let s = retention_store.clone();
+            match tokio::task::spawn_blocking(move || s.apply_retention(cutoff)).await {
+                Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "retention dropped old samples"),
+                Ok(Err(e)) => tracing::warn!("applying retention: {e}"),
+                _ => {}
+            }
+        }
+    });
+
+    let before_metrics = {
+        let ingestor = ingestor.clone();
+        Arc::new(move || ingestor.refresh_gauges()) as Arc<dyn Fn() + Send + Sync>
+    };
+    let state = AppState {
+        store: store.clone(),
+        live: live.clone(),
+        targets: target_states,
+        registry: Arc::new(registry),
+        clock: clock.clone(),
+        before_metrics,
+        started_ms: clock.now_ms(),
+    };
+    let extra = sim_handle.as_ref().map(|h| gpuwarden_sim::control_router(h.clone()));
+    let router = gpuwarden_server::router(state, extra);
+    let server_task = tokio::spawn(gpuwarden_server::serve(listener, router, shutdown_rx.clone()));
+
+    print_banner(&cfg, listen, sim_handle.as_ref());
+
+    super::shutdown_signal().await;
+    eprintln!("shutting down: finishing the current scrape and flushing the store…");
+    let _ = shutdown_tx.send(true);
+    let _ = scrape_task.await;
+    let _ = ingest_task.await;
+    let _ = retention_task.await;
+    let _ = server_task.await;
+    if let Some(h) = sim_handle {
+        h.shutdown().await;
+    }
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || s.flush())
+        .await?
+        .context("flushing the store at shutdown")?;
+    eprintln!("stopped cleanly");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_banner(cfg: &RunConfig, listen: std::net::SocketAddr, sim: Option<&gpuwarden_sim::SimHandle>) {
+    let base = format!("http://{listen}");
+    println!("gpuwarden {} is running", env!("CARGO_PKG_VERSION"));
+    match sim {
+        Some(h) => {
+            let targets = h.targets();
+            println!(
+                "  fleet:    simulated, {} nodes ({} GPUs), scraped every {:?}",
+                targets.len(),
+                h.gpus().len(),
+                cfg.scrape_interval
+            );
+            for (node, url) in targets.iter().take(8) {
+                println!("            {node}: {url}");
+            }
+        }
+        None => println!(
+            "  fleet:    {} static targets, {} target files, scraped every {:?}",
+            cfg.targets.len(),
+            cfg.target_files.len(),
+            cfg.scrape_interval
+        ),
+    }
+    println!("  data:     {}", cfg.data_dir.display());
+    println!("  GPUs:     curl {base}/api/v1/gpus");
+    println!("  targets:  curl {base}/api/v1/targets");
+    println!("  metrics:  curl {base}/metrics");
+    if sim.is_some() {
+        println!("  faults:   curl -X POST {base}/api/v1/simulation/faults -H 'content-type: application/json' -d '{{\"gpu\":\"GPU-…\",\"kind\":\"thermal\"}}'");
+        println!("  labels:   curl {base}/api/v1/simulation/labels");
+    }
+    println!("Press Ctrl-C to stop.");
+}

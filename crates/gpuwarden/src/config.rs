@@ -1,0 +1,184 @@
+//! The configuration file (TOML) and its validation.
+//!
+//! Raw TOML is read into [`FileConfig`] (every field optional, unknown keys rejected so a
+//! typo is an error, not a silently ignored setting), merged with the command line, and
+//! validated once into [`RunConfig`]; only the validated config builds components.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The TOML file as written by the user.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address of the API, UI and /metrics (default 127.0.0.1:9470).
+    pub listen: Option<SocketAddr>,
+    /// Data directory (default ./gpuwarden-data).
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub scrape: ScrapeSection,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub simulator: SimulatorSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeSection {
+    /// Time between scrapes of a target, e.g. "5s".
+    pub interval: Option<String>,
+    /// Per-scrape timeout, e.g. "4s" (default: 80% of the interval, at most 10 s).
+    pub timeout: Option<String>,
+    /// Largest accepted exporter page in bytes (default 64 MiB).
+    pub max_body_bytes: Option<usize>,
+    /// Exporter URLs or host:port (then http://HOST:PORT/metrics).
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// Prometheus file_sd JSON files, re-read when they change.
+    #[serde(default)]
+    pub target_files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// Drop data older than this, e.g. "7d" (default 7 days).
+    pub retention: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatorSection {
+    pub nodes: Option<usize>,
+    pub gpus_per_node: Option<usize>,
+    pub seed: Option<u64>,
+    pub speed: Option<f64>,
+    pub fault_rate_multiplier: Option<f64>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
+    }
+}
+
+/// Validated settings of `gpuwarden run`.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub scrape_interval: Duration,
+    pub scrape_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub targets: Vec<String>,
+    pub target_files: Vec<PathBuf>,
+    pub retention: Duration,
+    pub simulator: SimulatorSection,
+}
+
+impl RunConfig {
+    /// True when no real target is configured: `run` then starts the simulator.
+    pub fn simulated(&self) -> bool {
+        self.targets.is_empty() && self.target_files.is_empty()
+    }
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9470";
+
+fn duration(field: &str, s: &str) -> Result<Duration> {
+    humantime::parse_duration(s).with_context(|| format!("{field} = \"{s}\" is not a duration (examples: \"5s\", \"1m\", \"7d\")"))
+}
+
+/// Merges the file with the command line (the command line wins) and validates.
+pub fn build(
+    file: FileConfig,
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    interval: Option<Duration>,
+) -> Result<RunConfig> {
+    let listen = listen
+        .or(file.listen)
+        .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("default listen address is valid"));
+    if !listen.ip().is_loopback() {
+        bail!(
+            "refusing to listen on {listen}: gpuwarden has no authentication configured, so it only listens on \
+             loopback (127.0.0.1 or ::1). Put it behind an authenticating reverse proxy, or use --listen 127.0.0.1:PORT"
+        );
+    }
+    let interval = match (interval, file.scrape.interval.as_deref()) {
+        (Some(d), _) => d,
+        (None, Some(s)) => duration("scrape.interval", s)?,
+        (None, None) => Duration::from_secs(5),
+    };
+    if interval < Duration::from_millis(100) {
+        bail!("scrape interval {interval:?} is too short; use at least 100ms");
+    }
+    let timeout = match file.scrape.timeout.as_deref() {
+        Some(s) => duration("scrape.timeout", s)?,
+        None => (interval.mul_f64(0.8)).min(Duration::from_secs(10)),
+    };
+    let retention = match file.store.retention.as_deref() {
+        Some(s) => duration("store.retention", s)?,
+        None => Duration::from_secs(7 * 24 * 3600),
+    };
+    Ok(RunConfig {
+        listen,
+        data_dir: data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./gpuwarden-data")),
+        scrape_interval: interval,
+        scrape_timeout: timeout,
+        max_body_bytes: file.scrape.max_body_bytes.unwrap_or(64 * 1024 * 1024),
+        targets: file.scrape.targets,
+        target_files: file.scrape.target_files,
+        retention,
+        simulator: file.simulator,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_loopback_simulated_five_seconds() {
+        let c = build(FileConfig::default(), None, None, None).unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert!(c.simulated());
+        assert_eq!(c.scrape_interval, Duration::from_secs(5));
+        assert_eq!(c.data_dir, PathBuf::from("./gpuwarden-data"));
+    }
+
+    #[test]
+    fn non_loopback_listen_is_refused_without_auth() {
+        let err = build(FileConfig::default(), Some("0.0.0.0:9470".parse().unwrap()), None, None).unwrap_err();
+        assert!(err.to_string().contains("refusing to listen"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = toml::from_str::<FileConfig>("[scrape]\nintreval = \"5s\"\n").unwrap_err();
+        assert!(err.to_string().contains("intreval"), "{err}");
+    }
+
+    #[test]
+    fn real_targets_disable_the_simulator() {
+        let file: FileConfig = toml::from_str("[scrape]\ntargets = [\"gpu1:9400\"]\ninterval = \"10s\"\n").unwrap();
+        let c = build(file, None, None, None).unwrap();
+        assert!(!c.simulated());
+        assert_eq!(c.scrape_interval, Duration::from_secs(10));
+        assert_eq!(c.scrape_timeout, Duration::from_secs(8));
+    }
+
+    #[test]
+    fn bad_duration_names_the_setting() {
+        let file: FileConfig = toml::from_str("[store]\nretention = \"a week\"\n").unwrap();
+        let err = build(file, None, None, None).unwrap_err();
+        assert!(format!("{err:#}").contains("store.retention"), "{err:#}");
+    }
+}

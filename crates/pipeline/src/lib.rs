@@ -1,0 +1,15 @@
+//! The pipeline between sources and everything downstream.
+//!
+//! A scrape outcome goes through [`ingest::Ingestor`]: samples and events are written to
+//! the [`Store`](gpuwarden_store::Store), the last-XID gauge is turned into XID events,
+//! and the [`live::LiveFleet`] — the in-memory view the API reads — learns which GPUs
+//! are fresh and which are stale. Staleness lives here, at the one place that sees every
+//! scrape, so no later stage can mistake missing data for healthy data.
+
+pub mod ingest;
+pub mod live;
+pub mod metrics;
+
+pub use ingest::Ingestor;
+pub use live::{GpuView, LiveFleet, Staleness};
+pub use metrics::PipelineMetrics;

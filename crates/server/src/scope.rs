@@ -1,0 +1,44 @@
+//! What a caller may see. Today every caller sees everything; authentication and
+//! tenants will narrow the scope (namespaces, accounts, nodes) without touching handlers.
+
+use gpuwarden_model::GpuIdentity;
+
+/// The set of GPUs a caller may see.
+#[derive(Debug, Clone, Default)]
+pub struct CallerScope {
+    /// `None`: all namespaces. `Some(list)`: only GPUs whose workload is in one of them.
+    pub namespaces: Option<Vec<String>>,
+    /// `None`: all nodes. `Some(list)`: only these nodes.
+    pub nodes: Option<Vec<String>>,
+}
+
+impl CallerScope {
+    /// Everything (no authentication configured, loopback only).
+    pub fn all() -> Self {
+        CallerScope::default()
+    }
+
+    pub fn allows(&self, gpu: &GpuIdentity) -> bool {
+        let ns_ok = match &self.namespaces {
+            None => true,
+            Some(list) => gpu
+                .workload
+                .namespace
+                .as_ref()
+                .is_some_and(|ns| list.iter().any(|n| n == ns)),
+        };
+        let node_ok = match &self.nodes {
+            None => true,
+            Some(list) => list.iter().any(|n| n == &gpu.node),
+        };
+        ns_ok && node_ok
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CallerScope {
+    type Rejection = crate::ApiError;
+
+    async fn from_request_parts(_parts: &mut axum::http::request::Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(CallerScope::all())
+    }
+}

@@ -1,0 +1,40 @@
+//! Parsing of time query parameters: milliseconds since the epoch, RFC 3339, `now`, or
+//! a duration before now such as `-1h` / `-15m`.
+
+use gpuwarden_model::TimestampMs;
+
+/// Parses a time parameter relative to `now_ms`.
+pub fn parse_time(s: &str, now_ms: TimestampMs) -> Result<TimestampMs, String> {
+    let s = s.trim();
+    if s == "now" {
+        return Ok(now_ms);
+    }
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    if let Some(rest) = s.strip_prefix('-') {
+        let d = humantime::parse_duration(rest).map_err(|e| format!("'{s}': {e}"))?;
+        return Ok(now_ms - d.as_millis() as i64);
+    }
+    let t = humantime::parse_rfc3339_weak(s)
+        .map_err(|_| format!("'{s}' is not a time: use milliseconds since the epoch, RFC 3339 (2026-11-24T10:00:00Z), 'now' or '-1h'"))?;
+    let ms = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| format!("'{s}' is before 1970"))?
+        .as_millis();
+    Ok(ms as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ms_rfc3339_now_and_relative() {
+        assert_eq!(parse_time("1700000000000", 0).unwrap(), 1_700_000_000_000);
+        assert_eq!(parse_time("now", 42).unwrap(), 42);
+        assert_eq!(parse_time("-1h", 3_600_000).unwrap(), 0);
+        assert_eq!(parse_time("1970-01-01T00:00:01Z", 0).unwrap(), 1000);
+        assert!(parse_time("yesterday-ish", 0).is_err());
+    }
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs every test of gpuwarden on a fresh Debian machine: installs what the tests need
+# (Prometheus and promtool from Debian), then formats check, lints and tests.
+#
+#   ./scripts/test.sh            # everything
+#   ./scripts/test.sh --quick    # skip clippy
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+[[ "${1:-}" == "--quick" ]] && quick=1
+
+# --- system packages -------------------------------------------------------------
+need=()
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if ((${#need[@]})); then
+    echo "==> installing ${need[*]} (Debian packages)"
+    SUDO=""
+    [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# Tests that use these tools fail (instead of skipping) when this is set.
+export GPUWARDEN_REQUIRE_TOOLS=1
+
+# --- Rust ----------------------------------------------------------------------------
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+if ((quick == 0)); then
+    echo "==> cargo clippy"
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+fi
+mkdir -p target
+echo "==> cargo test"
+cargo test --workspace --locked 2>&1 | tee target/test-output.txt
+# One closing line with the totals, for humans and CI.
+awk '/^test result:/ {p+=$4; f+=$6; i+=$8} END {printf "%d passed, %d failed, %d skipped\n", p, f, i}' target/test-output.txt
