@@ -12,11 +12,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     #[error("store data in {path} is corrupt at byte {offset}: {reason}")]
-    Corrupt {
-        path: PathBuf,
-        offset: u64,
-        reason: String,
-    },
+    Corrupt { path: PathBuf, offset: u64, reason: String },
     #[error("store directory {path} is locked by another gpuwarden process (pid in the lock file); stop it or use another --data-dir")]
     Locked { path: PathBuf },
     #[error("store encoding of {what}: {reason}")]

@@ -80,12 +80,7 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<Point>, StoreError>;
 
     /// Events with `from <= ts < to`, oldest first, of one GPU or (with `None`) of all.
-    fn events(
-        &self,
-        gpu: Option<&GpuUuid>,
-        from: TimestampMs,
-        to: TimestampMs,
-    ) -> Result<Vec<Event>, StoreError>;
+    fn events(&self, gpu: Option<&GpuUuid>, from: TimestampMs, to: TimestampMs) -> Result<Vec<Event>, StoreError>;
 
     /// Drops data older than `cutoff`. Returns how many samples were removed.
     fn apply_retention(&self, cutoff: TimestampMs) -> Result<u64, StoreError>;
