@@ -1,5 +1,11 @@
 //! gpuwarden's sources: turning what exporters publish into the model's vocabulary.
 //!
 //! - [`prom`]: a zero-copy, bounded parser for the Prometheus / OpenMetrics text format.
+//! - [`dcgm`]: maps a parsed exporter page (dcgm-exporter, or nvidia_gpu_exporter via
+//!   [`nvsmi`]) to GPU identities and per-GPU sample rows.
+//! - [`xid`]: turns dcgm-exporter's last-XID gauge into XID events.
 
+pub mod dcgm;
+pub mod nvsmi;
 pub mod prom;
+pub mod xid;

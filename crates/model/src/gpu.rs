@@ -6,8 +6,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-/// A GPU's UUID as NVIDIA prints it (`GPU-20c56d28-…`). For a MIG instance the UUID is
-/// the parent GPU's, and the instance is in [`GpuIdentity::mig`].
+/// A GPU's UUID as NVIDIA prints it (`GPU-20c56d28-…`).
+///
+/// A MIG slice is keyed `"{parent UUID}/mig/{GPU_I_ID}"` (e.g. `GPU-20c56d28-…/mig/3`), so
+/// a slice's series never overwrite its parent's. Its [`GpuIdentity::mig`] holds the
+/// instance id and profile, and `extra_labels["parent_uuid"]` the parent's UUID
+/// (dcgm-exporter labels a slice's series with the parent's `UUID` plus `GPU_I_ID`).
 ///
 /// Cheap to clone: it is shared between every sample of the GPU.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
