@@ -1,0 +1,249 @@
+//! The fault and abuse scenario library: default rates, durations, and what each
+//! [`FaultKind`] does to a GPU's telemetry while active.
+//!
+//! Rates are per GPU-year and derived from failure-statistics.md (Llama 3's 16,384-H100
+//! run for hardware, Titan's DBE vs off-the-bus split); abuse rates have no published
+//! figure and are set low. The derivation is in `docs/simulator.md`.
+
+use crate::models::ModelSpec;
+use gpuwarden_model::{FaultKind, TimestampMs};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Poisson};
+
+const MIN: i64 = 60_000;
+const HOUR: i64 = 60 * MIN;
+
+/// How long an XID 79 GPU stays in the scrape (showing XID 79) before it vanishes, so
+/// that a scraper polling every 10–15 s sees the XID first.
+pub const FALLEN_OFF_VISIBLE_MS: i64 = 30_000;
+/// How long the single-bit storm lasts before the double-bit error.
+pub const ECC_STORM_MS: i64 = 120_000;
+
+/// Default random rate of each fault, per GPU-year (before `fault_rate_multiplier`).
+///
+/// Llama 3 (2,422 H100 GPU-years, 419 unexpected interruptions): faulty GPU 148,
+/// HBM3 72, SRAM 19, GSP 17, thermal 6, software bug 54, network 35.
+pub const fn default_rate_per_gpu_year(kind: FaultKind) -> f64 {
+    match kind {
+        // (HBM3 72 + SRAM 19) × 90% that remap successfully / 2,422.
+        FaultKind::EccDbe => 0.0338,
+        // The other 10% of memory faults: remapping fails.
+        FaultKind::RowRemapFailure => 0.0038,
+        // Half of "faulty GPU" (74) + GSP (17) / 2,422.
+        FaultKind::FallenOffBus => 0.0376,
+        // Software bugs 54 / 2,422.
+        FaultKind::AppXid => 0.0223,
+        // Thermal interface + sensor 6 / 2,422.
+        FaultKind::Thermal => 0.0025,
+        // 15% of "faulty GPU" each for power brake and PCIe, 20% for stragglers.
+        FaultKind::PowerBrake => 0.0092,
+        FaultKind::PcieReplay => 0.0092,
+        FaultKind::Straggler => 0.0122,
+        // Network switch / cable 35 / 2,422 (used as the NVLink fabric's share).
+        FaultKind::NvlinkErrors => 0.0144,
+        // Abuse: no published rate; low enough that a real-rate fleet rarely sees one.
+        FaultKind::Miner | FaultKind::MinerThrottled | FaultKind::UnapprovedNamespace => 0.01,
+    }
+}
+
+/// Whether `kind` can happen on a board of this model.
+pub fn applicable(kind: FaultKind, spec: &ModelSpec) -> Result<(), &'static str> {
+    match kind {
+        FaultKind::NvlinkErrors if spec.nvlink_links == 0 => Err("the GPU model has no NVLink"),
+        _ => Ok(()),
+    }
+}
+
+/// How long a randomly drawn fault lasts. `None`: it persists (nothing in the simulation
+/// repairs a dead GPU or a failed remap).
+pub fn random_duration_ms(kind: FaultKind, rng: &mut ChaCha8Rng) -> Option<i64> {
+    let (lo, hi) = match kind {
+        FaultKind::EccDbe | FaultKind::RowRemapFailure | FaultKind::FallenOffBus => return None,
+        FaultKind::AppXid => return Some(5 * MIN),
+        FaultKind::Thermal => (10 * MIN, 30 * MIN),
+        FaultKind::PowerBrake => (2 * MIN, 10 * MIN),
+        FaultKind::NvlinkErrors => (10 * MIN, HOUR),
+        FaultKind::PcieReplay => (5 * MIN, 30 * MIN),
+        FaultKind::Straggler => (30 * MIN, 2 * HOUR),
+        FaultKind::Miner | FaultKind::MinerThrottled => (HOUR, 6 * HOUR),
+        FaultKind::UnapprovedNamespace => (30 * MIN, 3 * HOUR),
+    };
+    Some(rng.random_range(lo..hi))
+}
+
+/// Duration of an injected fault when the caller gives none: fixed per kind, so that
+/// demos and tests know what to expect.
+pub const fn default_injected_duration_ms(kind: FaultKind) -> Option<i64> {
+    match kind {
+        FaultKind::EccDbe | FaultKind::RowRemapFailure | FaultKind::FallenOffBus => None,
+        FaultKind::AppXid => Some(5 * MIN),
+        FaultKind::Thermal => Some(15 * MIN),
+        FaultKind::PowerBrake => Some(5 * MIN),
+        FaultKind::NvlinkErrors | FaultKind::PcieReplay => Some(30 * MIN),
+        FaultKind::Straggler => Some(HOUR),
+        FaultKind::Miner | FaultKind::MinerThrottled => Some(2 * HOUR),
+        FaultKind::UnapprovedNamespace => Some(HOUR),
+    }
+}
+
+/// A fault in progress on one GPU.
+#[derive(Debug, Clone)]
+pub struct ActiveFault {
+    pub kind: FaultKind,
+    /// Index of its label in the fleet's label list.
+    pub label: usize,
+    pub start_ms: TimestampMs,
+    pub end_ms: Option<TimestampMs>,
+    /// Progress through the fault's stages (ECC storm → DBE → remap, …).
+    pub stage: u8,
+    /// Kind-specific parameter drawn at start (straggler clock factor).
+    pub factor: f64,
+    /// Job the fault planted (miners, unapproved pods); ended with the fault.
+    pub job: Option<u64>,
+}
+
+/// What active faults do to a GPU this tick, folded together.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Effects {
+    pub clock_factor: f64,
+    pub sm_factor: f64,
+    pub thermal_runaway: bool,
+    pub power_brake: bool,
+}
+
+impl Default for Effects {
+    fn default() -> Self {
+        Effects {
+            clock_factor: 1.0,
+            sm_factor: 1.0,
+            thermal_runaway: false,
+            power_brake: false,
+        }
+    }
+}
+
+/// The error counters and flags faults write to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ErrorCounters {
+    pub xid: u32,
+    pub sbe_vol: u64,
+    pub dbe_vol: u64,
+    pub sbe_agg: u64,
+    pub dbe_agg: u64,
+    pub retired_sbe: u64,
+    pub retired_dbe: u64,
+    pub retired_pending: u64,
+    pub uncorrectable_rows: u64,
+    pub correctable_rows: u64,
+    pub remap_failure: bool,
+    pub remap_pending: bool,
+    pub pcie_replay: u64,
+    pub nvlink_crc_flit: u64,
+    pub nvlink_crc_data: u64,
+    pub nvlink_replay: u64,
+    pub nvlink_recovery: u64,
+    /// False once the GPU has fallen off the bus: it leaves its node's scrape.
+    pub off_bus: bool,
+}
+
+fn poisson(rng: &mut ChaCha8Rng, mean: f64) -> u64 {
+    if mean <= 0.0 {
+        return 0;
+    }
+    Poisson::new(mean).map(|p| p.sample(rng) as u64).unwrap_or(0)
+}
+
+/// Advances one fault by one tick of `dt_ms` ending at `now`: moves it through its
+/// stages, bumps the counters it drives, and adds its effects.
+pub fn tick(
+    f: &mut ActiveFault,
+    c: &mut ErrorCounters,
+    fx: &mut Effects,
+    now: TimestampMs,
+    dt_ms: i64,
+    rng: &mut ChaCha8Rng,
+) {
+    let dt = dt_ms as f64 / 1000.0;
+    let age = now - f.start_ms;
+    match f.kind {
+        FaultKind::EccDbe => {
+            match f.stage {
+                // Single-bit storm: correctable errors pour in, rows get remapped.
+                0 => {
+                    let n = poisson(rng, 25.0 * dt);
+                    c.sbe_vol += n;
+                    c.sbe_agg += n;
+                    if age >= ECC_STORM_MS {
+                        c.dbe_vol += 1;
+                        c.dbe_agg += 1;
+                        c.xid = 48;
+                        f.stage = 1;
+                    }
+                }
+                // A couple of seconds later the driver remaps the row (XID 63) and
+                // asks for a GPU reset to apply it.
+                1 if age >= ECC_STORM_MS + 2_000 => {
+                    c.xid = 63;
+                    c.uncorrectable_rows += 1;
+                    c.remap_pending = true;
+                    f.stage = 2;
+                }
+                _ => {
+                    let n = poisson(rng, 0.05 * dt);
+                    c.sbe_vol += n;
+                    c.sbe_agg += n;
+                }
+            }
+        }
+        FaultKind::RowRemapFailure => {
+            if f.stage == 0 {
+                c.dbe_vol += 1;
+                c.dbe_agg += 1;
+                c.xid = 64;
+                c.remap_failure = true;
+                f.stage = 1;
+            }
+        }
+        FaultKind::FallenOffBus => {
+            if f.stage == 0 {
+                c.xid = 79;
+                f.stage = 1;
+            } else if f.stage == 1 && age >= FALLEN_OFF_VISIBLE_MS {
+                c.off_bus = true;
+                f.stage = 2;
+            }
+        }
+        FaultKind::AppXid => {
+            if f.stage == 0 {
+                c.xid = [13, 31, 43][rng.random_range(0..3)];
+                f.stage = 1;
+            }
+        }
+        FaultKind::Thermal => fx.thermal_runaway = true,
+        FaultKind::PowerBrake => fx.power_brake = true,
+        FaultKind::NvlinkErrors => {
+            c.nvlink_crc_flit += poisson(rng, 8.0 * dt);
+            c.nvlink_crc_data += poisson(rng, 1.0 * dt);
+            c.nvlink_replay += poisson(rng, 3.0 * dt);
+            c.nvlink_recovery += poisson(rng, 0.02 * dt);
+        }
+        FaultKind::PcieReplay => c.pcie_replay += poisson(rng, 40.0 * dt),
+        FaultKind::Straggler => {
+            fx.clock_factor *= f.factor;
+            fx.sm_factor *= 0.5 + 0.5 * f.factor;
+        }
+        // Abuse scenarios act through the job they planted.
+        FaultKind::Miner | FaultKind::MinerThrottled | FaultKind::UnapprovedNamespace => {}
+    }
+}
+
+/// Undoes what must be undone when a fault ends (a GPU reset clears a pending remap and
+/// brings a fallen GPU back; the last-XID gauge is left as is, as DCGM does).
+pub fn end(f: &ActiveFault, c: &mut ErrorCounters) {
+    match f.kind {
+        FaultKind::EccDbe => c.remap_pending = false,
+        FaultKind::FallenOffBus => c.off_bus = false,
+        _ => {}
+    }
+}
