@@ -316,8 +316,9 @@ const EXACT_INT: f64 = 9_007_199_254_740_992.0;
 /// `v` as `i / 10^k` exactly, if possible.
 fn scaled(v: f64, k: usize) -> Option<i64> {
     let s = (v * POW10[k]).round();
-    if !(s.abs() < EXACT_INT) {
-        return None; // also rejects NaN and ±Inf
+    // `is_finite` first: NaN and ±Inf are never decimals.
+    if !s.is_finite() || s.abs() >= EXACT_INT {
+        return None;
     }
     let i = s as i64;
     (unscale(i, k).to_bits() == v.to_bits()).then_some(i)

@@ -390,7 +390,7 @@ impl Segment {
             Ok((wal_upto, span, events_ref, n_events, series, samples))
         })();
         let (wal_upto, span, events_ref, n_events, series, samples) =
-            parsed.map_err(|e| corrupt(index_offset + r.pos as u64, &e.0))?;
+            parsed.map_err(|e| corrupt(index_offset + r.pos as u64, e.0))?;
         let mut seg = Segment {
             path: path.to_path_buf(),
             file,
