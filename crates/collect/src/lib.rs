@@ -4,8 +4,10 @@
 //! - [`dcgm`]: maps a parsed exporter page (dcgm-exporter, or nvidia_gpu_exporter via
 //!   [`nvsmi`]) to GPU identities and per-GPU sample rows.
 //! - [`xid`]: turns dcgm-exporter's last-XID gauge into XID events.
+//! - [`scrape`]: the scrape collector (HTTP, timeouts, size limit, per-target state).
 
 pub mod dcgm;
 pub mod nvsmi;
 pub mod prom;
+pub mod scrape;
 pub mod xid;

@@ -62,7 +62,7 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
             .await
             .context("starting the simulated fleet")?;
         for (gpu, kind) in parse_injections(&args.sim.inject)? {
-            handle.inject(&gpu, kind, None).context("injecting a fault given with --inject")?;
+            handle.inject(&gpu, kind).context("injecting a fault given with --inject")?;
         }
         for (node, url) in handle.targets() {
             static_targets.push(TargetSpec {

@@ -1,0 +1,33 @@
+//! `gpuwarden bench …`: the measurements behind `docs/benchmarks.md`. Each prints a
+//! table with the machine it ran on and the command that reproduces it.
+
+mod cpu;
+mod ingest;
+mod prometheus;
+
+pub use ingest::ingest;
+
+/// One line describing this machine, for the record next to each figure.
+pub(crate) fn machine_line() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0 / 1024.0)
+        .unwrap_or(0.0);
+    format!("{cpu}, {cores} cores, {mem_gib:.0} GiB")
+}
