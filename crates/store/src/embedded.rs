@@ -497,7 +497,7 @@ impl Store for EmbeddedStore {
             return Ok(());
         }
         let mut payload = Vec::new();
-        record::encode_events(events, &mut payload);
+        record::encode_events(events, &mut payload)?;
         self.log(&payload, |st| st.events.extend_from_slice(events))
     }
 
@@ -506,7 +506,7 @@ impl Store for EmbeddedStore {
             return Ok(());
         }
         let mut payload = Vec::new();
-        record::encode_gpus(gpus, seen_ms, &mut payload);
+        record::encode_gpus(gpus, seen_ms, &mut payload)?;
         self.log(&payload, |st| upsert_known(&mut st.gpus, gpus, seen_ms))
     }
 

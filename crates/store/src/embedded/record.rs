@@ -8,6 +8,7 @@
 //! or extended. Events and GPU identities are rare and written as JSON.
 
 use super::codec::{get_uvarint, put_uvarint, CodecError};
+use crate::StoreError;
 use gpuwarden_model::{DcgmField, Event, FieldName, GpuIdentity, GpuSamples, GpuUuid, TimestampMs};
 
 const TAG_SAMPLES: u8 = 1;
@@ -96,16 +97,21 @@ pub fn encode_samples(rows: &[GpuSamples], out: &mut Vec<u8>) {
     }
 }
 
-pub fn encode_events(events: &[Event], out: &mut Vec<u8>) {
+pub fn encode_events(events: &[Event], out: &mut Vec<u8>) -> Result<(), StoreError> {
     out.push(TAG_EVENTS);
-    // Serializing plain data structs to a Vec cannot fail.
-    serde_json::to_writer(&mut *out, events).unwrap_or_default();
+    serde_json::to_writer(&mut *out, events).map_err(|e| StoreError::Encoding {
+        what: "events for the WAL".into(),
+        reason: e.to_string(),
+    })
 }
 
-pub fn encode_gpus(gpus: &[GpuIdentity], seen_ms: TimestampMs, out: &mut Vec<u8>) {
+pub fn encode_gpus(gpus: &[GpuIdentity], seen_ms: TimestampMs, out: &mut Vec<u8>) -> Result<(), StoreError> {
     out.push(TAG_GPUS);
     out.extend_from_slice(&seen_ms.to_le_bytes());
-    serde_json::to_writer(&mut *out, gpus).unwrap_or_default();
+    serde_json::to_writer(&mut *out, gpus).map_err(|e| StoreError::Encoding {
+        what: "GPU identities for the WAL".into(),
+        reason: e.to_string(),
+    })
 }
 
 /// Decodes one record. Consecutive rows of the same GPU share one UUID `Arc`.
@@ -224,14 +230,14 @@ mod tests {
             },
         };
         let mut buf = Vec::new();
-        encode_events(std::slice::from_ref(&e), &mut buf);
+        encode_events(std::slice::from_ref(&e), &mut buf).unwrap();
         let Record::Events(back) = decode(&buf).unwrap() else {
             panic!("wrong kind")
         };
         assert_eq!(back, vec![e]);
         let id = GpuIdentity::new(GpuUuid::new("GPU-1"), "n1");
         let mut buf = Vec::new();
-        encode_gpus(std::slice::from_ref(&id), 9, &mut buf);
+        encode_gpus(std::slice::from_ref(&id), 9, &mut buf).unwrap();
         let Record::Gpus { seen_ms, gpus } = decode(&buf).unwrap() else {
             panic!("wrong kind")
         };

@@ -102,6 +102,16 @@ impl WalWriter {
 
     /// Appends one record and returns once it is durable.
     pub fn append(&self, payload: &[u8]) -> Result<(), StoreError> {
+        if payload.len() > MAX_RECORD as usize {
+            // Replay would reject it as garbage; refuse it before acknowledging anything.
+            return Err(StoreError::Encoding {
+                what: "WAL record".into(),
+                reason: format!(
+                    "{} bytes is above the {MAX_RECORD}-byte record limit; append smaller batches",
+                    payload.len()
+                ),
+            });
+        }
         let mut st = self.state.lock();
         if let Some(msg) = &st.poisoned {
             return Err(poisoned(&st.path, msg));
