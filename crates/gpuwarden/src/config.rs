@@ -91,7 +91,8 @@ impl RunConfig {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9470";
 
 fn duration(field: &str, s: &str) -> Result<Duration> {
-    humantime::parse_duration(s).with_context(|| format!("{field} = \"{s}\" is not a duration (examples: \"5s\", \"1m\", \"7d\")"))
+    humantime::parse_duration(s)
+        .with_context(|| format!("{field} = \"{s}\" is not a duration (examples: \"5s\", \"1m\", \"7d\")"))
 }
 
 /// Merges the file with the command line (the command line wins) and validates.

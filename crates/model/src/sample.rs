@@ -29,7 +29,11 @@ pub struct GpuSamples {
 
 impl GpuSamples {
     pub fn new(gpu: GpuUuid, ts_ms: TimestampMs) -> Self {
-        GpuSamples { gpu, ts_ms, values: Vec::new() }
+        GpuSamples {
+            gpu,
+            ts_ms,
+            values: Vec::new(),
+        }
     }
 
     /// The value of a field in this row, if present.

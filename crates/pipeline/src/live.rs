@@ -187,7 +187,11 @@ impl LiveFleet {
         let inner = self.inner.read();
         let mut out: Vec<GpuView> = inner.gpus.values().map(|g| self.view(&inner, g, now_wall_ms)).collect();
         out.sort_by(|a, b| {
-            (&a.identity.node, a.identity.index, &a.identity.uuid).cmp(&(&b.identity.node, b.identity.index, &b.identity.uuid))
+            (&a.identity.node, a.identity.index, &a.identity.uuid).cmp(&(
+                &b.identity.node,
+                b.identity.index,
+                &b.identity.uuid,
+            ))
         });
         out
     }
@@ -243,9 +247,14 @@ mod tests {
         let live = LiveFleet::new(10_000);
         let (a, b) = (gpu("GPU-a"), gpu("GPU-b"));
         let r = row(40.0);
-        live.apply_scrape("t", 1000, &[a.clone(), b.clone()], [(&a.uuid, 1000, &r[..]), (&b.uuid, 1000, &r[..])]);
+        live.apply_scrape(
+            "t",
+            1000,
+            &[a.clone(), b.clone()],
+            [(&a.uuid, 1000, &r[..]), (&b.uuid, 1000, &r[..])],
+        );
         assert!(live.snapshot(1000).iter().all(|g| !g.stale));
-        let change = live.apply_scrape("t", 2000, &[a.clone()], [(&a.uuid, 2000, &r[..])]);
+        let change = live.apply_scrape("t", 2000, std::slice::from_ref(&a), [(&a.uuid, 2000, &r[..])]);
         assert_eq!(change.disappeared, vec![b.clone()]);
         let b_view = live.get("GPU-b", 2000).unwrap();
         assert!(b_view.stale);
@@ -258,10 +267,10 @@ mod tests {
         let live = LiveFleet::new(10_000);
         let a = gpu("GPU-a");
         let r = row(40.0);
-        live.apply_scrape("t", 1000, &[a.clone()], [(&a.uuid, 1000, &r[..])]);
+        live.apply_scrape("t", 1000, std::slice::from_ref(&a), [(&a.uuid, 1000, &r[..])]);
         live.mark_target_down("t");
         assert_eq!(live.get("GPU-a", 1500).unwrap().staleness, Staleness::TargetDown);
-        live.apply_scrape("t", 3000, &[a.clone()], [(&a.uuid, 3000, &r[..])]);
+        live.apply_scrape("t", 3000, std::slice::from_ref(&a), [(&a.uuid, 3000, &r[..])]);
         assert!(!live.get("GPU-a", 3000).unwrap().stale);
     }
 
@@ -270,7 +279,7 @@ mod tests {
         let live = LiveFleet::new(10_000);
         let a = gpu("GPU-a");
         let r = row(40.0);
-        live.apply_scrape("t", 1000, &[a.clone()], [(&a.uuid, 1000, &r[..])]);
+        live.apply_scrape("t", 1000, std::slice::from_ref(&a), [(&a.uuid, 1000, &r[..])]);
         assert_eq!(live.get("GPU-a", 20_000).unwrap().staleness, Staleness::TooOld);
     }
 
@@ -285,8 +294,8 @@ mod tests {
     fn latest_values_are_updated() {
         let live = LiveFleet::new(10_000);
         let a = gpu("GPU-a");
-        live.apply_scrape("t", 1000, &[a.clone()], [(&a.uuid, 1000, &row(40.0)[..])]);
-        live.apply_scrape("t", 2000, &[a.clone()], [(&a.uuid, 2000, &row(41.0)[..])]);
+        live.apply_scrape("t", 1000, std::slice::from_ref(&a), [(&a.uuid, 1000, &row(40.0)[..])]);
+        live.apply_scrape("t", 2000, std::slice::from_ref(&a), [(&a.uuid, 2000, &row(41.0)[..])]);
         let v = live.get("GPU-a", 2000).unwrap();
         assert_eq!(v.latest["DCGM_FI_DEV_GPU_TEMP"], 41.0);
         assert_eq!(v.last_seen_ms, 2000);

@@ -61,23 +61,47 @@ impl PipelineMetrics {
     /// Registers every metric under the `gpuwarden` prefix.
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("gpuwarden");
-        r.register("samples_ingested", "Samples written to the store", self.samples_ingested.clone());
-        r.register("events_ingested", "Events written to the store, by kind", self.events_ingested.clone());
+        r.register(
+            "samples_ingested",
+            "Samples written to the store",
+            self.samples_ingested.clone(),
+        );
+        r.register(
+            "events_ingested",
+            "Events written to the store, by kind",
+            self.events_ingested.clone(),
+        );
         r.register("scrapes", "Scrapes attempted, per target", self.scrapes.clone());
-        r.register("scrape_errors", "Scrapes that failed, per target", self.scrape_errors.clone());
+        r.register(
+            "scrape_errors",
+            "Scrapes that failed, per target",
+            self.scrape_errors.clone(),
+        );
         r.register(
             "scrape_duration_seconds",
             "Duration of scrapes, per target",
             self.scrape_duration.clone(),
         );
-        r.register("target_up", "1 when the target's last scrape succeeded", self.target_up.clone());
+        r.register(
+            "target_up",
+            "1 when the target's last scrape succeeded",
+            self.target_up.clone(),
+        );
         r.register(
             "store_write_errors",
             "Writes to the store that failed (data was not acknowledged)",
             self.store_write_errors.clone(),
         );
         r.register("gpus", "GPUs known to the live view", self.gpus.clone());
-        r.register("gpus_stale", "GPUs whose data is stale (shown as unknown)", self.gpus_stale.clone());
-        r.register("store_size_bytes", "Bytes the store occupies on disk", self.store_bytes.clone());
+        r.register(
+            "gpus_stale",
+            "GPUs whose data is stale (shown as unknown)",
+            self.gpus_stale.clone(),
+        );
+        r.register(
+            "store_size_bytes",
+            "Bytes the store occupies on disk",
+            self.store_bytes.clone(),
+        );
     }
 }

@@ -16,8 +16,11 @@ pub fn parse_time(s: &str, now_ms: TimestampMs) -> Result<TimestampMs, String> {
         let d = humantime::parse_duration(rest).map_err(|e| format!("'{s}': {e}"))?;
         return Ok(now_ms - d.as_millis() as i64);
     }
-    let t = humantime::parse_rfc3339_weak(s)
-        .map_err(|_| format!("'{s}' is not a time: use milliseconds since the epoch, RFC 3339 (2026-11-24T10:00:00Z), 'now' or '-1h'"))?;
+    let t = humantime::parse_rfc3339_weak(s).map_err(|_| {
+        format!(
+            "'{s}' is not a time: use milliseconds since the epoch, RFC 3339 (2026-11-24T10:00:00Z), 'now' or '-1h'"
+        )
+    })?;
     let ms = t
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|_| format!("'{s}' is before 1970"))?

@@ -23,7 +23,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
-    let mut cfg = config::build(file, args.listen, args.data_dir.clone(), args.scrape_interval.map(Into::into))?;
+    let mut cfg = config::build(
+        file,
+        args.listen,
+        args.data_dir.clone(),
+        args.scrape_interval.map(Into::into),
+    )?;
     merge_sim_flags(&mut cfg, &args);
     super::runtime()?.block_on(run_async(cfg, args))
 }
@@ -47,14 +52,21 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
             .with_context(|| format!("opening the store in {}", store_dir.display()))?,
     );
 
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("listening on {} (is another gpuwarden running? use --listen)", cfg.listen))?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| {
+        format!(
+            "listening on {} (is another gpuwarden running? use --listen)",
+            cfg.listen
+        )
+    })?;
     let listen = listener.local_addr()?;
 
     // The simulator, unless real targets are configured.
     let mut sim_handle = None;
-    let mut static_targets: Vec<TargetSpec> = cfg.targets.iter().map(|t| TargetSpec::from_address(t, "static")).collect();
+    let mut static_targets: Vec<TargetSpec> = cfg
+        .targets
+        .iter()
+        .map(|t| TargetSpec::from_address(t, "static"))
+        .collect();
     if cfg.simulated() {
         let mut sim_cfg = sim_config(&cfg.simulator);
         sim_cfg.labels_path = Some(cfg.data_dir.join("simulation-labels.jsonl"));
@@ -62,7 +74,9 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
             .await
             .context("starting the simulated fleet")?;
         for (gpu, kind) in parse_injections(&args.sim.inject)? {
-            handle.inject(&gpu, kind).context("injecting a fault given with --inject")?;
+            handle
+                .inject(&gpu, kind)
+                .context("injecting a fault given with --inject")?;
         }
         for (node, url) in handle.targets() {
             static_targets.push(TargetSpec {

@@ -43,7 +43,10 @@ pub fn scrape(args: ScrapeArgs) -> Result<ExitCode> {
                 serde_json::json!({ "identity": g, "values": values })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "gpus": gpus }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "gpus": gpus }))?
+        );
         return Ok(ExitCode::SUCCESS);
     }
     println!(

@@ -59,7 +59,9 @@ pub fn simulate(args: SimulateArgs) -> Result<ExitCode> {
     super::runtime()?.block_on(async move {
         let handle = Simulator::start(cfg).await.context("starting the simulated fleet")?;
         for (gpu, kind) in injections {
-            handle.inject(&gpu, kind).context("injecting a fault given with --inject")?;
+            handle
+                .inject(&gpu, kind)
+                .context("injecting a fault given with --inject")?;
         }
         let control = tokio::net::TcpListener::bind(("127.0.0.1", args.control_port.unwrap_or(0)))
             .await

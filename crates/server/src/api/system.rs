@@ -44,5 +44,8 @@ pub async fn targets(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 pub async fn not_found() -> ApiError {
-    ApiError::not_found("not_found", "no such route; see /api/v1/gpus, /api/v1/targets, /healthz, /metrics")
+    ApiError::not_found(
+        "not_found",
+        "no such route; see /api/v1/gpus, /api/v1/targets, /healthz, /metrics",
+    )
 }

@@ -42,12 +42,17 @@ pub fn ingest(args: BenchIngestArgs) -> Result<ExitCode> {
     };
     println!("# gpuwarden bench ingest");
     println!("machine: {}", super::machine_line());
-    println!("command: gpuwarden bench ingest --gpus {} --duration {} --interval {} --live-duration {}",
-        args.gpus, args.duration, args.interval, args.live_duration);
+    println!(
+        "command: gpuwarden bench ingest --gpus {} --duration {} --interval {} --live-duration {}",
+        args.gpus, args.duration, args.interval, args.live_duration
+    );
     println!();
 
     let throughput = measure_throughput(&work.join("throughput"))?;
-    println!("## 1. parse + store throughput (one thread, {} samples)", throughput.samples);
+    println!(
+        "## 1. parse + store throughput (one thread, {} samples)",
+        throughput.samples
+    );
     println!("| stage | samples/s per core (CPU time) | samples/s (wall) |");
     println!("|---|---:|---:|");
     for (stage, cpu_rate, wall_rate) in &throughput.rows {
@@ -56,13 +61,23 @@ pub fn ingest(args: BenchIngestArgs) -> Result<ExitCode> {
     println!();
 
     let size = measure_bytes_per_sample(&args, &work.join("size"))?;
-    println!("## 2. bytes per stored sample ({} GPUs, {} at {} interval, {} samples)",
-        args.gpus, args.duration, args.interval, size.samples);
+    println!(
+        "## 2. bytes per stored sample ({} GPUs, {} at {} interval, {} samples)",
+        args.gpus, args.duration, args.interval, size.samples
+    );
     println!("| store | bytes on disk | bytes/sample |");
     println!("|---|---:|---:|");
-    println!("| gpuwarden embedded store | {} | {:.3} |", size.ours_bytes, size.ours_bytes as f64 / size.samples as f64);
+    println!(
+        "| gpuwarden embedded store | {} | {:.3} |",
+        size.ours_bytes,
+        size.ours_bytes as f64 / size.samples as f64
+    );
     match &size.prometheus {
-        Some(Ok(bytes)) => println!("| Prometheus TSDB blocks (promtool create-blocks-from openmetrics) | {} | {:.3} |", bytes, *bytes as f64 / size.samples as f64),
+        Some(Ok(bytes)) => println!(
+            "| Prometheus TSDB blocks (promtool create-blocks-from openmetrics) | {} | {:.3} |",
+            bytes,
+            *bytes as f64 / size.samples as f64
+        ),
         Some(Err(e)) => println!("| Prometheus TSDB blocks | failed: {e:#} | |"),
         None => println!("| Prometheus TSDB blocks | skipped (--no-prometheus) | |"),
     }
@@ -70,23 +85,34 @@ pub fn ingest(args: BenchIngestArgs) -> Result<ExitCode> {
 
     if !args.no_prometheus {
         let live = prometheus::side_by_side(&work.join("live"), args.live_duration.into())?;
-        println!("## 3. live side by side: 4 simulated nodes x 8 GPUs scraped every 1 s for {:?}", live.duration);
-        println!("| scraper | samples stored | CPU seconds | CPU s per million samples | bytes on disk | bytes/sample |");
+        println!(
+            "## 3. live side by side: 4 simulated nodes x 8 GPUs scraped every 1 s for {:?}",
+            live.duration
+        );
+        println!(
+            "| scraper | samples stored | CPU seconds | CPU s per million samples | bytes on disk | bytes/sample |"
+        );
         println!("|---|---:|---:|---:|---:|---:|");
         for r in &live.rows {
             println!(
                 "| {} | {} | {:.2} | {:.3} | {} | {:.2} |",
-                r.name, r.samples, r.cpu.as_secs_f64(),
-                r.cpu.as_secs_f64() / (r.samples as f64 / 1e6), r.bytes, r.bytes as f64 / r.samples.max(1) as f64
+                r.name,
+                r.samples,
+                r.cpu.as_secs_f64(),
+                r.cpu.as_secs_f64() / (r.samples as f64 / 1e6),
+                r.bytes,
+                r.bytes as f64 / r.samples.max(1) as f64
             );
         }
         if let [ours, prom] = &live.rows[..] {
             let ours_cpm = ours.cpu.as_secs_f64() / ours.samples.max(1) as f64;
             let prom_cpm = prom.cpu.as_secs_f64() / prom.samples.max(1) as f64;
             println!();
-            println!("ratio gpuwarden/Prometheus: CPU per sample {:.2}, bytes per sample {:.2}",
+            println!(
+                "ratio gpuwarden/Prometheus: CPU per sample {:.2}, bytes per sample {:.2}",
                 ours_cpm / prom_cpm,
-                (ours.bytes as f64 / ours.samples.max(1) as f64) / (prom.bytes as f64 / prom.samples.max(1) as f64));
+                (ours.bytes as f64 / ours.samples.max(1) as f64) / (prom.bytes as f64 / prom.samples.max(1) as f64)
+            );
             println!("(both include their own HTTP serving and bookkeeping; Prometheus's on-disk bytes after a short run are its WAL, not compacted blocks — see table 2 for compacted size)");
         }
     }
@@ -121,10 +147,10 @@ fn measure_throughput(dir: &Path) -> Result<Throughput> {
     for step in 0..rounds {
         let ts = START_MS + step as i64 * 1000;
         fleet.advance_to(ts);
-        for node in 0..nodes {
+        for (node, name) in names.iter().enumerate().take(nodes) {
             let mut s = String::new();
             fleet.render_node(node, &mut s);
-            pages.push((names[node].clone(), s, ts));
+            pages.push((name.clone(), s, ts));
         }
     }
     let limits = Limits::default();
@@ -138,11 +164,22 @@ fn measure_throughput(dir: &Path) -> Result<Throughput> {
             samples += map_exporter_page(page.as_bytes(), node, *ts, &limits)?.sample_count();
         }
     }
-    rows.push(rate("parse + map to typed fields", samples, thread_cpu() - cpu0, wall0.elapsed()));
+    rows.push(rate(
+        "parse + map to typed fields",
+        samples,
+        thread_cpu() - cpu0,
+        wall0.elapsed(),
+    ));
 
     // Parse, map and append; fsync off to see the CPU cost.
     let _ = std::fs::remove_dir_all(dir);
-    let store = EmbeddedStore::open(&dir.join("nosync"), EmbeddedOptions { sync: false, ..EmbeddedOptions::default() })?;
+    let store = EmbeddedStore::open(
+        &dir.join("nosync"),
+        EmbeddedOptions {
+            sync: false,
+            ..EmbeddedOptions::default()
+        },
+    )?;
     let (cpu0, wall0) = (thread_cpu(), Instant::now());
     let mut stored = 0usize;
     for (node, page, ts) in &pages {
@@ -151,7 +188,12 @@ fn measure_throughput(dir: &Path) -> Result<Throughput> {
         stored += p.sample_count();
     }
     store.flush()?;
-    rows.push(rate("parse + map + store (no fsync)", stored, thread_cpu() - cpu0, wall0.elapsed()));
+    rows.push(rate(
+        "parse + map + store (no fsync)",
+        stored,
+        thread_cpu() - cpu0,
+        wall0.elapsed(),
+    ));
     drop(store);
 
     // As `run` does it: one durable append (fsync) per scraped page.
@@ -164,14 +206,23 @@ fn measure_throughput(dir: &Path) -> Result<Throughput> {
         stored += p.sample_count();
     }
     store.flush()?;
-    rows.push(rate("parse + map + store (fsync per page, as `run`)", stored, thread_cpu() - cpu0, wall0.elapsed()));
+    rows.push(rate(
+        "parse + map + store (fsync per page, as `run`)",
+        stored,
+        thread_cpu() - cpu0,
+        wall0.elapsed(),
+    ));
     Ok(Throughput { samples: stored, rows })
 }
 
 fn rate(stage: &'static str, samples: usize, cpu: Duration, wall: Duration) -> (&'static str, f64, f64) {
     // Thread CPU time is counted in 10 ms ticks; never divide by zero on a fast run.
     let cpu_s = cpu.as_secs_f64().max(0.01);
-    (stage, samples as f64 / cpu_s, samples as f64 / wall.as_secs_f64().max(1e-9))
+    (
+        stage,
+        samples as f64 / cpu_s,
+        samples as f64 / wall.as_secs_f64().max(1e-9),
+    )
 }
 
 struct SizeResult {
@@ -188,15 +239,25 @@ fn measure_bytes_per_sample(args: &BenchIngestArgs, dir: &Path) -> Result<SizeRe
     let names = fleet.node_names().to_vec();
     let interval_ms = Duration::from(args.interval).as_millis().max(1) as i64;
     let steps = (Duration::from(args.duration).as_millis() as i64 / interval_ms) as u64;
-    let store = EmbeddedStore::open(&dir.join("gpuwarden"), EmbeddedOptions { sync: false, ..EmbeddedOptions::default() })?;
+    let store = EmbeddedStore::open(
+        &dir.join("gpuwarden"),
+        EmbeddedOptions {
+            sync: false,
+            ..EmbeddedOptions::default()
+        },
+    )?;
     let mut openmetrics = if args.no_prometheus {
         None
     } else {
-        Some(std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(dir.join("samples.om"))?))
+        Some(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(dir.join("samples.om"))?,
+        ))
     };
     let limits = Limits::default();
     let bar = ProgressBar::new(steps).with_style(
-        ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} steps, eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} steps, eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message("simulating, parsing and storing");
     let mut samples = 0u64;
@@ -228,11 +289,18 @@ fn measure_bytes_per_sample(args: &BenchIngestArgs, dir: &Path) -> Result<SizeRe
             writeln!(w, "# EOF")?;
             w.flush()?;
             drop(w);
-            Some(prometheus::tsdb_bytes_from_openmetrics(&dir.join("samples.om"), &dir.join("prometheus-blocks")))
+            Some(prometheus::tsdb_bytes_from_openmetrics(
+                &dir.join("samples.om"),
+                &dir.join("prometheus-blocks"),
+            ))
         }
     };
     let _ = std::fs::remove_file(dir.join("samples.om"));
-    Ok(SizeResult { samples, ours_bytes, prometheus })
+    Ok(SizeResult {
+        samples,
+        ours_bytes,
+        prometheus,
+    })
 }
 
 /// Appends a page's samples with an explicit timestamp (seconds, as OpenMetrics wants).

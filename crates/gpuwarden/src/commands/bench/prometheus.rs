@@ -59,7 +59,10 @@ pub fn tsdb_bytes_from_openmetrics(file: &Path, out: &Path) -> Result<u64> {
             use std::io::Read;
             let _ = e.read_to_string(&mut err);
         }
-        bail!("promtool failed ({status}): {}", err.lines().rev().take(5).collect::<Vec<_>>().join(" | "));
+        bail!(
+            "promtool failed ({status}): {}",
+            err.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+        );
     }
     Ok(dir_bytes(out))
 }
@@ -109,7 +112,12 @@ fn counter_value(page: &str, name: &str) -> Option<f64> {
         if !(rest.starts_with(' ') || rest.starts_with('{')) {
             continue;
         }
-        let value = rest.rsplit_once('}').map(|(_, v)| v).unwrap_or(rest).split_whitespace().next()?;
+        let value = rest
+            .rsplit_once('}')
+            .map(|(_, v)| v)
+            .unwrap_or(rest)
+            .split_whitespace()
+            .next()?;
         *found.get_or_insert(0.0) += value.parse::<f64>().ok()?;
     }
     found
