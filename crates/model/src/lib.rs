@@ -10,13 +10,17 @@
 pub mod event;
 pub mod fault;
 pub mod field;
+pub mod finding;
 pub mod gpu;
+pub mod health;
 pub mod sample;
 pub mod time;
 
 pub use event::{Event, EventKind};
 pub use fault::{FaultKind, FaultLabel, UnknownFaultKind};
 pub use field::{DcgmField, FieldName, FieldType};
+pub use finding::{Action, Evidence, Finding, FindingKind, Severity};
+pub use health::{Dimension, HealthState};
 pub use gpu::{GpuIdentity, GpuUuid, MigInstance, Workload};
 pub use sample::{GpuSamples, Sample};
 pub use time::{Clock, SystemClock, TimestampMs};
