@@ -26,7 +26,7 @@ fn truncated_capture_names_the_line_it_stops_on() {
     // Cut line 9 (the T4's GPU_TEMP sample) in the middle of its UUID label value.
     let line9_start: usize = text.split_inclusive('\n').take(8).map(str::len).sum();
     let cut = line9_start + text[line9_start..].find("GPU-20c5").expect("uuid on line 9") + 8;
-    let err = parse_err(text[..cut].as_bytes());
+    let err = parse_err(&text.as_bytes()[..cut]);
     assert!(
         matches!(err, ParseError::UnterminatedLabelValue { line: 9, .. }),
         "{err:?}"
