@@ -13,6 +13,7 @@ pub mod field;
 pub mod finding;
 pub mod gpu;
 pub mod health;
+pub mod incident;
 pub mod sample;
 pub mod time;
 
@@ -21,6 +22,7 @@ pub use fault::{FaultKind, FaultLabel, UnknownFaultKind};
 pub use field::{DcgmField, FieldName, FieldType};
 pub use finding::{Action, Evidence, Finding, FindingKind, Severity};
 pub use health::{Dimension, HealthState};
+pub use incident::{Incident, IncidentState, Resolution, TimelineEntry};
 pub use gpu::{GpuIdentity, GpuUuid, MigInstance, Workload};
 pub use sample::{GpuSamples, Sample};
 pub use time::{Clock, SystemClock, TimestampMs};

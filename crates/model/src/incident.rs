@@ -1,0 +1,88 @@
+//! Incidents: findings grouped by GPU/node and rule, with a lifecycle
+//! (open → acknowledged → resolved), a dedup key, a timeline and a recommended action.
+
+use crate::finding::{Action, FindingKind, Severity};
+use crate::gpu::GpuUuid;
+use crate::time::TimestampMs;
+use serde::{Deserialize, Serialize};
+
+/// Where an incident is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentState {
+    Open,
+    Acknowledged,
+    Resolved,
+}
+
+impl IncidentState {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            IncidentState::Open => "open",
+            IncidentState::Acknowledged => "acknowledged",
+            IncidentState::Resolved => "resolved",
+        }
+    }
+}
+
+/// How an incident was resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum Resolution {
+    /// The condition cleared and stayed clear for the configured time.
+    Automatic { cleared_since_ms: TimestampMs },
+    /// A person resolved it through the API or UI.
+    Manual {
+        actor: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
+}
+
+/// One entry of an incident's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub ts_ms: TimestampMs,
+    /// `opened`, `finding`, `escalated`, `acknowledged`, `cleared`, `reopened` (a flap),
+    /// `resolved`.
+    pub what: String,
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+}
+
+/// An incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    /// Stable id, e.g. `inc-000042`.
+    pub id: String,
+    /// Findings with the same key belong to the same incident: `rule@gpu` or `rule@node`.
+    pub dedup_key: String,
+    pub rule: String,
+    pub kind: FindingKind,
+    /// Highest severity seen while the incident was active.
+    pub severity: Severity,
+    pub gpu: Option<GpuUuid>,
+    pub node: String,
+    pub state: IncidentState,
+    pub summary: String,
+    /// Most disruptive action recommended while active.
+    pub action: Action,
+    pub opened_ms: TimestampMs,
+    pub updated_ms: TimestampMs,
+    /// Last time a finding for it was seen (the condition was present).
+    pub last_seen_ms: TimestampMs,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_ms: Option<TimestampMs>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_ms: Option<TimestampMs>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<Resolution>,
+    /// Findings folded into this incident.
+    pub finding_count: u64,
+    /// Times the condition cleared and came back before resolution (flaps).
+    pub flaps: u32,
+    pub timeline: Vec<TimelineEntry>,
+}
