@@ -70,3 +70,20 @@ impl fmt::Display for HealthState {
         f.write_str(self.as_str())
     }
 }
+
+/// Whether a GPU's data can be trusted now, and if not, why. Decided by the pipeline
+/// (the one place that sees every scrape); analyzers must score anything but `Fresh` as
+/// [`HealthState::Unknown`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Freshness {
+    /// Data is fresh.
+    Fresh,
+    /// The GPU was absent from its target's last successful scrape (its node still
+    /// answers: the GPU itself is gone, e.g. fallen off the bus).
+    MissingFromScrape,
+    /// The target's last scrape failed.
+    TargetDown,
+    /// No successful scrape of the target within the staleness window.
+    TooOld,
+}

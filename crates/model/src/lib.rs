@@ -21,7 +21,7 @@ pub use event::{Event, EventKind};
 pub use fault::{FaultKind, FaultLabel, UnknownFaultKind};
 pub use field::{DcgmField, FieldName, FieldType};
 pub use finding::{Action, Evidence, Finding, FindingKind, Severity};
-pub use health::{Dimension, HealthState};
+pub use health::{Dimension, Freshness, HealthState};
 pub use incident::{Incident, IncidentState, Resolution, TimelineEntry};
 pub use gpu::{GpuIdentity, GpuUuid, MigInstance, Workload};
 pub use sample::{GpuSamples, Sample};

@@ -5,24 +5,14 @@
 //! has not been scraped successfully for longer than `stale_after`. Readers must treat a
 //! stale GPU as `unknown`, never as healthy.
 
-use gpuwarden_model::{FieldName, GpuIdentity, GpuUuid, TimestampMs};
+use gpuwarden_model::{FieldName, Freshness, GpuIdentity, GpuUuid, TimestampMs};
 use parking_lot::RwLock;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
-/// Why a GPU is stale.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Staleness {
-    /// Data is fresh.
-    Fresh,
-    /// The GPU was absent from its target's last successful scrape.
-    MissingFromScrape,
-    /// The target's last scrape failed.
-    TargetDown,
-    /// No successful scrape of the target within `stale_after`.
-    TooOld,
-}
+/// Why a GPU is stale (the model's [`Freshness`]; `Staleness` is kept as the
+/// pipeline's name for it).
+pub type Staleness = Freshness;
 
 /// One GPU as the API shows it.
 #[derive(Debug, Clone, Serialize)]
