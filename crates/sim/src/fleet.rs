@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 /// 1–30 s) and keeps a day of a 32-GPU fleet under a second of CPU.
 pub const TICK_MS: i64 = 1_000;
 /// A GPU left idle gets a new job after this long on average.
-const MEAN_IDLE_MS: f64 = 50.0 * 60_000.0;
+const MEAN_IDLE_MS: f64 = 200.0 * 60_000.0;
 /// `advance_to` never simulates more than this much of a gap: a longer jump skips ahead
 /// (keeping determinism) instead of stalling a scrape for seconds.
 const MAX_CATCH_UP_MS: i64 = 24 * 3_600_000;
@@ -80,7 +80,7 @@ impl Fleet {
             node_names.push(format!("simnode-{node:02}"));
             // Every fourth node is a Slurm (HPC) node; L40S boards have little FP64.
             node_hpc.push(node % 4 == 2 && model != GpuModel::L40s);
-            let inlet: f64 = rng.random_range(19.0..24.0);
+            let inlet: f64 = rng.random_range(17.5..22.5);
             for i in 0..config.gpus_per_node {
                 let uuid = GpuUuid::new(&format!(
                     "GPU-{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
@@ -115,13 +115,13 @@ impl Fleet {
         };
         // Fill the fleet as a running cluster would be, then settle temperatures.
         for gi in 0..fleet.gpus.len() {
-            if fleet.gpus[gi].job.is_none() && fleet.rng.random::<f64>() < 0.75 {
+            if fleet.gpus[gi].job.is_none() && fleet.rng.random::<f64>() < 0.65 {
                 fleet.start_job(gi, start);
             }
         }
         fleet.step_gpus(start, 0);
         for g in &mut fleet.gpus {
-            g.gpu_temp_c = g.equilibrium_temp(g.power_w);
+            g.gpu_temp_c = g.equilibrium_temp(g.power_w) + if g.act.busy { 6.0 } else { 0.0 };
             let spec = g.model.spec();
             if let Some((o, r)) = spec.mem_temp {
                 g.mem_temp_c = g.ambient_c + o + r * g.power_w;

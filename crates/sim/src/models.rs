@@ -117,8 +117,8 @@ static A100: ModelSpec = ModelSpec {
     nvlink_bytes_per_s: 300.0 * GB,
     pcie_gen: 4,
     pcie_bytes_per_s: 32.0 * GB,
-    thermal_r_c_per_w: 0.105,
-    mem_temp: Some((16.0, 0.07)),
+    thermal_r_c_per_w: 0.085,
+    mem_temp: Some((18.0, 0.065)),
 };
 
 static H100: ModelSpec = ModelSpec {

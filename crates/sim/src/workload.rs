@@ -128,10 +128,10 @@ pub fn draw_job(
     let end = now + (dur_h.clamp(0.05, 48.0) * 3_600_000.0) as i64;
     // Light jobs: GPU allocated and "busy" but starved (input-bound, debugging, small
     // models). AcmeTrace: GPU_UTIL median 98% while SM_ACTIVE median is 33–50%.
-    let light = rng.random::<f64>() < 0.42;
+    let light = rng.random::<f64>() < 0.55;
     let intensity = match profile {
-        Profile::Training if light => rng.random_range(0.03..0.30),
-        Profile::Training => rng.random_range(0.62..1.0),
+        Profile::Training if light => rng.random_range(0.03..0.55),
+        Profile::Training => rng.random_range(0.6..0.95),
         Profile::Inference => rng.random_range(0.35..0.95),
         Profile::Hpc if light => rng.random_range(0.08..0.35),
         Profile::Hpc => rng.random_range(0.75..0.97),
@@ -172,10 +172,12 @@ pub fn draw_job(
             Profile::Miner | Profile::MinerThrottled => rng.random_range(0.85..0.95),
             _ => rng.random_range(0.3..0.6),
         },
+        // Light jobs barely touch the tensor cores (and so draw little power).
         tensor_ratio: match profile {
-            Profile::Training => rng.random_range(0.35..0.7),
+            Profile::Training if light => rng.random_range(0.0..0.15),
+            Profile::Training => rng.random_range(0.6..0.95),
             Profile::Inference => rng.random_range(0.2..0.5),
-            Profile::Hpc => rng.random_range(0.0..0.1),
+            Profile::Hpc => rng.random_range(0.0..0.05),
             Profile::Miner | Profile::MinerThrottled => 0.0,
         },
         nvlink_frac: match profile {
