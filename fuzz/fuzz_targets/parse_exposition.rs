@@ -23,8 +23,11 @@ fuzz_target!(|data: &[u8]| {
     let parsed = prom::parse(data, &limits, |s| {
         let mut series = String::new();
         prom::write_series(&mut series, s.name, &s.labels);
-        let labels: Vec<(String, String)> =
-            s.labels.iter().map(|l| (l.name.to_owned(), l.value.to_string())).collect();
+        let labels: Vec<(String, String)> = s
+            .labels
+            .iter()
+            .map(|l| (l.name.to_owned(), l.value.to_string()))
+            .collect();
         rendered.push((series, s.name.to_owned(), labels));
     });
     let mapped = dcgm::map_exporter_page(data, "fuzz-node", 0, &limits);
@@ -35,15 +38,21 @@ fuzz_target!(|data: &[u8]| {
             let _ = tracker.observe_page(page);
         }
         (Err(a), Err(b)) => assert_eq!(a, b),
-        _ => panic!("parser and mapping disagree: {parsed:?} vs {:?}", mapped.as_ref().map(|p| p.summary)),
+        _ => panic!(
+            "parser and mapping disagree: {parsed:?} vs {:?}",
+            mapped.as_ref().map(|p| p.summary)
+        ),
     }
     for (series, name, labels) in rendered {
         let line = format!("{series} 1\n");
         let mut again = None;
         let roomy = prom::Limits::default();
         prom::parse(line.as_bytes(), &roomy, |s| {
-            let l: Vec<(String, String)> =
-                s.labels.iter().map(|l| (l.name.to_owned(), l.value.to_string())).collect();
+            let l: Vec<(String, String)> = s
+                .labels
+                .iter()
+                .map(|l| (l.name.to_owned(), l.value.to_string()))
+                .collect();
             again = Some((s.name.to_owned(), l));
         })
         .unwrap_or_else(|e| panic!("rendered series {series:?} does not parse: {e}"));
