@@ -74,7 +74,7 @@ async fn fallen_off_bus_gpu_is_stale_within_two_scrape_intervals() {
     let dir = tempfile::tempdir().unwrap();
     let gw = start(
         dir.path(),
-        &["--scrape-interval", "1s", "--seed", "2", "--fault-rate-multiplier", "0"],
+        &["--scrape-interval", "2s", "--seed", "2", "--fault-rate-multiplier", "0"],
     )
     .await;
     let gpus = wait_for(Duration::from_secs(30), "32 fresh GPUs", || async {

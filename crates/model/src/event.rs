@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Something discrete that happened to a GPU at a time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     pub gpu: GpuUuid,
     pub node: String,
@@ -16,6 +17,7 @@ pub struct Event {
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
     /// An XID error. From dcgm-exporter we learn only the code (a change of the

@@ -10,6 +10,7 @@ use std::str::FromStr;
 /// A fault or abuse scenario. The kebab-case names are a public API
 /// (`POST /api/v1/simulation/faults`, `--inject`): they stay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum FaultKind {
     /// Single-bit ECC storm leading to a double-bit error (XID 48), then row remapping.
@@ -112,6 +113,7 @@ impl FromStr for FaultKind {
 /// Ground truth: this fault was active on this GPU from `start_ms` until `end_ms`
 /// (`None` while still active).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FaultLabel {
     pub gpu: GpuUuid,
     pub node: String,

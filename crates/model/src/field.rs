@@ -247,3 +247,16 @@ mod tests {
         assert_eq!(back, FieldName::Dcgm(DcgmField::GpuTemp));
     }
 }
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for FieldName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("dcgm-exporter metric name, e.g. DCGM_FI_DEV_GPU_TEMP"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for FieldName {}

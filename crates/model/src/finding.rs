@@ -8,6 +8,7 @@ use std::fmt;
 
 /// Which analyzer family produced a finding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum FindingKind {
     /// Health rules (XID catalog, ECC, thermal, power, interconnect, clocks).
@@ -22,6 +23,7 @@ pub enum FindingKind {
 
 /// How bad it is. Ordered: `Info < Warning < Critical < Fatal`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Info,
@@ -50,6 +52,7 @@ impl fmt::Display for Severity {
 /// The recommended-action ladder, from least to most disruptive. Ordered, so the most
 /// disruptive of several recommendations is their `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     None,
@@ -95,6 +98,7 @@ impl fmt::Display for Action {
 
 /// One value that supports a finding: which series, what it was, what was expected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Evidence {
     /// Field or signal name, e.g. `DCGM_FI_DEV_ECC_DBE_VOL_TOTAL` or `xid`.
     pub signal: String,
@@ -111,6 +115,7 @@ pub struct Evidence {
 
 /// What an analyzer concluded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Finding {
     pub kind: FindingKind,
     /// Stable id of the rule or detector, e.g. `xid.79`, `ecc.dbe`, `thermal.slowdown`.

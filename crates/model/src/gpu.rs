@@ -41,6 +41,7 @@ impl From<&str> for GpuUuid {
 
 /// A MIG (multi-instance GPU) slice, from dcgm-exporter's `GPU_I_ID` / `GPU_I_PROFILE`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MigInstance {
     /// GPU instance id (`GPU_I_ID`).
     pub instance_id: String,
@@ -50,6 +51,7 @@ pub struct MigInstance {
 
 /// Who is using the GPU, when the exporter knows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Workload {
     /// Kubernetes namespace (`namespace` label).
     pub namespace: Option<String>,
@@ -72,6 +74,7 @@ impl Workload {
 ///
 /// Missing labels are `None`, never an empty string or a made-up value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GpuIdentity {
     pub uuid: GpuUuid,
     /// Host name of the node (`Hostname` label, else the scrape target).
@@ -111,3 +114,18 @@ impl GpuIdentity {
         }
     }
 }
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for GpuUuid {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "GPU UUID as NVIDIA prints it (GPU-…); MIG slices: {parent}/mig/{GPU_I_ID}",
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for GpuUuid {}

@@ -6,6 +6,7 @@ use std::fmt;
 
 /// The five dimensions of a health score.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Dimension {
     Thermal,
@@ -46,6 +47,7 @@ impl fmt::Display for Dimension {
 
 /// Health state. `Unknown` is for stale or missing data: never shown as healthy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HealthState {
     Healthy,
@@ -75,6 +77,7 @@ impl fmt::Display for HealthState {
 /// (the one place that sees every scrape); analyzers must score anything but `Fresh` as
 /// [`HealthState::Unknown`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Freshness {
     /// Data is fresh.

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Where an incident is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum IncidentState {
     Open,
@@ -27,6 +28,7 @@ impl IncidentState {
 
 /// How an incident was resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "by", rename_all = "snake_case")]
 pub enum Resolution {
     /// The condition cleared and stayed clear for the configured time.
@@ -41,6 +43,7 @@ pub enum Resolution {
 
 /// One entry of an incident's timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TimelineEntry {
     pub ts_ms: TimestampMs,
     /// `opened`, `finding`, `escalated`, `acknowledged`, `cleared`, `reopened` (a flap),
@@ -53,6 +56,7 @@ pub struct TimelineEntry {
 
 /// An incident.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Incident {
     /// Stable id, e.g. `inc-000042`.
     pub id: String,

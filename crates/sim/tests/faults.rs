@@ -77,10 +77,10 @@ fn fallen_off_bus_shows_xid79_then_vanishes() {
     let uuid = f.gpus()[GPU].uuid.to_string();
     let peer = f.gpus()[PEER].uuid.to_string();
     let t0 = inject(&mut f, GPU, FaultKind::FallenOffBus);
-    f.advance_to(t0 + 10_000);
+    f.advance_to(t0 + 1_000);
     assert_eq!(v(&f, GPU, F::XidErrors), 79.0);
     assert!(page_has(&f, 0, &uuid));
-    f.advance_to(t0 + 31_000);
+    f.advance_to(t0 + 3_000);
     assert!(!page_has(&f, 0, &uuid), "fallen GPU still scraped");
     assert!(page_has(&f, 0, &peer));
     assert_eq!(f.value(GPU, F::GpuTemp), None);
