@@ -49,7 +49,11 @@ async fn scrapes_a_real_dcgm_exporter_capture() {
     assert_eq!(page.gpus.len(), 3);
     let a10g = page.gpu("GPU-abc").expect("the A10G");
     assert_eq!(a10g.workload.namespace.as_deref(), Some("ray-llm"));
-    assert!(page.sample_count() > 50);
+    assert_eq!(page.sample_count(), 24, "GPU-labelled samples");
+    assert!(
+        !page.other.is_empty(),
+        "the label-less dummy block is kept, not dropped"
+    );
 }
 
 #[tokio::test]
