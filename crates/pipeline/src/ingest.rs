@@ -146,6 +146,29 @@ impl Ingestor {
         }
     }
 
+    /// Restores the XID tracker's memory of each GPU's last XID (saved by
+    /// [`Ingestor::save_xid_state`]), so a restart does not report an XID that was
+    /// already reported. A missing file is not an error; a damaged one is logged and
+    /// ignored (the cost is one repeated XID event per GPU, never a lost one).
+    pub fn load_xid_state(&self, path: &std::path::Path) {
+        match std::fs::read(path) {
+            Ok(bytes) => match serde_json::from_slice::<XidTracker>(&bytes) {
+                Ok(t) => *self.xid.lock() = t,
+                Err(e) => tracing::warn!("ignoring damaged XID state {}: {e}", path.display()),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("reading XID state {}: {e}", path.display()),
+        }
+    }
+
+    /// Saves the XID tracker's state atomically (write to a temporary file, rename).
+    pub fn save_xid_state(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let json = serde_json::to_vec(&*self.xid.lock()).map_err(std::io::Error::other)?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, json)?;
+        std::fs::rename(&tmp, path)
+    }
+
     /// Refreshes gauges that change with time rather than with scrapes.
     pub fn refresh_gauges(&self) {
         let (gpus, stale) = self.live.counts(self.clock.now_ms());

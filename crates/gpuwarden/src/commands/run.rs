@@ -98,6 +98,8 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let ingestor = Arc::new(Ingestor::new(store.clone(), live.clone(), metrics, clock.clone()));
+    let xid_state_path = cfg.data_dir.join("xid-tracker.json");
+    ingestor.load_xid_state(&xid_state_path);
 
     let scrape_config = ScrapeConfig {
         interval: cfg.scrape_interval,
@@ -168,6 +170,9 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     let _ = shutdown_tx.send(true);
     let _ = scrape_task.await;
     let _ = ingest_task.await;
+    if let Err(e) = ingestor.save_xid_state(&xid_state_path) {
+        tracing::warn!("saving XID state to {}: {e}", xid_state_path.display());
+    }
     let _ = retention_task.await;
     let _ = server_task.await;
     if let Some(h) = sim_handle {
