@@ -20,7 +20,10 @@ fn have(tool: &str) -> bool {
         .status()
         .is_ok();
     if !found {
-        assert!(!tools_required(), "{tool} is required (GPUWARDEN_REQUIRE_TOOLS=1) but not installed");
+        assert!(
+            !tools_required(),
+            "{tool} is required (GPUWARDEN_REQUIRE_TOOLS=1) but not installed"
+        );
         eprintln!("skipping: {tool} not installed (install the Debian package `prometheus`)");
     }
     found
@@ -56,7 +59,12 @@ async fn promtool_accepts_our_metrics_and_the_simulated_exporter_pages() {
         (t["targets"][0]["up"] == true).then_some(())
     })
     .await;
-    let ours = reqwest::get(format!("{}/metrics", gw.base)).await.unwrap().text().await.unwrap();
+    let ours = reqwest::get(format!("{}/metrics", gw.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let (ok, report) = promtool_check_metrics(&ours);
     assert!(ok, "promtool check metrics on gpuwarden /metrics: {report}\n{ours}");
 
@@ -111,15 +119,22 @@ async fn real_prometheus_scrapes_the_simulated_exporters() {
     }
     let _prom = Kill(child);
     let query = format!("http://127.0.0.1:{port}/api/v1/query?query=count(DCGM_FI_DEV_GPU_TEMP)");
-    let count = wait_for(Duration::from_secs(60), "Prometheus to store 16 GPU temperatures", || async {
-        let body = get_json(&query).await.ok()?;
-        let v = body["data"]["result"][0]["value"][1].as_str()?.parse::<f64>().ok()?;
-        (v >= 16.0).then_some(v)
-    })
+    let count = wait_for(
+        Duration::from_secs(60),
+        "Prometheus to store 16 GPU temperatures",
+        || async {
+            let body = get_json(&query).await.ok()?;
+            let v = body["data"]["result"][0]["value"][1].as_str()?.parse::<f64>().ok()?;
+            (v >= 16.0).then_some(v)
+        },
+    )
     .await;
     assert_eq!(count, 16.0);
     let up = get_json(&format!("http://127.0.0.1:{port}/api/v1/query?query=sum(up)"))
         .await
         .unwrap();
-    assert_eq!(up["data"]["result"][0]["value"][1], "2", "both simulated exporters up: {up}");
+    assert_eq!(
+        up["data"]["result"][0]["value"][1], "2",
+        "both simulated exporters up: {up}"
+    );
 }
