@@ -106,7 +106,10 @@ async fn dead_target_and_http_errors_are_reported() {
 async fn garbage_page_is_a_parse_error_naming_the_line() {
     let url = serve(Router::new().route("/metrics", get(|| async { "ok 1\nbroken{a=\"x} 2\n" }))).await;
     let outcome = once(&url, &config(1000)).await;
-    let err = outcome.result.err().expect("parse error").to_string();
+    let Err(err) = outcome.result else {
+        panic!("expected a parse error")
+    };
+    let err = err.to_string();
     assert!(err.contains("line 2"), "{err}");
 }
 
