@@ -8,6 +8,7 @@ pub mod api;
 pub mod error;
 pub mod scope;
 mod time_param;
+pub mod ui;
 
 pub use api::{router, AppState};
 pub use error::ApiError;

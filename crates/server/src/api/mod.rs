@@ -35,6 +35,7 @@ pub fn router(state: AppState, extra: Option<Router>) -> Router {
         .route("/api/v1/gpus/{uuid}/series", get(gpus::series))
         .route("/api/v1/gpus/{uuid}/events", get(gpus::events))
         .route("/api/v1/targets", get(system::targets))
+        .merge(crate::ui::router())
         .fallback(system::not_found)
         .with_state(state);
     match extra {

@@ -1,0 +1,60 @@
+// JSON client for gpuwarden's /api/v1. API errors ({"error": {"code", "message"}}) are
+// thrown as ApiError carrying the server's message, which the pages show to the user.
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function call(method, path, body) {
+  const init = { method, headers: { accept: 'application/json' } };
+  if (body !== undefined) {
+    init.headers['content-type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let resp;
+  try {
+    resp = await fetch(path, init);
+  } catch (e) {
+    throw new ApiError(0, 'unreachable', `gpuwarden is not answering (${e.message})`);
+  }
+  let data = null;
+  try {
+    data = await resp.json();
+  } catch {
+    // Not JSON: reported below with the HTTP status.
+  }
+  if (!resp.ok) {
+    const err = data && data.error;
+    throw new ApiError(resp.status, err?.code ?? 'http', err?.message ?? `${method} ${path}: HTTP ${resp.status}`);
+  }
+  return data;
+}
+
+/** Builds a query string, leaving out empty values. */
+export function qs(params) {
+  const p = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v != null && v !== '') p.set(k, v);
+  const s = p.toString();
+  return s ? `?${s}` : '';
+}
+
+export const get = (path) => call('GET', path);
+export const post = (path, body) => call('POST', path, body);
+
+export const api = {
+  summary: () => get('/api/v1/fleet/summary'),
+  gpus: () => get('/api/v1/gpus?limit=10000'),
+  gpu: (uuid) => get(`/api/v1/gpus/${encodeURIComponent(uuid)}`),
+  series: (uuid, field, from = '-1h') =>
+    get(`/api/v1/gpus/${encodeURIComponent(uuid)}/series${qs({ field, from, max_points: 500 })}`),
+  events: (uuid, from = '-24h') => get(`/api/v1/gpus/${encodeURIComponent(uuid)}/events${qs({ from })}`),
+  healthHistory: (uuid) => get(`/api/v1/gpus/${encodeURIComponent(uuid)}/health/history?from=-1h`),
+  incidents: (filters) => get(`/api/v1/incidents${qs({ limit: 200, ...filters })}`),
+  incident: (id) => get(`/api/v1/incidents/${encodeURIComponent(id)}`),
+  ack: (id, comment) => post(`/api/v1/incidents/${encodeURIComponent(id)}/ack`, { actor: 'ui', comment }),
+  resolve: (id, comment) => post(`/api/v1/incidents/${encodeURIComponent(id)}/resolve`, { actor: 'ui', comment }),
+};

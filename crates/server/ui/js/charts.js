@@ -1,0 +1,50 @@
+// Time-series charts with the vendored uPlot: one small line chart per metric, created
+// once and fed new points on refresh, resized with its container.
+
+import uPlot from '../vendor/uPlot.esm.js';
+import { h } from './dom.js';
+
+const HEIGHT = 180;
+
+/**
+ * A chart card: `{ el, set(points), dispose() }`. `points` are `[[ts_ms, value], …]`.
+ * The card's `data-points` attribute holds the number of points drawn (tests read it).
+ */
+export function lineChart({ title, unit, color = '#1f6feb', range }) {
+  const plotBox = h('div', { class: 'plot' });
+  const empty = h('p', { class: 'muted chart-empty' }, 'No data in the last hour.');
+  const el = h('figure', { class: 'chart', dataset: { points: '0' } }, h('figcaption', {}, `${title} (${unit})`), plotBox, empty);
+  let plot = null;
+  let data = [[], []];
+
+  const width = () => Math.max(240, plotBox.clientWidth || 400);
+  const make = () => {
+    const opts = {
+      width: width(),
+      height: HEIGHT,
+      legend: { show: true },
+      cursor: { drag: { x: false, y: false } },
+      scales: { x: { time: true }, y: range ? { range } : {} },
+      axes: [{}, { size: 56, values: (u, vals) => vals.map((v) => `${v}`) }],
+      series: [{}, { label: title, stroke: color, width: 1.5, fill: `${color}22`, points: { show: false }, value: (u, v) => (v == null ? '–' : `${+v.toFixed(1)} ${unit}`) }],
+    };
+    plot = new uPlot(opts, data, plotBox);
+  };
+  const resize = new ResizeObserver(() => plot && plot.setSize({ width: width(), height: HEIGHT }));
+  resize.observe(plotBox);
+
+  return {
+    el,
+    set(points) {
+      data = [points.map((p) => p[0] / 1000), points.map((p) => p[1])];
+      el.dataset.points = String(points.length);
+      empty.hidden = points.length > 0;
+      if (!plot) make();
+      else plot.setData(data);
+    },
+    dispose() {
+      resize.disconnect();
+      plot?.destroy();
+    },
+  };
+}

@@ -1,0 +1,66 @@
+// The incidents table shared by the incidents page and the GPU page: one row per
+// incident with its summary, GPU, node, recommended action, opened time and state, and
+// Ack / Resolve buttons that call the API and then refresh the page.
+
+import { api } from './api.js';
+import { h } from './dom.js';
+import { fmtAction, fmtAgo, fmtIso, fmtTime, shortUuid } from './format.js';
+
+/** `onError(err)` shows a failed Ack/Resolve to the user. */
+export function incidentTable(incidents, { onError, showGpu = true } = {}) {
+  if (!incidents.length) return h('p', { class: 'muted empty' }, 'No incidents match.');
+  const head = ['State', 'Severity', 'Incident', 'Summary', showGpu ? 'GPU' : null, 'Node', 'Action', 'Opened', ''].filter((x) => x !== null);
+  return h(
+    'table',
+    { class: 'incidents' },
+    h('thead', {}, h('tr', {}, head.map((t) => h('th', { scope: 'col' }, t)))),
+    h('tbody', {}, incidents.map((inc) => row(inc, { onError, showGpu }))),
+  );
+}
+
+export function stateBadge(state) {
+  return h('span', { class: `badge ist-${state}` }, state);
+}
+
+export function severityBadge(sev) {
+  return h('span', { class: `badge sev-${sev}` }, sev);
+}
+
+function row(inc, { onError, showGpu }) {
+  return h(
+    'tr',
+    { dataset: { id: inc.id, state: inc.state } },
+    h('td', { class: 'state' }, stateBadge(inc.state)),
+    h('td', {}, severityBadge(inc.severity)),
+    h('td', {}, h('a', { href: `#/incidents/${encodeURIComponent(inc.id)}` }, inc.id), h('div', { class: 'muted small' }, inc.kind)),
+    h('td', { class: 'summary' }, inc.summary),
+    showGpu ? h('td', {}, inc.gpu ? h('a', { href: `#/gpu/${encodeURIComponent(inc.gpu)}`, title: inc.gpu }, shortUuid(inc.gpu)) : '–') : null,
+    h('td', {}, inc.node ?? '–'),
+    h('td', {}, fmtAction(inc.action)),
+    h('td', {}, h('time', { datetime: fmtIso(inc.opened_ms), title: fmtTime(inc.opened_ms) }, fmtAgo(inc.opened_ms))),
+    h('td', { class: 'actions' }, actionButtons(inc, { onError })),
+  );
+}
+
+/** Ack (when open) and Resolve (until resolved) buttons; `comment()` supplies the comment. */
+export function actionButtons(inc, { onError, comment = () => '' } = {}) {
+  const act = (fn, label) => async (ev) => {
+    const btn = ev.currentTarget;
+    btn.disabled = true;
+    try {
+      await fn(inc.id, comment() || `${label} from the web UI`);
+      window.dispatchEvent(new Event('gw:refresh'));
+    } catch (e) {
+      btn.disabled = false;
+      onError?.(e);
+    }
+  };
+  return [
+    inc.state === 'open'
+      ? h('button', { type: 'button', class: 'ack', onclick: act(api.ack, 'acknowledged'), 'aria-label': `Acknowledge ${inc.id}` }, 'Ack')
+      : null,
+    inc.state !== 'resolved'
+      ? h('button', { type: 'button', class: 'resolve', onclick: act(api.resolve, 'resolved'), 'aria-label': `Resolve ${inc.id}` }, 'Resolve')
+      : null,
+  ];
+}
