@@ -1,1 +1,525 @@
-//! Tests of the engine.
+//! Tests of the engine: lifecycle, dedup, flaps, manual operations, restart, queries.
+
+use super::*;
+use crate::change::ChangeKind;
+use gpuwarden_model::{Action, Finding, FindingKind, GpuUuid};
+use proptest::prelude::*;
+use std::time::Duration;
+
+const MIN: i64 = 60_000;
+
+fn finding(rule: &str, gpu: Option<&str>, severity: Severity, action: Action) -> Finding {
+    Finding {
+        kind: FindingKind::Health,
+        rule: rule.to_string(),
+        severity,
+        gpu: gpu.map(GpuUuid::new),
+        node: "node-a".to_string(),
+        ts_ms: 0,
+        summary: format!("{rule} at {severity}"),
+        evidence: Vec::new(),
+        action,
+        dimension: None,
+    }
+}
+
+fn xid(gpu: &str) -> Finding {
+    finding("xid.79", Some(gpu), Severity::Critical, Action::ResetGpu)
+}
+
+fn engine() -> IncidentEngine {
+    IncidentEngine::new(IncidentConfig::default(), Vec::new())
+}
+
+fn active(e: &IncidentEngine) -> Vec<&Incident> {
+    e.list(&IncidentFilter::active())
+}
+
+#[test]
+fn first_finding_opens_an_incident() {
+    let mut e = engine();
+    let changed = e.apply(1_000, &[xid("GPU-1")]);
+    assert_eq!(changed.len(), 1);
+    let inc = &changed[0];
+    assert_eq!(inc.id, "inc-000001");
+    assert_eq!(inc.dedup_key, "xid.79@GPU-1");
+    assert_eq!(inc.state, IncidentState::Open);
+    assert_eq!(inc.severity, Severity::Critical);
+    assert_eq!(inc.action, Action::ResetGpu);
+    assert_eq!(inc.finding_count, 1);
+    assert_eq!(inc.timeline.len(), 1);
+    assert_eq!(inc.timeline[0].what, "opened");
+    assert_eq!(e.get("inc-000001"), Some(inc));
+}
+
+#[test]
+fn node_finding_key_has_node_prefix() {
+    let mut e = engine();
+    let f = finding("drift.driver", None, Severity::Warning, Action::None);
+    let changed = e.apply(0, &[f]);
+    assert_eq!(changed[0].dedup_key, "drift.driver@node:node-a");
+}
+
+#[test]
+fn same_rule_and_gpu_dedups_different_gpu_opens_another() {
+    let mut e = engine();
+    e.apply(0, &[xid("GPU-1")]);
+    let changed = e.apply(30_000, &[xid("GPU-1"), xid("GPU-1")]);
+    assert!(changed.is_empty(), "repeats are bookkeeping only: {changed:?}");
+    assert_eq!(active(&e).len(), 1);
+    assert_eq!(e.get("inc-000001").map(|i| i.finding_count), Some(3));
+    assert_eq!(e.get("inc-000001").map(|i| i.timeline.len()), Some(1));
+
+    let changed = e.apply(2 * MIN, &[xid("GPU-1"), xid("GPU-2")]);
+    assert_eq!(changed.len(), 2, "new incident for GPU-2, refresh of GPU-1");
+    assert_eq!(active(&e).len(), 2);
+    assert_eq!(e.get("inc-000002").map(|i| i.dedup_key.as_str()), Some("xid.79@GPU-2"));
+}
+
+#[test]
+fn repeated_findings_are_refreshed_at_most_every_refresh_interval() {
+    let mut e = engine();
+    e.apply(0, &[xid("GPU-1")]);
+    let mut refreshes = 0;
+    for t in 1..=20 {
+        let changes = e.apply_changes(t * 10_000, &[xid("GPU-1")]);
+        for c in &changes {
+            assert_eq!(c.kinds, vec![ChangeKind::Refreshed]);
+            assert!(!c.is_notable());
+        }
+        refreshes += changes.len();
+    }
+    // 200 s of data with a 60 s refresh interval.
+    assert_eq!(refreshes, 3);
+}
+
+#[test]
+fn severity_and_action_escalate_and_never_decrease() {
+    let mut e = engine();
+    e.apply(0, &[finding("ecc", Some("GPU-1"), Severity::Warning, Action::None)]);
+    let up = e.apply_changes(
+        MIN,
+        &[finding("ecc", Some("GPU-1"), Severity::Critical, Action::ResetGpu)],
+    );
+    assert_eq!(up.len(), 1);
+    assert_eq!(up[0].kinds, vec![ChangeKind::Escalated]);
+    assert_eq!(up[0].incident.severity, Severity::Critical);
+    assert_eq!(up[0].incident.action, Action::ResetGpu);
+    assert_eq!(
+        up[0].incident.timeline.last().map(|t| t.what.as_str()),
+        Some("escalated")
+    );
+
+    e.apply(2 * MIN, &[finding("ecc", Some("GPU-1"), Severity::Info, Action::None)]);
+    let inc = e.get("inc-000001").expect("incident");
+    assert_eq!(inc.severity, Severity::Critical);
+    assert_eq!(inc.action, Action::ResetGpu);
+    assert_eq!(inc.timeline.len(), 2, "opened + one escalation");
+
+    // The action alone can escalate too.
+    let up = e.apply_changes(
+        3 * MIN,
+        &[finding("ecc", Some("GPU-1"), Severity::Warning, Action::DrainNode)],
+    );
+    assert_eq!(up[0].kinds, vec![ChangeKind::Escalated]);
+    assert_eq!(up[0].incident.action, Action::DrainNode);
+    assert_eq!(up[0].incident.severity, Severity::Critical);
+}
+
+#[test]
+fn auto_resolves_after_configured_absence_and_not_before() {
+    let config = IncidentConfig {
+        auto_resolve_after: Duration::from_secs(5 * 60),
+        ..Default::default()
+    };
+    let mut e = IncidentEngine::new(config, Vec::new());
+    e.apply(0, &[xid("GPU-1")]);
+    e.apply(MIN, &[xid("GPU-1")]);
+    let cleared = e.apply_changes(2 * MIN, &[]);
+    assert_eq!(cleared[0].kinds, vec![ChangeKind::Cleared]);
+    assert_eq!(cleared[0].incident.state, IncidentState::Open);
+    for t in 3..6 {
+        assert!(e.apply(t * MIN, &[]).is_empty());
+        assert_eq!(e.get("inc-000001").map(|i| i.state), Some(IncidentState::Open));
+    }
+    // Last seen at 1 min: absent for 5 min at 6 min.
+    let resolved = e.apply_changes(6 * MIN, &[]);
+    assert_eq!(resolved[0].kinds, vec![ChangeKind::Resolved]);
+    let inc = &resolved[0].incident;
+    assert_eq!(inc.state, IncidentState::Resolved);
+    assert_eq!(inc.resolved_ms, Some(6 * MIN));
+    assert_eq!(
+        inc.resolution,
+        Some(Resolution::Automatic {
+            cleared_since_ms: 2 * MIN
+        })
+    );
+    assert!(active(&e).is_empty());
+}
+
+#[test]
+fn flap_before_resolution_is_counted_in_the_same_incident() {
+    let mut e = engine();
+    e.apply(0, &[xid("GPU-1")]);
+    e.apply(MIN, &[]);
+    let back = e.apply_changes(2 * MIN, &[xid("GPU-1")]);
+    assert_eq!(back[0].kinds, vec![ChangeKind::Flapped]);
+    assert_eq!(back[0].incident.id, "inc-000001");
+    assert_eq!(back[0].incident.flaps, 1);
+    assert_eq!(
+        back[0].incident.timeline.last().map(|t| t.what.as_str()),
+        Some("reopened")
+    );
+    assert_eq!(e.list(&IncidentFilter::default()).len(), 1);
+}
+
+#[test]
+fn return_within_flap_window_after_resolution_reopens_same_incident() {
+    let mut e = engine();
+    e.apply(0, &[xid("GPU-1")]);
+    e.apply(10 * MIN, &[]);
+    assert_eq!(e.get("inc-000001").map(|i| i.state), Some(IncidentState::Resolved));
+    let back = e.apply_changes(35 * MIN, &[xid("GPU-1")]);
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].kinds, vec![ChangeKind::Reopened]);
+    let inc = &back[0].incident;
+    assert_eq!(inc.id, "inc-000001");
+    assert_eq!(inc.state, IncidentState::Open);
+    assert_eq!(inc.flaps, 1);
+    assert_eq!(inc.resolved_ms, None);
+    assert_eq!(inc.resolution, None);
+    assert_eq!(e.list(&IncidentFilter::default()).len(), 1);
+}
+
+#[test]
+fn return_after_flap_window_opens_a_new_incident() {
+    let mut e = engine();
+    e.apply(0, &[xid("GPU-1")]);
+    e.apply(10 * MIN, &[]);
+    let back = e.apply(40 * MIN, &[xid("GPU-1")]);
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].id, "inc-000002");
+    assert_eq!(back[0].flaps, 0);
+    assert_eq!(e.get("inc-000001").map(|i| i.state), Some(IncidentState::Resolved));
+    assert_eq!(active(&e).len(), 1);
+}
+
+#[test]
+fn acknowledge_is_idempotent_and_refused_when_resolved() {
+    let mut e = engine();
+    e.apply(0, &[xid("GPU-1")]);
+    let ack = e.acknowledge("inc-000001", "alice", Some("looking"), MIN).expect("ack");
+    assert_eq!(ack.state, IncidentState::Acknowledged);
+    assert_eq!(ack.acknowledged_by.as_deref(), Some("alice"));
+    assert_eq!(ack.acknowledged_ms, Some(MIN));
+    assert_eq!(
+        ack.timeline.last().map(|t| t.detail.as_str()),
+        Some("by alice: looking")
+    );
+    let again = e.acknowledge("inc-000001", "bob", None, 2 * MIN).expect("idempotent");
+    assert_eq!(again, ack);
+
+    e.resolve("inc-000001", "alice", None, 3 * MIN).expect("resolve");
+    let err = e.acknowledge("inc-000001", "bob", None, 4 * MIN).unwrap_err();
+    assert_eq!(
+        err,
+        IncidentError::InvalidTransition {
+            id: "inc-000001".into(),
+            from: IncidentState::Resolved,
+            to: IncidentState::Acknowledged
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "incident inc-000001 cannot go from resolved to acknowledged"
+    );
+}
+
+#[test]
+fn resolve_from_open_or_acknowledged_and_errors() {
+    let mut e = engine();
+    e.apply(0, &[xid("GPU-1"), xid("GPU-2")]);
+    e.acknowledge("inc-000002", "alice", None, MIN).expect("ack");
+    for id in ["inc-000001", "inc-000002"] {
+        let r = e.resolve(id, "bob", Some("fixed"), 2 * MIN).expect("resolve");
+        assert_eq!(r.state, IncidentState::Resolved);
+        assert_eq!(
+            r.resolution,
+            Some(Resolution::Manual {
+                actor: "bob".into(),
+                comment: Some("fixed".into())
+            })
+        );
+    }
+    assert!(matches!(
+        e.resolve("inc-000001", "bob", None, 3 * MIN),
+        Err(IncidentError::InvalidTransition { .. })
+    ));
+    let missing = e.resolve("inc-999999", "bob", None, 3 * MIN).unwrap_err();
+    assert_eq!(
+        missing,
+        IncidentError::NotFound {
+            id: "inc-999999".into()
+        }
+    );
+    assert_eq!(missing.to_string(), "incident inc-999999 not found");
+    assert!(matches!(
+        e.acknowledge("nope", "bob", None, 3 * MIN),
+        Err(IncidentError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn manually_resolved_incident_still_present_reopens_after_grace() {
+    let mut e = engine();
+    e.apply(0, &[xid("GPU-1")]);
+    e.resolve("inc-000001", "bob", None, MIN).expect("resolve");
+    // Still present every minute: stays resolved for the 30 min grace.
+    for t in 2..31 {
+        assert!(e.apply(t * MIN, &[xid("GPU-1")]).is_empty(), "t={t}");
+    }
+    let back = e.apply_changes(31 * MIN, &[xid("GPU-1")]);
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].kinds, vec![ChangeKind::Reopened]);
+    assert_eq!(back[0].incident.id, "inc-000001");
+    assert_eq!(back[0].incident.state, IncidentState::Open);
+    assert_eq!(back[0].incident.flaps, 1);
+    assert_eq!(back[0].incident.acknowledged_by, None);
+}
+
+#[test]
+fn min_duration_delays_warnings_but_not_critical() {
+    let config = IncidentConfig {
+        min_duration: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let mut e = IncidentEngine::new(config, Vec::new());
+    let warn = || finding("thermal", Some("GPU-1"), Severity::Warning, Action::None);
+    assert!(e.apply(0, &[warn(), xid("GPU-2")]).iter().all(|i| i.rule == "xid.79"));
+    assert!(e
+        .apply(MIN, &[warn(), xid("GPU-2")])
+        .iter()
+        .all(|i| i.rule != "thermal"));
+    let opened: Vec<_> = e
+        .apply(2 * MIN, &[warn(), xid("GPU-2")])
+        .into_iter()
+        .filter(|i| i.rule != "xid.79")
+        .collect();
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0].rule, "thermal");
+    assert_eq!(opened[0].finding_count, 3);
+
+    // A warning that goes away before min_duration never opens.
+    let other = || finding("power", Some("GPU-1"), Severity::Warning, Action::None);
+    e.apply(3 * MIN, &[warn(), other(), xid("GPU-2")]);
+    e.apply(4 * MIN, &[warn(), xid("GPU-2")]);
+    assert!(e
+        .apply(5 * MIN, &[warn(), other(), xid("GPU-2")])
+        .iter()
+        .all(|i| i.rule != "power"));
+    assert!(e
+        .list(&IncidentFilter {
+            rule: Some("power".into()),
+            ..Default::default()
+        })
+        .is_empty());
+}
+
+#[test]
+fn ids_continue_after_restart_and_state_is_kept() {
+    let mut e = engine();
+    e.apply(0, &[xid("GPU-1"), xid("GPU-2"), xid("GPU-3")]);
+    e.apply(MIN, &[xid("GPU-1"), xid("GPU-2")]); // GPU-3 cleared
+    let saved: Vec<Incident> = e.list(&IncidentFilter::default()).into_iter().cloned().collect();
+
+    let mut e = IncidentEngine::new(IncidentConfig::default(), saved);
+    let changed = e.apply_changes(2 * MIN, &[xid("GPU-1"), xid("GPU-3"), xid("GPU-4")]);
+    let by_id: BTreeMap<_, _> = changed.iter().map(|c| (c.incident.id.as_str(), &c.kinds)).collect();
+    assert_eq!(by_id.get("inc-000004"), Some(&&vec![ChangeKind::Opened]));
+    // GPU-3 was cleared before the restart: its return is a flap.
+    assert_eq!(by_id.get("inc-000003"), Some(&&vec![ChangeKind::Flapped]));
+    assert_eq!(by_id.get("inc-000002"), Some(&&vec![ChangeKind::Cleared]));
+    assert_eq!(active(&e).len(), 4);
+}
+
+#[test]
+fn list_filters_and_sorts_newest_first() {
+    let mut e = engine();
+    e.apply(0, &[xid("GPU-1")]);
+    e.apply(
+        MIN,
+        &[
+            xid("GPU-1"),
+            finding("thermal", Some("GPU-2"), Severity::Warning, Action::None),
+        ],
+    );
+    let mut sec = finding("mining", None, Severity::Fatal, Action::DrainNode);
+    sec.kind = FindingKind::Security;
+    sec.node = "node-b".into();
+    e.apply(2 * MIN, &[xid("GPU-1"), sec]);
+    e.acknowledge("inc-000001", "a", None, 2 * MIN).expect("ack");
+
+    let ids = |f: IncidentFilter| -> Vec<String> { e.list(&f).iter().map(|i| i.id.clone()).collect() };
+    assert_eq!(
+        ids(IncidentFilter::default()),
+        ["inc-000003", "inc-000002", "inc-000001"]
+    );
+    let acked = IncidentFilter {
+        states: vec![IncidentState::Acknowledged],
+        ..Default::default()
+    };
+    assert_eq!(ids(acked), ["inc-000001"]);
+    let crit = IncidentFilter {
+        min_severity: Some(Severity::Critical),
+        ..Default::default()
+    };
+    assert_eq!(ids(crit), ["inc-000003", "inc-000001"]);
+    let node = IncidentFilter {
+        node: Some("node-b".into()),
+        ..Default::default()
+    };
+    assert_eq!(ids(node), ["inc-000003"]);
+    let gpu = IncidentFilter {
+        gpu: Some(GpuUuid::new("GPU-2")),
+        ..Default::default()
+    };
+    assert_eq!(ids(gpu), ["inc-000002"]);
+    let kind = IncidentFilter {
+        kind: Some(FindingKind::Security),
+        ..Default::default()
+    };
+    assert_eq!(ids(kind), ["inc-000003"]);
+    let rule = IncidentFilter {
+        rule: Some("thermal".into()),
+        ..Default::default()
+    };
+    assert_eq!(ids(rule), ["inc-000002"]);
+}
+
+#[test]
+fn open_counts_by_severity_cover_active_only() {
+    let mut e = engine();
+    e.apply(
+        0,
+        &[
+            xid("GPU-1"),
+            xid("GPU-2"),
+            finding("thermal", Some("GPU-1"), Severity::Warning, Action::None),
+        ],
+    );
+    let id_of = |e: &IncidentEngine, key: &str| {
+        e.list(&IncidentFilter::default())
+            .iter()
+            .find(|i| i.dedup_key == key)
+            .map(|i| i.id.clone())
+            .expect("incident")
+    };
+    let gpu2 = id_of(&e, "xid.79@GPU-2");
+    let gpu1 = id_of(&e, "xid.79@GPU-1");
+    e.acknowledge(&gpu2, "a", None, 0).expect("ack");
+    e.resolve(&gpu1, "a", None, 0).expect("resolve");
+    let counts = e.open_count_by_severity();
+    assert_eq!(counts.get(&Severity::Critical), Some(&1));
+    assert_eq!(counts.get(&Severity::Warning), Some(&1));
+    assert_eq!(counts.get(&Severity::Info), Some(&0));
+    assert_eq!(counts.get(&Severity::Fatal), Some(&0));
+}
+
+#[test]
+fn flapping_incident_timeline_stays_bounded() {
+    let mut e = engine();
+    for t in 0..2_000 {
+        let findings = if t % 2 == 0 { vec![xid("GPU-1")] } else { vec![] };
+        e.apply(t * 1_000, &findings);
+    }
+    let inc = e.get("inc-000001").expect("incident");
+    assert_eq!(inc.flaps, 999);
+    assert!(inc.timeline.len() <= 200);
+    assert_eq!(inc.timeline[0].what, "opened");
+}
+
+#[test]
+fn prune_resolved_forgets_old_resolved_incidents() {
+    let mut e = engine();
+    e.apply(0, &[xid("GPU-1"), xid("GPU-2")]);
+    e.apply(20 * MIN, &[xid("GPU-2")]);
+    assert_eq!(e.prune_resolved(30 * MIN), 1);
+    assert!(e.get("inc-000001").is_none());
+    assert!(e.get("inc-000002").is_some());
+    // The key is free again: a new incident, and ids never go back.
+    let changed = e.apply_changes(31 * MIN, &[xid("GPU-1"), xid("GPU-2")]);
+    let opened: Vec<_> = changed
+        .iter()
+        .filter(|c| c.kinds.contains(&ChangeKind::Opened))
+        .collect();
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0].incident.id, "inc-000003");
+}
+
+/// One step of a random history: time advance, which keys are present, manual actions.
+#[derive(Debug, Clone)]
+struct Step {
+    advance_s: i64,
+    present: Vec<(u8, u8)>,
+    ack: Option<u8>,
+    resolve: Option<u8>,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    (
+        0i64..900,
+        proptest::collection::vec((0u8..3, 0u8..4), 0..6),
+        proptest::option::of(0u8..10),
+        proptest::option::of(0u8..10),
+    )
+        .prop_map(|(advance_s, present, ack, resolve)| Step {
+            advance_s,
+            present,
+            ack,
+            resolve,
+        })
+}
+
+proptest! {
+    #[test]
+    fn at_most_one_active_incident_per_dedup_key(
+        steps in proptest::collection::vec(step(), 1..80),
+        restart_at in 0usize..80,
+        min_duration_s in prop_oneof![Just(0u64), Just(120u64)],
+    ) {
+        let config = IncidentConfig { min_duration: Duration::from_secs(min_duration_s), ..Default::default() };
+        let mut e = IncidentEngine::new(config.clone(), Vec::new());
+        let mut now = 0;
+        for (i, s) in steps.iter().enumerate() {
+            if i == restart_at {
+                let saved = e.list(&IncidentFilter::default()).into_iter().cloned().collect();
+                e = IncidentEngine::new(config.clone(), saved);
+            }
+            now += s.advance_s * 1000;
+            let sev = [Severity::Info, Severity::Warning, Severity::Critical, Severity::Fatal];
+            let findings: Vec<Finding> = s
+                .present
+                .iter()
+                .map(|&(rule, gpu)| {
+                    let gpu = format!("GPU-{gpu}");
+                    let gpu = (gpu != "GPU-3").then_some(gpu.as_str());
+                    finding(&format!("r{rule}"), gpu, sev[usize::from(rule)], Action::None)
+                })
+                .collect();
+            let changed = e.apply(now, &findings);
+            for c in &changed {
+                prop_assert_eq!(Some(c), e.get(&c.id));
+            }
+            if let Some(n) = s.ack {
+                let _ = e.acknowledge(&format!("inc-{n:06}"), "p", None, now);
+            }
+            if let Some(n) = s.resolve {
+                let _ = e.resolve(&format!("inc-{n:06}"), "p", None, now);
+            }
+            let mut seen = std::collections::HashSet::new();
+            for inc in active(&e) {
+                prop_assert!(seen.insert(inc.dedup_key.clone()), "two active for {}", inc.dedup_key);
+            }
+        }
+    }
+}
