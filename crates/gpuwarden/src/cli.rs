@@ -39,6 +39,22 @@ pub enum Command {
     /// Measure gpuwarden: ingest throughput, bytes per sample, and Prometheus side by side.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Grafana dashboards over dcgm-exporter metrics and gpuwarden's /metrics.
+    #[command(subcommand)]
+    Dashboards(DashboardsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DashboardsCommand {
+    /// Write the dashboards (fleet health, GPU detail, security and incidents) as JSON.
+    Export(DashboardsExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DashboardsExportArgs {
+    /// Directory to write the JSON files into.
+    #[arg(long, default_value = "dashboards")]
+    pub out: PathBuf,
 }
 
 /// Simulator settings shared by `run` and `simulate`.

@@ -5,6 +5,7 @@
 mod cli;
 mod commands;
 mod config;
+mod dashboards;
 mod logging;
 
 use clap::Parser;

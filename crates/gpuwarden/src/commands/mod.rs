@@ -1,11 +1,12 @@
 //! One module per subcommand; `dispatch` picks it.
 
 mod bench;
+mod dashboards;
 mod run;
 mod scrape;
 mod simulate;
 
-use crate::cli::{BenchCommand, Cli, Command};
+use crate::cli::{BenchCommand, Cli, Command, DashboardsCommand};
 use anyhow::Result;
 use std::process::ExitCode;
 
@@ -15,6 +16,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Simulate(args) => simulate::simulate(args),
         Command::Scrape(args) => scrape::scrape(args),
         Command::Bench(BenchCommand::Ingest(args)) => bench::ingest(args),
+        Command::Dashboards(DashboardsCommand::Export(args)) => dashboards::export(args),
     }
 }
 
