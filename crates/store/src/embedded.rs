@@ -7,6 +7,7 @@
 //! <dir>/wal-<seq>.log        write-ahead log: every append, CRC-framed, fsync'd before Ok
 //! <dir>/seg-<id>.seg         sealed segments: compressed sample chunks + events + index
 //! <dir>/gpus.json            GPU identities as of the last seal (WAL has newer upserts)
+//! <dir>/incidents.log        incidents: CRC-framed JSON versions, compacted (see [`incidents`])
 //! <dir>/*.corrupt            quarantined files (see below); never read again
 //! ```
 //!
@@ -36,6 +37,12 @@
 //!   sealed hour while keeping the evidence file is the lesser harm. A damaged chunk
 //!   inside an otherwise readable segment is found when read: the query returns
 //!   [`StoreError::Corrupt`] with the segment's path and the chunk's offset.
+//! * `incidents.log`: a torn tail is truncated like the WAL's; damage anywhere else
+//!   quarantines the file and the store keeps every record it can still read (details in
+//!   [`incidents`]).
+//!
+//! A quarantined file never overwrites an earlier one: the second becomes
+//! `*.1.corrupt`, and so on.
 //!
 //! Nothing read from disk can make the store panic.
 //!
@@ -52,8 +59,13 @@
 //! older than the cutoff (segment granularity: a segment partly older than the cutoff is
 //! kept until all of it is). Unsealed data is never dropped. `latest` keeps reporting a
 //! series' last point even after its data expired.
+//!
+//! Incidents have their own horizon: [`EmbeddedStore::apply_configured_retention`] also
+//! drops resolved incidents resolved more than [`EmbeddedOptions::incident_retention_ms`]
+//! ago. Active incidents are never dropped.
 
 mod codec;
+pub mod incidents;
 mod lock;
 mod memtable;
 mod query;
@@ -62,7 +74,7 @@ mod segment;
 mod wal;
 
 use crate::{GpuRecord, Point, Store, StoreError, StoreStats};
-use gpuwarden_model::{Event, FieldName, GpuIdentity, GpuSamples, GpuUuid, TimestampMs};
+use gpuwarden_model::{Event, FieldName, GpuIdentity, GpuSamples, GpuUuid, Incident, TimestampMs};
 use memtable::{Frozen, MemTable};
 use parking_lot::{Mutex, RwLock};
 use segment::Segment;
@@ -96,6 +108,10 @@ pub struct EmbeddedOptions {
     /// off breaks the durability contract; it exists for benchmarks and throwaway tests.
     /// Default true.
     pub sync: bool,
+    /// How long resolved incidents are kept after their resolution, in milliseconds, when
+    /// retention is applied with [`EmbeddedStore::apply_configured_retention`]. Active
+    /// incidents are always kept. Default 90 days.
+    pub incident_retention_ms: i64,
 }
 
 impl Default for EmbeddedOptions {
@@ -106,6 +122,7 @@ impl Default for EmbeddedOptions {
             memtable_max_span_ms: 60 * 60 * 1000,
             chunk_max_samples: 4096,
             sync: true,
+            incident_retention_ms: 90 * DAY_MS,
         }
     }
 }
@@ -160,6 +177,7 @@ pub struct EmbeddedStore {
     state: RwLock<State>,
     /// One seal (or retention pass) at a time.
     seal_lock: Mutex<()>,
+    incidents: incidents::IncidentLog,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -182,10 +200,21 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
 }
 
-fn quarantine(path: &Path, err: &StoreError) -> Result<(), StoreError> {
-    let mut target = path.as_os_str().to_owned();
-    target.push(".corrupt");
-    tracing::error!(path = %path.display(), error = %err, "quarantining damaged store file; the store continues without it");
+/// Renames a damaged file to `<name>.corrupt` (or `<name>.<n>.corrupt` when that exists:
+/// earlier evidence is never overwritten).
+pub(crate) fn quarantine(path: &Path, err: &StoreError) -> Result<(), StoreError> {
+    let target = (0u32..)
+        .map(|n| {
+            let mut t = path.as_os_str().to_owned();
+            if n > 0 {
+                t.push(format!(".{n}"));
+            }
+            t.push(".corrupt");
+            PathBuf::from(t)
+        })
+        .find(|t| !t.exists())
+        .unwrap_or_else(|| path.with_extension("corrupt"));
+    tracing::error!(path = %path.display(), quarantined_as = %target.display(), error = %err, "quarantining damaged store file; the store continues without it");
     std::fs::rename(path, &target).map_err(io_err(path))
 }
 
@@ -225,6 +254,7 @@ impl EmbeddedStore {
         seg_ids.sort_unstable();
 
         let (gpus_upto, gpus) = load_gpus(dir)?;
+        let incidents = incidents::IncidentLog::open(dir, options.sync)?;
         let mut segments = Vec::new();
         for id in seg_ids {
             let path = dir.join(segment::file_name(id));
@@ -300,6 +330,7 @@ impl EmbeddedStore {
             gate: RwLock::new(()),
             state: RwLock::new(state),
             seal_lock: Mutex::new(()),
+            incidents,
         })
     }
 
@@ -314,7 +345,10 @@ impl EmbeddedStore {
 
     /// Applies the configured retention ([`EmbeddedOptions::retention_ms`]) as of `now_ms`.
     /// Meant for a periodic call from the binary.
+    /// Also drops resolved incidents older than [`EmbeddedOptions::incident_retention_ms`].
     pub fn apply_configured_retention(&self, now_ms: TimestampMs) -> Result<u64, StoreError> {
+        self.incidents
+            .prune_resolved(now_ms.saturating_sub(self.options.incident_retention_ms))?;
         self.apply_retention(now_ms.saturating_sub(self.options.retention_ms))
     }
 
@@ -638,6 +672,14 @@ impl Store for EmbeddedStore {
             );
         }
         Ok(removed)
+    }
+
+    fn upsert_incidents(&self, incidents: &[Incident]) -> Result<(), StoreError> {
+        self.incidents.upsert(incidents)
+    }
+
+    fn incidents(&self) -> Result<Vec<Incident>, StoreError> {
+        Ok(self.incidents.all())
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -1,4 +1,4 @@
-//! Storage for samples, events and the GPU inventory.
+//! Storage for samples, events, the GPU inventory and incidents.
 //!
 //! [`Store`] is the one interface the rest of gpuwarden uses. It says nothing about the
 //! engine behind it: the embedded store (`embedded`, the default: one directory,
@@ -14,7 +14,7 @@ mod error;
 
 pub use error::StoreError;
 
-use gpuwarden_model::{Event, FieldName, GpuIdentity, GpuSamples, GpuUuid, TimestampMs};
+use gpuwarden_model::{Event, FieldName, GpuIdentity, GpuSamples, GpuUuid, Incident, TimestampMs};
 use serde::{Deserialize, Serialize};
 
 /// One point of a series.
@@ -81,6 +81,14 @@ pub trait Store: Send + Sync {
 
     /// Events with `from <= ts < to`, oldest first, of one GPU or (with `None`) of all.
     fn events(&self, gpu: Option<&GpuUuid>, from: TimestampMs, to: TimestampMs) -> Result<Vec<Event>, StoreError>;
+
+    /// Records new versions of incidents: each is the whole incident, and the latest
+    /// version of an id replaces the earlier ones. Durable on `Ok`, like the appends.
+    fn upsert_incidents(&self, incidents: &[Incident]) -> Result<(), StoreError>;
+
+    /// The latest version of every incident held, ordered by id. Resolved incidents are
+    /// held until the implementation's incident retention drops them; active ones always.
+    fn incidents(&self) -> Result<Vec<Incident>, StoreError>;
 
     /// Drops data older than `cutoff`. Returns how many samples were removed.
     fn apply_retention(&self, cutoff: TimestampMs) -> Result<u64, StoreError>;

@@ -29,7 +29,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"GWWAL\x00\x00\x01";
-const FRAME: usize = 8;
+pub const FRAME: usize = 8;
 /// Refuse to allocate for a record claiming more than this: it is garbage.
 const MAX_RECORD: u32 = 1 << 30;
 
@@ -54,6 +54,35 @@ pub fn frame(payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     out.extend_from_slice(payload);
+}
+
+/// One frame read from a buffer of frames.
+pub enum Frame<'a> {
+    /// A whole record with a matching CRC; the next frame starts at `next`.
+    Record { payload: &'a [u8], next: usize },
+    /// No valid record starts here: why.
+    Bad(&'static str),
+}
+
+/// Reads the frame starting at `pos` of `buf` (shared by the WAL and the incident log).
+pub fn read_frame(buf: &[u8], pos: usize) -> Frame<'_> {
+    let Some(h) = buf.get(pos..pos.saturating_add(FRAME)) else {
+        return Frame::Bad("record header cut short");
+    };
+    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+    let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    if len > MAX_RECORD {
+        return Frame::Bad("record length implausible");
+    }
+    let start = pos + FRAME;
+    match buf.get(start..start.saturating_add(len as usize)) {
+        None => Frame::Bad("record payload cut short"),
+        Some(p) if crc32fast::hash(p) != crc => Frame::Bad("record CRC mismatch"),
+        Some(p) => Frame::Record {
+            payload: p,
+            next: start + len as usize,
+        },
+    }
 }
 
 struct State {
@@ -238,23 +267,13 @@ pub fn replay(
     }
     let mut pos = MAGIC.len();
     while pos < buf.len() {
-        let bad = match buf.get(pos..pos + FRAME) {
-            None => Some("record header cut short"),
-            Some(h) => {
-                let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
-                let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
-                let start = pos + FRAME;
-                match buf.get(start..start.saturating_add(len as usize)) {
-                    _ if len > MAX_RECORD => Some("record length implausible"),
-                    None => Some("record payload cut short"),
-                    Some(p) if crc32fast::hash(p) != crc => Some("record CRC mismatch"),
-                    Some(p) => {
-                        apply(p, pos as u64)?;
-                        pos = start + len as usize;
-                        None
-                    }
-                }
+        let bad = match read_frame(&buf, pos) {
+            Frame::Record { payload, next } => {
+                apply(payload, pos as u64)?;
+                pos = next;
+                None
             }
+            Frame::Bad(reason) => Some(reason),
         };
         if let Some(reason) = bad {
             if !is_newest {
