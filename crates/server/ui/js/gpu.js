@@ -155,10 +155,18 @@ function dimRow(dim, value, reasons) {
 
 const bar = (v) => (typeof v !== 'number' ? 'fill state-unknown' : v >= 80 ? 'fill state-healthy' : v >= 50 ? 'fill state-degraded' : 'fill state-unhealthy');
 
+/** Evidence items `{signal, observed, previous?, expected?, ts_ms}` as text lines. */
 function evidence(ev) {
   if (!Array.isArray(ev) || !ev.length) return null;
-  const text = ev.map((e) => (typeof e === 'object' && e ? Object.entries(e).map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : v}`).join(' ') : String(e)));
-  return h('details', {}, h('summary', {}, 'evidence'), h('ul', { class: 'small' }, text.map((t) => h('li', {}, t))));
+  const line = (e) => {
+    if (typeof e !== 'object' || !e) return String(e);
+    const parts = [`${e.signal}: ${fmtNum(e.observed, 2)}`];
+    if (typeof e.previous === 'number') parts.push(`was ${fmtNum(e.previous, 2)}`);
+    if (typeof e.expected === 'number') parts.push(`limit/expected ${fmtNum(e.expected, 2)}`);
+    if (typeof e.ts_ms === 'number') parts.push(`at ${fmtTime(e.ts_ms)}`);
+    return parts.join(', ');
+  };
+  return h('details', {}, h('summary', {}, 'evidence'), h('ul', { class: 'small' }, ev.map((e) => h('li', {}, line(e)))));
 }
 
 function renderMemory(el, g) {

@@ -32,12 +32,12 @@ function row(inc, { onError, showGpu }) {
     { dataset: { id: inc.id, state: inc.state } },
     h('td', { class: 'state' }, stateBadge(inc.state)),
     h('td', {}, severityBadge(inc.severity)),
-    h('td', {}, h('a', { href: `#/incidents/${encodeURIComponent(inc.id)}` }, inc.id), h('div', { class: 'muted small' }, inc.kind)),
+    h('td', { class: 'nowrap' }, h('a', { href: `#/incidents/${encodeURIComponent(inc.id)}` }, inc.id), h('div', { class: 'muted small' }, inc.kind)),
     h('td', { class: 'summary' }, inc.summary),
     showGpu ? h('td', {}, inc.gpu ? h('a', { href: `#/gpu/${encodeURIComponent(inc.gpu)}`, title: inc.gpu }, shortUuid(inc.gpu)) : '–') : null,
-    h('td', {}, inc.node ?? '–'),
+    h('td', { class: 'nowrap' }, inc.node ?? '–'),
     h('td', {}, fmtAction(inc.action)),
-    h('td', {}, h('time', { datetime: fmtIso(inc.opened_ms), title: fmtTime(inc.opened_ms) }, fmtAgo(inc.opened_ms))),
+    h('td', { class: 'nowrap' }, h('time', { datetime: fmtIso(inc.opened_ms), title: fmtTime(inc.opened_ms) }, fmtAgo(inc.opened_ms))),
     h('td', { class: 'actions' }, actionButtons(inc, { onError })),
   );
 }
