@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of gpuwarden on a fresh Debian machine: installs what the tests need
-# (Prometheus and promtool from Debian), then formats check, lints and tests.
+# (Prometheus and promtool, chromium and Node.js from Debian; the browser test's npm
+# packages), then formats check, lints and tests.
 #
 #   ./scripts/test.sh            # everything
 #   ./scripts/test.sh --quick    # skip clippy
@@ -14,6 +15,8 @@ quick=0
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+[[ -x /usr/bin/chromium ]] || need+=(chromium)        # the web UI's browser test
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 if ((${#need[@]})); then
     echo "==> installing ${need[*]} (Debian packages)"
     SUDO=""
@@ -21,6 +24,9 @@ if ((${#need[@]})); then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# playwright-core (drives chromium; it downloads no browser), pinned by the lock file.
+echo "==> npm ci (tests/browser)"
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error >/dev/null
 # Tests that use these tools fail (instead of skipping) when this is set.
 export GPUWARDEN_REQUIRE_TOOLS=1
 

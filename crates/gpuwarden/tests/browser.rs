@@ -1,0 +1,117 @@
+//! The web UI in a real browser: starts the real binary on a simulated fleet, injects a
+//! fault so that an incident opens, then runs `tests/browser/ui.test.mjs` (playwright-core
+//! driving Debian's chromium) against it. The script checks the fleet, GPU and incidents
+//! pages, Ack, and that a GPU fallen off the bus shows grey `unknown`; it saves
+//! screenshots to `target/browser-screenshots/`.
+//!
+//! Needs `node`, `/usr/bin/chromium` (or `$CHROMIUM`) and `npm ci --prefix tests/browser`
+//! (`scripts/test.sh` does all three). Skips with a message when one is missing, unless
+//! `GPUWARDEN_REQUIRE_TOOLS=1`, then fails.
+
+mod common;
+
+use common::{get_json, post_json, start, tools_required, wait_for};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+/// How long the Node script may run before it is killed.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(200);
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn chromium() -> PathBuf {
+    std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
+}
+
+/// What is missing to run the browser test, if anything.
+fn missing_tools() -> Vec<String> {
+    let mut missing = Vec::new();
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !node.is_ok_and(|s| s.success()) {
+        missing.push("node (apt-get install nodejs)".to_string());
+    }
+    if !chromium().exists() {
+        missing.push(format!("{} (apt-get install chromium)", chromium().display()));
+    }
+    if !repo_root().join("tests/browser/node_modules/playwright-core").is_dir() {
+        missing.push("playwright-core (npm ci --prefix tests/browser)".to_string());
+    }
+    missing
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_ui_works_in_a_real_browser() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        assert!(
+            !tools_required(),
+            "browser test needs: {} (GPUWARDEN_REQUIRE_TOOLS=1)",
+            missing.join(", ")
+        );
+        eprintln!("SKIPPED web UI browser test: missing {}", missing.join(", "));
+        return;
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start(
+        dir.path(),
+        &["--scrape-interval", "1s", "--seed", "1", "--fault-rate-multiplier", "0"],
+    )
+    .await;
+    let gpus = wait_for(Duration::from_secs(30), "32 fresh GPUs", || async {
+        let body = get_json(&format!("{}/api/v1/gpus", gw.base)).await.ok()?;
+        let gpus = body["gpus"].as_array()?.clone();
+        (gpus.iter().filter(|g| g["stale"] == false).count() == 32).then_some(gpus)
+    })
+    .await;
+
+    // TRANSITIONAL: until the incident API is merged, the route is the JSON 404 fallback.
+    let probe = reqwest::get(format!("{}/api/v1/incidents", gw.base)).await.unwrap();
+    if probe.status() == reqwest::StatusCode::NOT_FOUND {
+        eprintln!("SKIPPED web UI browser test: this build has no /api/v1/incidents yet");
+        return;
+    }
+
+    // A row-remap failure is a memory fault the health engine turns into an incident.
+    let uuid = gpus[11]["identity"]["uuid"].as_str().unwrap().to_string();
+    let (status, body) = post_json(
+        &format!("{}/api/v1/simulation/faults", gw.base),
+        serde_json::json!({"gpu": uuid, "kind": "row-remap-failure"}),
+    )
+    .await;
+    assert!(status < 300, "inject fault: {status} {body}");
+    wait_for(
+        Duration::from_secs(60),
+        "an open incident on the faulty GPU",
+        || async {
+            let url = format!("{}/api/v1/incidents?state=open&gpu={uuid}", gw.base);
+            let body = get_json(&url).await.ok()?;
+            (body["total"].as_u64()? > 0).then_some(())
+        },
+    )
+    .await;
+
+    let script = repo_root().join("tests/browser/ui.test.mjs");
+    let run = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(&gw.base)
+        .env("CHROMIUM", chromium())
+        .env("GPUWARDEN_SCREENSHOTS", repo_root().join("target/browser-screenshots"))
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(SCRIPT_TIMEOUT, run)
+        .await
+        .unwrap_or_else(|_| panic!("browser test did not finish within {SCRIPT_TIMEOUT:?}"))
+        .expect("run node");
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    println!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "browser test failed: {}", out.status);
+}

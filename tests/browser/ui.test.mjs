@@ -1,0 +1,245 @@
+// Real-browser test of the web UI served by a running `gpuwarden run` (simulated fleet).
+//
+//   node tests/browser/ui.test.mjs http://127.0.0.1:9470
+//
+// Drives Debian's chromium (no browser download) through playwright-core and checks:
+// the fleet page shows 32 GPU tiles in 4 nodes, worst first; a GPU page shows identity,
+// a score and a drawn chart; the incidents page lists an open incident and its Ack button
+// acknowledges it (in the page and in the API); the incident detail shows its timeline;
+// a GPU that fell off the bus turns grey "unknown", never healthy; the page makes no
+// request outside the server and throws no script error. Screenshots of every page go to
+// target/browser-screenshots/ (or $GPUWARDEN_SCREENSHOTS). Exits 0 on success, 1 on failure.
+//
+// Precondition: an open incident with a GPU exists (the Rust test injects a fault first);
+// the script waits up to 60 s for one.
+
+import { chromium } from 'playwright-core';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const base = (process.argv[2] || '').replace(/\/$/, '');
+if (!/^http:\/\/(127\.0\.0\.1|localhost):\d+$/.test(base)) {
+  console.error('usage: node ui.test.mjs http://127.0.0.1:PORT');
+  process.exit(2);
+}
+const here = path.dirname(fileURLToPath(import.meta.url));
+const shots = process.env.GPUWARDEN_SCREENSHOTS || path.resolve(here, '../../target/browser-screenshots');
+const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
+const TOTAL_MS = 170_000;
+
+const STATE_ORDER = ['unhealthy', 'degraded', 'unknown', 'healthy'];
+
+function assert(cond, msg) {
+  if (!cond) throw new Error(`assertion failed: ${msg}`);
+}
+
+async function api(method, p, body) {
+  const resp = await fetch(base + p, {
+    method,
+    headers: body ? { 'content-type': 'application/json' } : {},
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const json = await resp.json().catch(() => null);
+  if (!resp.ok) throw new Error(`${method} ${p}: ${resp.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+async function waitFor(what, fn, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${last.message}` : ''}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+function step(name) {
+  console.log(`--- ${name}`);
+}
+
+async function shot(page, name) {
+  const file = path.join(shots, `${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  console.log(`    screenshot ${file}`);
+}
+
+async function main() {
+  fs.mkdirSync(shots, { recursive: true });
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'gpuwarden-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: chromiumPath,
+    headless: true,
+    viewport: { width: 1280, height: 800 },
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ],
+  });
+  const external = [];
+  const pageErrors = [];
+  try {
+    // Anything not addressed to the server is recorded and refused.
+    await context.route('**/*', (route) => {
+      const url = route.request().url();
+      if (url.startsWith(`${base}/`) || url === base || url.startsWith('data:')) return route.continue();
+      external.push(url);
+      return route.abort();
+    });
+    const page = context.pages()[0] ?? (await context.newPage());
+    page.on('pageerror', (e) => pageErrors.push(e.message));
+    page.on('console', (m) => m.type() === 'error' && console.log(`    console: ${m.text()}`));
+    page.setDefaultTimeout(30_000);
+
+    step('fleet page: 32 tiles in 4 nodes, worst first');
+    await page.goto(`${base}/#/`);
+    await page.waitForFunction(() => document.querySelectorAll('.tile').length === 32, null, { timeout: 45_000 });
+    const nodes = await page.$$eval('section.node', (els) =>
+      els.map((n) => ({ node: n.dataset.node, states: [...n.querySelectorAll('.tile')].map((t) => t.dataset.state) })),
+    );
+    assert(nodes.length === 4, `4 node groups, got ${nodes.length}`);
+    for (const n of nodes) assert(n.states.length === 8, `8 tiles in ${n.node}, got ${n.states.length}`);
+    const rank = (s) => STATE_ORDER.indexOf(s);
+    for (const n of nodes) {
+      for (let i = 1; i < n.states.length; i++) assert(rank(n.states[i - 1]) <= rank(n.states[i]), `GPUs of ${n.node} worst first: ${n.states}`);
+    }
+    for (let i = 1; i < nodes.length; i++) assert(rank(nodes[i - 1].states[0]) <= rank(nodes[i].states[0]), 'nodes worst first');
+    const tileText = await page.textContent('.tile');
+    assert(/GPU \d/.test(tileText), `tile shows the GPU index: ${tileText}`);
+    const counted = await page.$$eval('.summary .count[data-state] .n', (els) => els.reduce((a, e) => a + Number(e.textContent), 0));
+    assert(counted === 32, `state counts add up to 32, got ${counted}`);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert(overflow <= 0, `no horizontal scroll at 1280 px (overflow ${overflow})`);
+
+    step('an open incident exists (API)');
+    const incident = await waitFor('an open incident with a GPU', async () => {
+      const body = await api('GET', '/api/v1/incidents?state=open');
+      return body.incidents.find((i) => i.gpu);
+    }, 60_000);
+    console.log(`    ${incident.id} ${incident.severity} on ${incident.gpu}: ${incident.summary}`);
+    await page.waitForFunction(
+      (sev) => Number(document.querySelector(`.count[data-severity="${sev}"] .n`)?.textContent) >= 1,
+      incident.severity,
+      { timeout: 15_000 },
+    );
+    await shot(page, 'fleet');
+
+    step('GPU page: identity, score, charts');
+    const gpu = await api('GET', `/api/v1/gpus/${incident.gpu}`);
+    await page.goto(`${base}/#/gpu/${encodeURIComponent(incident.gpu)}`);
+    await page.waitForSelector('.identity dl');
+    const identity = await page.textContent('.identity');
+    for (const v of [gpu.identity.uuid, gpu.identity.node, gpu.identity.model, gpu.identity.pci_bus_id]) {
+      if (v) assert(identity.includes(v), `identity shows ${v}`);
+    }
+    const score = (await page.textContent('#gpu-score')).trim();
+    if (!gpu.stale) assert(/^\d+$/.test(score), `a numeric score for a fresh GPU, got "${score}"`);
+    assert((await page.$$('table.dims tbody tr')).length === 5, 'five health dimensions');
+    const reasons = gpu.health?.reasons ?? [];
+    if (reasons.length) {
+      const shown = await page.$$eval('.reasons li', (els) => els.map((e) => e.textContent));
+      for (const r of reasons) assert(shown.some((t) => t.includes(r.reason)), `reason shown: ${r.reason}`);
+    }
+    await page.waitForFunction(() => {
+      const c = document.querySelector('.chart:not([data-points="0"]) canvas');
+      return c && c.width > 100 && c.height > 50;
+    }, null, { timeout: 30_000 });
+    assert(await page.isVisible(`.incidents tr[data-id="${incident.id}"]`), 'the GPU page lists its incident');
+    await shot(page, 'gpu');
+
+    step('incidents page: list, Ack');
+    await page.goto(`${base}/#/incidents`);
+    const row = `tr[data-id="${incident.id}"]`;
+    await page.waitForSelector(row);
+    assert((await page.getAttribute(row, 'data-state')) === 'open', 'the incident is open in the page');
+    const rowText = await page.textContent(row);
+    assert(rowText.includes(incident.summary), 'row shows the summary');
+    await page.click(`${row} button.ack`);
+    await page.waitForSelector(`${row}[data-state="acknowledged"]`, { timeout: 15_000 });
+    assert((await page.textContent(`${row} td.state`)).trim() === 'acknowledged', 'state cell says acknowledged');
+    const after = await api('GET', `/api/v1/incidents/${incident.id}`);
+    assert(after.state === 'acknowledged', `API state acknowledged, got ${after.state}`);
+    await shot(page, 'incidents');
+
+    step('incidents page: filter by state');
+    await page.selectOption('#f-state', 'resolved');
+    await page.waitForFunction(() => location.hash.includes('state=resolved'));
+    await page.waitForFunction((id) => !document.querySelector(`tr[data-id="${id}"]`) && document.querySelector('.table-wrap')?.childElementCount, incident.id);
+
+    step('incident detail: timeline');
+    await page.goto(`${base}/#/incidents/${encodeURIComponent(incident.id)}`);
+    await page.waitForSelector('.timeline li, .timeline + p, section h2');
+    await page.waitForFunction((id) => document.querySelector('h1')?.textContent.includes(id), incident.id);
+    assert((await page.textContent('h1')).includes('acknowledged'), 'detail shows the acknowledged state');
+    const entries = await page.$$('.timeline li');
+    assert(entries.length >= 1 || after.timeline.length === 0, 'timeline entries shown');
+    await shot(page, 'incident');
+
+    step('stale GPU is grey "unknown"');
+    const gpus = (await api('GET', '/api/v1/gpus')).gpus;
+    const victim = gpus.find((g) => !g.stale && g.identity.node !== gpu.identity.node);
+    assert(victim, 'a fresh GPU on another node');
+    await api('POST', '/api/v1/simulation/faults', { gpu: victim.identity.uuid, kind: 'fallen-off-bus' });
+    await waitFor('the GPU to go stale in the API', async () => (await api('GET', `/api/v1/gpus/${victim.identity.uuid}`)).stale, 30_000);
+    await page.goto(`${base}/#/`);
+    const tile = `.tile[data-uuid="${victim.identity.uuid}"]`;
+    await page.waitForSelector(`${tile}[data-state="unknown"]`, { timeout: 20_000 });
+    const look = await page.$eval(tile, (t) => ({
+      bg: getComputedStyle(t).backgroundColor,
+      score: t.querySelector('.score').textContent,
+      state: t.querySelector('.state').textContent,
+    }));
+    const grey = await page.evaluate(() => {
+      const probe = document.createElement('div');
+      probe.className = 'tile state-unknown';
+      document.body.append(probe);
+      const c = getComputedStyle(probe).backgroundColor;
+      probe.remove();
+      return c;
+    });
+    assert(look.bg === grey && look.score === '?' && look.state === 'unknown', `stale tile grey/unknown/?: ${JSON.stringify(look)} (grey is ${grey})`);
+    await shot(page, 'fleet-stale');
+    await page.goto(`${base}/#/gpu/${encodeURIComponent(victim.identity.uuid)}`);
+    await page.waitForSelector('#gpu-state');
+    assert((await page.textContent('#gpu-state')).trim() === 'unknown', 'stale GPU page says unknown');
+    assert((await page.textContent('#gpu-score')).trim() === '?', 'stale GPU page shows "?" as score');
+    await shot(page, 'gpu-stale');
+
+    step('laptop width (1024 px): no horizontal scroll on the fleet page');
+    await page.setViewportSize({ width: 1024, height: 700 });
+    await page.goto(`${base}/#/`);
+    await page.waitForFunction(() => document.querySelectorAll('.tile').length === 32);
+    const overflow2 = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert(overflow2 <= 0, `no horizontal scroll at 1024 px (overflow ${overflow2})`);
+
+    assert(external.length === 0, `no external requests, got ${external.join(', ')}`);
+    assert(pageErrors.length === 0, `no script errors, got ${pageErrors.join(' | ')}`);
+  } finally {
+    await context.close();
+    fs.rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+const timer = setTimeout(() => {
+  console.error(`FAIL: browser test took longer than ${TOTAL_MS / 1000} s`);
+  process.exit(1);
+}, TOTAL_MS);
+main().then(
+  () => {
+    clearTimeout(timer);
+    console.log('PASS: web UI browser test');
+    process.exit(0);
+  },
+  (e) => {
+    clearTimeout(timer);
+    console.error(`FAIL: ${e.stack || e}`);
+    process.exit(1);
+  },
+);
