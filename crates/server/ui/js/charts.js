@@ -13,7 +13,8 @@ const HEIGHT = 180;
 export function lineChart({ title, unit, color = '#1f6feb', range }) {
   const plotBox = h('div', { class: 'plot' });
   const empty = h('p', { class: 'muted chart-empty' }, 'No data in the last hour.');
-  const el = h('figure', { class: 'chart', dataset: { points: '0' } }, h('figcaption', {}, `${title} (${unit})`), plotBox, empty);
+  const latest = h('span', { class: 'latest' });
+  const el = h('figure', { class: 'chart', dataset: { points: '0' } }, h('figcaption', {}, `${title} (${unit})`, latest), plotBox, empty);
   let plot = null;
   let data = [[], []];
 
@@ -22,11 +23,11 @@ export function lineChart({ title, unit, color = '#1f6feb', range }) {
     const opts = {
       width: width(),
       height: HEIGHT,
-      legend: { show: true },
+      legend: { show: false },
       cursor: { drag: { x: false, y: false } },
       scales: { x: { time: true }, y: range ? { range } : {} },
       axes: [{}, { size: 56, values: (u, vals) => vals.map((v) => `${v}`) }],
-      series: [{}, { label: title, stroke: color, width: 1.5, fill: `${color}22`, points: { show: false }, value: (u, v) => (v == null ? '–' : `${+v.toFixed(1)} ${unit}`) }],
+      series: [{}, { label: title, stroke: color, width: 1.5, fill: `${color}22`, points: { show: false } }],
     };
     plot = new uPlot(opts, data, plotBox);
   };
@@ -38,6 +39,8 @@ export function lineChart({ title, unit, color = '#1f6feb', range }) {
     set(points) {
       data = [points.map((p) => p[0] / 1000), points.map((p) => p[1])];
       el.dataset.points = String(points.length);
+      const last = points.at(-1);
+      latest.textContent = last ? `latest ${+last[1].toFixed(1)} ${unit}` : '';
       empty.hidden = points.length > 0;
       if (!plot) make();
       else plot.setData(data);
