@@ -6,6 +6,7 @@
 //! store. A store write that fails is counted and logged, and the scrape's GPUs are still
 //! shown (their data is in the live view) — the failure is visible on `/metrics`.
 
+use crate::analyze::Analysis;
 use crate::live::LiveFleet;
 use crate::metrics::{KindLabel, PipelineMetrics, TargetLabel};
 use gpuwarden_collect::dcgm::ExporterPage;
@@ -31,6 +32,7 @@ pub struct Ingestor {
     metrics: PipelineMetrics,
     xid: Mutex<XidTracker>,
     clock: Arc<dyn Clock>,
+    analysis: Option<Arc<Analysis>>,
 }
 
 impl Ingestor {
@@ -41,7 +43,14 @@ impl Ingestor {
             metrics,
             xid: Mutex::new(XidTracker::default()),
             clock,
+            analysis: None,
         }
+    }
+
+    /// Also feeds every page and its events to the analysis stage.
+    pub fn with_analysis(mut self, analysis: Arc<Analysis>) -> Self {
+        self.analysis = Some(analysis);
+        self
     }
 
     /// Handles one scrape outcome. Blocking (store I/O): call it off the async runtime.
@@ -130,6 +139,9 @@ impl Ingestor {
                     tracing::error!("writing events of {target} to the store: {e}");
                 }
             }
+        }
+        if let Some(analysis) = &self.analysis {
+            analysis.observe(page, &events);
         }
         report.events = events;
         let (gpus, stale) = self.live.counts(self.clock.now_ms());

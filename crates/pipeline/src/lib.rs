@@ -6,10 +6,12 @@
 //! are fresh and which are stale. Staleness lives here, at the one place that sees every
 //! scrape, so no later stage can mistake missing data for healthy data.
 
+pub mod analyze;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
 
+pub use analyze::{Analysis, AnalysisError};
 pub use ingest::Ingestor;
 pub use live::{GpuView, LiveFleet, Staleness};
 pub use metrics::PipelineMetrics;

@@ -195,6 +195,15 @@ impl LiveFleet {
             .map(|g| self.view(&inner, g, now_wall_ms))
     }
 
+    /// The freshness of one GPU (`TooOld` for a GPU never seen).
+    pub fn freshness(&self, uuid: &GpuUuid, now_wall_ms: TimestampMs) -> Freshness {
+        let inner = self.inner.read();
+        match inner.gpus.get(uuid) {
+            Some(g) => self.staleness(&inner, g, now_wall_ms),
+            None => Freshness::TooOld,
+        }
+    }
+
     /// Number of GPUs known, and how many of them are stale.
     pub fn counts(&self, now_wall_ms: TimestampMs) -> (usize, usize) {
         let inner = self.inner.read();

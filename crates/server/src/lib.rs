@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod error;
+pub mod openapi;
 pub mod scope;
 mod time_param;
 pub mod ui;

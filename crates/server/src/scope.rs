@@ -33,6 +33,16 @@ impl CallerScope {
         };
         ns_ok && node_ok
     }
+
+    /// Whether node-level things (incidents, node health) of `node` are visible.
+    /// Namespace-scoped callers see incidents of nodes they may see at all; finer
+    /// filtering by the incident's GPU comes with tenants.
+    pub fn allows_node(&self, node: &str) -> bool {
+        match &self.nodes {
+            None => true,
+            Some(list) => list.iter().any(|n| n == node),
+        }
+    }
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CallerScope {

@@ -1,58 +1,89 @@
-//! `/api/v1/gpus…`: the fleet's GPUs, their latest values, series and events.
+//! `/api/v1/gpus…`: the fleet's GPUs with their health, series, events and health history.
 
+use super::dto::{EventList, GpuItem, GpuList, HealthHistory, SeriesBody};
 use super::AppState;
 use crate::scope::CallerScope;
 use crate::time_param::parse_time;
 use crate::ApiError;
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use gpuwarden_model::{FieldName, GpuUuid};
+use gpuwarden_detect::GpuHealth;
+use gpuwarden_model::{Dimension, FieldName, GpuUuid, HealthState};
+use gpuwarden_pipeline::analyze::{dimension_field, SCORE_FIELD};
 use gpuwarden_pipeline::GpuView;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+
+use utoipa::IntoParams;
 
 const DEFAULT_LIMIT: usize = 1000;
 const MAX_LIMIT: usize = 10_000;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListParams {
-    /// Only GPUs of this node.
-    node: Option<String>,
-    /// `true`: only stale GPUs; `false`: only fresh ones.
-    stale: Option<bool>,
-    limit: Option<usize>,
-    offset: Option<usize>,
+pub(crate) type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+pub(crate) fn query<T>(q: QueryResult<T>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::bad_request("bad_query", e.body_text()))
 }
 
-#[derive(Serialize)]
-pub struct GpuList {
-    gpus: Vec<GpuView>,
-    total: usize,
-    limit: usize,
-    offset: usize,
-}
-
-pub async fn list(
-    State(state): State<AppState>,
-    scope: CallerScope,
-    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<GpuList>, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
-    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+pub(crate) fn check_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::bad_request(
             "bad_limit",
             format!("limit must be between 1 and {MAX_LIMIT}"),
         ));
     }
-    let offset = params.offset.unwrap_or(0);
-    let all: Vec<GpuView> = state
+    Ok(limit)
+}
+
+/// Every GPU the caller may see, with health, sorted by node then index.
+pub(crate) fn all_items(state: &AppState, scope: &CallerScope) -> Vec<GpuItem> {
+    let evaluation = state.analysis.latest();
+    let by_uuid: HashMap<&GpuUuid, &GpuHealth> = evaluation.gpus.iter().map(|g| (&g.uuid, g)).collect();
+    state
         .live
         .snapshot(state.clock.now_ms())
         .into_iter()
         .filter(|g| scope.allows(&g.identity))
+        .map(|view| {
+            let h = by_uuid.get(&view.identity.uuid).copied();
+            GpuItem::new(view, h)
+        })
+        .collect()
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Only GPUs of this node.
+    node: Option<String>,
+    /// `true`: only stale GPUs; `false`: only fresh ones.
+    stale: Option<bool>,
+    /// Only GPUs in this health state (healthy, degraded, unhealthy, unknown).
+    state: Option<HealthState>,
+    /// Page size (1–10000, default 1000).
+    limit: Option<usize>,
+    /// Items to skip.
+    offset: Option<usize>,
+}
+
+/// List GPUs with identity, freshness, latest values and health.
+#[utoipa::path(get, path = "/api/v1/gpus", tag = "gpus", params(ListParams),
+    responses((status = 200, body = GpuList), (status = 400, body = super::dto::ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    scope: CallerScope,
+    params: QueryResult<ListParams>,
+) -> Result<Json<GpuList>, ApiError> {
+    let params = query(params)?;
+    let limit = check_limit(params.limit)?;
+    let offset = params.offset.unwrap_or(0);
+    let all: Vec<GpuItem> = all_items(&state, &scope)
+        .into_iter()
         .filter(|g| params.node.as_ref().is_none_or(|n| &g.identity.node == n))
         .filter(|g| params.stale.is_none_or(|s| g.stale == s))
+        .filter(|g| params.state.is_none_or(|s| g.health.state == s))
         .collect();
     let total = all.len();
     let gpus = all.into_iter().skip(offset).take(limit).collect();
@@ -64,7 +95,7 @@ pub async fn list(
     }))
 }
 
-fn find_gpu(state: &AppState, scope: &CallerScope, uuid: &str) -> Result<GpuView, ApiError> {
+fn find_view(state: &AppState, scope: &CallerScope, uuid: &str) -> Result<GpuView, ApiError> {
     state
         .live
         .get(uuid, state.clock.now_ms())
@@ -72,31 +103,32 @@ fn find_gpu(state: &AppState, scope: &CallerScope, uuid: &str) -> Result<GpuView
         .ok_or_else(|| ApiError::not_found("gpu_not_found", format!("no GPU with UUID '{uuid}'")))
 }
 
+/// One GPU.
+#[utoipa::path(get, path = "/api/v1/gpus/{uuid}", tag = "gpus",
+    params(("uuid" = String, Path, description = "GPU UUID")),
+    responses((status = 200, body = GpuItem), (status = 404, body = super::dto::ErrorBody)))]
 pub async fn get_one(
     State(state): State<AppState>,
     scope: CallerScope,
     Path(uuid): Path<String>,
-) -> Result<Json<GpuView>, ApiError> {
-    find_gpu(&state, &scope, &uuid).map(Json)
+) -> Result<Json<GpuItem>, ApiError> {
+    let view = find_view(&state, &scope, &uuid)?;
+    let evaluation = state.analysis.latest();
+    let health = evaluation.gpus.iter().find(|g| g.uuid.as_str() == uuid);
+    Ok(Json(GpuItem::new(view, health)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct SeriesParams {
-    /// dcgm-exporter field name, e.g. `DCGM_FI_DEV_GPU_TEMP`.
+    /// dcgm-exporter field name, e.g. `DCGM_FI_DEV_GPU_TEMP` (required).
     field: Option<String>,
+    /// Start: ms since the epoch, RFC 3339, `now`, or `-1h` (default: 1 h before `to`).
     from: Option<String>,
+    /// End (exclusive): same forms (default: just after the GPU's latest sample).
     to: Option<String>,
+    /// Downsample to at most this many points (default 1000).
     max_points: Option<usize>,
-}
-
-#[derive(Serialize)]
-pub struct SeriesBody {
-    gpu: String,
-    field: String,
-    from: i64,
-    to: i64,
-    points: Vec<[f64; 2]>,
 }
 
 /// The default window ends just after the GPU's latest sample, so it works the same when
@@ -117,56 +149,77 @@ fn window(params_from: Option<&str>, params_to: Option<&str>, gpu: &GpuView) -> 
     Ok((from, to))
 }
 
+async fn read_range(
+    state: &AppState,
+    uuid: &str,
+    field: FieldName,
+    from: i64,
+    to: i64,
+    max_points: usize,
+) -> Result<Vec<[f64; 2]>, ApiError> {
+    let store = state.store.clone();
+    let gpu = GpuUuid::new(uuid);
+    let points = tokio::task::spawn_blocking(move || store.range(&gpu, &field, from, to, max_points))
+        .await
+        .map_err(|e| ApiError::internal("reading series", e))?
+        .map_err(|e| ApiError::internal("reading series", e))?;
+    Ok(points.iter().map(|p| [p.ts_ms as f64, p.value]).collect())
+}
+
+/// One field of one GPU over time, from the store.
+#[utoipa::path(get, path = "/api/v1/gpus/{uuid}/series", tag = "gpus",
+    params(("uuid" = String, Path, description = "GPU UUID"), SeriesParams),
+    responses((status = 200, body = SeriesBody), (status = 400, body = super::dto::ErrorBody), (status = 404, body = super::dto::ErrorBody)))]
 pub async fn series(
     State(state): State<AppState>,
     scope: CallerScope,
     Path(uuid): Path<String>,
-    params: Result<Query<SeriesParams>, axum::extract::rejection::QueryRejection>,
+    params: QueryResult<SeriesParams>,
 ) -> Result<Json<SeriesBody>, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
-    let gpu = find_gpu(&state, &scope, &uuid)?;
+    let params = query(params)?;
+    let view = find_view(&state, &scope, &uuid)?;
     let Some(field) = params.field.clone() else {
         return Err(ApiError::bad_request(
             "missing_field",
             "query parameter 'field' is required, e.g. field=DCGM_FI_DEV_GPU_TEMP",
         ));
     };
-    let (from, to) = window(params.from.as_deref(), params.to.as_deref(), &gpu)?;
+    let (from, to) = window(params.from.as_deref(), params.to.as_deref(), &view)?;
     let max_points = params.max_points.unwrap_or(1000).clamp(1, 100_000);
-    let store = state.store.clone();
-    let field_name = FieldName::parse(&field);
-    let gpu_uuid = GpuUuid::new(&uuid);
-    let points = tokio::task::spawn_blocking(move || store.range(&gpu_uuid, &field_name, from, to, max_points))
-        .await
-        .map_err(|e| ApiError::internal("reading series", e))?
-        .map_err(|e| ApiError::internal("reading series", e))?;
+    let points = read_range(&state, &uuid, FieldName::parse(&field), from, to, max_points).await?;
     Ok(Json(SeriesBody {
         gpu: uuid,
         field,
         from,
         to,
-        points: points.iter().map(|p| [p.ts_ms as f64, p.value]).collect(),
+        points,
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct EventParams {
+    /// Start (default: all).
     from: Option<String>,
+    /// End (default: all).
     to: Option<String>,
 }
 
+/// Events of one GPU (XIDs, disappearance, …), oldest first.
+#[utoipa::path(get, path = "/api/v1/gpus/{uuid}/events", tag = "gpus",
+    params(("uuid" = String, Path, description = "GPU UUID"), EventParams),
+    responses((status = 200, body = EventList), (status = 404, body = super::dto::ErrorBody)))]
 pub async fn events(
     State(state): State<AppState>,
     scope: CallerScope,
     Path(uuid): Path<String>,
-    params: Result<Query<EventParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
-    let gpu = find_gpu(&state, &scope, &uuid)?;
+    params: QueryResult<EventParams>,
+) -> Result<Json<EventList>, ApiError> {
+    let params = query(params)?;
+    let view = find_view(&state, &scope, &uuid)?;
     let (from, to) = match (params.from.as_deref(), params.to.as_deref()) {
         (None, None) => (i64::MIN, i64::MAX),
-        (f, t) => window(f, t, &gpu)?,
+        (f, t) => window(f, t, &view)?,
     };
     let store = state.store.clone();
     let gpu_uuid = GpuUuid::new(&uuid);
@@ -174,5 +227,71 @@ pub async fn events(
         .await
         .map_err(|e| ApiError::internal("reading events", e))?
         .map_err(|e| ApiError::internal("reading events", e))?;
-    Ok(Json(serde_json::json!({ "gpu": uuid, "events": events })))
+    Ok(Json(EventList { gpu: uuid, events }))
 }
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryParams {
+    /// Start (default: 1 h before `to`).
+    from: Option<String>,
+    /// End (default: just after the latest sample).
+    to: Option<String>,
+    /// Downsample to at most this many points per series (default 500).
+    max_points: Option<usize>,
+}
+
+/// The GPU's health score over time, overall and per dimension.
+#[utoipa::path(get, path = "/api/v1/gpus/{uuid}/health/history", tag = "gpus",
+    params(("uuid" = String, Path, description = "GPU UUID"), HistoryParams),
+    responses((status = 200, body = HealthHistory), (status = 404, body = super::dto::ErrorBody)))]
+pub async fn health_history(
+    State(state): State<AppState>,
+    scope: CallerScope,
+    Path(uuid): Path<String>,
+    params: QueryResult<HistoryParams>,
+) -> Result<Json<HealthHistory>, ApiError> {
+    let params = query(params)?;
+    let view = find_view(&state, &scope, &uuid)?;
+    let mut anchor_view = view.clone();
+    // Scores are stamped at evaluation time, which can be after the latest sample.
+    anchor_view.last_seen_ms = anchor_view.last_seen_ms.max(state.analysis.now_ms());
+    let (from, to) = window(params.from.as_deref(), params.to.as_deref(), &anchor_view)?;
+    let max_points = params.max_points.unwrap_or(500).clamp(1, 100_000);
+    let points = read_range(&state, &uuid, FieldName::Other(SCORE_FIELD.into()), from, to, max_points).await?;
+    let mut dimensions = BTreeMap::new();
+    for d in Dimension::ALL {
+        let pts = read_range(&state, &uuid, FieldName::Other(dimension_field(d).into()), from, to, max_points).await?;
+        dimensions.insert(d.as_str().to_string(), pts);
+    }
+    Ok(Json(HealthHistory {
+        gpu: uuid,
+        from,
+        to,
+        points,
+        dimensions,
+    }))
+}
+
+/// Sort key: unhealthy first, then degraded, unknown, healthy; lower score first.
+pub(crate) fn worst_first(items: &mut [GpuItem]) {
+    fn rank(s: HealthState) -> u8 {
+        match s {
+            HealthState::Unhealthy => 0,
+            HealthState::Degraded => 1,
+            HealthState::Unknown => 2,
+            HealthState::Healthy => 3,
+        }
+    }
+    items.sort_by(|a, b| {
+        rank(a.health.state)
+            .cmp(&rank(b.health.state))
+            .then(
+                a.health
+                    .score
+                    .unwrap_or(f64::MAX)
+                    .total_cmp(&b.health.score.unwrap_or(f64::MAX)),
+            )
+    });
+}
+

@@ -1,22 +1,27 @@
 //! Routes of the API, and the state they share.
 
-mod gpus;
-mod system;
+pub mod dto;
+pub(crate) mod fleet;
+pub(crate) mod gpus;
+pub(crate) mod incidents;
+pub(crate) mod system;
 
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use gpuwarden_collect::scrape::TargetStates;
 use gpuwarden_model::Clock;
-use gpuwarden_pipeline::LiveFleet;
+use gpuwarden_pipeline::{Analysis, LiveFleet};
 use gpuwarden_store::Store;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
+use utoipa_swagger_ui::SwaggerUi;
 
 /// Everything the handlers read.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub live: Arc<LiveFleet>,
+    pub analysis: Arc<Analysis>,
     pub targets: TargetStates,
     pub registry: Arc<Registry>,
     pub clock: Arc<dyn Clock>,
@@ -34,10 +39,20 @@ pub fn router(state: AppState, extra: Option<Router>) -> Router {
         .route("/api/v1/gpus/{uuid}", get(gpus::get_one))
         .route("/api/v1/gpus/{uuid}/series", get(gpus::series))
         .route("/api/v1/gpus/{uuid}/events", get(gpus::events))
+        .route("/api/v1/gpus/{uuid}/health/history", get(gpus::health_history))
+        .route("/api/v1/nodes", get(fleet::nodes))
+        .route("/api/v1/fleet/summary", get(fleet::summary))
+        .route("/api/v1/incidents", get(incidents::list))
+        .route("/api/v1/incidents/{id}", get(incidents::get_one))
+        .route("/api/v1/incidents/{id}/ack", post(incidents::ack))
+        .route("/api/v1/incidents/{id}/resolve", post(incidents::resolve))
         .route("/api/v1/targets", get(system::targets))
         .merge(crate::ui::router())
         .fallback(system::not_found)
-        .with_state(state);
+        .with_state(state)
+        // Serves the document at /api/openapi.json and Swagger UI (assets in the binary)
+        // at /api/docs.
+        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", crate::openapi::document()));
     match extra {
         Some(extra) => api.merge(extra),
         None => api,

@@ -1,4 +1,5 @@
-//! `/healthz`, `/metrics`, `/api/v1/targets` and the JSON 404.
+//! `/healthz`, `/metrics`, `/api/v1/targets`, the JSON 404, and the documentation of
+//! the simulator's routes (served by the simulator's own router when it runs).
 
 use super::AppState;
 use crate::ApiError;
@@ -6,20 +7,35 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
-pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    let now = state.clock.now_ms();
-    let (gpus, stale) = state.live.counts(now);
-    Json(json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_s": (now - state.started_ms) / 1000,
-        "gpus": gpus,
-        "gpus_stale": stale,
-    }))
+#[derive(Serialize, ToSchema)]
+pub struct Healthz {
+    status: &'static str,
+    version: &'static str,
+    uptime_s: i64,
+    gpus: usize,
+    gpus_stale: usize,
 }
 
+/// Liveness, with GPU counts.
+#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = Healthz)))]
+pub async fn healthz(State(state): State<AppState>) -> Json<Healthz> {
+    let now = state.clock.now_ms();
+    let (gpus, stale) = state.live.counts(now);
+    Json(Healthz {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_s: (now - state.started_ms) / 1000,
+        gpus,
+        gpus_stale: stale,
+    })
+}
+
+/// gpuwarden's own metrics and the derived health state, in OpenMetrics text format.
+#[utoipa::path(get, path = "/metrics", tag = "system",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let before = state.before_metrics.clone();
     // Refreshing reads store stats from disk: keep it off the async workers.
@@ -38,14 +54,50 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
     ))
 }
 
-pub async fn targets(State(state): State<AppState>) -> impl IntoResponse {
-    let targets = state.targets.snapshot();
-    Json(json!({ "targets": targets }))
+#[derive(Serialize, ToSchema)]
+pub struct TargetList {
+    /// Per-target scrape state: url, node_hint, source, up, last_scrape_ms,
+    /// last_duration_ms, last_error, last_samples, scrapes_total, errors_total.
+    #[schema(value_type = Vec<Object>)]
+    targets: Vec<gpuwarden_collect::scrape::TargetState>,
+}
+
+/// Scrape targets and their state.
+#[utoipa::path(get, path = "/api/v1/targets", tag = "system", responses((status = 200, body = TargetList)))]
+pub async fn targets(State(state): State<AppState>) -> Json<TargetList> {
+    Json(TargetList {
+        targets: state.targets.snapshot(),
+    })
 }
 
 pub async fn not_found() -> ApiError {
     ApiError::not_found(
         "not_found",
-        "no such route; see /api/v1/gpus, /api/v1/targets, /healthz, /metrics",
+        "no such route; see /api/docs for the API, or /api/v1/gpus, /api/v1/incidents, /healthz, /metrics",
     )
 }
+
+/// Body of a fault injection.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct FaultRequest {
+    /// GPU UUID.
+    gpu: String,
+    kind: gpuwarden_model::FaultKind,
+    /// Optional duration in seconds (default depends on the kind).
+    duration_s: Option<f64>,
+}
+
+/// Inject a fault into the simulated fleet (only when the simulator runs).
+#[utoipa::path(post, path = "/api/v1/simulation/faults", tag = "simulation",
+    request_body = FaultRequest,
+    responses((status = 201, body = gpuwarden_model::FaultLabel), (status = 400, body = super::dto::ErrorBody),
+        (status = 404, body = super::dto::ErrorBody), (status = 409, body = super::dto::ErrorBody)))]
+#[allow(dead_code)]
+pub async fn simulation_inject() {}
+
+/// Ground truth of every simulated fault (only when the simulator runs).
+#[utoipa::path(get, path = "/api/v1/simulation/labels", tag = "simulation",
+    responses((status = 200, body = Vec<gpuwarden_model::FaultLabel>)))]
+#[allow(dead_code)]
+pub async fn simulation_labels() {}
