@@ -24,6 +24,12 @@ pub struct FileConfig {
     pub store: StoreSection,
     #[serde(default)]
     pub simulator: SimulatorSection,
+    /// Overrides of the health rule thresholds (see `crates/detect/rules/health.toml`).
+    #[serde(default)]
+    pub health: toml::Table,
+    /// Incident lifecycle settings (auto-resolution, flap window, …).
+    #[serde(default)]
+    pub incidents: Option<gpuwarden_incident::IncidentConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,6 +85,8 @@ pub struct RunConfig {
     pub target_files: Vec<PathBuf>,
     pub retention: Duration,
     pub simulator: SimulatorSection,
+    pub health_rules: gpuwarden_detect::HealthRules,
+    pub incidents: gpuwarden_incident::IncidentConfig,
 }
 
 impl RunConfig {
@@ -139,6 +147,9 @@ pub fn build(
         target_files: file.scrape.target_files,
         retention,
         simulator: file.simulator,
+        health_rules: gpuwarden_detect::HealthRules::with_overrides(file.health)
+            .context("the [health] section of the config overrides an unknown or invalid rule setting")?,
+        incidents: file.incidents.unwrap_or_default(),
     })
 }
 
@@ -174,6 +185,13 @@ mod tests {
         assert!(!c.simulated());
         assert_eq!(c.scrape_interval, Duration::from_secs(10));
         assert_eq!(c.scrape_timeout, Duration::from_secs(8));
+    }
+
+    #[test]
+    fn health_overrides_are_validated() {
+        let file: FileConfig = toml::from_str("[health]\nno_such_rule = 1\n").unwrap();
+        let err = build(file, None, None, None).unwrap_err();
+        assert!(format!("{err:#}").contains("no_such_rule"), "{err:#}");
     }
 
     #[test]

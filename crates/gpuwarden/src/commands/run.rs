@@ -7,8 +7,10 @@ use crate::config::{self, FileConfig, RunConfig};
 use anyhow::{Context, Result};
 use gpuwarden_collect::prom::Limits;
 use gpuwarden_collect::scrape::{ScrapeConfig, Scraper, TargetSources, TargetSpec};
+use gpuwarden_detect::XidCatalog;
 use gpuwarden_model::{Clock, SystemClock};
-use gpuwarden_pipeline::{Ingestor, LiveFleet, PipelineMetrics};
+use gpuwarden_pipeline::{Analysis, Ingestor, LiveFleet, PipelineMetrics};
+use gpuwarden_server::derived_metrics::DerivedMetrics;
 use gpuwarden_server::AppState;
 use gpuwarden_store::embedded::{EmbeddedOptions, EmbeddedStore};
 use gpuwarden_store::Store;
@@ -97,7 +99,24 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     let metrics = PipelineMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
-    let ingestor = Arc::new(Ingestor::new(store.clone(), live.clone(), metrics, clock.clone()));
+    let analysis = Arc::new(
+        Analysis::new(
+            store.clone(),
+            live.clone(),
+            clock.clone(),
+            cfg.health_rules.clone(),
+            XidCatalog::builtin(),
+            cfg.incidents.clone(),
+        )
+        .context("loading incidents from the store")?,
+    );
+    registry.register_collector(Box::new(DerivedMetrics {
+        analysis: analysis.clone(),
+        live: live.clone(),
+        clock: clock.clone(),
+    }));
+    let ingestor =
+        Arc::new(Ingestor::new(store.clone(), live.clone(), metrics, clock.clone()).with_analysis(analysis.clone()));
     let xid_state_path = cfg.data_dir.join("xid-tracker.json");
     ingestor.load_xid_state(&xid_state_path);
 
@@ -123,6 +142,28 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     let (tx, rx) = mpsc::channel(64);
     let scrape_task = tokio::spawn(scraper.run(tx, shutdown_rx.clone()));
     let ingest_task = tokio::spawn(ingestor.clone().run(rx));
+
+    // Health evaluation and incidents, once per scrape interval: a fault that shows in a
+    // scrape is scored within one interval of that scrape.
+    let eval_analysis = analysis.clone();
+    let mut eval_shutdown = shutdown_rx.clone();
+    let interval = cfg.scrape_interval;
+    let eval_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = eval_shutdown.changed() => return,
+            }
+            let a = eval_analysis.clone();
+            match tokio::task::spawn_blocking(move || a.evaluate()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!("health evaluation could not store its results: {e}"),
+                Err(e) => tracing::error!("health evaluation failed: {e}"),
+            }
+        }
+    });
 
     // Retention, once at start and then hourly.
     let retention_store = store.clone();
@@ -153,6 +194,7 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     let state = AppState {
         store: store.clone(),
         live: live.clone(),
+        analysis: analysis.clone(),
         targets: target_states,
         registry: Arc::new(registry),
         clock: clock.clone(),
@@ -174,6 +216,7 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
         tracing::warn!("saving XID state to {}: {e}", xid_state_path.display());
     }
     let _ = retention_task.await;
+    let _ = eval_task.await;
     let _ = server_task.await;
     if let Some(h) = sim_handle {
         h.shutdown().await;
@@ -210,7 +253,10 @@ fn print_banner(cfg: &RunConfig, listen: std::net::SocketAddr, sim: Option<&gpuw
         ),
     }
     println!("  data:     {}", cfg.data_dir.display());
+    println!("  web UI:   {base}/");
+    println!("  API docs: {base}/api/docs");
     println!("  GPUs:     curl {base}/api/v1/gpus");
+    println!("  incidents: curl {base}/api/v1/incidents?state=open");
     println!("  targets:  curl {base}/api/v1/targets");
     println!("  metrics:  curl {base}/metrics");
     if sim.is_some() {

@@ -258,10 +258,26 @@ pub async fn health_history(
     anchor_view.last_seen_ms = anchor_view.last_seen_ms.max(state.analysis.now_ms());
     let (from, to) = window(params.from.as_deref(), params.to.as_deref(), &anchor_view)?;
     let max_points = params.max_points.unwrap_or(500).clamp(1, 100_000);
-    let points = read_range(&state, &uuid, FieldName::Other(SCORE_FIELD.into()), from, to, max_points).await?;
+    let points = read_range(
+        &state,
+        &uuid,
+        FieldName::Other(SCORE_FIELD.into()),
+        from,
+        to,
+        max_points,
+    )
+    .await?;
     let mut dimensions = BTreeMap::new();
     for d in Dimension::ALL {
-        let pts = read_range(&state, &uuid, FieldName::Other(dimension_field(d).into()), from, to, max_points).await?;
+        let pts = read_range(
+            &state,
+            &uuid,
+            FieldName::Other(dimension_field(d).into()),
+            from,
+            to,
+            max_points,
+        )
+        .await?;
         dimensions.insert(d.as_str().to_string(), pts);
     }
     Ok(Json(HealthHistory {
@@ -284,14 +300,11 @@ pub(crate) fn worst_first(items: &mut [GpuItem]) {
         }
     }
     items.sort_by(|a, b| {
-        rank(a.health.state)
-            .cmp(&rank(b.health.state))
-            .then(
-                a.health
-                    .score
-                    .unwrap_or(f64::MAX)
-                    .total_cmp(&b.health.score.unwrap_or(f64::MAX)),
-            )
+        rank(a.health.state).cmp(&rank(b.health.state)).then(
+            a.health
+                .score
+                .unwrap_or(f64::MAX)
+                .total_cmp(&b.health.score.unwrap_or(f64::MAX)),
+        )
     });
 }
-

@@ -1,0 +1,178 @@
+//! The analysis stage: feeds scraped rows and events to the health engine, evaluates the
+//! fleet on a timer, turns the active findings into incidents, and persists what changed
+//! (incidents, and the health scores as ordinary samples so their history is queryable
+//! like any series).
+//!
+//! Analyzers are pure; this stage is the thin layer that gives them data and time and
+//! stores their results. Time is data time (the newest sample's timestamp, moved on by
+//! wall time while no data arrives), so simulations at `--speed` behave like real time.
+
+use crate::live::LiveFleet;
+use gpuwarden_collect::dcgm::ExporterPage;
+use gpuwarden_detect::{Evaluation, HealthEngine, HealthRules, XidCatalog};
+use gpuwarden_incident::{IncidentConfig, IncidentEngine, IncidentError};
+use gpuwarden_model::{Clock, Dimension, Event, FieldName, GpuSamples, Incident, TimestampMs};
+use gpuwarden_store::{Store, StoreError};
+use parking_lot::{Mutex, RwLock};
+use std::sync::Arc;
+
+/// Field name under which a GPU's overall health score is stored.
+pub const SCORE_FIELD: &str = "gpuwarden_health_score";
+
+/// Field name under which one dimension's score is stored.
+pub fn dimension_field(d: Dimension) -> String {
+    format!("gpuwarden_health_{}", d.as_str())
+}
+
+/// Why an incident action from the API failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalysisError {
+    #[error(transparent)]
+    Incident(#[from] IncidentError),
+    #[error("saving the incident: {0}")]
+    Store(#[from] StoreError),
+}
+
+struct DataClock {
+    data_ms: TimestampMs,
+    wall_at_data_ms: TimestampMs,
+}
+
+/// Health engine + incident engine, fed by the ingest stage.
+pub struct Analysis {
+    health: Mutex<HealthEngine>,
+    incidents: Mutex<IncidentEngine>,
+    latest: RwLock<Arc<Evaluation>>,
+    store: Arc<dyn Store>,
+    live: Arc<LiveFleet>,
+    clock: Arc<dyn Clock>,
+    data_clock: Mutex<DataClock>,
+}
+
+impl Analysis {
+    /// Builds the stage; incidents are loaded from the store so they survive restarts.
+    pub fn new(
+        store: Arc<dyn Store>,
+        live: Arc<LiveFleet>,
+        clock: Arc<dyn Clock>,
+        rules: HealthRules,
+        catalog: XidCatalog,
+        incident_config: IncidentConfig,
+    ) -> Result<Self, StoreError> {
+        let existing = store.incidents()?;
+        let wall = clock.now_ms();
+        Ok(Analysis {
+            health: Mutex::new(HealthEngine::new(rules, catalog)),
+            incidents: Mutex::new(IncidentEngine::new(incident_config, existing)),
+            latest: RwLock::new(Arc::new(Evaluation::default())),
+            store,
+            live,
+            data_clock: Mutex::new(DataClock {
+                data_ms: 0,
+                wall_at_data_ms: wall,
+            }),
+            clock,
+        })
+    }
+
+    /// Feeds a scraped page and the events derived from it.
+    pub fn observe(&self, page: &ExporterPage, events: &[Event]) {
+        let mut health = self.health.lock();
+        for id in &page.gpus {
+            health.observe_identity(id);
+        }
+        let mut newest = None;
+        for row in &page.rows {
+            health.observe_row(row);
+            newest = newest.max(Some(row.ts_ms));
+        }
+        for e in events {
+            health.observe_event(e);
+        }
+        drop(health);
+        if let Some(ts) = newest {
+            let mut c = self.data_clock.lock();
+            if ts > c.data_ms {
+                c.data_ms = ts;
+                c.wall_at_data_ms = self.clock.now_ms();
+            }
+        }
+    }
+
+    /// Events that do not come with a page (a GPU that vanished).
+    pub fn observe_events(&self, events: &[Event]) {
+        let mut health = self.health.lock();
+        for e in events {
+            health.observe_event(e);
+        }
+    }
+
+    /// "Now" in data time.
+    pub fn now_ms(&self) -> TimestampMs {
+        let c = self.data_clock.lock();
+        if c.data_ms == 0 {
+            return self.clock.now_ms();
+        }
+        c.data_ms + (self.clock.now_ms() - c.wall_at_data_ms).max(0)
+    }
+
+    /// Evaluates the fleet, updates incidents and persists changes. Blocking (store I/O).
+    pub fn evaluate(&self) -> Result<Arc<Evaluation>, StoreError> {
+        let now = self.now_ms();
+        let wall = self.clock.now_ms();
+        let live = self.live.clone();
+        let evaluation = self.health.lock().evaluate(now, &|gpu| live.freshness(gpu, wall));
+        let changed = self.incidents.lock().apply(now, &evaluation.findings);
+        if !changed.is_empty() {
+            self.store.upsert_incidents(&changed)?;
+        }
+        let rows: Vec<GpuSamples> = evaluation
+            .gpus
+            .iter()
+            .filter_map(|g| {
+                let score = g.score?;
+                let mut values = vec![(FieldName::Other(SCORE_FIELD.into()), score)];
+                for (d, v) in &g.dimensions {
+                    if let Some(v) = v {
+                        values.push((FieldName::Other(dimension_field(*d).into()), *v));
+                    }
+                }
+                Some(GpuSamples {
+                    gpu: g.uuid.clone(),
+                    ts_ms: now,
+                    values,
+                })
+            })
+            .collect();
+        self.store.append_samples(&rows)?;
+        let evaluation = Arc::new(evaluation);
+        *self.latest.write() = evaluation.clone();
+        Ok(evaluation)
+    }
+
+    /// The latest evaluation (empty before the first one).
+    pub fn latest(&self) -> Arc<Evaluation> {
+        self.latest.read().clone()
+    }
+
+    /// Read access to the incident engine.
+    pub fn with_incidents<R>(&self, f: impl FnOnce(&IncidentEngine) -> R) -> R {
+        f(&self.incidents.lock())
+    }
+
+    /// Acknowledges an incident and persists it.
+    pub fn acknowledge(&self, id: &str, actor: &str, comment: Option<&str>) -> Result<Incident, AnalysisError> {
+        let now = self.now_ms();
+        let incident = self.incidents.lock().acknowledge(id, actor, comment, now)?;
+        self.store.upsert_incidents(std::slice::from_ref(&incident))?;
+        Ok(incident)
+    }
+
+    /// Resolves an incident by hand and persists it.
+    pub fn resolve(&self, id: &str, actor: &str, comment: Option<&str>) -> Result<Incident, AnalysisError> {
+        let now = self.now_ms();
+        let incident = self.incidents.lock().resolve(id, actor, comment, now)?;
+        self.store.upsert_incidents(std::slice::from_ref(&incident))?;
+        Ok(incident)
+    }
+}

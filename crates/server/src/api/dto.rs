@@ -1,0 +1,225 @@
+//! The API's response bodies. They are ours, separate from the engines' internal types,
+//! so the API can stay stable while the engines change, and each one derives its
+//! OpenAPI schema.
+
+use gpuwarden_detect::{Deduction, GpuHealth};
+use gpuwarden_model::{Dimension, Evidence, Freshness, GpuIdentity, HealthState, Incident};
+use gpuwarden_pipeline::GpuView;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+/// One point taken off a health score, with its explanation.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Reason {
+    pub dimension: Dimension,
+    /// Points taken off (positive).
+    pub points: f64,
+    /// Rule id, e.g. `ecc.dbe`.
+    pub rule: String,
+    /// Human explanation with the numbers, e.g.
+    /// "−40 memory: 2 uncorrectable ECC errors in the last hour (…)".
+    pub reason: String,
+    pub evidence: Vec<Evidence>,
+}
+
+impl From<&Deduction> for Reason {
+    fn from(d: &Deduction) -> Self {
+        Reason {
+            dimension: d.dimension,
+            points: d.points,
+            rule: d.rule.clone(),
+            reason: d.reason.clone(),
+            evidence: d.evidence.clone(),
+        }
+    }
+}
+
+/// A GPU's health. `score` is null and `state` is `unknown` whenever the data is stale or
+/// missing: never `healthy`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Health {
+    pub score: Option<f64>,
+    pub state: HealthState,
+    /// Score per dimension (thermal, power, memory, interconnect, compute); null when
+    /// unknown.
+    pub dimensions: BTreeMap<String, Option<f64>>,
+    pub reasons: Vec<Reason>,
+}
+
+impl Health {
+    pub fn unknown() -> Health {
+        Health {
+            score: None,
+            state: HealthState::Unknown,
+            dimensions: Dimension::ALL.iter().map(|d| (d.as_str().to_string(), None)).collect(),
+            reasons: Vec::new(),
+        }
+    }
+
+    /// The health to show for a GPU: the engine's, unless the live view says the data is
+    /// stale now (the evaluation may be a few seconds older than the staleness).
+    pub fn for_gpu(view: &GpuView, health: Option<&GpuHealth>) -> Health {
+        match health {
+            Some(h) if !view.stale && h.state != HealthState::Unknown => Health {
+                score: h.score,
+                state: h.state,
+                dimensions: h.dimensions.iter().map(|(d, v)| (d.as_str().to_string(), *v)).collect(),
+                reasons: h.deductions.iter().map(Reason::from).collect(),
+            },
+            Some(h) => Health {
+                // Keep the reasons (e.g. "fallen off the bus") but never a score.
+                reasons: h.deductions.iter().map(Reason::from).collect(),
+                ..Health::unknown()
+            },
+            None => Health::unknown(),
+        }
+    }
+}
+
+/// A GPU as the API shows it: identity, freshness, latest values and health.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct GpuItem {
+    pub identity: GpuIdentity,
+    /// Scrape target the GPU was last seen on.
+    pub target: String,
+    /// Timestamp (ms) of the GPU's latest samples.
+    pub last_seen_ms: i64,
+    /// True when the data cannot be trusted now; health is then `unknown`.
+    pub stale: bool,
+    pub staleness: Freshness,
+    /// Latest value per field (dcgm-exporter names).
+    pub latest: BTreeMap<String, f64>,
+    pub health: Health,
+}
+
+impl GpuItem {
+    pub fn new(view: GpuView, health: Option<&GpuHealth>) -> GpuItem {
+        let h = Health::for_gpu(&view, health);
+        GpuItem {
+            identity: view.identity,
+            target: view.target,
+            last_seen_ms: view.last_seen_ms,
+            stale: view.stale,
+            staleness: view.staleness,
+            latest: view.latest,
+            health: h,
+        }
+    }
+}
+
+/// A page of GPUs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GpuList {
+    pub gpus: Vec<GpuItem>,
+    pub total: usize,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+/// A node's health: the worst of its GPUs, and node-level findings.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct NodeItem {
+    pub node: String,
+    pub score: Option<f64>,
+    pub state: HealthState,
+    pub dimensions: BTreeMap<String, Option<f64>>,
+    pub gpus: usize,
+    pub gpus_unknown: usize,
+    pub worst_gpu: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeList {
+    pub nodes: Vec<NodeItem>,
+}
+
+/// Counts by health state.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct StateCounts {
+    pub healthy: usize,
+    pub degraded: usize,
+    pub unhealthy: usize,
+    pub unknown: usize,
+}
+
+/// Open (or acknowledged) incidents by severity.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct SeverityCounts {
+    pub info: usize,
+    pub warning: usize,
+    pub critical: usize,
+    pub fatal: usize,
+}
+
+/// The fleet at a glance.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FleetSummary {
+    pub gpus: usize,
+    pub nodes: usize,
+    pub counts: StateCounts,
+    pub open_incidents: SeverityCounts,
+    /// Up to 10 GPUs, worst first (unknown ones after unhealthy ones).
+    pub worst: Vec<GpuItem>,
+}
+
+/// A page of incidents.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IncidentList {
+    pub incidents: Vec<Incident>,
+    pub total: usize,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+/// Body of ack / resolve.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentAction {
+    /// Who does it (default `api`).
+    pub actor: Option<String>,
+    pub comment: Option<String>,
+}
+
+/// A health score history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthHistory {
+    pub gpu: String,
+    pub from: i64,
+    pub to: i64,
+    /// `[ts_ms, score]` pairs.
+    pub points: Vec<[f64; 2]>,
+    /// `[ts_ms, score]` pairs per dimension.
+    pub dimensions: BTreeMap<String, Vec<[f64; 2]>>,
+}
+
+/// A series of one field.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeriesBody {
+    pub gpu: String,
+    pub field: String,
+    pub from: i64,
+    pub to: i64,
+    /// `[ts_ms, value]` pairs, oldest first.
+    pub points: Vec<[f64; 2]>,
+}
+
+/// Events of a GPU.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventList {
+    pub gpu: String,
+    pub events: Vec<gpuwarden_model::Event>,
+}
+
+/// The JSON error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `gpu_not_found`, `bad_query`.
+    pub code: String,
+    pub message: String,
+}

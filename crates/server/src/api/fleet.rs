@@ -1,0 +1,98 @@
+//! `/api/v1/fleet/summary` and `/api/v1/nodes`: the fleet at a glance.
+
+use super::dto::{FleetSummary, NodeItem, NodeList, SeverityCounts, StateCounts};
+use super::gpus::{all_items, worst_first};
+use super::AppState;
+use crate::scope::CallerScope;
+use crate::ApiError;
+use axum::extract::State;
+use axum::Json;
+use gpuwarden_incident::IncidentFilter;
+use gpuwarden_model::{HealthState, Severity};
+use std::collections::BTreeSet;
+
+/// Counts by state, open incidents by severity, and the worst GPUs.
+#[utoipa::path(get, path = "/api/v1/fleet/summary", tag = "fleet",
+    responses((status = 200, body = FleetSummary)))]
+pub async fn summary(State(state): State<AppState>, scope: CallerScope) -> Result<Json<FleetSummary>, ApiError> {
+    let mut items = all_items(&state, &scope);
+    let mut counts = StateCounts::default();
+    let mut nodes = BTreeSet::new();
+    for g in &items {
+        nodes.insert(g.identity.node.clone());
+        match g.health.state {
+            HealthState::Healthy => counts.healthy += 1,
+            HealthState::Degraded => counts.degraded += 1,
+            HealthState::Unhealthy => counts.unhealthy += 1,
+            HealthState::Unknown => counts.unknown += 1,
+        }
+    }
+    let mut open = SeverityCounts::default();
+    state.analysis.with_incidents(|engine| {
+        for incident in engine.list(&IncidentFilter::active()) {
+            if !scope.allows_node(&incident.node) {
+                continue;
+            }
+            match incident.severity {
+                Severity::Info => open.info += 1,
+                Severity::Warning => open.warning += 1,
+                Severity::Critical => open.critical += 1,
+                Severity::Fatal => open.fatal += 1,
+            }
+        }
+    });
+    let gpus = items.len();
+    worst_first(&mut items);
+    items.truncate(10);
+    Ok(Json(FleetSummary {
+        gpus,
+        nodes: nodes.len(),
+        counts,
+        open_incidents: open,
+        worst: items,
+    }))
+}
+
+/// Health per node (the worst of its GPUs, and node-level findings).
+#[utoipa::path(get, path = "/api/v1/nodes", tag = "fleet",
+    responses((status = 200, body = NodeList)))]
+pub async fn nodes(State(state): State<AppState>, scope: CallerScope) -> Result<Json<NodeList>, ApiError> {
+    let evaluation = state.analysis.latest();
+    let known: BTreeSet<String> = state
+        .live
+        .snapshot(state.clock.now_ms())
+        .into_iter()
+        .filter(|g| scope.allows(&g.identity))
+        .map(|g| g.identity.node)
+        .collect();
+    let mut nodes: Vec<NodeItem> = evaluation
+        .nodes
+        .iter()
+        .filter(|n| known.contains(&n.node))
+        .map(|n| NodeItem {
+            node: n.node.clone(),
+            score: n.score,
+            state: n.state,
+            dimensions: n.dimensions.iter().map(|(d, v)| (d.as_str().to_string(), *v)).collect(),
+            gpus: n.gpus,
+            gpus_unknown: n.gpus_unknown,
+            worst_gpu: n.worst_gpu.as_ref().map(|u| u.to_string()),
+        })
+        .collect();
+    // Nodes seen but not yet evaluated are unknown, not missing.
+    for node in &known {
+        if !nodes.iter().any(|n| &n.node == node) {
+            nodes.push(NodeItem {
+                node: node.clone(),
+                score: None,
+                state: HealthState::Unknown,
+                dimensions: Default::default(),
+                gpus: 0,
+                gpus_unknown: 0,
+                worst_gpu: None,
+            });
+        }
+    }
+    nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    Ok(Json(NodeList { nodes }))
+}

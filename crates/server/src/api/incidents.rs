@@ -1,0 +1,188 @@
+//! `/api/v1/incidents…`: list, read, acknowledge and resolve incidents.
+
+use super::dto::{IncidentAction, IncidentList};
+use super::gpus::{check_limit, query, QueryResult};
+use super::AppState;
+use crate::scope::CallerScope;
+use crate::ApiError;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use gpuwarden_incident::{IncidentError, IncidentFilter};
+use gpuwarden_model::{FindingKind, GpuUuid, Incident, IncidentState, Severity};
+use gpuwarden_pipeline::AnalysisError;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentParams {
+    /// open, acknowledged, resolved, or `active` (open + acknowledged). Default: all.
+    state: Option<String>,
+    /// Minimum severity: info, warning, critical, fatal.
+    severity: Option<Severity>,
+    node: Option<String>,
+    gpu: Option<String>,
+    /// health, anomaly, prediction, security.
+    kind: Option<FindingKind>,
+    /// Rule id, e.g. `ecc.dbe`.
+    rule: Option<String>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+fn parse_states(s: &str) -> Result<Vec<IncidentState>, ApiError> {
+    s.split(',')
+        .map(|one| match one.trim() {
+            "open" => Ok(vec![IncidentState::Open]),
+            "acknowledged" => Ok(vec![IncidentState::Acknowledged]),
+            "resolved" => Ok(vec![IncidentState::Resolved]),
+            "active" => Ok(vec![IncidentState::Open, IncidentState::Acknowledged]),
+            other => Err(ApiError::bad_request(
+                "bad_state",
+                format!("unknown incident state '{other}': use open, acknowledged, resolved or active"),
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(|v| v.into_iter().flatten().collect())
+}
+
+/// List incidents, newest first.
+#[utoipa::path(get, path = "/api/v1/incidents", tag = "incidents", params(IncidentParams),
+    responses((status = 200, body = IncidentList), (status = 400, body = super::dto::ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    scope: CallerScope,
+    params: QueryResult<IncidentParams>,
+) -> Result<Json<IncidentList>, ApiError> {
+    let params = query(params)?;
+    let limit = check_limit(params.limit)?;
+    let offset = params.offset.unwrap_or(0);
+    let filter = IncidentFilter {
+        states: match params.state.as_deref() {
+            Some(s) => parse_states(s)?,
+            None => Vec::new(),
+        },
+        min_severity: params.severity,
+        node: params.node.clone(),
+        gpu: params.gpu.as_deref().map(GpuUuid::new),
+        kind: params.kind,
+        rule: params.rule.clone(),
+    };
+    let (total, incidents) = state.analysis.with_incidents(|engine| {
+        let all: Vec<&Incident> = engine
+            .list(&filter)
+            .into_iter()
+            .filter(|i| scope.allows_node(&i.node))
+            .collect();
+        let total = all.len();
+        (
+            total,
+            all.into_iter().skip(offset).take(limit).cloned().collect::<Vec<_>>(),
+        )
+    });
+    Ok(Json(IncidentList {
+        incidents,
+        total,
+        limit,
+        offset,
+    }))
+}
+
+/// One incident with its timeline.
+#[utoipa::path(get, path = "/api/v1/incidents/{id}", tag = "incidents",
+    params(("id" = String, Path, description = "Incident id, e.g. inc-000001")),
+    responses((status = 200, body = Incident), (status = 404, body = super::dto::ErrorBody)))]
+pub async fn get_one(
+    State(state): State<AppState>,
+    scope: CallerScope,
+    Path(id): Path<String>,
+) -> Result<Json<Incident>, ApiError> {
+    state
+        .analysis
+        .with_incidents(|engine| engine.get(&id).cloned())
+        .filter(|i| scope.allows_node(&i.node))
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("incident_not_found", format!("no incident '{id}'")))
+}
+
+fn action_error(e: AnalysisError) -> ApiError {
+    match e {
+        AnalysisError::Incident(IncidentError::NotFound { .. }) => {
+            ApiError::not_found("incident_not_found", e.to_string())
+        }
+        AnalysisError::Incident(e @ IncidentError::InvalidTransition { .. }) => ApiError {
+            status: StatusCode::CONFLICT,
+            code: "invalid_transition",
+            message: e.to_string(),
+        },
+        other => ApiError::internal("saving the incident", other),
+    }
+}
+
+/// The optional JSON body of ack/resolve: empty is fine, anything else must be valid.
+fn body(bytes: &[u8]) -> Result<IncidentAction, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(IncidentAction::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request(
+            "bad_body",
+            format!("body must be JSON like {{\"actor\": \"alice\", \"comment\": \"…\"}}: {e}"),
+        )
+    })
+}
+
+fn check_scope(state: &AppState, scope: &CallerScope, id: &str) -> Result<(), ApiError> {
+    let node = state.analysis.with_incidents(|e| e.get(id).map(|i| i.node.clone()));
+    match node {
+        Some(n) if scope.allows_node(&n) => Ok(()),
+        _ => Err(ApiError::not_found("incident_not_found", format!("no incident '{id}'"))),
+    }
+}
+
+/// Acknowledge an incident (open → acknowledged).
+#[utoipa::path(post, path = "/api/v1/incidents/{id}/ack", tag = "incidents",
+    params(("id" = String, Path, description = "Incident id")),
+    request_body(content = IncidentAction, description = "Optional actor and comment"),
+    responses((status = 200, body = Incident), (status = 404, body = super::dto::ErrorBody), (status = 409, body = super::dto::ErrorBody)))]
+pub async fn ack(
+    State(state): State<AppState>,
+    scope: CallerScope,
+    Path(id): Path<String>,
+    raw: axum::body::Bytes,
+) -> Result<Json<Incident>, ApiError> {
+    let b = body(&raw)?;
+    check_scope(&state, &scope, &id)?;
+    let analysis = state.analysis.clone();
+    tokio::task::spawn_blocking(move || {
+        analysis.acknowledge(&id, b.actor.as_deref().unwrap_or("api"), b.comment.as_deref())
+    })
+    .await
+    .map_err(|e| ApiError::internal("acknowledging", e))?
+    .map(Json)
+    .map_err(action_error)
+}
+
+/// Resolve an incident by hand.
+#[utoipa::path(post, path = "/api/v1/incidents/{id}/resolve", tag = "incidents",
+    params(("id" = String, Path, description = "Incident id")),
+    request_body(content = IncidentAction, description = "Optional actor and comment"),
+    responses((status = 200, body = Incident), (status = 404, body = super::dto::ErrorBody), (status = 409, body = super::dto::ErrorBody)))]
+pub async fn resolve(
+    State(state): State<AppState>,
+    scope: CallerScope,
+    Path(id): Path<String>,
+    raw: axum::body::Bytes,
+) -> Result<Json<Incident>, ApiError> {
+    let b = body(&raw)?;
+    check_scope(&state, &scope, &id)?;
+    let analysis = state.analysis.clone();
+    tokio::task::spawn_blocking(move || {
+        analysis.resolve(&id, b.actor.as_deref().unwrap_or("api"), b.comment.as_deref())
+    })
+    .await
+    .map_err(|e| ApiError::internal("resolving", e))?
+    .map(Json)
+    .map_err(action_error)
+}

@@ -1,0 +1,48 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations (utoipa) and served
+//! at `/api/openapi.json`, with an interactive page at `/api/docs` (Swagger UI, vendored
+//! into the binary: no CDN).
+
+use crate::api::{dto, fleet, gpus, incidents, system};
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "gpuwarden API",
+        description = "GPU fleet health and abuse detection: GPUs with explained health scores, nodes, incidents. \
+Errors are JSON `{\"error\": {\"code\", \"message\"}}` with stable codes; lists take `limit` and `offset`.",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        system::healthz,
+        system::metrics,
+        system::targets,
+        gpus::list,
+        gpus::get_one,
+        gpus::series,
+        gpus::events,
+        gpus::health_history,
+        fleet::summary,
+        fleet::nodes,
+        incidents::list,
+        incidents::get_one,
+        incidents::ack,
+        incidents::resolve,
+        system::simulation_inject,
+        system::simulation_labels,
+    ),
+    components(schemas(dto::ErrorBody, dto::GpuList, dto::GpuItem, dto::IncidentList, dto::IncidentAction)),
+    tags(
+        (name = "gpus", description = "GPUs, their series, events and health"),
+        (name = "fleet", description = "Fleet and node summaries"),
+        (name = "incidents", description = "Incidents and their lifecycle"),
+        (name = "system", description = "Liveness, metrics, scrape targets"),
+        (name = "simulation", description = "The built-in simulator (only when it runs)"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as JSON.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
