@@ -33,7 +33,7 @@ function row(inc, { onError, showGpu }) {
     h('td', { class: 'state' }, stateBadge(inc.state)),
     h('td', {}, severityBadge(inc.severity)),
     h('td', { class: 'nowrap' }, h('a', { href: `#/incidents/${encodeURIComponent(inc.id)}` }, inc.id), h('div', { class: 'muted small' }, inc.kind)),
-    h('td', { class: 'summary' }, inc.summary),
+    h('td', { class: 'inc-summary' }, inc.summary),
     showGpu ? h('td', {}, inc.gpu ? h('a', { href: `#/gpu/${encodeURIComponent(inc.gpu)}`, title: inc.gpu }, shortUuid(inc.gpu)) : '–') : null,
     h('td', { class: 'nowrap' }, inc.node ?? '–'),
     h('td', {}, fmtAction(inc.action)),
