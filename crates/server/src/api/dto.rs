@@ -3,7 +3,7 @@
 //! OpenAPI schema.
 
 use gpuwarden_detect::{Deduction, GpuHealth};
-use gpuwarden_model::{Dimension, Evidence, Freshness, GpuIdentity, HealthState, Incident};
+use gpuwarden_model::{Dimension, Evidence, Finding, Freshness, GpuIdentity, HealthState, Incident};
 use gpuwarden_pipeline::GpuView;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -58,8 +58,10 @@ impl Health {
     }
 
     /// The health to show for a GPU: the engine's, unless the live view says the data is
-    /// stale now (the evaluation may be a few seconds older than the staleness).
-    pub fn for_gpu(view: &GpuView, health: Option<&GpuHealth>) -> Health {
+    /// stale now (the evaluation may be a few seconds older than the staleness). An
+    /// unknown GPU has no score, but keeps the findings that explain it (e.g. "fallen off
+    /// the bus") as zero-point reasons.
+    pub fn for_gpu(view: &GpuView, health: Option<&GpuHealth>, findings: &[&Finding]) -> Health {
         match health {
             Some(h) if !view.stale && h.state != HealthState::Unknown => Health {
                 score: h.score,
@@ -67,12 +69,26 @@ impl Health {
                 dimensions: h.dimensions.iter().map(|(d, v)| (d.as_str().to_string(), *v)).collect(),
                 reasons: h.deductions.iter().map(Reason::from).collect(),
             },
-            Some(h) => Health {
-                // Keep the reasons (e.g. "fallen off the bus") but never a score.
-                reasons: h.deductions.iter().map(Reason::from).collect(),
-                ..Health::unknown()
-            },
-            None => Health::unknown(),
+            _ => {
+                let mut reasons: Vec<Reason> = health
+                    .map(|h| h.deductions.iter().map(Reason::from).collect())
+                    .unwrap_or_default();
+                for f in findings {
+                    if !reasons.iter().any(|r| r.rule == f.rule) {
+                        reasons.push(Reason {
+                            dimension: f.dimension.unwrap_or(Dimension::Compute),
+                            points: 0.0,
+                            rule: f.rule.clone(),
+                            reason: f.summary.clone(),
+                            evidence: f.evidence.clone(),
+                        });
+                    }
+                }
+                Health {
+                    reasons,
+                    ..Health::unknown()
+                }
+            }
         }
     }
 }
@@ -94,8 +110,8 @@ pub struct GpuItem {
 }
 
 impl GpuItem {
-    pub fn new(view: GpuView, health: Option<&GpuHealth>) -> GpuItem {
-        let h = Health::for_gpu(&view, health);
+    pub fn new(view: GpuView, health: Option<&GpuHealth>, findings: &[&Finding]) -> GpuItem {
+        let h = Health::for_gpu(&view, health, findings);
         GpuItem {
             identity: view.identity,
             target: view.target,

@@ -8,7 +8,7 @@ use crate::ApiError;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use gpuwarden_detect::GpuHealth;
-use gpuwarden_model::{Dimension, FieldName, GpuUuid, HealthState};
+use gpuwarden_model::{Dimension, FieldName, Finding, GpuUuid, HealthState};
 use gpuwarden_pipeline::analyze::{dimension_field, SCORE_FIELD};
 use gpuwarden_pipeline::GpuView;
 use serde::Deserialize;
@@ -41,6 +41,12 @@ pub(crate) fn check_limit(limit: Option<usize>) -> Result<usize, ApiError> {
 pub(crate) fn all_items(state: &AppState, scope: &CallerScope) -> Vec<GpuItem> {
     let evaluation = state.analysis.latest();
     let by_uuid: HashMap<&GpuUuid, &GpuHealth> = evaluation.gpus.iter().map(|g| (&g.uuid, g)).collect();
+    let mut findings: HashMap<&GpuUuid, Vec<&Finding>> = HashMap::new();
+    for f in &evaluation.findings {
+        if let Some(g) = &f.gpu {
+            findings.entry(g).or_default().push(f);
+        }
+    }
     state
         .live
         .snapshot(state.clock.now_ms())
@@ -48,7 +54,8 @@ pub(crate) fn all_items(state: &AppState, scope: &CallerScope) -> Vec<GpuItem> {
         .filter(|g| scope.allows(&g.identity))
         .map(|view| {
             let h = by_uuid.get(&view.identity.uuid).copied();
-            GpuItem::new(view, h)
+            let f = findings.get(&view.identity.uuid).map(Vec::as_slice).unwrap_or(&[]);
+            GpuItem::new(view, h, f)
         })
         .collect()
 }
@@ -115,7 +122,12 @@ pub async fn get_one(
     let view = find_view(&state, &scope, &uuid)?;
     let evaluation = state.analysis.latest();
     let health = evaluation.gpus.iter().find(|g| g.uuid.as_str() == uuid);
-    Ok(Json(GpuItem::new(view, health)))
+    let findings: Vec<&Finding> = evaluation
+        .findings
+        .iter()
+        .filter(|f| f.gpu.as_ref().is_some_and(|g| g.as_str() == uuid))
+        .collect();
+    Ok(Json(GpuItem::new(view, health, &findings)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
