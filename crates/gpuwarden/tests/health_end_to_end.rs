@@ -153,10 +153,12 @@ async fn every_hardware_fault_opens_the_right_incident_with_the_right_action() {
             let list = get_json(&format!("{}/api/v1/incidents?gpu={uuid}", gw.base))
                 .await
                 .ok()?;
+            // The first incident of any of the case's rules (the list is newest first).
             list["incidents"]
                 .as_array()?
                 .iter()
-                .find(|i| case.rules.contains(&i["rule"].as_str().unwrap_or("")))
+                .filter(|i| case.rules.contains(&i["rule"].as_str().unwrap_or("")))
+                .min_by_key(|i| i["opened_ms"].as_i64())
                 .cloned()
         })
         .await;
