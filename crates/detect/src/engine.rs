@@ -205,7 +205,7 @@ impl HealthEngine {
             let vanished =
                 (f == Freshness::MissingFromScrape && s.has_rows()) || (s.disappeared && f != Freshness::Fresh);
             if fob.enabled && vanished {
-                let xid79 = s.xids.seen_since(79, now_ms - 86_400_000);
+                let xid79 = s.xids.seen_since(79, now_ms.saturating_sub(86_400_000));
                 hits.push(Hit::of(
                     &fob.meta(ids::GPU_FALLEN_OFF_BUS),
                     format!(
@@ -284,7 +284,7 @@ impl HealthEngine {
         if !r.enabled {
             return out;
         }
-        let since = now - i64::from(r.node_wide_window_minutes) * 60_000;
+        let since = now.saturating_sub(i64::from(r.node_wide_window_minutes) * 60_000);
         // node → (gpus, code → gpus with it)
         let mut per_node: BTreeMap<&str, (usize, BTreeMap<u32, usize>)> = BTreeMap::new();
         for s in self.gpus.values() {
@@ -312,7 +312,7 @@ impl HealthEngine {
     }
 
     fn node_wide_finding(&self, node: &str, codes: &BTreeSet<u32>, gpus: usize, now: TimestampMs) -> Finding {
-        let since = now - i64::from(self.rules.xid.node_wide_window_minutes) * 60_000;
+        let since = now.saturating_sub(i64::from(self.rules.xid.node_wide_window_minutes) * 60_000);
         let mut severity = Severity::Info;
         let mut app_only = true;
         let mut parts = Vec::new();

@@ -82,7 +82,7 @@ impl CounterWindow {
                 // The increase happened at some unknown time before: place a zero just
                 // before the first reading so the window reports "0→raw".
                 self.snaps.push_back(Snap {
-                    ts: ts - 1,
+                    ts: ts.saturating_sub(1),
                     acc: 0.0,
                     raw: 0.0,
                 });
@@ -103,7 +103,11 @@ impl CounterWindow {
             raw,
         };
         self.last = Some(s);
-        if self.snaps.back().is_none_or(|b| ts - b.ts >= self.bucket_ms) {
+        if self
+            .snaps
+            .back()
+            .is_none_or(|b| ts.saturating_sub(b.ts) >= self.bucket_ms)
+        {
             self.snaps.push_back(s);
         }
         self.prune(ts);
@@ -111,7 +115,7 @@ impl CounterWindow {
 
     /// Drops snapshots no longer needed: keep one at or before the window's start.
     fn prune(&mut self, now: TimestampMs) {
-        let start = now - self.window_ms;
+        let start = now.saturating_sub(self.window_ms);
         while self.snaps.len() >= 2 && self.snaps[1].ts <= start {
             self.snaps.pop_front();
         }
@@ -121,7 +125,7 @@ impl CounterWindow {
     /// baseline to compare with (two readings, or a first reading that counts).
     pub fn increase(&self) -> Option<Increase> {
         let last = self.last?;
-        let start = last.ts - self.window_ms;
+        let start = last.ts.saturating_sub(self.window_ms);
         // Latest snapshot at or before the window start, else the oldest we have.
         let base = self
             .snaps
@@ -135,7 +139,7 @@ impl CounterWindow {
         }
         Some(Increase {
             amount: last.acc - base.acc,
-            span_ms: last.ts - base.ts,
+            span_ms: last.ts.saturating_sub(base.ts),
             from_raw: base.raw,
             to_raw: last.raw,
             ts_ms: last.ts,

@@ -42,7 +42,10 @@ impl XidHistory {
     /// Records one occurrence of `code` at `ts`.
     pub fn record(&mut self, code: u32, ts: TimestampMs, episode_gap_ms: i64) {
         if let Some(r) = self.records.iter_mut().find(|r| r.code == code) {
-            if r.episodes.back().is_none_or(|&b| ts - b >= episode_gap_ms) {
+            if r.episodes
+                .back()
+                .is_none_or(|&b| ts.saturating_sub(b) >= episode_gap_ms)
+            {
                 r.episodes.push_back(ts);
                 if r.episodes.len() > MAX_EPISODES {
                     r.episodes.pop_front();
@@ -115,7 +118,7 @@ pub fn gpu_hits(
     let day = 86_400_000i64;
     for r in history.records() {
         let entry = catalog.lookup_or_default(r.code);
-        if now - r.last_ms > rules.hold_ms(entry.severity) || r.last_ms > now + day {
+        if now.saturating_sub(r.last_ms) > rules.hold_ms(entry.severity) || r.last_ms > now.saturating_add(day) {
             continue;
         }
         if r.cleared_ms.is_some_and(|c| c >= r.last_ms) {
@@ -123,7 +126,7 @@ pub fn gpu_hits(
         }
         let mut severity = entry.severity;
         let mut action = entry.action;
-        let since = now - i64::from(rules.repeat_window_days) * day;
+        let since = now.saturating_sub(i64::from(rules.repeat_window_days) * day);
         let episodes = r.episodes.iter().filter(|&&t| t >= since).count();
         let mut why = String::new();
         if node_wide.contains(&r.code) {
@@ -152,7 +155,7 @@ pub fn gpu_hits(
             format!("{} times", r.count)
         };
         out.push(Hit {
-            rule: format!("xid.{}", r.code).into(),
+            rule: format!("xid.{}", r.code),
             dimension: dim,
             severity,
             action,
