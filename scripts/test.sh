@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of gpuwarden on a fresh Debian machine: installs what the tests need
 # (Prometheus and promtool, chromium and Node.js from Debian; the browser test's npm
-# packages), then formats check, lints and tests.
+# packages; the OpenAPI validator from PyPI), then formats check, lints and tests.
 #
 #   ./scripts/test.sh            # everything
 #   ./scripts/test.sh --quick    # skip clippy
@@ -23,6 +23,11 @@ if ((${#need[@]})); then
     [[ $(id -u) -ne 0 ]] && SUDO="sudo"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# The OpenAPI 3.1 validator (PyPI) for the API document test.
+if ! python3 -c 'import openapi_spec_validator' >/dev/null 2>&1; then
+    echo "==> pip install openapi-spec-validator"
+    python3 -m pip install --quiet --disable-pip-version-check openapi-spec-validator==0.9.0
 fi
 # playwright-core (drives chromium; it downloads no browser), pinned by the lock file.
 echo "==> npm ci (tests/browser)"

@@ -12,8 +12,8 @@ use gpuwarden_model::{HealthState, Severity};
 use std::collections::BTreeSet;
 
 /// Counts by state, open incidents by severity, and the worst GPUs.
-#[utoipa::path(get, path = "/api/v1/fleet/summary", tag = "fleet",
-    responses((status = 200, body = FleetSummary)))]
+#[utoipa::path(get, operation_id = "get_fleet_summary", path = "/api/v1/fleet/summary", tag = "fleet",
+    responses((status = 200, description = "Success", body = FleetSummary)))]
 pub async fn summary(State(state): State<AppState>, scope: CallerScope) -> Result<Json<FleetSummary>, ApiError> {
     let mut items = all_items(&state, &scope);
     let mut counts = StateCounts::default();
@@ -54,8 +54,8 @@ pub async fn summary(State(state): State<AppState>, scope: CallerScope) -> Resul
 }
 
 /// Health per node (the worst of its GPUs, and node-level findings).
-#[utoipa::path(get, path = "/api/v1/nodes", tag = "fleet",
-    responses((status = 200, body = NodeList)))]
+#[utoipa::path(get, operation_id = "list_nodes", path = "/api/v1/nodes", tag = "fleet",
+    responses((status = 200, description = "Success", body = NodeList)))]
 pub async fn nodes(State(state): State<AppState>, scope: CallerScope) -> Result<Json<NodeList>, ApiError> {
     let evaluation = state.analysis.latest();
     let known: BTreeSet<String> = state

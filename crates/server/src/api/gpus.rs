@@ -61,6 +61,7 @@ pub(crate) fn all_items(state: &AppState, scope: &CallerScope) -> Vec<GpuItem> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// Only GPUs of this node.
@@ -76,8 +77,8 @@ pub struct ListParams {
 }
 
 /// List GPUs with identity, freshness, latest values and health.
-#[utoipa::path(get, path = "/api/v1/gpus", tag = "gpus", params(ListParams),
-    responses((status = 200, body = GpuList), (status = 400, body = super::dto::ErrorBody)))]
+#[utoipa::path(get, operation_id = "list_gpus", path = "/api/v1/gpus", tag = "gpus", params(ListParams),
+    responses((status = 200, description = "Success", body = GpuList), (status = 400, description = "Bad request: the error names the parameter and what is expected", body = super::dto::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     scope: CallerScope,
@@ -111,9 +112,9 @@ fn find_view(state: &AppState, scope: &CallerScope, uuid: &str) -> Result<GpuVie
 }
 
 /// One GPU.
-#[utoipa::path(get, path = "/api/v1/gpus/{uuid}", tag = "gpus",
+#[utoipa::path(get, operation_id = "get_gpu", path = "/api/v1/gpus/{uuid}", tag = "gpus",
     params(("uuid" = String, Path, description = "GPU UUID")),
-    responses((status = 200, body = GpuItem), (status = 404, body = super::dto::ErrorBody)))]
+    responses((status = 200, description = "Success", body = GpuItem), (status = 404, description = "Not found", body = super::dto::ErrorBody)))]
 pub async fn get_one(
     State(state): State<AppState>,
     scope: CallerScope,
@@ -131,6 +132,7 @@ pub async fn get_one(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SeriesParams {
     /// dcgm-exporter field name, e.g. `DCGM_FI_DEV_GPU_TEMP` (required).
@@ -179,9 +181,9 @@ async fn read_range(
 }
 
 /// One field of one GPU over time, from the store.
-#[utoipa::path(get, path = "/api/v1/gpus/{uuid}/series", tag = "gpus",
+#[utoipa::path(get, operation_id = "get_gpu_series", path = "/api/v1/gpus/{uuid}/series", tag = "gpus",
     params(("uuid" = String, Path, description = "GPU UUID"), SeriesParams),
-    responses((status = 200, body = SeriesBody), (status = 400, body = super::dto::ErrorBody), (status = 404, body = super::dto::ErrorBody)))]
+    responses((status = 200, description = "Success", body = SeriesBody), (status = 400, description = "Bad request: the error names the parameter and what is expected", body = super::dto::ErrorBody), (status = 404, description = "Not found", body = super::dto::ErrorBody)))]
 pub async fn series(
     State(state): State<AppState>,
     scope: CallerScope,
@@ -209,6 +211,7 @@ pub async fn series(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventParams {
     /// Start (default: all).
@@ -218,9 +221,9 @@ pub struct EventParams {
 }
 
 /// Events of one GPU (XIDs, disappearance, …), oldest first.
-#[utoipa::path(get, path = "/api/v1/gpus/{uuid}/events", tag = "gpus",
+#[utoipa::path(get, operation_id = "get_gpu_events", path = "/api/v1/gpus/{uuid}/events", tag = "gpus",
     params(("uuid" = String, Path, description = "GPU UUID"), EventParams),
-    responses((status = 200, body = EventList), (status = 404, body = super::dto::ErrorBody)))]
+    responses((status = 200, description = "Success", body = EventList), (status = 404, description = "Not found", body = super::dto::ErrorBody)))]
 pub async fn events(
     State(state): State<AppState>,
     scope: CallerScope,
@@ -243,6 +246,7 @@ pub async fn events(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryParams {
     /// Start (default: 1 h before `to`).
@@ -254,9 +258,9 @@ pub struct HistoryParams {
 }
 
 /// The GPU's health score over time, overall and per dimension.
-#[utoipa::path(get, path = "/api/v1/gpus/{uuid}/health/history", tag = "gpus",
+#[utoipa::path(get, operation_id = "get_gpu_health_history", path = "/api/v1/gpus/{uuid}/health/history", tag = "gpus",
     params(("uuid" = String, Path, description = "GPU UUID"), HistoryParams),
-    responses((status = 200, body = HealthHistory), (status = 404, body = super::dto::ErrorBody)))]
+    responses((status = 200, description = "Success", body = HealthHistory), (status = 404, description = "Not found", body = super::dto::ErrorBody)))]
 pub async fn health_history(
     State(state): State<AppState>,
     scope: CallerScope,

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct IncidentParams {
     /// open, acknowledged, resolved, or `active` (open + acknowledged). Default: all.
@@ -48,8 +49,8 @@ fn parse_states(s: &str) -> Result<Vec<IncidentState>, ApiError> {
 }
 
 /// List incidents, newest first.
-#[utoipa::path(get, path = "/api/v1/incidents", tag = "incidents", params(IncidentParams),
-    responses((status = 200, body = IncidentList), (status = 400, body = super::dto::ErrorBody)))]
+#[utoipa::path(get, operation_id = "list_incidents", path = "/api/v1/incidents", tag = "incidents", params(IncidentParams),
+    responses((status = 200, description = "Success", body = IncidentList), (status = 400, description = "Bad request: the error names the parameter and what is expected", body = super::dto::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     scope: CallerScope,
@@ -90,9 +91,9 @@ pub async fn list(
 }
 
 /// One incident with its timeline.
-#[utoipa::path(get, path = "/api/v1/incidents/{id}", tag = "incidents",
+#[utoipa::path(get, operation_id = "get_incident", path = "/api/v1/incidents/{id}", tag = "incidents",
     params(("id" = String, Path, description = "Incident id, e.g. inc-000001")),
-    responses((status = 200, body = Incident), (status = 404, body = super::dto::ErrorBody)))]
+    responses((status = 200, description = "Success", body = Incident), (status = 404, description = "Not found", body = super::dto::ErrorBody)))]
 pub async fn get_one(
     State(state): State<AppState>,
     scope: CallerScope,
@@ -142,10 +143,10 @@ fn check_scope(state: &AppState, scope: &CallerScope, id: &str) -> Result<(), Ap
 }
 
 /// Acknowledge an incident (open → acknowledged).
-#[utoipa::path(post, path = "/api/v1/incidents/{id}/ack", tag = "incidents",
+#[utoipa::path(post, operation_id = "ack_incident", path = "/api/v1/incidents/{id}/ack", tag = "incidents",
     params(("id" = String, Path, description = "Incident id")),
     request_body(content = IncidentAction, description = "Optional actor and comment"),
-    responses((status = 200, body = Incident), (status = 404, body = super::dto::ErrorBody), (status = 409, body = super::dto::ErrorBody)))]
+    responses((status = 200, description = "Success", body = Incident), (status = 404, description = "Not found", body = super::dto::ErrorBody), (status = 409, description = "Conflict: not possible in the current state", body = super::dto::ErrorBody)))]
 pub async fn ack(
     State(state): State<AppState>,
     scope: CallerScope,
@@ -165,10 +166,10 @@ pub async fn ack(
 }
 
 /// Resolve an incident by hand.
-#[utoipa::path(post, path = "/api/v1/incidents/{id}/resolve", tag = "incidents",
+#[utoipa::path(post, operation_id = "resolve_incident", path = "/api/v1/incidents/{id}/resolve", tag = "incidents",
     params(("id" = String, Path, description = "Incident id")),
     request_body(content = IncidentAction, description = "Optional actor and comment"),
-    responses((status = 200, body = Incident), (status = 404, body = super::dto::ErrorBody), (status = 409, body = super::dto::ErrorBody)))]
+    responses((status = 200, description = "Success", body = Incident), (status = 404, description = "Not found", body = super::dto::ErrorBody), (status = 409, description = "Conflict: not possible in the current state", body = super::dto::ErrorBody)))]
 pub async fn resolve(
     State(state): State<AppState>,
     scope: CallerScope,

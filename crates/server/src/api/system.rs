@@ -20,7 +20,7 @@ pub struct Healthz {
 }
 
 /// Liveness, with GPU counts.
-#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = Healthz)))]
+#[utoipa::path(get, operation_id = "healthz", path = "/healthz", tag = "system", responses((status = 200, description = "Success", body = Healthz)))]
 pub async fn healthz(State(state): State<AppState>) -> Json<Healthz> {
     let now = state.clock.now_ms();
     let (gpus, stale) = state.live.counts(now);
@@ -34,7 +34,7 @@ pub async fn healthz(State(state): State<AppState>) -> Json<Healthz> {
 }
 
 /// gpuwarden's own metrics and the derived health state, in OpenMetrics text format.
-#[utoipa::path(get, path = "/metrics", tag = "system",
+#[utoipa::path(get, operation_id = "metrics", path = "/metrics", tag = "system",
     responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let before = state.before_metrics.clone();
@@ -63,7 +63,7 @@ pub struct TargetList {
 }
 
 /// Scrape targets and their state.
-#[utoipa::path(get, path = "/api/v1/targets", tag = "system", responses((status = 200, body = TargetList)))]
+#[utoipa::path(get, operation_id = "list_targets", path = "/api/v1/targets", tag = "system", responses((status = 200, description = "Success", body = TargetList)))]
 pub async fn targets(State(state): State<AppState>) -> Json<TargetList> {
     Json(TargetList {
         targets: state.targets.snapshot(),
@@ -89,15 +89,15 @@ pub struct FaultRequest {
 }
 
 /// Inject a fault into the simulated fleet (only when the simulator runs).
-#[utoipa::path(post, path = "/api/v1/simulation/faults", tag = "simulation",
+#[utoipa::path(post, operation_id = "inject_fault", path = "/api/v1/simulation/faults", tag = "simulation",
     request_body = FaultRequest,
-    responses((status = 201, body = gpuwarden_model::FaultLabel), (status = 400, body = super::dto::ErrorBody),
-        (status = 404, body = super::dto::ErrorBody), (status = 409, body = super::dto::ErrorBody)))]
+    responses((status = 201, description = "Created", body = gpuwarden_model::FaultLabel), (status = 400, description = "Bad request: the error names the parameter and what is expected", body = super::dto::ErrorBody),
+        (status = 404, description = "Not found", body = super::dto::ErrorBody), (status = 409, description = "Conflict: not possible in the current state", body = super::dto::ErrorBody)))]
 #[allow(dead_code)]
 pub async fn simulation_inject() {}
 
 /// Ground truth of every simulated fault (only when the simulator runs).
-#[utoipa::path(get, path = "/api/v1/simulation/labels", tag = "simulation",
-    responses((status = 200, body = Vec<gpuwarden_model::FaultLabel>)))]
+#[utoipa::path(get, operation_id = "list_fault_labels", path = "/api/v1/simulation/labels", tag = "simulation",
+    responses((status = 200, description = "Success", body = Vec<gpuwarden_model::FaultLabel>)))]
 #[allow(dead_code)]
 pub async fn simulation_labels() {}
