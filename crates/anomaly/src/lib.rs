@@ -1,0 +1,4 @@
+//! Streaming anomaly detection for gpuwarden, and the Numenta Anomaly Benchmark (NAB)
+//! scorer used to measure it.
+
+pub mod nab;
