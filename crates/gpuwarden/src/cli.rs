@@ -34,7 +34,7 @@ pub enum Command {
     Run(RunArgs),
     /// Serve a simulated fleet's dcgm-exporter endpoints, without scraping them.
     Simulate(SimulateArgs),
-    /// Scrape one exporter endpoint once and print what it reports, per GPU.
+    /// One-shot health report of an exporter endpoint (exit code 1 when a GPU is unhealthy).
     Scrape(ScrapeArgs),
     /// Measure gpuwarden: ingest throughput, bytes per sample, and Prometheus side by side.
     #[command(subcommand)]
