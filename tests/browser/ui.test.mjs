@@ -205,6 +205,9 @@ async function main() {
       return c;
     });
     assert(look.bg === grey && look.score === '?' && look.state === 'unknown', `stale tile grey/unknown/?: ${JSON.stringify(look)} (grey is ${grey})`);
+    // Grey in absolute terms too: red, green and blue within a few steps of each other.
+    const [r, g, b] = look.bg.match(/\d+/g).map(Number);
+    assert(Math.max(r, g, b) - Math.min(r, g, b) <= 16, `stale tile background is grey, got ${look.bg}`);
     await shot(page, 'fleet-stale');
     await page.goto(`${base}/#/gpu/${encodeURIComponent(victim.identity.uuid)}`);
     await page.waitForSelector('#gpu-state');
