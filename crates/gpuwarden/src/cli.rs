@@ -135,6 +135,22 @@ pub enum BenchCommand {
     /// Parse + store throughput, bytes per stored sample, and Prometheus scraping the same
     /// simulated endpoints side by side.
     Ingest(BenchIngestArgs),
+    /// API latency (p50/p95/p99) with concurrent clients on a simulated fleet, and the CPU
+    /// cost of scoring per GPU.
+    Api(BenchApiArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchApiArgs {
+    /// Simulated GPUs.
+    #[arg(long, default_value_t = 1000)]
+    pub gpus: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 100)]
+    pub clients: usize,
+    /// Requests per client per endpoint.
+    #[arg(long, default_value_t = 20)]
+    pub requests: usize,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Simulate(args) => simulate::simulate(args),
         Command::Scrape(args) => scrape::scrape(args),
         Command::Bench(BenchCommand::Ingest(args)) => bench::ingest(args),
+        Command::Bench(BenchCommand::Api(args)) => bench::api(args),
         Command::Dashboards(DashboardsCommand::Export(args)) => dashboards::export(args),
     }
 }

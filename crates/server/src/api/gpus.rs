@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use utoipa::IntoParams;
 
-const DEFAULT_LIMIT: usize = 1000;
+const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 10_000;
 
 pub(crate) type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
@@ -70,7 +70,7 @@ pub struct ListParams {
     stale: Option<bool>,
     /// Only GPUs in this health state (healthy, degraded, unhealthy, unknown).
     state: Option<HealthState>,
-    /// Page size (1–10000, default 1000).
+    /// Page size (1–10000, default 100).
     limit: Option<usize>,
     /// Items to skip.
     offset: Option<usize>,

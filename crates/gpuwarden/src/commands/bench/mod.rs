@@ -1,10 +1,12 @@
 //! `gpuwarden bench …`: the measurements behind `docs/benchmarks.md`. Each prints a
 //! table with the machine it ran on and the command that reproduces it.
 
+mod api;
 mod cpu;
 mod ingest;
 mod prometheus;
 
+pub use api::api;
 pub use ingest::ingest;
 
 /// One line describing this machine, for the record next to each figure.
