@@ -7,6 +7,7 @@
 //!
 //! This crate depends on nothing of ours and does no I/O.
 
+pub mod analyzer;
 pub mod event;
 pub mod fault;
 pub mod field;
@@ -17,6 +18,7 @@ pub mod incident;
 pub mod sample;
 pub mod time;
 
+pub use analyzer::Analyzer;
 pub use event::{Event, EventKind};
 pub use fault::{FaultKind, FaultLabel, UnknownFaultKind};
 pub use field::{DcgmField, FieldName, FieldType};

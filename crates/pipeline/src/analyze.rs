@@ -10,8 +10,8 @@
 use crate::live::LiveFleet;
 use gpuwarden_collect::dcgm::ExporterPage;
 use gpuwarden_detect::{Evaluation, HealthEngine, HealthRules, XidCatalog};
-use gpuwarden_incident::{IncidentConfig, IncidentEngine, IncidentError};
-use gpuwarden_model::{Clock, Dimension, Event, FieldName, GpuSamples, Incident, TimestampMs};
+use gpuwarden_incident::{ChangeKind, IncidentChange, IncidentConfig, IncidentEngine, IncidentError};
+use gpuwarden_model::{Analyzer, Clock, Dimension, Event, FieldName, GpuSamples, Incident, TimestampMs};
 use gpuwarden_store::{Store, StoreError};
 use parking_lot::{Mutex, RwLock};
 use std::sync::Arc;
@@ -33,6 +33,13 @@ pub enum AnalysisError {
     Store(#[from] StoreError),
 }
 
+/// Receives every notable incident change (opened, escalated, flapped, reopened,
+/// acknowledged, resolved) after it has been persisted — e.g. the notification outbox.
+/// Called synchronously from the evaluation; keep it quick (enqueue, do not send).
+pub trait IncidentSink: Send + Sync {
+    fn incidents_changed(&self, changes: &[IncidentChange]);
+}
+
 struct DataClock {
     data_ms: TimestampMs,
     wall_at_data_ms: TimestampMs,
@@ -47,6 +54,8 @@ pub struct Analysis {
     live: Arc<LiveFleet>,
     clock: Arc<dyn Clock>,
     data_clock: Mutex<DataClock>,
+    analyzers: Mutex<Vec<Box<dyn Analyzer>>>,
+    sinks: RwLock<Vec<Arc<dyn IncidentSink>>>,
 }
 
 impl Analysis {
@@ -72,7 +81,20 @@ impl Analysis {
                 wall_at_data_ms: wall,
             }),
             clock,
+            analyzers: Mutex::new(Vec::new()),
+            sinks: RwLock::new(Vec::new()),
         })
+    }
+
+    /// Registers another analyzer (security rules, anomaly detection, …): it sees every
+    /// identity, row and event the health engine sees, and its findings become incidents.
+    pub fn add_analyzer(&self, analyzer: Box<dyn Analyzer>) {
+        self.analyzers.lock().push(analyzer);
+    }
+
+    /// Registers a receiver of notable incident changes.
+    pub fn add_incident_sink(&self, sink: Arc<dyn IncidentSink>) {
+        self.sinks.write().push(sink);
     }
 
     /// Feeds a scraped page and the events derived from it.
@@ -90,6 +112,17 @@ impl Analysis {
             health.observe_event(e);
         }
         drop(health);
+        for a in self.analyzers.lock().iter_mut() {
+            for id in &page.gpus {
+                a.observe_identity(id);
+            }
+            for row in &page.rows {
+                a.observe_row(row);
+            }
+            for e in events {
+                a.observe_event(e);
+            }
+        }
         if let Some(ts) = newest {
             let mut c = self.data_clock.lock();
             if ts > c.data_ms {
@@ -104,6 +137,12 @@ impl Analysis {
         let mut health = self.health.lock();
         for e in events {
             health.observe_event(e);
+        }
+        drop(health);
+        for a in self.analyzers.lock().iter_mut() {
+            for e in events {
+                a.observe_event(e);
+            }
         }
     }
 
@@ -165,6 +204,7 @@ impl Analysis {
         let now = self.now_ms();
         let incident = self.incidents.lock().acknowledge(id, actor, comment, now)?;
         self.store.upsert_incidents(std::slice::from_ref(&incident))?;
+        self.notify_manual(&incident, ChangeKind::Acknowledged);
         Ok(incident)
     }
 
@@ -173,6 +213,17 @@ impl Analysis {
         let now = self.now_ms();
         let incident = self.incidents.lock().resolve(id, actor, comment, now)?;
         self.store.upsert_incidents(std::slice::from_ref(&incident))?;
+        self.notify_manual(&incident, ChangeKind::Resolved);
         Ok(incident)
+    }
+
+    fn notify_manual(&self, incident: &Incident, kind: ChangeKind) {
+        let change = IncidentChange {
+            incident: incident.clone(),
+            kinds: vec![kind],
+        };
+        for sink in self.sinks.read().iter() {
+            sink.incidents_changed(std::slice::from_ref(&change));
+        }
     }
 }
