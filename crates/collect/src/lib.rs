@@ -7,6 +7,7 @@
 //! - [`scrape`]: the scrape collector (HTTP, timeouts, size limit, per-target state).
 
 pub mod dcgm;
+pub mod kmsg;
 pub mod nvsmi;
 pub mod prom;
 pub mod scrape;
