@@ -188,6 +188,16 @@ mod tests {
     }
 
     #[test]
+    fn readme_example_config_is_valid() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("```toml\n").expect("a toml block in the README") + 8;
+        let end = start + readme[start..].find("```").unwrap();
+        let file: FileConfig = toml::from_str(&readme[start..end]).expect("README config parses");
+        let c = build(file, None, None, None).expect("README config validates");
+        assert_eq!(c.targets.len(), 2);
+    }
+
+    #[test]
     fn health_overrides_are_validated() {
         let file: FileConfig = toml::from_str("[health]\nno_such_rule = 1\n").unwrap();
         let err = build(file, None, None, None).unwrap_err();
