@@ -2,3 +2,6 @@
 //! scorer used to measure it.
 
 pub mod nab;
+pub mod series;
+
+pub use series::{AnomalyScore, ConfigError, ScoreNote, SeriesConfig, SeriesDetector};
