@@ -9,6 +9,7 @@
 pub mod dcgm;
 pub mod kmsg;
 pub mod nvsmi;
+pub mod nvsmi_query;
 pub mod prom;
 pub mod scrape;
 pub mod xid;
