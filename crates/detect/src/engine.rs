@@ -354,6 +354,7 @@ impl HealthEngine {
             evidence,
             action,
             dimension: Some(Dimension::Compute),
+            labels: Default::default(),
         }
     }
 }

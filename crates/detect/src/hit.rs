@@ -45,6 +45,7 @@ impl Hit {
             evidence: self.evidence.clone(),
             action: self.action,
             dimension: Some(self.dimension),
+            labels: Default::default(),
         }
     }
 

@@ -4,6 +4,7 @@
 use crate::gpu::GpuUuid;
 use crate::time::TimestampMs;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Which analyzer family produced a finding.
@@ -131,4 +132,10 @@ pub struct Finding {
     /// Health dimension affected, when the finding feeds the health score.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dimension: Option<crate::health::Dimension>,
+    /// Context a SOC or notifier needs beyond the numbers, as flat string pairs: e.g.
+    /// `mitre.technique`, `namespace`, `pod`, `job`, `playbook` for security findings.
+    /// Strings, not evidence values, because they are not measurements. Empty for most
+    /// health findings.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }

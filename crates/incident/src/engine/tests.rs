@@ -20,6 +20,7 @@ fn finding(rule: &str, gpu: Option<&str>, severity: Severity, action: Action) ->
         evidence: Vec::new(),
         action,
         dimension: None,
+        labels: Default::default(),
     }
 }
 
