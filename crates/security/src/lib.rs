@@ -1,0 +1,1 @@
+//! gpuwarden's security detections (work in progress).
