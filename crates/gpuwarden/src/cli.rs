@@ -138,6 +138,19 @@ pub enum BenchCommand {
     /// API latency (p50/p95/p99) with concurrent clients on a simulated fleet, and the CPU
     /// cost of scoring per GPU.
     Api(BenchApiArgs),
+    /// Numenta Anomaly Benchmark: run the streaming anomaly detector over every NAB series,
+    /// score it with NAB's method and print it next to the published scoreboard.
+    Nab(BenchNabArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchNabArgs {
+    /// NAB checkout (data/, labels/, config/, results/).
+    #[arg(long, default_value = "../shared/data/numenta-NAB")]
+    pub data: PathBuf,
+    /// Where to write per-row scores (NAB's results layout: <category>/gpuwarden_<file>.csv).
+    #[arg(long, default_value = "target/bench-nab")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

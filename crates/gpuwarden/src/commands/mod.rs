@@ -17,6 +17,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Scrape(args) => scrape::scrape(args),
         Command::Bench(BenchCommand::Ingest(args)) => bench::ingest(args),
         Command::Bench(BenchCommand::Api(args)) => bench::api(args),
+        Command::Bench(BenchCommand::Nab(args)) => bench::nab(args),
         Command::Dashboards(DashboardsCommand::Export(args)) => dashboards::export(args),
     }
 }

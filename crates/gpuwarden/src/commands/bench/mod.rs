@@ -4,10 +4,12 @@
 mod api;
 mod cpu;
 mod ingest;
+mod nab;
 mod prometheus;
 
 pub use api::api;
 pub use ingest::ingest;
+pub use nab::nab;
 
 /// One line describing this machine, for the record next to each figure.
 pub(crate) fn machine_line() -> String {
