@@ -42,6 +42,9 @@ pub enum Command {
     /// Grafana dashboards over dcgm-exporter metrics and gpuwarden's /metrics.
     #[command(subcommand)]
     Dashboards(DashboardsCommand),
+    /// Explain the NVIDIA XID (GPU) and SXID (NVSwitch) reports in a kernel log, with the
+    /// XID catalog's meaning, severity and recommended action.
+    Xid(XidArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,6 +189,29 @@ pub struct BenchIngestArgs {
     /// Where to put temporary data (default: a temporary directory).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+}
+
+/// `gpuwarden xid`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  dmesg | gpuwarden xid -\n  gpuwarden xid /var/log/kern.log\n  \
+journalctl -k -o short-iso | gpuwarden xid --json - | jq .\n  \
+gpuwarden xid --follow                  # this host's /dev/kmsg, else journalctl -k\n  \
+gpuwarden xid --follow /var/log/kern.log"
+)]
+pub struct XidArgs {
+    /// Kernel log to read, `-` for standard input. Any common shape: `dmesg` (also -T and
+    /// --time-format iso), /dev/kmsg records, `journalctl -k`, syslog files. Other lines are
+    /// skipped. With --follow and no FILE: /dev/kmsg, else `journalctl -k -f`.
+    #[arg(value_name = "FILE|-", required_unless_present = "follow")]
+    pub input: Option<String>,
+    /// Keep reading as the log grows (like `tail -F`: survives rotation and truncation).
+    #[arg(short, long)]
+    pub follow: bool,
+    /// One JSON object per report per line (kind, code, name, severity, cause, action,
+    /// pci_bus_id, pid, process, message, timestamp, …) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ mod dashboards;
 mod run;
 mod scrape;
 mod simulate;
+mod xid;
 
 use crate::cli::{BenchCommand, Cli, Command, DashboardsCommand};
 use anyhow::Result;
@@ -19,6 +20,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Bench(BenchCommand::Api(args)) => bench::api(args),
         Command::Bench(BenchCommand::Nab(args)) => bench::nab(args),
         Command::Dashboards(DashboardsCommand::Export(args)) => dashboards::export(args),
+        Command::Xid(args) => xid::xid(args),
     }
 }
 
