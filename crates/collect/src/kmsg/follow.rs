@@ -34,6 +34,9 @@ pub trait LineSource: Send {
     fn describe(&self) -> String;
 }
 
+/// `EPIPE`, which `/dev/kmsg` returns when records were overwritten before being read.
+const EPIPE: i32 = 32;
+
 /// How often a followed file is checked for new data, rotation and truncation.
 const FILE_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -191,7 +194,13 @@ impl StreamSource {
     }
 
     /// Follows `/dev/kmsg` from the oldest record the kernel still holds.
+    ///
+    /// Opening can succeed where reading is refused (containers without `CAP_SYSLOG`,
+    /// `dmesg_restrict`), so a first non-blocking read on a separate descriptor (each
+    /// descriptor has its own position) checks that records can really be read; the
+    /// error is returned here, where the caller can still fall back.
     pub fn kmsg() -> io::Result<Self> {
+        probe_kmsg()?;
         let f = File::open("/dev/kmsg")?;
         Ok(Self::spawn(f, "/dev/kmsg"))
     }
@@ -200,6 +209,30 @@ impl StreamSource {
     pub fn stdin() -> Self {
         Self::spawn(io::stdin(), "stdin")
     }
+}
+
+#[cfg(unix)]
+fn probe_kmsg() -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")?;
+    let mut record = [0u8; 8192];
+    match f.read(&mut record) {
+        Ok(_) => Ok(()),
+        // Nothing to read yet, or records overwritten: readable either way.
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::EPIPE) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(not(unix))]
+fn probe_kmsg() -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "/dev/kmsg exists only on Linux",
+    ))
 }
 
 fn read_lines<R: BufRead>(mut reader: R, tx: SyncSender<io::Result<String>>) {
@@ -218,7 +251,7 @@ fn read_lines<R: BufRead>(mut reader: R, tx: SyncSender<io::Result<String>>) {
             }
             // /dev/kmsg: records were overwritten before we read them. The next read
             // continues with the oldest record still there.
-            Err(e) if e.raw_os_error() == Some(32) => continue,
+            Err(e) if e.raw_os_error() == Some(EPIPE) => continue,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 let _ = tx.send(Err(e));
@@ -309,10 +342,7 @@ pub struct TimeBase {
 impl TimeBase {
     /// This host: boot time from `/proc/stat` (`btime`), now from the system clock.
     pub fn host() -> Self {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as TimestampMs)
-            .unwrap_or(0);
+        let now_ms = now_ms();
         let boot_time_ms = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
             s.lines()
                 .find_map(|l| l.strip_prefix("btime "))
@@ -333,6 +363,13 @@ impl TimeBase {
             None => self.now_ms,
         }
     }
+}
+
+fn now_ms() -> TimestampMs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as TimestampMs)
+        .unwrap_or(0)
 }
 
 /// What [`KernelLogReader::poll`] found.
@@ -421,7 +458,7 @@ impl KernelLogReader {
     /// (see [`KernelXid::to_event`]). Since-boot timestamps use this host's boot time.
     pub fn to_event(&self, xid: &KernelXid, inventory: &dyn Fn(&str) -> Option<(GpuUuid, String)>) -> Option<Event> {
         let time = TimeBase {
-            now_ms: TimeBase::host().now_ms,
+            now_ms: now_ms(),
             ..self.time
         };
         xid.to_event(&time, inventory)
