@@ -56,6 +56,8 @@ pub struct Analysis {
     data_clock: Mutex<DataClock>,
     analyzers: Mutex<Vec<Box<dyn Analyzer>>>,
     sinks: RwLock<Vec<Arc<dyn IncidentSink>>>,
+    /// Bumped after every evaluation and incident action (for readers' caches).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Analysis {
@@ -83,7 +85,17 @@ impl Analysis {
             clock,
             analyzers: Mutex::new(Vec::new()),
             sinks: RwLock::new(Vec::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// A number that changes after every evaluation and incident action.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Registers another analyzer (security rules, anomaly detection, …): it sees every
@@ -186,6 +198,7 @@ impl Analysis {
         self.store.append_samples(&rows)?;
         let evaluation = Arc::new(evaluation);
         *self.latest.write() = evaluation.clone();
+        self.bump();
         Ok(evaluation)
     }
 
@@ -218,6 +231,7 @@ impl Analysis {
     }
 
     fn notify_manual(&self, incident: &Incident, kind: ChangeKind) {
+        self.bump();
         let change = IncidentChange {
             incident: incident.clone(),
             kinds: vec![kind],

@@ -52,6 +52,8 @@ struct Inner {
 pub struct LiveFleet {
     inner: RwLock<Inner>,
     stale_after_ms: i64,
+    /// Bumped on every change, so readers can cache what they derive from the view.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// What changed for a target after a successful scrape.
@@ -68,12 +70,25 @@ impl LiveFleet {
         LiveFleet {
             inner: RwLock::new(Inner::default()),
             stale_after_ms,
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// A number that changes whenever the view changes (scrape applied, target down,
+    /// GPUs seeded). Staleness by age also depends on the wall clock: callers caching on
+    /// the generation must also key on time.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Seeds the view with GPUs known from the store (after a restart) so that they show
     /// up as stale until scraped again, instead of vanishing.
     pub fn seed(&self, gpus: impl IntoIterator<Item = (GpuIdentity, TimestampMs)>) {
+        self.bump();
         let mut inner = self.inner.write();
         for (identity, last_seen_ms) in gpus {
             inner.gpus.entry(identity.uuid.clone()).or_insert(LiveGpu {
@@ -97,6 +112,7 @@ impl LiveFleet {
         rows: impl IntoIterator<Item = (&'a GpuUuid, TimestampMs, &'a [(FieldName, f64)])>,
     ) -> PresenceChange {
         let mut inner = self.inner.write();
+        self.bump();
         let t = inner.targets.entry(target.to_string()).or_default();
         t.up = true;
         t.last_success_wall_ms = Some(wall_ms);
@@ -153,6 +169,7 @@ impl LiveFleet {
     /// Records a failed scrape of `target`: all its GPUs become stale.
     pub fn mark_target_down(&self, target: &str) {
         let mut inner = self.inner.write();
+        self.bump();
         inner.targets.entry(target.to_string()).or_default().up = false;
     }
 

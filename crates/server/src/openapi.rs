@@ -2,7 +2,7 @@
 //! at `/api/openapi.json`, with an interactive page at `/api/docs` (Swagger UI, vendored
 //! into the binary: no CDN).
 
-use crate::api::{dto, fleet, gpus, incidents, system};
+use crate::api::{dto, fleet, gpus, incidents, ingest, system};
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
@@ -30,6 +30,8 @@ Errors are JSON `{\"error\": {\"code\", \"message\"}}` with stable codes; lists 
         incidents::resolve,
         system::simulation_inject,
         system::simulation_labels,
+        ingest::push,
+        ingest::remote_write,
     ),
     components(schemas(dto::ErrorBody, dto::GpuList, dto::GpuItem, dto::IncidentList, dto::IncidentAction)),
     tags(
@@ -38,6 +40,7 @@ Errors are JSON `{\"error\": {\"code\", \"message\"}}` with stable codes; lists 
         (name = "incidents", description = "Incidents and their lifecycle"),
         (name = "system", description = "Liveness, metrics, scrape targets"),
         (name = "simulation", description = "The built-in simulator (only when it runs)"),
+        (name = "ingest", description = "Pushes from gpuwarden agents and Prometheus remote_write (gpuwarden serve)"),
     )
 )]
 pub struct ApiDoc;

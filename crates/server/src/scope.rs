@@ -34,6 +34,11 @@ impl CallerScope {
         ns_ok && node_ok
     }
 
+    /// A short string that differs between scopes, for keys of cached answers.
+    pub fn cache_key(&self) -> String {
+        format!("{:?}|{:?}", self.namespaces, self.nodes)
+    }
+
     /// Whether node-level things (incidents, node health) of `node` are visible.
     /// Namespace-scoped callers see incidents of nodes they may see at all; finer
     /// filtering by the incident's GPU comes with tenants.

@@ -200,6 +200,8 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
         clock: clock.clone(),
         before_metrics,
         started_ms: clock.now_ms(),
+        ingest: None,
+        cache: Default::default(),
     };
     let extra = sim_handle.as_ref().map(|h| gpuwarden_sim::control_router(h.clone()));
     let router = gpuwarden_server::router(state, extra);

@@ -6,7 +6,7 @@ use super::AppState;
 use crate::scope::CallerScope;
 use crate::ApiError;
 use axum::extract::State;
-use axum::Json;
+use axum::response::Response;
 use gpuwarden_incident::IncidentFilter;
 use gpuwarden_model::{HealthState, Severity};
 use std::collections::BTreeSet;
@@ -14,8 +14,13 @@ use std::collections::BTreeSet;
 /// Counts by state, open incidents by severity, and the worst GPUs.
 #[utoipa::path(get, operation_id = "get_fleet_summary", path = "/api/v1/fleet/summary", tag = "fleet",
     responses((status = 200, description = "Success", body = FleetSummary)))]
-pub async fn summary(State(state): State<AppState>, scope: CallerScope) -> Result<Json<FleetSummary>, ApiError> {
-    let mut items = all_items(&state, &scope);
+pub async fn summary(State(state): State<AppState>, scope: CallerScope) -> Result<Response, ApiError> {
+    let key = format!("summary|{}", scope.cache_key());
+    state.cached_json(&key, || summary_now(&state, &scope))
+}
+
+fn summary_now(state: &AppState, scope: &CallerScope) -> Result<FleetSummary, ApiError> {
+    let mut items = all_items(state, scope);
     let mut counts = StateCounts::default();
     let mut nodes = BTreeSet::new();
     for g in &items {
@@ -44,19 +49,24 @@ pub async fn summary(State(state): State<AppState>, scope: CallerScope) -> Resul
     let gpus = items.len();
     worst_first(&mut items);
     items.truncate(10);
-    Ok(Json(FleetSummary {
+    Ok(FleetSummary {
         gpus,
         nodes: nodes.len(),
         counts,
         open_incidents: open,
         worst: items,
-    }))
+    })
 }
 
 /// Health per node (the worst of its GPUs, and node-level findings).
 #[utoipa::path(get, operation_id = "list_nodes", path = "/api/v1/nodes", tag = "fleet",
     responses((status = 200, description = "Success", body = NodeList)))]
-pub async fn nodes(State(state): State<AppState>, scope: CallerScope) -> Result<Json<NodeList>, ApiError> {
+pub async fn nodes(State(state): State<AppState>, scope: CallerScope) -> Result<Response, ApiError> {
+    let key = format!("nodes|{}", scope.cache_key());
+    state.cached_json(&key, || nodes_now(&state, &scope))
+}
+
+fn nodes_now(state: &AppState, scope: &CallerScope) -> Result<NodeList, ApiError> {
     let evaluation = state.analysis.latest();
     let known: BTreeSet<String> = state
         .live
@@ -94,5 +104,5 @@ pub async fn nodes(State(state): State<AppState>, scope: CallerScope) -> Result<
         }
     }
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
-    Ok(Json(NodeList { nodes }))
+    Ok(NodeList { nodes })
 }

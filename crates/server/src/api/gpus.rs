@@ -5,7 +5,8 @@ use super::AppState;
 use crate::scope::CallerScope;
 use crate::time_param::parse_time;
 use crate::ApiError;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::response::Response;
 use axum::Json;
 use gpuwarden_detect::GpuHealth;
 use gpuwarden_model::{Dimension, FieldName, Finding, GpuUuid, HealthState};
@@ -82,25 +83,29 @@ pub struct ListParams {
 pub async fn list(
     State(state): State<AppState>,
     scope: CallerScope,
+    RawQuery(raw): RawQuery,
     params: QueryResult<ListParams>,
-) -> Result<Json<GpuList>, ApiError> {
+) -> Result<Response, ApiError> {
     let params = query(params)?;
     let limit = check_limit(params.limit)?;
     let offset = params.offset.unwrap_or(0);
-    let all: Vec<GpuItem> = all_items(&state, &scope)
-        .into_iter()
-        .filter(|g| params.node.as_ref().is_none_or(|n| &g.identity.node == n))
-        .filter(|g| params.stale.is_none_or(|s| g.stale == s))
-        .filter(|g| params.state.is_none_or(|s| g.health.state == s))
-        .collect();
-    let total = all.len();
-    let gpus = all.into_iter().skip(offset).take(limit).collect();
-    Ok(Json(GpuList {
-        gpus,
-        total,
-        limit,
-        offset,
-    }))
+    let key = format!("gpus?{}|{}", raw.unwrap_or_default(), scope.cache_key());
+    state.cached_json(&key, || {
+        let all: Vec<GpuItem> = all_items(&state, &scope)
+            .into_iter()
+            .filter(|g| params.node.as_ref().is_none_or(|n| &g.identity.node == n))
+            .filter(|g| params.stale.is_none_or(|s| g.stale == s))
+            .filter(|g| params.state.is_none_or(|s| g.health.state == s))
+            .collect();
+        let total = all.len();
+        let gpus = all.into_iter().skip(offset).take(limit).collect();
+        Ok(GpuList {
+            gpus,
+            total,
+            limit,
+            offset,
+        })
+    })
 }
 
 fn find_view(state: &AppState, scope: &CallerScope, uuid: &str) -> Result<GpuView, ApiError> {

@@ -5,8 +5,9 @@ use super::gpus::{check_limit, query, QueryResult};
 use super::AppState;
 use crate::scope::CallerScope;
 use crate::ApiError;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Json;
 use gpuwarden_incident::{IncidentError, IncidentFilter};
 use gpuwarden_model::{FindingKind, GpuUuid, Incident, IncidentState, Severity};
@@ -54,8 +55,9 @@ fn parse_states(s: &str) -> Result<Vec<IncidentState>, ApiError> {
 pub async fn list(
     State(state): State<AppState>,
     scope: CallerScope,
+    RawQuery(raw): RawQuery,
     params: QueryResult<IncidentParams>,
-) -> Result<Json<IncidentList>, ApiError> {
+) -> Result<Response, ApiError> {
     let params = query(params)?;
     let limit = check_limit(params.limit)?;
     let offset = params.offset.unwrap_or(0);
@@ -70,24 +72,27 @@ pub async fn list(
         kind: params.kind,
         rule: params.rule.clone(),
     };
-    let (total, incidents) = state.analysis.with_incidents(|engine| {
-        let all: Vec<&Incident> = engine
-            .list(&filter)
-            .into_iter()
-            .filter(|i| scope.allows_node(&i.node))
-            .collect();
-        let total = all.len();
-        (
+    let key = format!("incidents?{}|{}", raw.unwrap_or_default(), scope.cache_key());
+    state.cached_json(&key, || {
+        let (total, incidents) = state.analysis.with_incidents(|engine| {
+            let all: Vec<&Incident> = engine
+                .list(&filter)
+                .into_iter()
+                .filter(|i| scope.allows_node(&i.node))
+                .collect();
+            let total = all.len();
+            (
+                total,
+                all.into_iter().skip(offset).take(limit).cloned().collect::<Vec<_>>(),
+            )
+        });
+        Ok(IncidentList {
+            incidents,
             total,
-            all.into_iter().skip(offset).take(limit).cloned().collect::<Vec<_>>(),
-        )
-    });
-    Ok(Json(IncidentList {
-        incidents,
-        total,
-        limit,
-        offset,
-    }))
+            limit,
+            offset,
+        })
+    })
 }
 
 /// One incident with its timeline.

@@ -4,6 +4,7 @@ pub mod dto;
 pub(crate) mod fleet;
 pub(crate) mod gpus;
 pub(crate) mod incidents;
+pub mod ingest;
 pub(crate) mod system;
 
 use axum::routing::{get, post};
@@ -28,6 +29,34 @@ pub struct AppState {
     /// Called before `/metrics` is rendered, to refresh time-dependent gauges.
     pub before_metrics: Arc<dyn Fn() + Send + Sync>,
     pub started_ms: i64,
+    /// The push endpoints (`gpuwarden serve`); `None` answers them with 404.
+    pub ingest: Option<Arc<ingest::IngestState>>,
+    /// Rendered fleet-wide answers, valid until the fleet changes.
+    pub cache: Arc<crate::cache::JsonCache>,
+}
+
+impl AppState {
+    /// The version a cached fleet-wide answer depends on.
+    pub(crate) fn cache_version(&self) -> crate::cache::Version {
+        crate::cache::Version {
+            live: self.live.generation(),
+            analysis: self.analysis.generation(),
+            second: self.clock.now_ms().div_euclid(1000),
+        }
+    }
+
+    /// Renders `value` as JSON through the cache under `key`.
+    pub(crate) fn cached_json<T: serde::Serialize>(
+        &self,
+        key: &str,
+        render: impl FnOnce() -> Result<T, crate::ApiError>,
+    ) -> Result<axum::response::Response, crate::ApiError> {
+        let bytes = self.cache.get_or_render(self.cache_version(), key, || {
+            let value = render()?;
+            serde_json::to_vec(&value).map_err(|e| crate::ApiError::internal("encoding the answer", e))
+        })?;
+        Ok(crate::cache::json_response(bytes))
+    }
 }
 
 /// The API router. `extra` is merged in (e.g. the simulator's control routes).
@@ -47,6 +76,8 @@ pub fn router(state: AppState, extra: Option<Router>) -> Router {
         .route("/api/v1/incidents/{id}/ack", post(incidents::ack))
         .route("/api/v1/incidents/{id}/resolve", post(incidents::resolve))
         .route("/api/v1/targets", get(system::targets))
+        .route("/api/v1/ingest", post(ingest::push))
+        .route("/api/v1/write", post(ingest::remote_write))
         .merge(crate::ui::router())
         .fallback(system::not_found)
         .with_state(state)

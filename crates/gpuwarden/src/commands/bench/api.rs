@@ -114,13 +114,19 @@ pub fn api(args: BenchApiArgs) -> Result<ExitCode> {
         clock: clock.clone(),
         before_metrics: Arc::new(|| {}),
         started_ms: clock.now_ms(),
+        ingest: None,
+        cache: Default::default(),
     };
     let rt = crate::commands::runtime()?;
     let results = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (_tx, rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(gpuwarden_server::serve(listener, gpuwarden_server::router(state, None), rx));
+        tokio::spawn(gpuwarden_server::serve(
+            listener,
+            gpuwarden_server::router(state, None),
+            rx,
+        ));
         let mut out = Vec::new();
         for path in ["/api/v1/fleet/summary", "/api/v1/gpus"] {
             let url = format!("http://{addr}{path}");
@@ -196,9 +202,5 @@ async fn load(url: &str, clients: usize, requests: usize) -> Result<Load> {
     }
     let wall = start.elapsed();
     latencies.sort_by(f64::total_cmp);
-    Ok(Load {
-        latencies,
-        wall,
-        bytes,
-    })
+    Ok(Load { latencies, wall, bytes })
 }

@@ -1,0 +1,258 @@
+//! Push endpoints of `gpuwarden serve`: `POST /api/v1/ingest` (batches from
+//! `gpuwarden agent`) and `POST /api/v1/write` (Prometheus remote_write).
+//!
+//! Both go through the same [`Ingestor`] as scraped pages, so a pushed or forwarded GPU is
+//! stored, tracked for staleness and analysed exactly like a scraped one. Both check the
+//! bearer token ([`auth`]), read the body with a hard size limit (413 past it), and answer
+//! malformed bodies with a JSON error (400) that tells the sender not to retry; store
+//! failures are 503 so that senders keep the data and retry.
+//!
+//! Idempotency: a batch id already in the [`ledger`] is answered `{"status":"duplicate"}`
+//! without storing anything. Pushes are applied one at a time (a mutex around check →
+//! ingest → record), so two concurrent retries of one batch cannot both be stored.
+
+pub mod auth;
+pub mod ledger;
+pub mod remote_write;
+
+use super::AppState;
+use crate::ApiError;
+use auth::IngestTokens;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use gpuwarden_agent::wire::BatchLimits;
+use gpuwarden_agent::Batch;
+use gpuwarden_collect::prom::Limits;
+use gpuwarden_pipeline::Ingestor;
+use ledger::BatchLedger;
+use parking_lot::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use std::sync::Arc;
+use utoipa::ToSchema;
+
+/// Default largest push body (compressed size for remote_write).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// Counters of the push endpoints (`gpuwarden_ingest_*`).
+#[derive(Clone, Default)]
+pub struct IngestMetrics {
+    batches: Family<ResultLabel, Counter>,
+    remote_write_samples: Counter,
+}
+
+impl IngestMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "gpuwarden_ingest_batches",
+            "Pushed agent batches by result (stored, duplicate, rejected, failed)",
+            self.batches.clone(),
+        );
+        registry.register(
+            "gpuwarden_remote_write_samples",
+            "Samples received through Prometheus remote_write and mapped to GPUs",
+            self.remote_write_samples.clone(),
+        );
+    }
+
+    fn count(&self, result: &'static str) {
+        self.batches.get_or_create(&ResultLabel { result }).inc();
+    }
+}
+
+/// What the push endpoints need; `None` in [`AppState`] disables them (404).
+pub struct IngestState {
+    pub ingestor: Arc<Ingestor>,
+    pub tokens: IngestTokens,
+    /// Held across check → ingest → record.
+    pub ledger: Mutex<BatchLedger>,
+    pub max_body_bytes: usize,
+    pub limits: BatchLimits,
+    pub metrics: IngestMetrics,
+}
+
+/// Answer to an accepted push.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestReply {
+    /// `stored`, or `duplicate` when this batch id was stored before.
+    status: &'static str,
+    /// Batch id.
+    id: String,
+    /// Sample values stored (0 for a duplicate).
+    samples: usize,
+    /// Events stored.
+    events: usize,
+}
+
+fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError {
+        status,
+        code,
+        message: message.into(),
+    }
+}
+
+fn ingest_state(state: &AppState) -> Result<Arc<IngestState>, ApiError> {
+    state.ingest.clone().ok_or_else(|| {
+        ApiError::not_found(
+            "ingest_disabled",
+            "this server does not accept pushes; run `gpuwarden serve` to receive agents and remote_write",
+        )
+    })
+}
+
+async fn read_body(ingest: &IngestState, headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, ApiError> {
+    if !ingest.tokens.allows(headers) {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid `Authorization: Bearer <token>` header is required",
+        ));
+    }
+    axum::body::to_bytes(body, ingest.max_body_bytes).await.map_err(|_| {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "the body is larger than {} bytes (or was cut off); send smaller batches",
+                ingest.max_body_bytes
+            ),
+        )
+    })
+}
+
+/// Accept a batch pushed by `gpuwarden agent`.
+#[utoipa::path(post, operation_id = "ingest_batch", path = "/api/v1/ingest", tag = "ingest",
+    request_body(content = String, description = "A batch in the agent push format (JSON; see docs/deploy.md)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Stored, or already stored (status=duplicate)", body = IngestReply),
+        (status = 400, description = "Malformed batch: do not retry", body = super::dto::ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = super::dto::ErrorBody),
+        (status = 404, description = "Ingest is not enabled on this server", body = super::dto::ErrorBody),
+        (status = 413, description = "Body larger than the limit", body = super::dto::ErrorBody),
+        (status = 503, description = "The store could not take the batch: retry later", body = super::dto::ErrorBody)))]
+pub async fn push(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<IngestReply>, ApiError> {
+    let ingest = ingest_state(&state)?;
+    let bytes = read_body(&ingest, &headers, body).await?;
+    let batch = match Batch::decode(&bytes, &ingest.limits) {
+        Ok(b) => b,
+        Err(e) => {
+            ingest.metrics.count("rejected");
+            return Err(ApiError::bad_request("bad_batch", e.to_string()));
+        }
+    };
+    let wall_ms = state.clock.now_ms();
+    let st = state.clone();
+    let ing = ingest.clone();
+    tokio::task::spawn_blocking(move || apply_batch(&st, &ing, &batch, wall_ms))
+        .await
+        .map_err(|e| ApiError::internal("ingesting a batch", e))?
+}
+
+fn apply_batch(
+    state: &AppState,
+    ingest: &IngestState,
+    batch: &Batch,
+    wall_ms: i64,
+) -> Result<Json<IngestReply>, ApiError> {
+    let mut ledger = ingest.ledger.lock();
+    let id = batch.id.as_str().to_owned();
+    if ledger.contains(&id) {
+        ingest.metrics.count("duplicate");
+        return Ok(Json(IngestReply {
+            status: "duplicate",
+            id,
+            samples: 0,
+            events: 0,
+        }));
+    }
+    let unavailable = |e: &dyn std::fmt::Display| {
+        ingest.metrics.count("failed");
+        tracing::error!(batch = %id, node = %batch.node, "storing a pushed batch: {e}");
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the store could not take the batch; keep it and retry",
+        )
+    };
+    let mut samples = 0;
+    for page in &batch.pages {
+        let target = format!("agent://{}/{}", batch.node, page.source);
+        let report = ingest
+            .ingestor
+            .ingest_page(&target, wall_ms, &page.to_exporter_page())
+            .map_err(|e| unavailable(&e))?;
+        samples += report.samples;
+    }
+    if !batch.events.is_empty() {
+        state.store.append_events(&batch.events).map_err(|e| unavailable(&e))?;
+        state.analysis.observe_events(&batch.events);
+    }
+    if let Err(e) = ledger.record(&id) {
+        // The data is stored; only the memory of it is not durable. A retry would store it
+        // again, which is better than refusing the batch now.
+        tracing::error!("{e}");
+    }
+    ingest.metrics.count("stored");
+    Ok(Json(IngestReply {
+        status: "stored",
+        id,
+        samples,
+        events: batch.events.len(),
+    }))
+}
+
+/// Prometheus remote_write 1.0 receiver (protobuf `WriteRequest`, snappy raw block).
+#[utoipa::path(post, operation_id = "remote_write", path = "/api/v1/write", tag = "ingest",
+    request_body(content = String, description = "Snappy-compressed (raw block) protobuf prometheus.WriteRequest", content_type = "application/x-protobuf"),
+    responses(
+        (status = 204, description = "Samples stored"),
+        (status = 400, description = "Not a snappy-compressed WriteRequest: do not retry", body = super::dto::ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = super::dto::ErrorBody),
+        (status = 404, description = "Ingest is not enabled on this server", body = super::dto::ErrorBody),
+        (status = 413, description = "Body larger than the limit", body = super::dto::ErrorBody),
+        (status = 503, description = "The store could not take the samples: retry later", body = super::dto::ErrorBody)))]
+pub async fn remote_write(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let ingest = ingest_state(&state)?;
+    let bytes = read_body(&ingest, &headers, body).await?;
+    let wall_ms = state.clock.now_ms();
+    let ing = ingest.clone();
+    tokio::task::spawn_blocking(move || {
+        // Decompressed requests may be up to 8x the body limit (Prometheus sends ~1-4 MiB
+        // compressed); past that the request is refused before allocating.
+        let req = remote_write::decode(&bytes, ing.max_body_bytes.saturating_mul(8))
+            .map_err(|e| ApiError::bad_request("bad_remote_write", e.to_string()))?;
+        let mapped = remote_write::map_request(&req, wall_ms, &Limits::default())
+            .map_err(|e| ApiError::bad_request("bad_remote_write", e.to_string()))?;
+        for m in mapped {
+            let target = format!("remote_write://{}", m.instance);
+            let report = ing.ingestor.ingest_page(&target, wall_ms, &m.page).map_err(|e| {
+                tracing::error!("storing remote_write samples of {}: {e}", m.instance);
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the store could not take the samples; retry",
+                )
+            })?;
+            ing.metrics.remote_write_samples.inc_by(report.samples as u64);
+        }
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })
+    .await
+    .map_err(|e| ApiError::internal("ingesting remote_write", e))?
+}
