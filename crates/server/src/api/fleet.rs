@@ -3,6 +3,7 @@
 use super::dto::{FleetSummary, NodeItem, NodeList, SeverityCounts, StateCounts};
 use super::gpus::{all_items, worst_first};
 use super::AppState;
+use crate::cache::AcceptsGzip;
 use crate::scope::CallerScope;
 use crate::ApiError;
 use axum::extract::State;
@@ -14,9 +15,13 @@ use std::collections::BTreeSet;
 /// Counts by state, open incidents by severity, and the worst GPUs.
 #[utoipa::path(get, operation_id = "get_fleet_summary", path = "/api/v1/fleet/summary", tag = "fleet",
     responses((status = 200, description = "Success", body = FleetSummary)))]
-pub async fn summary(State(state): State<AppState>, scope: CallerScope) -> Result<Response, ApiError> {
+pub async fn summary(
+    State(state): State<AppState>,
+    scope: CallerScope,
+    gzip: AcceptsGzip,
+) -> Result<Response, ApiError> {
     let key = format!("summary|{}", scope.cache_key());
-    state.cached_json(&key, || summary_now(&state, &scope))
+    state.cached_json(&key, gzip, || summary_now(&state, &scope))
 }
 
 fn summary_now(state: &AppState, scope: &CallerScope) -> Result<FleetSummary, ApiError> {
@@ -61,9 +66,9 @@ fn summary_now(state: &AppState, scope: &CallerScope) -> Result<FleetSummary, Ap
 /// Health per node (the worst of its GPUs, and node-level findings).
 #[utoipa::path(get, operation_id = "list_nodes", path = "/api/v1/nodes", tag = "fleet",
     responses((status = 200, description = "Success", body = NodeList)))]
-pub async fn nodes(State(state): State<AppState>, scope: CallerScope) -> Result<Response, ApiError> {
+pub async fn nodes(State(state): State<AppState>, scope: CallerScope, gzip: AcceptsGzip) -> Result<Response, ApiError> {
     let key = format!("nodes|{}", scope.cache_key());
-    state.cached_json(&key, || nodes_now(&state, &scope))
+    state.cached_json(&key, gzip, || nodes_now(&state, &scope))
 }
 
 fn nodes_now(state: &AppState, scope: &CallerScope) -> Result<NodeList, ApiError> {

@@ -2,6 +2,7 @@
 
 use super::dto::{EventList, GpuItem, GpuList, HealthHistory, SeriesBody};
 use super::AppState;
+use crate::cache::AcceptsGzip;
 use crate::scope::CallerScope;
 use crate::time_param::parse_time;
 use crate::ApiError;
@@ -83,6 +84,7 @@ pub struct ListParams {
 pub async fn list(
     State(state): State<AppState>,
     scope: CallerScope,
+    gzip: AcceptsGzip,
     RawQuery(raw): RawQuery,
     params: QueryResult<ListParams>,
 ) -> Result<Response, ApiError> {
@@ -90,7 +92,7 @@ pub async fn list(
     let limit = check_limit(params.limit)?;
     let offset = params.offset.unwrap_or(0);
     let key = format!("gpus?{}|{}", raw.unwrap_or_default(), scope.cache_key());
-    state.cached_json(&key, || {
+    state.cached_json(&key, gzip, || {
         let all: Vec<GpuItem> = all_items(&state, &scope)
             .into_iter()
             .filter(|g| params.node.as_ref().is_none_or(|n| &g.identity.node == n))

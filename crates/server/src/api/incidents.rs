@@ -3,6 +3,7 @@
 use super::dto::{IncidentAction, IncidentList};
 use super::gpus::{check_limit, query, QueryResult};
 use super::AppState;
+use crate::cache::AcceptsGzip;
 use crate::scope::CallerScope;
 use crate::ApiError;
 use axum::extract::{Path, RawQuery, State};
@@ -55,6 +56,7 @@ fn parse_states(s: &str) -> Result<Vec<IncidentState>, ApiError> {
 pub async fn list(
     State(state): State<AppState>,
     scope: CallerScope,
+    gzip: AcceptsGzip,
     RawQuery(raw): RawQuery,
     params: QueryResult<IncidentParams>,
 ) -> Result<Response, ApiError> {
@@ -73,7 +75,7 @@ pub async fn list(
         rule: params.rule.clone(),
     };
     let key = format!("incidents?{}|{}", raw.unwrap_or_default(), scope.cache_key());
-    state.cached_json(&key, || {
+    state.cached_json(&key, gzip, || {
         let (total, incidents) = state.analysis.with_incidents(|engine| {
             let all: Vec<&Incident> = engine
                 .list(&filter)

@@ -49,13 +49,21 @@ impl AppState {
     pub(crate) fn cached_json<T: serde::Serialize>(
         &self,
         key: &str,
+        gzip: crate::cache::AcceptsGzip,
         render: impl FnOnce() -> Result<T, crate::ApiError>,
     ) -> Result<axum::response::Response, crate::ApiError> {
-        let bytes = self.cache.get_or_render(self.cache_version(), key, || {
+        let version = self.cache_version();
+        let plain = self.cache.get_or_render(version, key, || {
             let value = render()?;
             serde_json::to_vec(&value).map_err(|e| crate::ApiError::internal("encoding the answer", e))
         })?;
-        Ok(crate::cache::json_response(bytes))
+        if !gzip.0 {
+            return Ok(crate::cache::json_response(plain, false));
+        }
+        let zipped = self.cache.get_or_render(version, &format!("{key}|gzip"), || {
+            crate::cache::gzip(&plain).map_err(|e| crate::ApiError::internal("compressing the answer", e))
+        })?;
+        Ok(crate::cache::json_response(zipped, true))
     }
 }
 
