@@ -8,8 +8,10 @@
 
 pub mod dcgm;
 pub mod kmsg;
+pub mod nvml;
 pub mod nvsmi;
 pub mod nvsmi_query;
+pub mod procattr;
 pub mod prom;
 pub mod scrape;
 pub mod xid;
