@@ -110,6 +110,7 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
         )
         .context("loading incidents from the store")?,
     );
+    analysis.add_analyzer(Box::new(gpuwarden_anomaly::AnomalyAnalyzer::default()));
     registry.register_collector(Box::new(DerivedMetrics {
         analysis: analysis.clone(),
         live: live.clone(),

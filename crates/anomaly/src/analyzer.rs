@@ -1,0 +1,900 @@
+//! `AnomalyAnalyzer`: the per-series and cohort detectors run on GPU telemetry, turned
+//! into grouped findings (`anomaly.series.<field>`, `anomaly.cohort.<field>`).
+//!
+//! # What it watches, and why this way
+//!
+//! * **Per series** ([`SeriesDetector`], the NAB-scored detector with its product
+//!   defaults) on temperatures, power, clocks, utilizations, framebuffer use, PCIe/NVLink
+//!   throughput, and the *rates* of the error counters (PCIe replays, ECC, NVLink CRC /
+//!   replay / recovery). Counters are turned into per-second rates first: a monotone
+//!   counter is a trend, its rate is the signal.
+//! * **Per cohort** ([`CohortDetector`]): GPUs of the same model on the same node running
+//!   the same workload (job / pod labels; unlabelled GPUs form their own group) are
+//!   compared at every evaluation on SM clock, temperatures, power and utilization.
+//!
+//! GPU telemetry is dominated by load changes: a job starting moves power, clocks,
+//! temperature and utilization by tens of percent in one scrape. A per-series detector
+//! sees that as a surprise, and would raise an incident on every job boundary. So series
+//! findings on *load-following* fields are only raised while the GPU's load is steady
+//! (utilization and workload labels unchanged for `settle_samples`): "the temperature
+//! climbs while the work did not change" is an anomaly, "the temperature climbs because a
+//! job started" is not. Error-counter rates do not follow load and are never gated.
+//! The cohort detector needs no such gate: a load change hits the whole cohort.
+//!
+//! Findings are conditions, not samples: a condition must persist (`series_persistence`
+//! samples, or the cohort detector's persistence in evaluations) before it is reported,
+//! and is held `hold_evaluations` evaluations after it clears so one excursion that
+//! flickers around the threshold stays one incident. Severity is `warning`; `critical`
+//! only when the deviation is strong (calibrated score ≥ 0.99 or cohort |z| ≥ 2× the
+//! threshold) *and* has lasted `critical_after_evaluations`.
+//!
+//! Memory: one [`SeriesDetector`] per (GPU, watched field) that the GPU reports, plus a
+//! few dozen bytes of state per GPU; GPUs not seen for `forget_after_ms` are dropped, so
+//! memory is bounded by the live fleet. Work per row is O(watched fields).
+
+use crate::cohort::{CohortConfig, CohortDetector, CohortVerdict};
+use crate::series::{SeriesConfig, SeriesDetector};
+use gpuwarden_model::{
+    Action, Analyzer, DcgmField, Dimension, Event, EventKind, Evidence, FieldName, Finding, FindingKind, Freshness,
+    GpuIdentity, GpuSamples, GpuUuid, Severity, TimestampMs,
+};
+use std::collections::{BTreeMap, HashMap};
+
+/// How a watched field is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A gauge that follows load (series findings only while load is steady).
+    Load,
+    /// A counter of errors: its per-second rate is scored, never gated.
+    ErrorRate,
+}
+
+/// One watched field.
+#[derive(Debug, Clone, Copy)]
+struct Watched {
+    field: DcgmField,
+    short: &'static str,
+    kind: Kind,
+    dimension: Dimension,
+    /// Cohort scale floors (absolute in the field's unit, relative to the median), or
+    /// `None` when peers are not expected to agree on it (bursty traffic, footprints).
+    cohort: Option<(f64, f64)>,
+    action: Action,
+}
+
+const fn w(
+    field: DcgmField,
+    short: &'static str,
+    kind: Kind,
+    dimension: Dimension,
+    cohort: Option<(f64, f64)>,
+    action: Action,
+) -> Watched {
+    Watched {
+        field,
+        short,
+        kind,
+        dimension,
+        cohort,
+        action,
+    }
+}
+
+/// The fields that matter. Cohort floors are what identical boards under identical load
+/// legitimately differ by (air-path position moves temperature by a few °C, power by a
+/// few percent); the threshold multiplies them.
+const WATCHED: &[Watched] = &[
+    w(
+        DcgmField::GpuTemp,
+        "gpu_temp",
+        Kind::Load,
+        Dimension::Thermal,
+        Some((2.5, 0.0)),
+        Action::None,
+    ),
+    w(
+        DcgmField::MemoryTemp,
+        "memory_temp",
+        Kind::Load,
+        Dimension::Thermal,
+        Some((2.5, 0.0)),
+        Action::None,
+    ),
+    w(
+        DcgmField::PowerUsage,
+        "power_usage",
+        Kind::Load,
+        Dimension::Power,
+        Some((15.0, 0.06)),
+        Action::None,
+    ),
+    w(
+        DcgmField::SmClock,
+        "sm_clock",
+        Kind::Load,
+        Dimension::Compute,
+        Some((30.0, 0.03)),
+        Action::ResetGpu,
+    ),
+    w(
+        DcgmField::MemClock,
+        "mem_clock",
+        Kind::Load,
+        Dimension::Compute,
+        Some((30.0, 0.03)),
+        Action::None,
+    ),
+    w(
+        DcgmField::GpuUtil,
+        "gpu_util",
+        Kind::Load,
+        Dimension::Compute,
+        Some((8.0, 0.0)),
+        Action::None,
+    ),
+    w(
+        DcgmField::MemCopyUtil,
+        "mem_copy_util",
+        Kind::Load,
+        Dimension::Memory,
+        None,
+        Action::None,
+    ),
+    w(
+        DcgmField::FbUsed,
+        "fb_used",
+        Kind::Load,
+        Dimension::Memory,
+        None,
+        Action::None,
+    ),
+    w(
+        DcgmField::ProfPcieTxBytes,
+        "pcie_tx",
+        Kind::Load,
+        Dimension::Interconnect,
+        None,
+        Action::None,
+    ),
+    w(
+        DcgmField::ProfPcieRxBytes,
+        "pcie_rx",
+        Kind::Load,
+        Dimension::Interconnect,
+        None,
+        Action::None,
+    ),
+    w(
+        DcgmField::ProfNvlinkTxBytes,
+        "nvlink_tx",
+        Kind::Load,
+        Dimension::Interconnect,
+        None,
+        Action::None,
+    ),
+    w(
+        DcgmField::ProfNvlinkRxBytes,
+        "nvlink_rx",
+        Kind::Load,
+        Dimension::Interconnect,
+        None,
+        Action::None,
+    ),
+    w(
+        DcgmField::PcieReplayCounter,
+        "pcie_replay_rate",
+        Kind::ErrorRate,
+        Dimension::Interconnect,
+        None,
+        Action::ResetGpu,
+    ),
+    w(
+        DcgmField::EccSbeVolTotal,
+        "ecc_sbe_rate",
+        Kind::ErrorRate,
+        Dimension::Memory,
+        None,
+        Action::ResetGpu,
+    ),
+    w(
+        DcgmField::EccDbeVolTotal,
+        "ecc_dbe_rate",
+        Kind::ErrorRate,
+        Dimension::Memory,
+        None,
+        Action::ResetGpu,
+    ),
+    w(
+        DcgmField::NvlinkCrcFlitErrorCountTotal,
+        "nvlink_crc_flit_rate",
+        Kind::ErrorRate,
+        Dimension::Interconnect,
+        None,
+        Action::ResetGpu,
+    ),
+    w(
+        DcgmField::NvlinkCrcDataErrorCountTotal,
+        "nvlink_crc_data_rate",
+        Kind::ErrorRate,
+        Dimension::Interconnect,
+        None,
+        Action::ResetGpu,
+    ),
+    w(
+        DcgmField::NvlinkReplayErrorCountTotal,
+        "nvlink_replay_rate",
+        Kind::ErrorRate,
+        Dimension::Interconnect,
+        None,
+        Action::ResetGpu,
+    ),
+    w(
+        DcgmField::NvlinkRecoveryErrorCountTotal,
+        "nvlink_recovery_rate",
+        Kind::ErrorRate,
+        Dimension::Interconnect,
+        None,
+        Action::ResetGpu,
+    ),
+];
+
+/// Settings of the [`AnomalyAnalyzer`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnomalyConfig {
+    /// The per-series detector (the NAB-scored defaults).
+    pub series: SeriesConfig,
+    /// Robust z (the detector's raw surprise) a sample must exceed to count toward a
+    /// series condition.
+    pub series_min_surprise: f64,
+    /// Calibrated score the condition must reach at least once (it is "unusual for this
+    /// series", not only far from the level).
+    pub series_min_score: f64,
+    /// Consecutive samples a series condition needs before it is a finding.
+    pub series_persistence: u32,
+    /// Samples of unchanged load (utilization within `load_change_util` points, same
+    /// workload labels) before load-following fields may raise series findings.
+    pub settle_samples: u32,
+    /// Utilization change (percentage points, sample to sample) that counts as a load change.
+    pub load_change_util: f64,
+    /// Cohort |z| threshold, persistence (evaluations) and smallest judged cohort.
+    pub cohort_z: f64,
+    pub cohort_persistence: u32,
+    pub cohort_min_members: usize,
+    /// Evaluations a finding is held after its condition cleared.
+    pub hold_evaluations: u32,
+    /// Evaluations a strong condition must last before it is `critical`.
+    pub critical_after_evaluations: u32,
+    /// GPUs without a row for this long (data time) are forgotten.
+    pub forget_after_ms: i64,
+}
+
+impl Default for AnomalyConfig {
+    fn default() -> Self {
+        Self {
+            series: SeriesConfig::default(),
+            series_min_surprise: 6.0,
+            series_min_score: 0.5,
+            series_persistence: 3,
+            settle_samples: 20,
+            load_change_util: 15.0,
+            cohort_z: 6.0,
+            cohort_persistence: 2,
+            cohort_min_members: 4,
+            hold_evaluations: 3,
+            critical_after_evaluations: 10,
+            forget_after_ms: 3_600_000,
+        }
+    }
+}
+
+/// Per (GPU, field) series state.
+#[derive(Debug, Clone)]
+struct FieldState {
+    det: SeriesDetector,
+    /// Counter fields: previous raw value and time.
+    prev: Option<(TimestampMs, f64)>,
+    streak: u32,
+    streak_peak_score: f64,
+    /// The latest sample's evidence while the streak lasts.
+    last: Option<(f64, f64, f64, TimestampMs)>, // observed, expected low, expected high, ts
+    active_since: Option<TimestampMs>,
+}
+
+/// Per-GPU state.
+#[derive(Debug, Clone)]
+struct GpuState {
+    node: String,
+    cohort_key: Option<String>,
+    last_row_ms: TimestampMs,
+    latest: Vec<Option<f64>>, // by WATCHED index, latest gauge values
+    fields: Vec<Option<Box<FieldState>>>,
+    steady_samples: u32,
+    last_util: Option<f64>,
+    workload_changed: bool,
+}
+
+/// A reported (or about to be) condition.
+#[derive(Debug, Clone)]
+struct Condition {
+    gpu: GpuUuid,
+    node: String,
+    rule: String,
+    watched: usize,
+    cohort: bool,
+    first_ms: TimestampMs,
+    hits: u32,
+    misses: u32,
+    strong: bool,
+    summary: String,
+    evidence: Vec<Evidence>,
+    seen_this_round: bool,
+}
+
+/// The anomaly analyzer. See the module docs.
+pub struct AnomalyAnalyzer {
+    cfg: AnomalyConfig,
+    slot: Vec<Option<usize>>, // DcgmField index → WATCHED index
+    gpus: HashMap<GpuUuid, GpuState>,
+    identities: HashMap<GpuUuid, GpuIdentity>,
+    cohorts: Vec<CohortDetector<GpuUuid>>, // by WATCHED index (unused where no cohort)
+    conditions: BTreeMap<(GpuUuid, usize, bool), Condition>,
+    verdicts: Vec<CohortVerdict>,
+}
+
+impl Default for AnomalyAnalyzer {
+    fn default() -> Self {
+        Self::new(AnomalyConfig::default())
+    }
+}
+
+fn workload_key(id: &GpuIdentity) -> String {
+    let w = &id.workload;
+    if let Some(job) = &w.job {
+        format!("job:{job}")
+    } else if let Some(pod) = &w.pod {
+        format!("pod:{}/{pod}", w.namespace.as_deref().unwrap_or(""))
+    } else if let Some(ns) = &w.namespace {
+        format!("ns:{ns}")
+    } else {
+        "unlabelled".into()
+    }
+}
+
+impl AnomalyAnalyzer {
+    pub fn new(cfg: AnomalyConfig) -> Self {
+        let mut slot = vec![None; DcgmField::ALL.len()];
+        for (i, wf) in WATCHED.iter().enumerate() {
+            slot[wf.field.index()] = Some(i);
+        }
+        let cohorts = WATCHED
+            .iter()
+            .map(|wf| {
+                let (abs_floor, rel_floor) = wf.cohort.unwrap_or((1e-9, 0.0));
+                CohortDetector::new(CohortConfig {
+                    min_members: cfg.cohort_min_members,
+                    z_threshold: cfg.cohort_z,
+                    persistence: cfg.cohort_persistence,
+                    abs_floor,
+                    rel_floor,
+                })
+            })
+            .collect();
+        Self {
+            cfg,
+            slot,
+            gpus: HashMap::new(),
+            identities: HashMap::new(),
+            cohorts,
+            conditions: BTreeMap::new(),
+            verdicts: Vec::new(),
+        }
+    }
+
+    /// Series detectors currently held, and their total bytes (for the benchmarks).
+    pub fn memory(&self) -> (usize, usize) {
+        let mut n = 0;
+        let mut bytes = 0;
+        for g in self.gpus.values() {
+            bytes += std::mem::size_of::<GpuState>()
+                + g.latest.capacity() * std::mem::size_of::<Option<f64>>()
+                + g.fields.capacity() * std::mem::size_of::<usize>();
+            for f in g.fields.iter().flatten() {
+                n += 1;
+                bytes +=
+                    std::mem::size_of::<FieldState>() + f.det.memory_bytes() - std::mem::size_of::<SeriesDetector>();
+            }
+        }
+        (n, bytes)
+    }
+
+    fn update_series(&mut self, uuid: &GpuUuid, ts: TimestampMs, wi: usize, raw: f64) {
+        let cfg = &self.cfg;
+        let Some(g) = self.gpus.get_mut(uuid) else { return };
+        let wf = WATCHED[wi];
+        let steady = g.steady_samples >= cfg.settle_samples;
+        let fs = g.fields[wi].get_or_insert_with(|| {
+            Box::new(FieldState {
+                det: SeriesDetector::new(cfg.series.clone()).unwrap_or_default(),
+                prev: None,
+                streak: 0,
+                streak_peak_score: 0.0,
+                last: None,
+                active_since: None,
+            })
+        });
+        let value = match wf.kind {
+            Kind::Load => raw,
+            Kind::ErrorRate => {
+                let prev = fs.prev.replace((ts, raw));
+                match prev {
+                    // A counter that went down was reset (driver reload, GPU reset):
+                    // no rate for this step.
+                    Some((pt, pv)) if ts > pt && raw >= pv => (raw - pv) / ((ts - pt) as f64 / 1000.0),
+                    _ => return,
+                }
+            }
+        };
+        if wf.kind == Kind::Load {
+            g.latest[wi] = raw.is_finite().then_some(raw);
+        }
+        let a = fs.det.update(ts, value);
+        let eligible = wf.kind == Kind::ErrorRate || steady;
+        if eligible && a.note.is_none() && a.surprise >= cfg.series_min_surprise {
+            fs.streak = fs.streak.saturating_add(1);
+            fs.streak_peak_score = fs.streak_peak_score.max(a.score);
+            fs.last = Some((value, a.expected_low, a.expected_high, ts));
+            if fs.streak >= cfg.series_persistence && fs.streak_peak_score >= cfg.series_min_score {
+                fs.active_since.get_or_insert(ts);
+            }
+        } else {
+            fs.streak = 0;
+            fs.streak_peak_score = 0.0;
+            fs.active_since = None;
+        }
+    }
+
+    fn hit(
+        &mut self,
+        key: (GpuUuid, usize, bool),
+        now: TimestampMs,
+        node: &str,
+        strong: bool,
+        summary: String,
+        evidence: Vec<Evidence>,
+    ) {
+        let wf = WATCHED[key.1];
+        let rule = format!("anomaly.{}.{}", if key.2 { "cohort" } else { "series" }, wf.short);
+        let c = self.conditions.entry(key.clone()).or_insert_with(|| Condition {
+            gpu: key.0.clone(),
+            node: node.to_string(),
+            rule,
+            watched: key.1,
+            cohort: key.2,
+            first_ms: now,
+            hits: 0,
+            misses: 0,
+            strong: false,
+            summary: String::new(),
+            evidence: Vec::new(),
+            seen_this_round: false,
+        });
+        c.hits = c.hits.saturating_add(1);
+        c.misses = 0;
+        c.strong = strong;
+        c.summary = summary;
+        c.evidence = evidence;
+        c.seen_this_round = true;
+    }
+
+    fn evaluate_cohorts(&mut self, now: TimestampMs, freshness: &dyn Fn(&GpuUuid) -> Freshness) {
+        // Group fresh GPUs by (node, cohort key); BTreeMap for a deterministic order.
+        let mut groups: BTreeMap<(String, String), Vec<GpuUuid>> = BTreeMap::new();
+        for (uuid, g) in &self.gpus {
+            if freshness(uuid) != Freshness::Fresh {
+                continue;
+            }
+            if let Some(k) = &g.cohort_key {
+                groups
+                    .entry((g.node.clone(), k.clone()))
+                    .or_default()
+                    .push(uuid.clone());
+            }
+        }
+        let mut members: Vec<(GpuUuid, f64)> = Vec::new();
+        let mut hits = Vec::new();
+        for ((node, _), uuids) in &groups {
+            for (wi, wf) in WATCHED.iter().enumerate() {
+                if wf.cohort.is_none() {
+                    continue;
+                }
+                members.clear();
+                for u in uuids {
+                    if let Some(v) = self.gpus.get(u).and_then(|g| g.latest[wi]) {
+                        members.push((u.clone(), v));
+                    }
+                }
+                if members.len() < self.cfg.cohort_min_members {
+                    continue;
+                }
+                let mut out = std::mem::take(&mut self.verdicts);
+                self.cohorts[wi].step(&members, &mut out);
+                for ((u, _), v) in members.iter().zip(&out) {
+                    if v.flagged {
+                        hits.push((u.clone(), wi, node.clone(), *v));
+                    }
+                }
+                self.verdicts = out;
+            }
+        }
+        for (u, wi, node, v) in hits {
+            let wf = WATCHED[wi];
+            let strong = v.z.abs() >= 2.0 * self.cfg.cohort_z;
+            let summary = format!(
+                "{} {:.1} is {} its peers (median {:.1} of the GPUs of the same model and workload on {node}; robust z {:+.1})",
+                wf.field.as_str(),
+                v.observed,
+                if v.z > 0.0 { "above" } else { "below" },
+                v.median,
+                v.z
+            );
+            let evidence = vec![
+                Evidence {
+                    signal: wf.field.as_str().to_string(),
+                    observed: v.observed,
+                    previous: None,
+                    expected: Some(v.median),
+                    ts_ms: now,
+                },
+                Evidence {
+                    signal: format!("{}:peer_median", wf.field.as_str()),
+                    observed: v.median,
+                    previous: None,
+                    expected: None,
+                    ts_ms: now,
+                },
+            ];
+            self.hit((u, wi, true), now, &node, strong, summary, evidence);
+        }
+        // Members that left every cohort: forget their streaks.
+        let gpus = &self.gpus;
+        for c in &mut self.cohorts {
+            c.retain(|u| gpus.get(u).is_some_and(|g| g.cohort_key.is_some()));
+        }
+    }
+}
+
+impl Analyzer for AnomalyAnalyzer {
+    fn name(&self) -> &'static str {
+        "anomaly"
+    }
+
+    fn observe_identity(&mut self, identity: &GpuIdentity) {
+        let key = if identity.mig.is_some() {
+            None // MIG slices of different sizes are not peers.
+        } else {
+            Some(format!(
+                "{}|{}",
+                identity.model.as_deref().unwrap_or("?"),
+                workload_key(identity)
+            ))
+        };
+        let n = WATCHED.len();
+        let g = self.gpus.entry(identity.uuid.clone()).or_insert_with(|| GpuState {
+            node: identity.node.clone(),
+            cohort_key: key.clone(),
+            last_row_ms: 0,
+            latest: vec![None; n],
+            fields: vec![None; n],
+            steady_samples: 0,
+            last_util: None,
+            workload_changed: false,
+        });
+        if g.cohort_key != key {
+            g.workload_changed = true;
+            g.cohort_key = key;
+        }
+        g.node.clone_from(&identity.node);
+        self.identities.insert(identity.uuid.clone(), identity.clone());
+    }
+
+    fn observe_row(&mut self, row: &GpuSamples) {
+        if !self.gpus.contains_key(&row.gpu) {
+            // A row before its identity: judge it on its own (no cohort).
+            let mut id = GpuIdentity::new(row.gpu.clone(), "");
+            id.mig = None;
+            self.observe_identity(&id);
+            if let Some(g) = self.gpus.get_mut(&row.gpu) {
+                g.cohort_key = None;
+            }
+        }
+        let ts = row.ts_ms;
+        // Load steadiness first, so this row's findings know whether its load just changed.
+        if let Some(g) = self.gpus.get_mut(&row.gpu) {
+            if ts < g.last_row_ms {
+                return; // out of order: counters and streaks assume time order
+            }
+            g.last_row_ms = ts;
+            let util = row.get(&FieldName::Dcgm(DcgmField::GpuUtil)).filter(|u| u.is_finite());
+            let changed = g.workload_changed
+                || match (util, g.last_util) {
+                    (Some(u), Some(p)) => (u - p).abs() > self.cfg.load_change_util,
+                    _ => false,
+                };
+            g.workload_changed = false;
+            if util.is_some() {
+                g.last_util = util;
+            }
+            g.steady_samples = if changed { 0 } else { g.steady_samples.saturating_add(1) };
+        }
+        for (name, v) in &row.values {
+            let Some(f) = name.dcgm() else { continue };
+            if let Some(wi) = self.slot[f.index()] {
+                self.update_series(&row.gpu, ts, wi, *v);
+            }
+        }
+    }
+
+    fn observe_event(&mut self, event: &Event) {
+        if matches!(event.kind, EventKind::GpuDisappeared) {
+            if let Some(g) = self.gpus.get_mut(&event.gpu) {
+                g.latest.iter_mut().for_each(|v| *v = None);
+            }
+        }
+    }
+
+    fn evaluate(&mut self, now_ms: TimestampMs, freshness: &dyn Fn(&GpuUuid) -> Freshness) -> Vec<Finding> {
+        for c in self.conditions.values_mut() {
+            c.seen_this_round = false;
+        }
+        // Forget GPUs long gone (bounded memory).
+        let forget = self.cfg.forget_after_ms;
+        self.gpus.retain(|_, g| now_ms - g.last_row_ms <= forget);
+        let gpus = &self.gpus;
+        self.identities.retain(|u, _| gpus.contains_key(u));
+
+        // Series conditions.
+        let mut series_hits = Vec::new();
+        for (uuid, g) in &self.gpus {
+            if freshness(uuid) != Freshness::Fresh {
+                continue;
+            }
+            for (wi, fs) in g.fields.iter().enumerate() {
+                let Some(fs) = fs else { continue };
+                if fs.active_since.is_none() {
+                    continue;
+                }
+                let Some((obs, lo, hi, ts)) = fs.last else { continue };
+                series_hits.push((uuid.clone(), wi, g.node.clone(), obs, lo, hi, ts, fs.streak_peak_score));
+            }
+        }
+        for (uuid, wi, node, obs, lo, hi, ts, peak) in series_hits {
+            let wf = WATCHED[wi];
+            let expected = (lo + hi) / 2.0;
+            let unit = if wf.kind == Kind::ErrorRate { "/s" } else { "" };
+            let summary = format!(
+                "{} {}{unit} {obs:.3} is outside its usual range {lo:.3} … {hi:.3}{}",
+                wf.field.as_str(),
+                if wf.kind == Kind::ErrorRate { "rate" } else { "value" },
+                if wf.kind == Kind::Load {
+                    " while the GPU's load is steady"
+                } else {
+                    ""
+                }
+            );
+            let evidence = vec![Evidence {
+                signal: if wf.kind == Kind::ErrorRate {
+                    format!("rate({})", wf.field.as_str())
+                } else {
+                    wf.field.as_str().to_string()
+                },
+                observed: obs,
+                previous: None,
+                expected: Some(expected),
+                ts_ms: ts,
+            }];
+            self.hit((uuid, wi, false), now_ms, &node, peak >= 0.99, summary, evidence);
+        }
+
+        self.evaluate_cohorts(now_ms, freshness);
+
+        // Hold, age out, and report.
+        let hold = self.cfg.hold_evaluations;
+        self.conditions.retain(|_, c| {
+            if !c.seen_this_round {
+                c.misses = c.misses.saturating_add(1);
+            }
+            c.misses <= hold && freshness(&c.gpu) == Freshness::Fresh
+        });
+        let critical_after = self.cfg.critical_after_evaluations;
+        self.conditions
+            .values()
+            .map(|c| {
+                let wf = WATCHED[c.watched];
+                let severity = if c.strong && c.hits >= critical_after {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                };
+                let mut labels = BTreeMap::new();
+                labels.insert("detector".into(), if c.cohort { "cohort" } else { "series" }.into());
+                labels.insert("since_ms".into(), c.first_ms.to_string());
+                Finding {
+                    kind: FindingKind::Anomaly,
+                    rule: c.rule.clone(),
+                    severity,
+                    gpu: Some(c.gpu.clone()),
+                    node: c.node.clone(),
+                    ts_ms: now_ms,
+                    summary: c.summary.clone(),
+                    evidence: c.evidence.clone(),
+                    action: if c.cohort || wf.kind == Kind::ErrorRate {
+                        wf.action
+                    } else {
+                        Action::None
+                    },
+                    dimension: Some(wf.dimension),
+                    labels,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpuwarden_model::Workload;
+
+    fn ids(n: usize) -> Vec<GpuIdentity> {
+        (0..n)
+            .map(|i| {
+                let mut id = GpuIdentity::new(GpuUuid::new(&format!("GPU-{i:04}")), "node-a");
+                id.model = Some("NVIDIA H100 80GB HBM3".into());
+                id.workload = Workload {
+                    namespace: Some("train".into()),
+                    pod: Some("job-1".into()),
+                    container: None,
+                    job: None,
+                };
+                id
+            })
+            .collect()
+    }
+
+    fn row(id: &GpuIdentity, ts: i64, util: f64, clock: f64, power: f64, temp: f64) -> GpuSamples {
+        GpuSamples {
+            gpu: id.uuid.clone(),
+            ts_ms: ts,
+            values: vec![
+                (DcgmField::GpuUtil.into(), util),
+                (DcgmField::SmClock.into(), clock),
+                (DcgmField::PowerUsage.into(), power),
+                (DcgmField::GpuTemp.into(), temp),
+                (DcgmField::PcieReplayCounter.into(), 0.0),
+            ],
+        }
+    }
+
+    fn wobble(i: usize, t: i64) -> f64 {
+        (((i as i64 * 7919 + t * 104_729) % 11) - 5) as f64 / 5.0
+    }
+
+    /// Runs `steps` evaluations of 8 GPUs (5 s apart); `f(step, gpu)` gives
+    /// (util, clock, power, temp). Returns, per step, the anomaly rules found per GPU.
+    fn run(steps: i64, f: impl Fn(i64, usize) -> (f64, f64, f64, f64)) -> Vec<Vec<(usize, String)>> {
+        let ids = ids(8);
+        let mut a = AnomalyAnalyzer::default();
+        let mut out = Vec::new();
+        for t in 0..steps {
+            let ts = 1_700_000_000_000 + t * 5_000;
+            for (i, id) in ids.iter().enumerate() {
+                a.observe_identity(id);
+                let (u, c, p, temp) = f(t, i);
+                a.observe_row(&row(id, ts, u, c, p, temp));
+            }
+            let found = a.evaluate(ts, &|_| Freshness::Fresh);
+            out.push(
+                found
+                    .iter()
+                    .map(|x| {
+                        let i = ids.iter().position(|id| Some(&id.uuid) == x.gpu.as_ref()).unwrap();
+                        (i, x.rule.clone())
+                    })
+                    .collect(),
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn straggler_among_eight_is_flagged_within_three_intervals() {
+        let start = 200;
+        let res = run(260, |t, i| {
+            let w = wobble(i, t);
+            let clock = if i == 3 && t >= start { 1200.0 } else { 1980.0 } + 5.0 * w;
+            (98.0 + w, clock, 650.0 + 10.0 * w, 70.0 + (i % 4) as f64 + w)
+        });
+        for (t, f) in res.iter().enumerate().take(start as usize) {
+            assert!(f.is_empty(), "false finding before the straggler at step {t}: {f:?}");
+        }
+        let first = res
+            .iter()
+            .enumerate()
+            .skip(start as usize)
+            .find(|(_, f)| f.iter().any(|(i, r)| *i == 3 && r == "anomaly.cohort.sm_clock"))
+            .map(|(t, _)| t as i64 - start);
+        assert!(
+            first.is_some_and(|d| d < 3),
+            "straggler flagged after {first:?} intervals"
+        );
+        assert!(
+            res.iter().flatten().all(|(i, _)| *i == 3),
+            "a healthy peer was flagged: {:?}",
+            res.iter().flatten().find(|(i, _)| *i != 3)
+        );
+    }
+
+    #[test]
+    fn eight_gpus_changing_load_together_are_not_flagged() {
+        let res = run(400, |t, i| {
+            let w = wobble(i, t);
+            // Idle → full load → idle, all together.
+            if (100..250).contains(&t) {
+                (99.0 + w, 1980.0 + 5.0 * w, 680.0 + 10.0 * w, 75.0 + (i % 4) as f64 + w)
+            } else {
+                (0.0, 345.0 + w, 70.0 + w, 32.0 + (i % 4) as f64 + w)
+            }
+        });
+        let all: Vec<_> = res.iter().flatten().collect();
+        assert!(all.is_empty(), "{all:?}");
+    }
+
+    #[test]
+    fn error_rate_and_steady_temperature_climb_are_series_findings() {
+        let ids = ids(1);
+        let mut a = AnomalyAnalyzer::default();
+        let mut found = Vec::new();
+        let mut counter = 0.0;
+        for t in 0..400i64 {
+            let ts = 1_700_000_000_000 + t * 5_000;
+            let temp = if t >= 300 {
+                70.0 + (t - 300) as f64 * 1.5
+            } else {
+                70.0 + wobble(0, t)
+            };
+            if t >= 350 {
+                counter += 200.0;
+            }
+            let mut r = row(&ids[0], ts, 98.0, 1980.0, 650.0, temp);
+            r.values[4].1 = counter;
+            a.observe_identity(&ids[0]);
+            a.observe_row(&r);
+            for f in a.evaluate(ts, &|_| Freshness::Fresh) {
+                assert_eq!(f.kind, FindingKind::Anomaly);
+                assert!(f.evidence[0].expected.is_some());
+                if t < 300 {
+                    panic!("false finding at {t}: {f:?}");
+                }
+                found.push((t, f.rule));
+            }
+        }
+        assert!(found.iter().any(|(_, r)| r == "anomaly.series.gpu_temp"), "{found:?}");
+        let first_rate = found.iter().find(|(_, r)| r == "anomaly.series.pcie_replay_rate");
+        assert!(first_rate.is_some_and(|(t, _)| *t <= 355), "{found:?}");
+    }
+
+    #[test]
+    fn non_finite_values_do_not_panic_or_flag() {
+        let res = run(100, |t, i| {
+            let v = if t % 7 == 0 {
+                f64::NAN
+            } else if i == 2 {
+                f64::INFINITY
+            } else {
+                50.0
+            };
+            (v, v, v, v)
+        });
+        assert!(res.iter().flatten().next().is_none(), "{res:?}");
+    }
+}
