@@ -170,7 +170,12 @@ fn pct(sorted_ms: &[f64], q: f64) -> f64 {
 }
 
 async fn load(url: &str, clients: usize, requests: usize) -> Result<Load> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build()?;
+    // Plain (not gzip) answers: the clients share this machine's cores with the server, and
+    // decompressing 100 answers at once would measure the clients, not the server.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .no_gzip()
+        .build()?;
     // Warm up connections and caches.
     for _ in 0..5 {
         client.get(url).send().await?.bytes().await?;
