@@ -65,7 +65,10 @@ pub async fn run(
                     }
                 };
                 if was_failing {
-                    tracing::info!(waiting = spool.len(), "server reachable again; sending the spooled batches");
+                    tracing::info!(
+                        waiting = spool.len(),
+                        "server reachable again; sending the spooled batches"
+                    );
                     was_failing = false;
                 }
                 backoff = BACKOFF_MIN;

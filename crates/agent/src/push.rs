@@ -25,11 +25,16 @@ pub enum PushError {
 /// A push the server answered for good.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushOutcome {
-    Stored { samples: u64 },
+    Stored {
+        samples: u64,
+    },
     /// The server had stored this batch id already (our earlier answer was lost).
     Duplicate,
     /// The server will never accept this batch (malformed, too large).
-    Rejected { status: u16, message: String },
+    Rejected {
+        status: u16,
+        message: String,
+    },
 }
 
 /// Pushes batches to one server.

@@ -37,7 +37,11 @@ pub enum WireError {
     #[error("batch node name must not be empty")]
     EmptyNode,
     #[error("batch has {count} {what}, more than the limit of {limit}")]
-    TooMany { what: &'static str, count: usize, limit: usize },
+    TooMany {
+        what: &'static str,
+        count: usize,
+        limit: usize,
+    },
     #[error("row of GPU {gpu} is not described by an identity in its page")]
     UnknownGpu { gpu: String },
 }
@@ -59,7 +63,8 @@ impl BatchId {
     pub fn is_valid(s: &str) -> bool {
         !s.is_empty()
             && s.len() <= MAX_ID_LEN
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
     }
 
     pub fn as_str(&self) -> &str {
@@ -255,7 +260,10 @@ mod tests {
         }
         let mut b = batch();
         b.version = 9;
-        assert!(matches!(Batch::decode(&b.encode(), &limits), Err(WireError::Version(9))));
+        assert!(matches!(
+            Batch::decode(&b.encode(), &limits),
+            Err(WireError::Version(9))
+        ));
     }
 
     #[test]
@@ -281,6 +289,9 @@ mod tests {
             ts_ms: 1,
             kind: gpuwarden_model::EventKind::GpuAppeared,
         });
-        assert!(matches!(Batch::decode(&b.encode(), &limits), Err(WireError::TooMany { .. })));
+        assert!(matches!(
+            Batch::decode(&b.encode(), &limits),
+            Err(WireError::TooMany { .. })
+        ));
     }
 }

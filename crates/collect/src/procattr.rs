@@ -125,10 +125,13 @@ fn pod_uid_in_segment(seg: &str) -> Option<String> {
     };
     let uid = uid.replace('_', "-");
     let valid = uid.len() == 36
-        && uid
-            .bytes()
-            .enumerate()
-            .all(|(i, b)| if matches!(i, 8 | 13 | 18 | 23) { b == b'-' } else { b.is_ascii_hexdigit() });
+        && uid.bytes().enumerate().all(|(i, b)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                b == b'-'
+            } else {
+                b.is_ascii_hexdigit()
+            }
+        });
     valid.then_some(uid)
 }
 
@@ -173,7 +176,10 @@ pub fn parse_cgroup(text: &str) -> CgroupInfo {
                 }
             }
             if info.slurm_job.is_none() && path.contains("slurm") {
-                if let Some(job) = seg.strip_prefix("job_").filter(|j| !j.is_empty() && j.bytes().all(|b| b.is_ascii_digit())) {
+                if let Some(job) = seg
+                    .strip_prefix("job_")
+                    .filter(|j| !j.is_empty() && j.bytes().all(|b| b.is_ascii_digit()))
+                {
                     info.slurm_job = Some(job.to_owned());
                     named = true;
                 }
@@ -271,15 +277,21 @@ impl ProcAttributor {
         }
     }
 
+    /// The `/proc` directory read.
+    pub fn proc_root(&self) -> &Path {
+        &self.proc_root
+    }
+
     /// Everything that can be learned about `pid`; empty when it cannot be read.
     pub fn attribute(&self, pid: u32) -> Attribution {
         let dir = self.proc_root.join(pid.to_string());
         let cgroup = read_bounded(&dir.join("cgroup"), MAX_CGROUP_BYTES)
             .map(|b| parse_cgroup(&String::from_utf8_lossy(&b)))
             .unwrap_or_default();
-        let slurm_job = cgroup.slurm_job.clone().or_else(|| {
-            read_bounded(&dir.join("environ"), MAX_ENVIRON_BYTES).and_then(|e| slurm_job_from_environ(&e))
-        });
+        let slurm_job = cgroup
+            .slurm_job
+            .clone()
+            .or_else(|| read_bounded(&dir.join("environ"), MAX_ENVIRON_BYTES).and_then(|e| slurm_job_from_environ(&e)));
         let mut a = Attribution {
             pid,
             slurm_job,
@@ -302,7 +314,9 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/cgroup").join(name);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../testdata/cgroup")
+            .join(name);
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
@@ -359,9 +373,16 @@ mod tests {
 
     #[test]
     fn slurm_jobs_v1_v2_and_environ() {
-        assert_eq!(parse_cgroup(&fixture("slurm-v1.cgroup")).slurm_job.as_deref(), Some("4242"));
-        assert_eq!(parse_cgroup(&fixture("slurm-v2.cgroup")).slurm_job.as_deref(), Some("9001"));
-        let env = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/cgroup/slurm.environ")).unwrap();
+        assert_eq!(
+            parse_cgroup(&fixture("slurm-v1.cgroup")).slurm_job.as_deref(),
+            Some("4242")
+        );
+        assert_eq!(
+            parse_cgroup(&fixture("slurm-v2.cgroup")).slurm_job.as_deref(),
+            Some("9001")
+        );
+        let env =
+            std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/cgroup/slurm.environ")).unwrap();
         assert_eq!(slurm_job_from_environ(&env).as_deref(), Some("777"));
         assert_eq!(slurm_job_from_environ(b"SLURM_JOB_ID=\0"), None);
     }
@@ -373,7 +394,15 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        for text in ["", ":::", "0::", "x", "1:a:/kubepods/pod/", "0::/kubepods-pod.slice", "\u{0}\u{ffff}:/job_"] {
+        for text in [
+            "",
+            ":::",
+            "0::",
+            "x",
+            "1:a:/kubepods/pod/",
+            "0::/kubepods-pod.slice",
+            "\u{0}\u{ffff}:/job_",
+        ] {
             let _ = parse_cgroup(text);
         }
     }
@@ -396,7 +425,11 @@ mod tests {
         let containers = root.path().join("containers");
         std::fs::create_dir_all(pods.join("ml-team_trainer-0_7c9e5d0a-1b2c-4d3e-8f90-a1b2c3d4e5f6/pytorch")).unwrap();
         std::fs::create_dir_all(&containers).unwrap();
-        std::fs::write(containers.join(format!("trainer-0_ml-team_pytorch-{CONTAINERD_ID}.log")), b"").unwrap();
+        std::fs::write(
+            containers.join(format!("trainer-0_ml-team_pytorch-{CONTAINERD_ID}.log")),
+            b"",
+        )
+        .unwrap();
         let attributor = ProcAttributor::new(
             &proc_dir,
             Some(Box::new(KubeletLogDirs {

@@ -42,9 +42,93 @@ pub enum Command {
     /// Grafana dashboards over dcgm-exporter metrics and gpuwarden's /metrics.
     #[command(subcommand)]
     Dashboards(DashboardsCommand),
+    /// Collect on this GPU host (NVML, kernel log, local dcgm-exporter) and push to `gpuwarden serve`.
+    Agent(AgentArgs),
+    /// Serve the API and receive pushes from agents and Prometheus remote_write (no simulator).
+    Serve(ServeArgs),
     /// Explain the NVIDIA XID (GPU) and SXID (NVSwitch) reports in a kernel log, with the
     /// XID catalog's meaning, severity and recommended action.
     Xid(XidArgs),
+}
+
+/// `gpuwarden agent`: collect on this GPU host and push to `gpuwarden serve`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Base URL of `gpuwarden serve`'s ingest listener, e.g. https://gpuwarden.example:9471.
+    #[arg(long, env = "GPUWARDEN_SERVER")]
+    pub server: Option<String>,
+    /// File holding the bearer token for the server (one line).
+    #[arg(long, env = "GPUWARDEN_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Node name sent with every batch. Default: this host's name.
+    #[arg(long, env = "GPUWARDEN_NODE")]
+    pub node: Option<String>,
+    /// Time between collections (each becomes one batch).
+    #[arg(long, default_value = "10s")]
+    pub interval: humantime::Duration,
+    /// Durable spool of batches the server has not acknowledged yet.
+    #[arg(long, default_value = "/var/lib/gpuwarden-agent/spool")]
+    pub spool_dir: PathBuf,
+    /// Largest spool size in MiB; when full, the oldest batches are dropped (counted).
+    #[arg(long, default_value_t = 256)]
+    pub spool_max_mib: u64,
+    /// Most batches kept in the spool.
+    #[arg(long, default_value_t = 20_000)]
+    pub spool_max_batches: usize,
+    /// Read GPUs from a recorded NVML-shaped JSON file instead of NVML (tests, demos).
+    #[arg(long, value_name = "FILE")]
+    pub nvml_fixture: Option<PathBuf>,
+    /// Do not use NVML (e.g. when only a local dcgm-exporter should be read).
+    #[arg(long)]
+    pub no_nvml: bool,
+    /// Also scrape a local dcgm-exporter, e.g. http://127.0.0.1:9400/metrics.
+    #[arg(long, value_name = "URL")]
+    pub dcgm_exporter: Option<String>,
+    /// Kernel log to read XIDs from: `auto` (/dev/kmsg, else journalctl -k), `off`, or a file.
+    #[arg(long, default_value = "auto")]
+    pub kernel_log: String,
+    /// Where the host's /proc is (for process attribution), e.g. /host/proc in a container.
+    #[arg(long, default_value = "/proc")]
+    pub proc_root: PathBuf,
+    /// Kubelet log directory with <namespace>_<pod>_<uid> folders (pod names); "" disables.
+    #[arg(long, default_value = "/var/log/pods")]
+    pub kubelet_pods_dir: PathBuf,
+    /// Kubelet container log links <pod>_<namespace>_<container>-<id>.log (container names).
+    #[arg(long, default_value = "/var/log/containers")]
+    pub kubelet_containers_dir: PathBuf,
+    /// Read NVML once, write the readings as a fixture file (testdata/nvml format), exit.
+    #[arg(long, value_name = "FILE")]
+    pub record_nvml: Option<PathBuf>,
+    /// Stop after this many batches, once the spool is empty (tests).
+    #[arg(long, hide = true)]
+    pub exit_after_batches: Option<u64>,
+}
+
+/// `gpuwarden serve`: the server of a fleet of agents (no simulator).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the API, UI and /metrics (loopback only until authentication exists).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Where samples, events, the inventory and the batch ledger are kept.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration (same as `run`); configured targets are scraped, no simulator.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Separate listener that serves only the push endpoints, /healthz and /metrics; may be
+    /// a non-loopback address when --ingest-token-file is given.
+    #[arg(long)]
+    pub ingest_listen: Option<SocketAddr>,
+    /// Bearer tokens accepted on the push endpoints (one per line).
+    #[arg(long, env = "GPUWARDEN_INGEST_TOKEN_FILE")]
+    pub ingest_token_file: Option<PathBuf>,
+    /// Largest push body in bytes (remote_write: compressed size).
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub max_ingest_bytes: usize,
+    /// The interval agents push at: a GPU is stale after 2.5 of them without data.
+    #[arg(long, default_value = "10s")]
+    pub agent_interval: humantime::Duration,
 }
 
 #[derive(Debug, Subcommand)]

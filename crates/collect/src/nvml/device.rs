@@ -72,10 +72,10 @@ fn register_xid_events(nvml: &'static Nvml) -> Option<EventSet<'static>> {
         }
         let mut set = nvml.create_event_set().ok()?;
         for (pos, &i) in candidates.iter().enumerate() {
-            let registered = nvml
-                .device_by_index(i)
-                .map_err(|e| e.to_string())
-                .and_then(|d| d.register_events(EventTypes::CRITICAL_XID_ERROR, set).map_err(|e| e.error.to_string()));
+            let registered = nvml.device_by_index(i).map_err(|e| e.to_string()).and_then(|d| {
+                d.register_events(EventTypes::CRITICAL_XID_ERROR, set)
+                    .map_err(|e| e.error.to_string())
+            });
             match registered {
                 Ok(s) => set = s,
                 Err(e) => {
@@ -240,7 +240,9 @@ impl GpuSource for NvmlSource {
         let mut out = Vec::new();
         for d in self.devices()? {
             let Ok(uuid) = d.uuid() else { continue };
-            let Ok(procs) = d.running_compute_processes() else { continue };
+            let Ok(procs) = d.running_compute_processes() else {
+                continue;
+            };
             for p in procs {
                 out.push(GpuProcess {
                     gpu: GpuUuid::new(&uuid),

@@ -158,7 +158,10 @@ mod tests {
         // Hopper has no page retirement: absent, not 0.
         assert_eq!(v(DcgmField::RetiredSbe), None);
         assert_eq!(v(DcgmField::RetiredPending), None);
-        assert_eq!(row.get(&FieldName::Other(crate::nvml::reading::NVLINK_ACTIVE_FIELD.into())), Some(18.0));
+        assert_eq!(
+            row.get(&FieldName::Other(crate::nvml::reading::NVLINK_ACTIVE_FIELD.into())),
+            Some(18.0)
+        );
     }
 
     #[test]

@@ -139,7 +139,10 @@ fn flag(b: bool) -> f64 {
 
 /// Sum of a per-link counter, `None` unless at least one link reported it.
 fn link_sum(links: &[NvLinkReading], get: impl Fn(&NvLinkReading) -> Option<u64>) -> Option<f64> {
-    links.iter().filter_map(get).fold(None, |acc, v| Some(acc.unwrap_or(0.0) + v as f64))
+    links
+        .iter()
+        .filter_map(get)
+        .fold(None, |acc, v| Some(acc.unwrap_or(0.0) + v as f64))
 }
 
 impl DeviceReading {
@@ -219,10 +222,22 @@ impl DeviceReading {
             (F::PcieRxThroughput, u32f(self.pcie_rx_kbps)),
             (F::PcieLinkGen, u32f(self.pcie_link_gen)),
             (F::PcieLinkWidth, u32f(self.pcie_link_width)),
-            (F::NvlinkCrcFlitErrorCountTotal, link_sum(&self.nvlinks, |l| l.crc_flit_errors)),
-            (F::NvlinkCrcDataErrorCountTotal, link_sum(&self.nvlinks, |l| l.crc_data_errors)),
-            (F::NvlinkReplayErrorCountTotal, link_sum(&self.nvlinks, |l| l.replay_errors)),
-            (F::NvlinkRecoveryErrorCountTotal, link_sum(&self.nvlinks, |l| l.recovery_errors)),
+            (
+                F::NvlinkCrcFlitErrorCountTotal,
+                link_sum(&self.nvlinks, |l| l.crc_flit_errors),
+            ),
+            (
+                F::NvlinkCrcDataErrorCountTotal,
+                link_sum(&self.nvlinks, |l| l.crc_data_errors),
+            ),
+            (
+                F::NvlinkReplayErrorCountTotal,
+                link_sum(&self.nvlinks, |l| l.replay_errors),
+            ),
+            (
+                F::NvlinkRecoveryErrorCountTotal,
+                link_sum(&self.nvlinks, |l| l.recovery_errors),
+            ),
             (F::PersistenceMode, self.persistence_mode.map(flag)),
             (F::EccCurrent, self.ecc_mode.map(flag)),
             (F::MigMode, self.mig_mode.map(flag)),
@@ -240,8 +255,10 @@ impl DeviceReading {
             let states: Vec<bool> = self.nvlinks.iter().filter_map(|l| l.active).collect();
             if !states.is_empty() {
                 let active = states.iter().filter(|a| **a).count();
-                row.values.push((FieldName::Other(NVLINK_ACTIVE_FIELD.into()), active as f64));
-                row.values.push((FieldName::Other(NVLINK_LINKS_FIELD.into()), states.len() as f64));
+                row.values
+                    .push((FieldName::Other(NVLINK_ACTIVE_FIELD.into()), active as f64));
+                row.values
+                    .push((FieldName::Other(NVLINK_LINKS_FIELD.into()), states.len() as f64));
             }
         }
         row

@@ -1,9 +1,11 @@
 //! One module per subcommand; `dispatch` picks it.
 
+mod agent;
 mod bench;
 mod dashboards;
 mod run;
 mod scrape;
+mod serve;
 mod simulate;
 mod xid;
 
@@ -14,6 +16,8 @@ use std::process::ExitCode;
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Agent(args) => agent::agent(args),
+        Command::Serve(args) => serve::serve(args),
         Command::Simulate(args) => simulate::simulate(args),
         Command::Scrape(args) => scrape::scrape(args),
         Command::Bench(BenchCommand::Ingest(args)) => bench::ingest(args),

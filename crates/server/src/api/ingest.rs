@@ -256,3 +256,17 @@ pub async fn remote_write(State(state): State<AppState>, headers: HeaderMap, bod
     .await
     .map_err(|e| ApiError::internal("ingesting remote_write", e))?
 }
+
+/// The router of `gpuwarden serve`'s separate ingest listener: only the push endpoints,
+/// `/healthz` and `/metrics`, so the listener can face agents without exposing the read
+/// API (which has no authentication yet).
+pub fn ingest_router(state: AppState) -> axum::Router {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/api/v1/ingest", post(push))
+        .route("/api/v1/write", post(remote_write))
+        .route("/healthz", get(super::system::healthz))
+        .route("/metrics", get(super::system::metrics))
+        .fallback(super::system::not_found)
+        .with_state(state)
+}

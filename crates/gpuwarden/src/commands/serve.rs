@@ -1,0 +1,262 @@
+//! `gpuwarden serve`: the server of a real fleet. Like `run`, but no simulator: GPUs
+//! arrive from `gpuwarden agent` pushes and Prometheus remote_write, and from configured
+//! scrape targets when there are any.
+//!
+//! Two listeners: the main one (API, UI, /metrics; loopback only, as for `run`) and an
+//! optional ingest listener that serves only the push endpoints, `/healthz` and
+//! `/metrics`. The ingest listener may face the network only when push tokens are
+//! configured, so exposing it never exposes the unauthenticated read API.
+//!
+//! The wiring mirrors `run`'s (store, live view, analysis, ingestor, evaluation tick,
+//! retention), kept separate rather than shared so that `run` stays untouched by this
+//! command; the two differ in where GPUs come from and in the ingest state.
+
+use crate::cli::ServeArgs;
+use crate::config::{self, FileConfig};
+use anyhow::{bail, Context, Result};
+use gpuwarden_agent::wire::BatchLimits;
+use gpuwarden_collect::prom::Limits;
+use gpuwarden_collect::scrape::{ScrapeConfig, Scraper, TargetSources, TargetSpec};
+use gpuwarden_detect::XidCatalog;
+use gpuwarden_model::{Clock, SystemClock};
+use gpuwarden_pipeline::{Analysis, Ingestor, LiveFleet, PipelineMetrics};
+use gpuwarden_server::api::ingest::auth::IngestTokens;
+use gpuwarden_server::api::ingest::ledger::{BatchLedger, DEFAULT_CAPACITY};
+use gpuwarden_server::api::ingest::{self, IngestMetrics, IngestState};
+use gpuwarden_server::derived_metrics::DerivedMetrics;
+use gpuwarden_server::AppState;
+use gpuwarden_store::embedded::{EmbeddedOptions, EmbeddedStore};
+use gpuwarden_store::Store;
+use prometheus_client::registry::Registry;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+pub fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let cfg = config::build(file, args.listen, args.data_dir.clone(), None)?;
+    super::runtime()?.block_on(serve_async(cfg, args))
+}
+
+async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let tokens = match &args.ingest_token_file {
+        Some(p) => IngestTokens::parse(
+            &std::fs::read_to_string(p).with_context(|| format!("reading the ingest token file {}", p.display()))?,
+        ),
+        None => IngestTokens::default(),
+    };
+    if args.ingest_token_file.is_some() && tokens.is_empty() {
+        bail!("the ingest token file has no token in it");
+    }
+    if let Some(addr) = args.ingest_listen {
+        if !addr.ip().is_loopback() && tokens.is_empty() {
+            bail!(
+                "refusing to accept pushes on {addr} without authentication: give --ingest-token-file, \
+                 or use a loopback address"
+            );
+        }
+    }
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    let store_dir = cfg.data_dir.join("store");
+    let store: Arc<dyn Store> = Arc::new(
+        EmbeddedStore::open(&store_dir, EmbeddedOptions::default())
+            .with_context(|| format!("opening the store in {}", store_dir.display()))?,
+    );
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listening on {}", cfg.listen))?;
+    let listen = listener.local_addr()?;
+    let ingest_listener = match args.ingest_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for pushes on {addr}"))?,
+        ),
+        None => None,
+    };
+
+    let agent_interval: Duration = args.agent_interval.into();
+    let stale_after = cfg.scrape_interval.max(agent_interval).as_millis() as i64 * 5 / 2;
+    let live = Arc::new(LiveFleet::new(stale_after.max(1000)));
+    let known = store.gpus().context("reading the GPU inventory from the store")?;
+    live.seed(known.into_iter().map(|r| (r.identity, r.last_seen_ms)));
+
+    let metrics = PipelineMetrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let ingest_metrics = IngestMetrics::default();
+    ingest_metrics.register(&mut registry);
+    let analysis = Arc::new(
+        Analysis::new(
+            store.clone(),
+            live.clone(),
+            clock.clone(),
+            cfg.health_rules.clone(),
+            XidCatalog::builtin(),
+            cfg.incidents.clone(),
+        )
+        .context("loading incidents from the store")?,
+    );
+    registry.register_collector(Box::new(DerivedMetrics {
+        analysis: analysis.clone(),
+        live: live.clone(),
+        clock: clock.clone(),
+    }));
+    let ingestor =
+        Arc::new(Ingestor::new(store.clone(), live.clone(), metrics, clock.clone()).with_analysis(analysis.clone()));
+    let xid_state_path = cfg.data_dir.join("xid-tracker.json");
+    ingestor.load_xid_state(&xid_state_path);
+    let ledger_path = cfg.data_dir.join("ingest-batches.log");
+    let ledger = BatchLedger::open(&ledger_path, DEFAULT_CAPACITY)
+        .with_context(|| format!("opening the batch ledger {}", ledger_path.display()))?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Scraping only when targets are configured.
+    let mut scrape_task = None;
+    let mut ingest_task = None;
+    let scraper = Scraper::new(
+        ScrapeConfig {
+            interval: cfg.scrape_interval,
+            timeout: cfg.scrape_timeout,
+            limits: Limits {
+                max_body_bytes: cfg.max_body_bytes,
+                ..Limits::default()
+            },
+        },
+        TargetSources {
+            static_targets: cfg
+                .targets
+                .iter()
+                .map(|t| TargetSpec::from_address(t, "static"))
+                .collect(),
+            files: cfg.target_files.clone(),
+        },
+        clock.clone(),
+    );
+    let target_states = scraper.states();
+    if !cfg.simulated() {
+        let (tx, rx) = mpsc::channel(64);
+        scrape_task = Some(tokio::spawn(scraper.run(tx, shutdown_rx.clone())));
+        ingest_task = Some(tokio::spawn(ingestor.clone().run(rx)));
+    }
+
+    let eval_analysis = analysis.clone();
+    let mut eval_shutdown = shutdown_rx.clone();
+    let eval_interval = cfg.scrape_interval.min(agent_interval);
+    let eval_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(eval_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = eval_shutdown.changed() => return,
+            }
+            let a = eval_analysis.clone();
+            match tokio::task::spawn_blocking(move || a.evaluate()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!("health evaluation could not store its results: {e}"),
+                Err(e) => tracing::error!("health evaluation failed: {e}"),
+            }
+        }
+    });
+    let retention_store = store.clone();
+    let retention = cfg.retention;
+    let retention_clock = clock.clone();
+    let mut retention_shutdown = shutdown_rx.clone();
+    let retention_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = retention_shutdown.changed() => return,
+            }
+            let cutoff = retention_clock.now_ms() - retention.as_millis() as i64;
+            let s = retention_store.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.apply_retention(cutoff)).await {
+                tracing::warn!("applying retention: {e}");
+            }
+        }
+    });
+
+    let before_metrics = {
+        let ingestor = ingestor.clone();
+        Arc::new(move || ingestor.refresh_gauges()) as Arc<dyn Fn() + Send + Sync>
+    };
+    let state = AppState {
+        store: store.clone(),
+        live: live.clone(),
+        analysis: analysis.clone(),
+        targets: target_states,
+        registry: Arc::new(registry),
+        clock: clock.clone(),
+        before_metrics,
+        started_ms: clock.now_ms(),
+        cache: Default::default(),
+        ingest: Some(Arc::new(IngestState {
+            ingestor: ingestor.clone(),
+            tokens,
+            ledger: parking_lot::Mutex::new(ledger),
+            max_body_bytes: args.max_ingest_bytes,
+            limits: BatchLimits::default(),
+            metrics: ingest_metrics,
+        })),
+    };
+    let push_router = ingest::ingest_router(state.clone());
+    let router = gpuwarden_server::router(state, None);
+    let server_task = tokio::spawn(gpuwarden_server::serve(listener, router, shutdown_rx.clone()));
+    let mut ingest_addr = None;
+    let ingest_server = match ingest_listener {
+        Some(l) => {
+            ingest_addr = l.local_addr().ok();
+            Some(tokio::spawn(gpuwarden_server::serve(
+                l,
+                push_router,
+                shutdown_rx.clone(),
+            )))
+        }
+        None => None,
+    };
+
+    println!("gpuwarden {} serve is running", env!("CARGO_PKG_VERSION"));
+    println!("  API, UI:  http://{listen}/ (pushes accepted here too)");
+    if let Some(a) = ingest_addr {
+        println!("  pushes:   http://{a}/api/v1/ingest (agents), http://{a}/api/v1/write (remote_write)");
+    }
+    println!(
+        "  targets:  {} static, {} files; data: {}",
+        cfg.targets.len(),
+        cfg.target_files.len(),
+        cfg.data_dir.display()
+    );
+
+    super::shutdown_signal().await;
+    eprintln!("shutting down: flushing the store…");
+    let _ = shutdown_tx.send(true);
+    if let Some(t) = scrape_task {
+        let _ = t.await;
+    }
+    if let Some(t) = ingest_task {
+        let _ = t.await;
+    }
+    let _ = server_task.await;
+    if let Some(t) = ingest_server {
+        let _ = t.await;
+    }
+    if let Err(e) = ingestor.save_xid_state(&xid_state_path) {
+        tracing::warn!("saving XID state to {}: {e}", xid_state_path.display());
+    }
+    let _ = retention_task.await;
+    let _ = eval_task.await;
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || s.flush())
+        .await?
+        .context("flushing the store at shutdown")?;
+    eprintln!("stopped cleanly");
+    Ok(ExitCode::SUCCESS)
+}
