@@ -1,0 +1,281 @@
+//! Silences: "do not send notifications that match this, from START to END", with who
+//! asked and why. A silenced notification is still written to the outbox (state
+//! `silenced`, naming the silence), so what was held back stays visible.
+//!
+//! Silences are few and change rarely: they live in one JSON file
+//! (`outbox/silences.json`) rewritten atomically (temp file, fsync, rename) on each
+//! change.
+
+use crate::matcher::Matchers;
+use crate::message::Notification;
+use gpuwarden_model::TimestampMs;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Expired silences are forgotten this long after their end.
+const FORGET_AFTER_MS: TimestampMs = 7 * 24 * 3600 * 1000;
+
+/// One silence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Silence {
+    /// `sil-` and 16 hex digits.
+    pub id: String,
+    /// What it silences (at least one matcher or one sink).
+    pub matchers: Matchers,
+    /// Only these sinks (empty: every sink).
+    #[serde(default)]
+    pub sinks: Vec<String>,
+    pub author: String,
+    pub comment: String,
+    pub starts_ms: TimestampMs,
+    pub ends_ms: TimestampMs,
+    pub created_ms: TimestampMs,
+}
+
+/// Where a silence is in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SilenceState {
+    Pending,
+    Active,
+    Expired,
+}
+
+impl Silence {
+    pub fn state(&self, now_ms: TimestampMs) -> SilenceState {
+        if now_ms >= self.ends_ms {
+            SilenceState::Expired
+        } else if now_ms < self.starts_ms {
+            SilenceState::Pending
+        } else {
+            SilenceState::Active
+        }
+    }
+
+    /// Whether it holds back `n` for `sink` at `now_ms`.
+    pub fn silences(&self, n: &Notification, sink: &str, now_ms: TimestampMs) -> bool {
+        self.state(now_ms) == SilenceState::Active
+            && (self.sinks.is_empty() || self.sinks.iter().any(|s| s == sink))
+            && self.matchers.matches(n)
+    }
+}
+
+/// A new silence, as the API and CLI take it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSilence {
+    #[serde(default)]
+    pub matchers: Matchers,
+    #[serde(default)]
+    pub sinks: Vec<String>,
+    pub author: String,
+    pub comment: String,
+    /// Default: now.
+    pub starts_ms: Option<TimestampMs>,
+    pub ends_ms: TimestampMs,
+}
+
+/// Why a silence was refused or could not be saved.
+#[derive(Debug, thiserror::Error)]
+pub enum SilenceError {
+    #[error("a silence must end after it starts (starts {starts_ms}, ends {ends_ms})")]
+    EndsBeforeStart {
+        starts_ms: TimestampMs,
+        ends_ms: TimestampMs,
+    },
+    #[error("a silence must end in the future")]
+    EndsInPast,
+    #[error("a silence needs at least one matcher or sink (it would silence everything)")]
+    MatchesEverything,
+    #[error("a silence needs an author and a comment")]
+    MissingAuthorOrComment,
+    #[error("silence names sink '{0}', which is not configured")]
+    UnknownSink(String),
+    #[error("no silence '{0}'")]
+    NotFound(String),
+    #[error("saving silences to {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// The silences of one gpuwarden, saved in one file.
+pub struct Silences {
+    path: PathBuf,
+    list: parking_lot::RwLock<Vec<Silence>>,
+}
+
+impl Silences {
+    /// Loads `path` (missing: none). An unreadable file is an error: starting without
+    /// silences someone set would page people who asked not to be.
+    pub fn open(path: &Path) -> Result<Silences, SilenceError> {
+        let io = |source| SilenceError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let list = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io(e)),
+        };
+        Ok(Silences {
+            path: path.to_path_buf(),
+            list: parking_lot::RwLock::new(list),
+        })
+    }
+
+    /// Adds a silence and saves; returns it with its id.
+    pub fn create(
+        &self,
+        new: NewSilence,
+        known_sinks: &[String],
+        now_ms: TimestampMs,
+    ) -> Result<Silence, SilenceError> {
+        let starts_ms = new.starts_ms.unwrap_or(now_ms);
+        if new.ends_ms <= starts_ms {
+            return Err(SilenceError::EndsBeforeStart {
+                starts_ms,
+                ends_ms: new.ends_ms,
+            });
+        }
+        if new.ends_ms <= now_ms {
+            return Err(SilenceError::EndsInPast);
+        }
+        if new.matchers.is_empty() && new.sinks.is_empty() {
+            return Err(SilenceError::MatchesEverything);
+        }
+        if new.author.trim().is_empty() || new.comment.trim().is_empty() {
+            return Err(SilenceError::MissingAuthorOrComment);
+        }
+        if let Some(s) = new.sinks.iter().find(|s| !known_sinks.contains(s)) {
+            return Err(SilenceError::UnknownSink(s.clone()));
+        }
+        let silence = Silence {
+            id: format!("sil-{:016x}", rand::random::<u64>()),
+            matchers: new.matchers,
+            sinks: new.sinks,
+            author: new.author,
+            comment: new.comment,
+            starts_ms,
+            ends_ms: new.ends_ms,
+            created_ms: now_ms,
+        };
+        let mut list = self.list.write();
+        list.retain(|s| s.ends_ms + FORGET_AFTER_MS > now_ms);
+        list.push(silence.clone());
+        self.save(&list)?;
+        Ok(silence)
+    }
+
+    /// Ends a silence now (an expired one stays expired); returns it.
+    pub fn expire(&self, id: &str, now_ms: TimestampMs) -> Result<Silence, SilenceError> {
+        let mut list = self.list.write();
+        let s = list
+            .iter_mut()
+            .find(|s| s.id == id)
+            .ok_or_else(|| SilenceError::NotFound(id.to_string()))?;
+        if s.ends_ms > now_ms {
+            s.ends_ms = now_ms;
+            s.starts_ms = s.starts_ms.min(now_ms);
+        }
+        let out = s.clone();
+        self.save(&list)?;
+        Ok(out)
+    }
+
+    /// Every silence known, newest first.
+    pub fn list(&self) -> Vec<Silence> {
+        let mut v = self.list.read().clone();
+        v.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then_with(|| b.id.cmp(&a.id)));
+        v
+    }
+
+    /// The id of an active silence that holds back `n` for `sink`.
+    pub fn silenced_by(&self, n: &Notification, sink: &str, now_ms: TimestampMs) -> Option<String> {
+        self.list
+            .read()
+            .iter()
+            .find(|s| s.silences(n, sink, now_ms))
+            .map(|s| s.id.clone())
+    }
+
+    fn save(&self, list: &[Silence]) -> Result<(), SilenceError> {
+        let io = |source| SilenceError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let tmp = self.path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(list).expect("silences serialize");
+        {
+            let mut f = std::fs::File::create(&tmp).map_err(io)?;
+            std::io::Write::write_all(&mut f, &bytes).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, &self.path).map_err(io)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::tests::sample;
+    use crate::message::Transition;
+
+    fn new(ends_ms: TimestampMs) -> NewSilence {
+        NewSilence {
+            matchers: Matchers {
+                rules: vec!["ecc.*".into()],
+                ..Default::default()
+            },
+            sinks: vec!["am".into()],
+            author: "alice".into(),
+            comment: "maintenance".into(),
+            starts_ms: None,
+            ends_ms,
+        }
+    }
+
+    #[test]
+    fn a_silence_holds_back_its_sink_until_it_ends_and_survives_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("silences.json");
+        let s = Silences::open(&p).unwrap();
+        let sil = s.create(new(2_000), &["am".into(), "hook".into()], 1_000).unwrap();
+        let n = sample(Transition::Opened);
+        assert_eq!(s.silenced_by(&n, "am", 1_500), Some(sil.id.clone()));
+        assert_eq!(s.silenced_by(&n, "hook", 1_500), None);
+        assert_eq!(s.silenced_by(&n, "am", 2_000), None, "expired at its end");
+        let s = Silences::open(&p).unwrap();
+        assert_eq!(s.list().len(), 1);
+        s.expire(&sil.id, 1_200).unwrap();
+        assert_eq!(s.silenced_by(&n, "am", 1_300), None);
+        assert_eq!(s.list()[0].state(1_300), SilenceState::Expired);
+    }
+
+    #[test]
+    fn nonsense_silences_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Silences::open(&dir.path().join("s.json")).unwrap();
+        let sinks = vec!["am".to_string()];
+        assert!(matches!(
+            s.create(new(500), &sinks, 1_000),
+            Err(SilenceError::EndsBeforeStart { .. })
+        ));
+        let mut everything = new(5_000);
+        everything.matchers = Matchers::default();
+        everything.sinks.clear();
+        assert!(matches!(
+            s.create(everything, &sinks, 1_000),
+            Err(SilenceError::MatchesEverything)
+        ));
+        let mut unknown = new(5_000);
+        unknown.sinks = vec!["nope".into()];
+        assert!(matches!(
+            s.create(unknown, &sinks, 1_000),
+            Err(SilenceError::UnknownSink(_))
+        ));
+    }
+}
