@@ -173,9 +173,18 @@ impl Analysis {
         let wall = self.clock.now_ms();
         let live = self.live.clone();
         let evaluation = self.health.lock().evaluate(now, &|gpu| live.freshness(gpu, wall));
-        let changed = self.incidents.lock().apply(now, &evaluation.findings);
-        if !changed.is_empty() {
+        let changes = self.incidents.lock().apply_changes(now, &evaluation.findings);
+        if !changes.is_empty() {
+            let changed: Vec<Incident> = changes.iter().map(|c| c.incident.clone()).collect();
             self.store.upsert_incidents(&changed)?;
+            // Only after they are persisted: a notification never announces an incident
+            // that a crash could make disappear.
+            let notable: Vec<IncidentChange> = changes.into_iter().filter(|c| c.is_notable()).collect();
+            if !notable.is_empty() {
+                for sink in self.sinks.read().iter() {
+                    sink.incidents_changed(&notable);
+                }
+            }
         }
         let rows: Vec<GpuSamples> = evaluation
             .gpus
