@@ -16,6 +16,7 @@ need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 [[ -x /usr/bin/chromium ]] || need+=(chromium)        # the web UI's browser test
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)   # deploy/systemd unit check
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 if ((${#need[@]})); then
     echo "==> installing ${need[*]} (Debian packages)"
@@ -28,6 +29,11 @@ fi
 if ! python3 -c 'import openapi_spec_validator' >/dev/null 2>&1; then
     echo "==> pip install openapi-spec-validator"
     python3 -m pip install --quiet --disable-pip-version-check openapi-spec-validator==0.9.0
+fi
+# Schemas of the Kubernetes API, bundled (no network at test time), for deploy/kubernetes.
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+    echo "==> pip install kubernetes-validate"
+    python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
 fi
 # playwright-core (drives chromium; it downloads no browser), pinned by the lock file.
 echo "==> npm ci (tests/browser)"
