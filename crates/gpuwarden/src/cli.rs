@@ -36,6 +36,10 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// One-shot health report of an exporter endpoint (exit code 1 when a GPU is unhealthy).
     Scrape(ScrapeArgs),
+    /// Notifications: send a test message to a sink, manage silences, show the outbox,
+    /// measure delivery.
+    #[command(subcommand)]
+    Notify(crate::commands::notify::NotifyCommand),
     /// Measure gpuwarden: ingest throughput, bytes per sample, and Prometheus side by side.
     #[command(subcommand)]
     Bench(BenchCommand),

@@ -30,6 +30,9 @@ pub struct FileConfig {
     /// Incident lifecycle settings (auto-resolution, flap window, …).
     #[serde(default)]
     pub incidents: Option<gpuwarden_incident::IncidentConfig>,
+    /// Notifications: sinks, routes, delivery settings (see docs/notifications.md).
+    #[serde(default)]
+    pub notify: gpuwarden_notify::NotifyConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,6 +90,8 @@ pub struct RunConfig {
     pub simulator: SimulatorSection,
     pub health_rules: gpuwarden_detect::HealthRules,
     pub incidents: gpuwarden_incident::IncidentConfig,
+    /// `[notify]`, checked (routes name configured sinks, durations parse).
+    pub notify: gpuwarden_notify::NotifyConfig,
 }
 
 impl RunConfig {
@@ -150,6 +155,10 @@ pub fn build(
         health_rules: gpuwarden_detect::HealthRules::with_overrides(file.health)
             .context("the [health] section of the config overrides an unknown or invalid rule setting")?,
         incidents: file.incidents.unwrap_or_default(),
+        notify: {
+            file.notify.settings().context("the [notify] section of the config is not valid")?;
+            file.notify
+        },
     })
 }
 

@@ -2,7 +2,7 @@
 //! at `/api/openapi.json`, with an interactive page at `/api/docs` (Swagger UI, vendored
 //! into the binary: no CDN).
 
-use crate::api::{dto, fleet, gpus, incidents, ingest, system};
+use crate::api::{dto, fleet, gpus, incidents, ingest, notifications, silences, system};
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
@@ -32,6 +32,10 @@ Errors are JSON `{\"error\": {\"code\", \"message\"}}` with stable codes; lists 
         system::simulation_labels,
         ingest::push,
         ingest::remote_write,
+        notifications::list,
+        silences::list,
+        silences::create,
+        silences::expire,
     ),
     components(schemas(dto::ErrorBody, dto::GpuList, dto::GpuItem, dto::IncidentList, dto::IncidentAction)),
     tags(
@@ -40,6 +44,7 @@ Errors are JSON `{\"error\": {\"code\", \"message\"}}` with stable codes; lists 
         (name = "incidents", description = "Incidents and their lifecycle"),
         (name = "system", description = "Liveness, metrics, scrape targets"),
         (name = "simulation", description = "The built-in simulator (only when it runs)"),
+        (name = "notifications", description = "Notification outbox per sink, and silences"),
         (name = "ingest", description = "Pushes from gpuwarden agents and Prometheus remote_write (gpuwarden serve)"),
     )
 )]

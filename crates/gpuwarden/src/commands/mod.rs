@@ -3,6 +3,7 @@
 mod agent;
 mod bench;
 mod dashboards;
+pub(crate) mod notify;
 mod run;
 mod scrape;
 mod serve;
@@ -20,6 +21,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => serve::serve(args),
         Command::Simulate(args) => simulate::simulate(args),
         Command::Scrape(args) => scrape::scrape(args),
+        Command::Notify(cmd) => notify::notify(cmd),
         Command::Bench(BenchCommand::Ingest(args)) => bench::ingest(args),
         Command::Bench(BenchCommand::Api(args)) => bench::api(args),
         Command::Bench(BenchCommand::Nab(args)) => bench::nab(args),

@@ -116,6 +116,20 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
         live: live.clone(),
         clock: clock.clone(),
     }));
+    // Notifications: the outbox is in the data directory, so whatever was not delivered
+    // before a restart is delivered after it.
+    let notifier = Arc::new(
+        gpuwarden_notify::Notifier::new(&cfg.notify, &cfg.data_dir.join("outbox"), clock.clone())
+            .context("starting notifications (the [notify] section)")?,
+    );
+    notifier.metrics().register(&mut registry);
+    {
+        let (live, clock) = (live.clone(), clock.clone());
+        notifier.set_namespace_lookup(Arc::new(move |gpu| {
+            live.get(gpu, clock.now_ms()).and_then(|v| v.identity.workload.namespace)
+        }));
+    }
+    analysis.add_incident_sink(notifier.clone());
     let ingestor =
         Arc::new(Ingestor::new(store.clone(), live.clone(), metrics, clock.clone()).with_analysis(analysis.clone()));
     let xid_state_path = cfg.data_dir.join("xid-tracker.json");
@@ -140,6 +154,7 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     let target_states = scraper.states();
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let notify_tasks = notifier.spawn(shutdown_rx.clone());
     let (tx, rx) = mpsc::channel(64);
     let scrape_task = tokio::spawn(scraper.run(tx, shutdown_rx.clone()));
     let ingest_task = tokio::spawn(ingestor.clone().run(rx));
@@ -201,6 +216,7 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
         clock: clock.clone(),
         before_metrics,
         started_ms: clock.now_ms(),
+        notifier: Some(notifier.clone()),
         ingest: None,
         cache: Default::default(),
     };
@@ -220,6 +236,9 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     }
     let _ = retention_task.await;
     let _ = eval_task.await;
+    for t in notify_tasks {
+        let _ = t.await;
+    }
     let _ = server_task.await;
     if let Some(h) = sim_handle {
         h.shutdown().await;

@@ -197,6 +197,7 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
         clock: clock.clone(),
         before_metrics,
         started_ms: clock.now_ms(),
+        notifier: None,
         cache: Default::default(),
         ingest: Some(Arc::new(IngestState {
             ingestor: ingestor.clone(),

@@ -5,9 +5,11 @@ pub(crate) mod fleet;
 pub(crate) mod gpus;
 pub(crate) mod incidents;
 pub mod ingest;
+pub(crate) mod notifications;
+pub(crate) mod silences;
 pub(crate) mod system;
 
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use gpuwarden_collect::scrape::TargetStates;
 use gpuwarden_model::Clock;
@@ -31,6 +33,8 @@ pub struct AppState {
     pub started_ms: i64,
     /// The push endpoints (`gpuwarden serve`); `None` answers them with 404.
     pub ingest: Option<Arc<ingest::IngestState>>,
+    /// The notification subsystem (outbox, silences); `None` answers its routes with 404.
+    pub notifier: Option<Arc<gpuwarden_notify::Notifier>>,
     /// Rendered fleet-wide answers, valid until the fleet changes.
     pub cache: Arc<crate::cache::JsonCache>,
 }
@@ -84,6 +88,9 @@ pub fn router(state: AppState, extra: Option<Router>) -> Router {
         .route("/api/v1/incidents/{id}/ack", post(incidents::ack))
         .route("/api/v1/incidents/{id}/resolve", post(incidents::resolve))
         .route("/api/v1/targets", get(system::targets))
+        .route("/api/v1/notifications", get(notifications::list))
+        .route("/api/v1/silences", get(silences::list).post(silences::create))
+        .route("/api/v1/silences/{id}", delete(silences::expire))
         .route("/api/v1/ingest", post(ingest::push))
         .route("/api/v1/write", post(ingest::remote_write))
         .merge(crate::ui::router())

@@ -115,6 +115,7 @@ pub fn api(args: BenchApiArgs) -> Result<ExitCode> {
         before_metrics: Arc::new(|| {}),
         started_ms: clock.now_ms(),
         ingest: None,
+        notifier: None,
         cache: Default::default(),
     };
     let rt = crate::commands::runtime()?;
