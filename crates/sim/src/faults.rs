@@ -10,6 +10,7 @@ use gpuwarden_model::{FaultKind, TimestampMs};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Poisson};
+use serde::{Deserialize, Serialize};
 
 const MIN: i64 = 60_000;
 const HOUR: i64 = 60 * MIN;
@@ -248,5 +249,165 @@ pub fn end(f: &ActiveFault, c: &mut ErrorCounters) {
         FaultKind::EccDbe => c.remap_pending = false,
         FaultKind::FallenOffBus => c.off_bus = false,
         _ => {}
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Precursors: how hard failures announce themselves (or do not), and the benign episodes
+// that look like warnings but end well. See "Failure precursors" in docs/simulator.md.
+// ---------------------------------------------------------------------------------------
+
+/// The warning signs a failing (or merely unwell) GPU can show before it fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PrecursorKind {
+    /// Correctable (single-bit) ECC errors at a rising rate, with the odd retired page
+    /// and correctable row remap: the usual run-up to a double-bit error in HBM.
+    SbeStorm,
+    /// Rows remapped one after another (correctable remaps, `ROW_REMAP_PENDING` = 1)
+    /// until the remapper runs out of spare rows.
+    RemapCreep,
+    /// Clusters of XID 13 / 31 (graphics exceptions, MMU faults) that are not the
+    /// application's fault: seen before some GSP / off-the-bus failures.
+    XidCluster,
+    /// PCIe replays at a slowly rising rate (a marginal link or riser) before the GPU
+    /// falls off the bus.
+    PcieRamp,
+}
+
+/// One precursor episode on one GPU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Precursor {
+    pub kind: PrecursorKind,
+    /// The hard failure it ends in; `None` for a benign episode that just stops.
+    pub target: Option<FaultKind>,
+    pub start_ms: TimestampMs,
+    /// When it ends: the failure starts then (or the benign episode stops).
+    pub end_ms: TimestampMs,
+    /// Scale of the signal (failing episodes: median 1; benign ones: median 0.35).
+    pub intensity: f64,
+}
+
+/// A finished or running precursor, as the fleet records it (ground truth for scoring
+/// lead times: which failures had a warning, and since when).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrecursorRecord {
+    pub gpu: gpuwarden_model::GpuUuid,
+    #[serde(flatten)]
+    pub precursor: Precursor,
+}
+
+/// Benign warning-like episodes per GPU-year (before `fault_rate_multiplier`). No
+/// published figure; set at about twice the rate of warned failures so that most SBE
+/// bursts, pending remaps, XID clusters and replay ramps end without a failure, as they do
+/// in real fleets, and a predictor cannot treat every warning as a death sentence.
+pub const BENIGN_PRECURSOR_RATE_PER_GPU_YEAR: f64 = 0.09;
+
+fn log_uniform(rng: &mut ChaCha8Rng, lo: f64, hi: f64) -> f64 {
+    (rng.random_range(lo.ln()..hi.ln())).exp()
+}
+
+fn log_normal(rng: &mut ChaCha8Rng, median: f64, sigma: f64) -> f64 {
+    // Box–Muller from two uniforms: keeps the dependency set as it is.
+    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.random();
+    let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+    median * (sigma * z).exp()
+}
+
+/// Lead time of a warning: log-uniform between 1 h and 48 h, so short warnings (hard to
+/// act on) are as common per decade as long ones.
+fn draw_lead_ms(rng: &mut ChaCha8Rng) -> i64 {
+    log_uniform(rng, HOUR as f64, 48.0 * HOUR as f64) as i64
+}
+
+/// Whether a hard failure of `kind` drawn at `now` announces itself, and how. `None`: it
+/// strikes without warning (the fault starts now). Shares: DBE 65% (SBE storm), remap
+/// failure 75% (remap creep), off the bus 35% PCIe ramp + 20% XID cluster.
+pub fn warning_before(kind: FaultKind, now: TimestampMs, rng: &mut ChaCha8Rng) -> Option<Precursor> {
+    let u: f64 = rng.random();
+    let pk = match kind {
+        FaultKind::EccDbe if u < 0.65 => PrecursorKind::SbeStorm,
+        FaultKind::RowRemapFailure if u < 0.75 => PrecursorKind::RemapCreep,
+        FaultKind::FallenOffBus if u < 0.35 => PrecursorKind::PcieRamp,
+        FaultKind::FallenOffBus if u < 0.55 => PrecursorKind::XidCluster,
+        _ => return None,
+    };
+    let lead = draw_lead_ms(rng);
+    Some(Precursor {
+        kind: pk,
+        target: Some(kind),
+        start_ms: now,
+        end_ms: now + lead,
+        intensity: log_normal(rng, 1.0, 0.6),
+    })
+}
+
+/// A benign episode starting at `now`: same signals as a warning, weaker on average
+/// (the distributions overlap), and no failure at the end.
+pub fn benign_precursor(now: TimestampMs, rng: &mut ChaCha8Rng) -> Precursor {
+    let kind = match rng.random_range(0..4) {
+        0 => PrecursorKind::SbeStorm,
+        1 => PrecursorKind::RemapCreep,
+        2 => PrecursorKind::XidCluster,
+        _ => PrecursorKind::PcieRamp,
+    };
+    let lead = draw_lead_ms(rng);
+    Precursor {
+        kind,
+        target: None,
+        start_ms: now,
+        end_ms: now + lead,
+        intensity: log_normal(rng, 0.35, 0.8),
+    }
+}
+
+/// Advances a precursor by `dt_ms` ending at `now`. Signals ramp up as exp(4(x − 1)) of
+/// the episode's progress x: faint at first (2% of the final rate), strongest just
+/// before the end, so an early warning is genuinely harder to see than a late one.
+pub fn tick_precursor(p: &Precursor, c: &mut ErrorCounters, now: TimestampMs, dt_ms: i64, rng: &mut ChaCha8Rng) {
+    let span = (p.end_ms - p.start_ms).max(1) as f64;
+    let x = ((now - p.start_ms) as f64 / span).clamp(0.0, 1.0);
+    let level = p.intensity * (4.0 * (x - 1.0)).exp();
+    let dt = dt_ms as f64 / 1000.0;
+    match p.kind {
+        PrecursorKind::SbeStorm => {
+            // Up to ~180 SBE/h at the end (intensity 1).
+            let n = poisson(rng, 0.05 * level * dt);
+            c.sbe_vol += n;
+            c.sbe_agg += n;
+            c.retired_sbe += poisson(rng, n as f64 * 0.002);
+            let rows = poisson(rng, n as f64 * 0.001);
+            if rows > 0 {
+                c.correctable_rows += rows;
+                c.remap_pending = true;
+            }
+        }
+        PrecursorKind::RemapCreep => {
+            // Up to ~3 remapped rows per hour, each asking for a reset to take effect.
+            let rows = poisson(rng, 3.0 / 3600.0 * level * dt);
+            if rows > 0 {
+                c.correctable_rows += rows;
+                c.remap_pending = true;
+            }
+            let n = poisson(rng, 0.004 * level * dt);
+            c.sbe_vol += n;
+            c.sbe_agg += n;
+        }
+        PrecursorKind::XidCluster => {
+            // Up to ~6 XIDs per hour; the gauge alternates so each one is a change.
+            if poisson(rng, 6.0 / 3600.0 * level * dt) > 0 {
+                c.xid = if c.xid == 13 { 31 } else { 13 };
+            }
+        }
+        PrecursorKind::PcieRamp => c.pcie_replay += poisson(rng, 1.5 * level * dt),
+    }
+}
+
+/// Ends a benign episode: a pending remap is applied by the maintenance reset that
+/// usually follows one.
+pub fn end_precursor(p: &Precursor, c: &mut ErrorCounters) {
+    if p.target.is_none() {
+        c.remap_pending = false;
     }
 }

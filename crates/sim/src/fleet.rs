@@ -63,6 +63,11 @@ pub struct Fleet {
     label_updates: Vec<FaultLabel>,
     tick_ms: TimestampMs,
     now_ms: TimestampMs,
+    /// Length of one step (`TICK_MS` unless `set_step_ms` made it coarser).
+    step_ms: i64,
+    /// The warning episode each GPU is in, if any (see `faults::Precursor`).
+    precursors: Vec<Option<faults::Precursor>>,
+    precursor_log: Vec<faults::PrecursorRecord>,
 }
 
 impl Fleet {
@@ -112,7 +117,11 @@ impl Fleet {
             label_updates: Vec::new(),
             tick_ms: start,
             now_ms: start,
+            step_ms: TICK_MS,
+            precursors: Vec::new(),
+            precursor_log: Vec::new(),
         };
+        fleet.precursors = vec![None; fleet.gpus.len()];
         // Fill the fleet as a running cluster would be, then settle temperatures.
         for gi in 0..fleet.gpus.len() {
             if fleet.gpus[gi].job.is_none() && fleet.rng.random::<f64>() < 0.65 {
@@ -153,14 +162,27 @@ impl Fleet {
         &self.node_names
     }
 
-    /// Moves simulated time forward to `sim_ms`, one tick at a time. Going backwards
+    /// Makes every step `ms` long (a whole number of seconds, 1 s to 10 min) instead of
+    /// 1 s. For long histories (training a failure predictor on weeks of a fleet): the
+    /// physics relaxes exponentially and the fault draws scale with the step, so a coarse
+    /// step changes detail (short bursts, checkpoint dips) but not rates.
+    pub fn set_step_ms(&mut self, ms: i64) {
+        self.step_ms = (ms.clamp(TICK_MS, 600_000) / TICK_MS) * TICK_MS;
+    }
+
+    /// Every precursor episode so far (warnings before failures, and benign ones).
+    pub fn precursors(&self) -> &[faults::PrecursorRecord] {
+        &self.precursor_log
+    }
+
+    /// Moves simulated time forward to `sim_ms`, one step at a time. Going backwards
     /// does nothing.
     pub fn advance_to(&mut self, sim_ms: TimestampMs) {
         if sim_ms - self.tick_ms > MAX_CATCH_UP_MS {
             self.tick_ms = sim_ms - MAX_CATCH_UP_MS;
         }
-        while self.tick_ms + TICK_MS <= sim_ms {
-            self.tick_ms += TICK_MS;
+        while self.tick_ms + self.step_ms <= sim_ms {
+            self.tick_ms += self.step_ms;
             self.tick(self.tick_ms);
         }
         self.now_ms = self.now_ms.max(sim_ms);
@@ -240,9 +262,33 @@ impl Fleet {
 
     fn tick(&mut self, now: TimestampMs) {
         self.end_expired(now);
+        self.mature_precursors(now);
         self.draw_random_faults(now);
         self.schedule(now);
-        self.step_gpus(now, TICK_MS);
+        self.step_gpus(now, self.step_ms);
+    }
+
+    /// Ends precursor episodes whose time has come: a warning turns into its failure, a
+    /// benign episode just stops.
+    fn mature_precursors(&mut self, now: TimestampMs) {
+        for gi in 0..self.gpus.len() {
+            if !self.precursors[gi].as_ref().is_some_and(|p| p.end_ms <= now) {
+                continue;
+            }
+            let Some(p) = self.precursors[gi].take() else { continue };
+            faults::end_precursor(&p, &mut self.gpus[gi].errors);
+            if let Some(kind) = p.target {
+                let _ = self.start_fault(gi, kind, now, None, false);
+            }
+        }
+    }
+
+    fn begin_precursor(&mut self, gi: usize, p: faults::Precursor) {
+        self.precursor_log.push(faults::PrecursorRecord {
+            gpu: self.gpus[gi].uuid.clone(),
+            precursor: p.clone(),
+        });
+        self.precursors[gi] = Some(p);
     }
 
     fn end_expired(&mut self, now: TimestampMs) {
@@ -278,17 +324,25 @@ impl Fleet {
         if self.fault_rate_multiplier <= 0.0 {
             return;
         }
-        let per_tick = self.fault_rate_multiplier * TICK_MS as f64 / YEAR_MS;
+        let per_tick = self.fault_rate_multiplier * self.step_ms as f64 / YEAR_MS;
         for gi in 0..self.gpus.len() {
             let g = &self.gpus[gi];
             if !g.present() || !g.faults.is_empty() {
                 continue;
             }
+            // A GPU in a warning episode can still get other faults, but not a second
+            // episode.
+            let in_episode = self.precursors[gi].is_some();
             let spec = g.model.spec();
             let kinds = FaultKind::ALL.iter().filter(|k| faults::applicable(**k, spec).is_ok());
             let total: f64 = kinds.clone().map(|k| faults::default_rate_per_gpu_year(*k)).sum();
             let u: f64 = self.rng.random();
             if u >= total * per_tick {
+                // Past the faults' share: maybe a benign warning-like episode.
+                if !in_episode && u < (total + faults::BENIGN_PRECURSOR_RATE_PER_GPU_YEAR) * per_tick {
+                    let p = faults::benign_precursor(now, &mut self.rng);
+                    self.begin_precursor(gi, p);
+                }
                 continue;
             }
             // Pick the kind in proportion to its rate, reusing u.
@@ -301,6 +355,14 @@ impl Fleet {
                     break;
                 }
             }
+            // Some hard failures announce themselves hours ahead; the fault starts when
+            // the warning has run its course (`mature_precursors`).
+            if !in_episode {
+                if let Some(p) = faults::warning_before(kind, now, &mut self.rng) {
+                    self.begin_precursor(gi, p);
+                    continue;
+                }
+            }
             let dur = faults::random_duration_ms(kind, &mut self.rng);
             // Only fails for reasons filtered out above.
             let _ = self.start_fault(gi, kind, now, dur, false);
@@ -308,7 +370,7 @@ impl Fleet {
     }
 
     fn schedule(&mut self, now: TimestampMs) {
-        let p = TICK_MS as f64 / MEAN_IDLE_MS;
+        let p = self.step_ms as f64 / MEAN_IDLE_MS;
         for gi in 0..self.gpus.len() {
             let g = &self.gpus[gi];
             if g.job.is_some() || !g.present() {
@@ -539,6 +601,9 @@ impl Fleet {
             let job = g.job.and_then(|id| self.jobs.get(&id));
             let act = workload::activity(job, g.model.spec(), &mut g.dyn_state, now, dt_ms, &mut self.rng);
             let mut fx = Effects::default();
+            if let Some(p) = &self.precursors[gi] {
+                faults::tick_precursor(p, &mut g.errors, now, dt_ms, &mut self.rng);
+            }
             for f in &mut g.faults {
                 faults::tick(f, &mut g.errors, &mut fx, now, dt_ms, &mut self.rng);
             }

@@ -1,0 +1,371 @@
+//! Histories to learn from and to evaluate on: a simulated fleet replayed step by step,
+//! or the store's own history, both fed through the same [`FeatureBank`] the live
+//! analyzer uses; and the labeler that turns feature snapshots into training rows.
+//!
+//! **Labels.** A row (GPU, t) is positive when the GPU's first hard failure falls in
+//! (t, t + 24 h]. Rows after a GPU's failure are not produced (its useful life is over;
+//! predicting a failure that already happened teaches nothing). Rows in the last 24 h of
+//! a history are dropped: their label is not known yet (censored).
+//!
+//! **Bounded memory.** The labeler holds each GPU's last 24 h of rows (the only ones
+//! whose label can still change) and keeps one negative in `keep_every` once its label
+//! is final, weighted `keep_every`, so a month of a 512-GPU fleet fits in ~100 MB.
+
+use crate::error::PredictError;
+use crate::failure::{failure_of_event, is_hard_fault_kind, HardFailure, HardFailureCodes};
+use crate::features::{feature_count, FeatureBank, Snapshot};
+use gpuwarden_collect::xid::XidTracker;
+use gpuwarden_detect::XidCatalog;
+use gpuwarden_model::{DcgmField, Event, FieldName, GpuIdentity, GpuSamples, GpuUuid, TimestampMs};
+use gpuwarden_sim::faults::PrecursorRecord;
+use gpuwarden_sim::{Fleet, SimConfig};
+use gpuwarden_store::Store;
+use std::collections::{HashMap, VecDeque};
+
+const HOUR_MS: i64 = 3_600_000;
+/// The prediction horizon.
+pub const HORIZON_MS: i64 = 24 * HOUR_MS;
+
+/// The fields the features read (the replays fetch only these).
+pub const FIELDS: &[DcgmField] = &[
+    DcgmField::EccSbeAggTotal,
+    DcgmField::EccSbeVolTotal,
+    DcgmField::EccDbeAggTotal,
+    DcgmField::RetiredSbe,
+    DcgmField::RetiredDbe,
+    DcgmField::RetiredPending,
+    DcgmField::CorrectableRemappedRows,
+    DcgmField::UncorrectableRemappedRows,
+    DcgmField::RowRemapFailure,
+    DcgmField::RowRemapPending,
+    DcgmField::PcieReplayCounter,
+    DcgmField::NvlinkCrcFlitErrorCountTotal,
+    DcgmField::NvlinkCrcDataErrorCountTotal,
+    DcgmField::NvlinkReplayErrorCountTotal,
+    DcgmField::NvlinkRecoveryErrorCountTotal,
+    DcgmField::GpuTemp,
+    DcgmField::SlowdownTemp,
+    DcgmField::ClockThrottleReasons,
+    DcgmField::ClockEventReasons,
+    DcgmField::PowerUsage,
+    DcgmField::PowerMgmtLimit,
+    DcgmField::SmClock,
+    DcgmField::MaxSmClock,
+    DcgmField::GpuUtil,
+    DcgmField::XidErrors,
+];
+
+/// A simulated history.
+#[derive(Debug, Clone)]
+pub struct SimHistory {
+    pub gpus: usize,
+    pub days: f64,
+    /// Simulator step (1–5 min: precursors last hours, so detail below that is noise).
+    pub step_ms: i64,
+    pub seed: u64,
+    /// Enough to see hundreds of failures in a month of 512 GPUs (real rates give ~3).
+    pub fault_rate_multiplier: f64,
+    /// How often features are snapshotted (the live scoring period).
+    pub snapshot_every_ms: i64,
+}
+
+impl Default for SimHistory {
+    fn default() -> Self {
+        SimHistory {
+            gpus: 512,
+            days: 30.0,
+            step_ms: 120_000,
+            seed: 1,
+            fault_rate_multiplier: 60.0,
+            snapshot_every_ms: 10 * 60_000,
+        }
+    }
+}
+
+/// What a replay found.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayOutcome {
+    /// First hard failure of each GPU that failed.
+    pub failures: HashMap<GpuUuid, HardFailure>,
+    /// Precursor episodes (simulated histories only).
+    pub precursors: Vec<PrecursorRecord>,
+    pub gpus: usize,
+    pub start_ms: TimestampMs,
+    pub end_ms: TimestampMs,
+}
+
+/// The simulator's fleet config for a history.
+pub fn sim_config(h: &SimHistory) -> SimConfig {
+    SimConfig {
+        // 8 GPUs per node (an HGX board) up to the simulator's 1,024 nodes, then denser.
+        nodes: h.gpus.div_ceil(h.gpus.div_ceil(1024).max(8)).max(1),
+        gpus_per_node: h.gpus.div_ceil(1024).max(8).min(h.gpus.max(1)),
+        seed: h.seed,
+        fault_rate_multiplier: h.fault_rate_multiplier,
+        ..SimConfig::default()
+    }
+}
+
+/// Reads one GPU's row from the simulator (`None`: the GPU is off the bus).
+pub fn sim_row(fleet: &Fleet, gi: usize, uuid: &GpuUuid, ts: TimestampMs) -> Option<GpuSamples> {
+    let mut row = GpuSamples::new(uuid.clone(), ts);
+    for f in FIELDS {
+        if let Some(v) = fleet.value(gi, *f) {
+            row.values.push((FieldName::Dcgm(*f), v));
+        }
+    }
+    (!row.values.is_empty()).then_some(row)
+}
+
+/// Replays a simulated history through a [`FeatureBank`]: every step, each present GPU's
+/// row goes to the XID tracker (the same one ingest uses) and to the bank; every
+/// `snapshot_every_ms`, the features of the GPUs not yet failed go to `on_snapshot`
+/// with the failures so far. `progress(done_ms, total_ms)` is called once per sim hour.
+pub fn replay_sim(
+    h: &SimHistory,
+    catalog: &XidCatalog,
+    progress: &mut dyn FnMut(i64, i64),
+    on_snapshot: &mut dyn FnMut(&Snapshot, &HashMap<GpuUuid, HardFailure>),
+) -> Result<ReplayOutcome, PredictError> {
+    let mut fleet = Fleet::new(&sim_config(h))?;
+    fleet.set_step_ms(h.step_ms);
+    let gpus = fleet.gpus();
+    let mut bank = FeatureBank::new(catalog);
+    for g in &gpus {
+        bank.observe_identity(&GpuIdentity::new(g.uuid.clone(), g.node.clone()));
+    }
+    let mut xid = XidTracker::new();
+    let start = fleet.now_ms();
+    let total = (h.days * 24.0 * HOUR_MS as f64) as i64;
+    let end = start + total;
+    let mut failures: HashMap<GpuUuid, HardFailure> = HashMap::new();
+    let mut seen_labels = 0;
+    let mut events: Vec<Event> = Vec::new();
+    let step = h.step_ms.max(1_000);
+    let mut t = start;
+    while t + step <= end {
+        t += step;
+        fleet.advance_to(t);
+        for (gi, g) in gpus.iter().enumerate() {
+            let Some(row) = sim_row(&fleet, gi, &g.uuid, t) else {
+                continue;
+            };
+            events.clear();
+            xid.observe(&g.node, &row, &mut events);
+            bank.observe_row(&row);
+            for e in &events {
+                bank.observe_event(e);
+            }
+        }
+        for l in &fleet.labels()[seen_labels..] {
+            if is_hard_fault_kind(l.kind) && !failures.contains_key(&l.gpu) {
+                failures.insert(
+                    l.gpu.clone(),
+                    HardFailure {
+                        gpu: l.gpu.clone(),
+                        ts_ms: l.start_ms,
+                        cause: l.kind.as_str().to_string(),
+                    },
+                );
+            }
+        }
+        seen_labels = fleet.labels().len();
+        if (t - start) % h.snapshot_every_ms.max(step) < step {
+            let snap = bank.snapshot(t, Some(&|u: &GpuUuid| !failures.contains_key(u)));
+            on_snapshot(&snap, &failures);
+        }
+        if (t - start) % HOUR_MS < step {
+            progress(t - start, total);
+        }
+    }
+    Ok(ReplayOutcome {
+        failures,
+        precursors: fleet.precursors().to_vec(),
+        gpus: gpus.len(),
+        start_ms: start,
+        end_ms: t,
+    })
+}
+
+/// Replays the store's history from `from` to `to` through a [`FeatureBank`], an hour
+/// at a time (rows and events merged in time order). Hard failures come from the stored
+/// events (XIDs, DBE, remap failures).
+pub fn replay_store(
+    store: &dyn Store,
+    catalog: &XidCatalog,
+    from: TimestampMs,
+    to: TimestampMs,
+    snapshot_every_ms: i64,
+    progress: &mut dyn FnMut(i64, i64),
+    on_snapshot: &mut dyn FnMut(&Snapshot, &HashMap<GpuUuid, HardFailure>),
+) -> Result<ReplayOutcome, PredictError> {
+    let codes = HardFailureCodes::new(catalog);
+    let records = store.gpus()?;
+    let mut bank = FeatureBank::new(catalog);
+    for r in &records {
+        bank.observe_identity(&r.identity);
+    }
+    let mut failures: HashMap<GpuUuid, HardFailure> = HashMap::new();
+    let every = snapshot_every_ms.max(60_000);
+    let mut next_snap = from + every;
+    let mut t = from;
+    while t < to {
+        let until = (t + HOUR_MS).min(to);
+        // (ts, kind: 0 row / 1 event, index)
+        let mut rows: Vec<GpuSamples> = Vec::new();
+        for r in &records {
+            let mut by_ts: std::collections::BTreeMap<TimestampMs, Vec<(FieldName, f64)>> = Default::default();
+            for f in FIELDS {
+                let name = FieldName::Dcgm(*f);
+                for p in store.range(&r.identity.uuid, &name, t, until, usize::MAX)? {
+                    by_ts.entry(p.ts_ms).or_default().push((name.clone(), p.value));
+                }
+            }
+            rows.extend(by_ts.into_iter().map(|(ts, values)| GpuSamples {
+                gpu: r.identity.uuid.clone(),
+                ts_ms: ts,
+                values,
+            }));
+        }
+        let events = store.events(None, t, until)?;
+        let mut items: Vec<(TimestampMs, bool, usize)> =
+            rows.iter().enumerate().map(|(i, r)| (r.ts_ms, false, i)).collect();
+        items.extend(events.iter().enumerate().map(|(i, e)| (e.ts_ms, true, i)));
+        items.sort_by_key(|(ts, ev, _)| (*ts, *ev));
+        for (ts, is_event, i) in items {
+            while ts >= next_snap {
+                let snap = bank.snapshot(next_snap, Some(&|u: &GpuUuid| !failures.contains_key(u)));
+                on_snapshot(&snap, &failures);
+                next_snap += every;
+            }
+            if is_event {
+                let e = &events[i];
+                bank.observe_event(e);
+                if let Some(f) = failure_of_event(e, &codes) {
+                    failures.entry(f.gpu.clone()).or_insert(f);
+                }
+            } else {
+                bank.observe_row(&rows[i]);
+            }
+        }
+        t = until;
+        progress(t - from, to - from);
+    }
+    Ok(ReplayOutcome {
+        failures,
+        precursors: Vec::new(),
+        gpus: records.len(),
+        start_ms: from,
+        end_ms: to,
+    })
+}
+
+/// Training rows: features (row-major), labels, weights and times.
+#[derive(Debug, Clone, Default)]
+pub struct Dataset {
+    pub x: Vec<f64>,
+    pub y: Vec<bool>,
+    pub w: Vec<f64>,
+    pub ts: Vec<TimestampMs>,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.y.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.y.is_empty()
+    }
+
+    fn push(&mut self, ts: TimestampMs, row: &[f64], y: bool, w: f64) {
+        self.x.extend_from_slice(row);
+        self.y.push(y);
+        self.w.push(w);
+        self.ts.push(ts);
+    }
+
+    /// The rows `keep` accepts.
+    pub fn select(&self, keep: impl Fn(TimestampMs) -> bool) -> Dataset {
+        let n = feature_count();
+        let mut out = Dataset::default();
+        for i in 0..self.len() {
+            if keep(self.ts[i]) {
+                out.push(self.ts[i], &self.x[i * n..(i + 1) * n], self.y[i], self.w[i]);
+            }
+        }
+        out
+    }
+}
+
+/// Turns snapshots into labelled rows (see the module docs).
+#[derive(Debug)]
+pub struct Labeler {
+    keep_every: u64,
+    pending: HashMap<GpuUuid, VecDeque<(TimestampMs, Vec<f64>)>>,
+    negatives_seen: u64,
+    pub data: Dataset,
+}
+
+impl Labeler {
+    pub fn new(keep_every: u64) -> Self {
+        Labeler {
+            keep_every: keep_every.max(1),
+            pending: HashMap::new(),
+            negatives_seen: 0,
+            data: Dataset::default(),
+        }
+    }
+
+    fn negative(&mut self, ts: TimestampMs, row: &[f64]) {
+        self.negatives_seen += 1;
+        if self.negatives_seen % self.keep_every == 0 {
+            self.data.push(ts, row, false, self.keep_every as f64);
+        }
+    }
+
+    pub fn observe(&mut self, snap: &Snapshot, failures: &HashMap<GpuUuid, HardFailure>) {
+        for (i, gpu) in snap.gpus.iter().enumerate() {
+            self.pending
+                .entry(gpu.clone())
+                .or_default()
+                .push_back((snap.ts_ms, snap.row(i).to_vec()));
+        }
+        // Failed GPUs: everything pending is final now.
+        let failed: Vec<GpuUuid> = self
+            .pending
+            .keys()
+            .filter(|g| failures.contains_key(*g))
+            .cloned()
+            .collect();
+        for g in failed {
+            let fail = failures[&g].ts_ms;
+            if let Some(rows) = self.pending.remove(&g) {
+                for (ts, row) in rows {
+                    if ts >= fail {
+                        continue;
+                    }
+                    if fail - ts <= HORIZON_MS {
+                        self.data.push(ts, &row, true, 1.0);
+                    } else {
+                        self.negative(ts, &row);
+                    }
+                }
+            }
+        }
+        // Rows older than the horizon on a GPU still alive are negatives.
+        let cutoff = snap.ts_ms - HORIZON_MS;
+        let keys: Vec<GpuUuid> = self.pending.keys().cloned().collect();
+        for g in keys {
+            while let Some(front) = self.pending.get_mut(&g).and_then(|q| {
+                if q.front().is_some_and(|(ts, _)| *ts < cutoff) {
+                    q.pop_front()
+                } else {
+                    None
+                }
+            }) {
+                self.negative(front.0, &front.1);
+            }
+        }
+    }
+}
