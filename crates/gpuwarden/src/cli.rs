@@ -53,6 +53,42 @@ pub enum Command {
     /// Explain the NVIDIA XID (GPU) and SXID (NVSwitch) reports in a kernel log, with the
     /// XID catalog's meaning, severity and recommended action.
     Xid(XidArgs),
+    /// Train the failure predictor (hard failure within 24 h) from the store's history, or
+    /// from a simulated history when the store has too few failures.
+    Train(TrainArgs),
+}
+
+/// `gpuwarden train`: build a training set, fit the GBDT with a time-based split, save a
+/// versioned model to `DATA_DIR/models/`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Data directory (its store is the history; the model goes to `models/`).
+    #[arg(long, default_value = "./gpuwarden-data")]
+    pub data_dir: PathBuf,
+    /// Use a simulated history even if the store has enough failures.
+    #[arg(long)]
+    pub simulate: bool,
+    /// Fewest hard failures in the store's history to train on it.
+    #[arg(long, default_value_t = 50)]
+    pub min_failures: usize,
+    /// Simulated GPUs.
+    #[arg(long, default_value_t = 512)]
+    pub gpus: usize,
+    /// Simulated days.
+    #[arg(long, default_value_t = 30.0)]
+    pub days: f64,
+    /// Simulator step (1–5 min).
+    #[arg(long, default_value = "2m")]
+    pub step: humantime::Duration,
+    /// Simulator seed (evaluation uses other seeds).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Fault-rate multiplier of the simulated fleet.
+    #[arg(long, default_value_t = 60.0)]
+    pub fault_rate_multiplier: f64,
+    /// perpetual's budget (model complexity).
+    #[arg(long, default_value_t = 0.5)]
+    pub budget: f32,
 }
 
 /// `gpuwarden agent`: collect on this GPU host and push to `gpuwarden serve`.
@@ -232,6 +268,38 @@ pub enum BenchCommand {
     /// Numenta Anomaly Benchmark: run the streaming anomaly detector over every NAB series,
     /// score it with NAB's method and print it next to the published scoreboard.
     Nab(BenchNabArgs),
+    /// Failure prediction on held-out simulated histories: ROC-AUC, PR-AUC, precision and
+    /// recall, lead times, against a rule baseline and random; and the cost of scoring a
+    /// 10,000-GPU fleet.
+    Predict(BenchPredictArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPredictArgs {
+    /// Data directory holding `models/failure-current.json` (from `gpuwarden train`).
+    #[arg(long, default_value = "./gpuwarden-data")]
+    pub data_dir: PathBuf,
+    /// Held-out seeds (never used by `train`'s default seed 1).
+    #[arg(long, value_delimiter = ',', default_value = "1001,1002")]
+    pub seeds: Vec<u64>,
+    /// GPUs per held-out history.
+    #[arg(long, default_value_t = 256)]
+    pub gpus: usize,
+    /// Days per held-out history.
+    #[arg(long, default_value_t = 30.0)]
+    pub days: f64,
+    /// Simulator step.
+    #[arg(long, default_value = "2m")]
+    pub step: humantime::Duration,
+    /// Fault-rate multiplier (as in training).
+    #[arg(long, default_value_t = 60.0)]
+    pub fault_rate_multiplier: f64,
+    /// GPUs of the fleet whose one scoring pass is timed (0: skip).
+    #[arg(long, default_value_t = 10_000)]
+    pub scoring_gpus: usize,
+    /// Print the report as JSON too.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

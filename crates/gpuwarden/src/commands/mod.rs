@@ -8,6 +8,7 @@ mod run;
 mod scrape;
 mod serve;
 mod simulate;
+mod train;
 mod xid;
 
 use crate::cli::{BenchCommand, Cli, Command, DashboardsCommand};
@@ -25,6 +26,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Bench(BenchCommand::Ingest(args)) => bench::ingest(args),
         Command::Bench(BenchCommand::Api(args)) => bench::api(args),
         Command::Bench(BenchCommand::Nab(args)) => bench::nab(args),
+        Command::Bench(BenchCommand::Predict(args)) => bench::predict(args),
+        Command::Train(args) => train::train(args),
         Command::Dashboards(DashboardsCommand::Export(args)) => dashboards::export(args),
         Command::Xid(args) => xid::xid(args),
     }

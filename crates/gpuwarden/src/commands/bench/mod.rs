@@ -5,11 +5,13 @@ mod api;
 mod cpu;
 mod ingest;
 mod nab;
+mod predict;
 mod prometheus;
 
 pub use api::api;
 pub use ingest::ingest;
 pub use nab::nab;
+pub use predict::predict;
 
 /// One line describing this machine, for the record next to each figure.
 pub(crate) fn machine_line() -> String {

@@ -1,0 +1,144 @@
+//! `gpuwarden train`: trains the failure predictor and saves a versioned model to
+//! `DATA_DIR/models/` (also as `failure-current.json`, which `run` loads and watches).
+//!
+//! History: the store's own (samples + events, failures from the events) when it holds
+//! at least `--min-failures` hard failures; otherwise a simulated fleet generated for the
+//! purpose (512 GPUs × 30 days at a 2-minute step and 60× the real fault rates: a few
+//! hundred failures), because a model cannot learn failures it has never seen.
+
+use crate::cli::TrainArgs;
+use anyhow::{Context, Result};
+use gpuwarden_detect::XidCatalog;
+use gpuwarden_predict::dataset::{replay_sim, replay_store, SimHistory};
+use gpuwarden_predict::failure::{failure_of_event, HardFailureCodes};
+use gpuwarden_predict::live::models_dir;
+use gpuwarden_predict::model::TrainOptions;
+use gpuwarden_predict::train::{fit_time_split, labeler};
+use gpuwarden_store::embedded::{EmbeddedOptions, EmbeddedStore};
+use gpuwarden_store::Store;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::process::ExitCode;
+
+fn bar(total: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {percent:>3}% {elapsed_precise} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// Hard failures in the store, counted from its events (cheap: events only).
+fn store_failures(store: &dyn Store, catalog: &XidCatalog) -> Result<(usize, i64, i64)> {
+    let gpus = store.gpus()?;
+    let from = gpus.iter().map(|g| g.first_seen_ms).min().unwrap_or(0);
+    let to = gpus.iter().map(|g| g.last_seen_ms).max().unwrap_or(0) + 1;
+    if gpus.is_empty() {
+        return Ok((0, 0, 0));
+    }
+    let codes = HardFailureCodes::new(catalog);
+    let mut failed = std::collections::HashSet::new();
+    for e in store.events(None, from, to)? {
+        if let Some(f) = failure_of_event(&e, &codes) {
+            failed.insert(f.gpu);
+        }
+    }
+    Ok((failed.len(), from, to))
+}
+
+pub fn train(args: TrainArgs) -> Result<ExitCode> {
+    let catalog = XidCatalog::builtin();
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let store_dir = args.data_dir.join("store");
+    let mut from_store = None;
+    if !args.simulate && store_dir.exists() {
+        let store = EmbeddedStore::open(&store_dir, EmbeddedOptions::default())
+            .with_context(|| format!("opening the store in {}", store_dir.display()))?;
+        let (n, from, to) = store_failures(&store, &catalog)?;
+        if n >= args.min_failures {
+            from_store = Some((store, n, from, to));
+        } else {
+            println!(
+                "the store has {n} GPU(s) with a hard failure (< --min-failures {}): training on a simulated history",
+                args.min_failures
+            );
+        }
+    }
+    let mut labeler = labeler();
+    let (outcome, source) = if let Some((store, n, from, to)) = from_store {
+        println!("training on the store's history: {n} failed GPUs");
+        let pb = bar(((to - from) / 3_600_000).max(1) as u64, "store");
+        let outcome = replay_store(
+            &store,
+            &catalog,
+            from,
+            to,
+            300_000,
+            &mut |d, _| pb.set_position((d / 3_600_000) as u64),
+            &mut |snap, failures| labeler.observe(snap, failures),
+        )?;
+        pb.finish();
+        (outcome, format!("store {}", store_dir.display()))
+    } else {
+        let h = SimHistory {
+            gpus: args.gpus,
+            days: args.days,
+            step_ms: i64::try_from(args.step.as_millis()).unwrap_or(120_000),
+            seed: args.seed,
+            fault_rate_multiplier: args.fault_rate_multiplier,
+            ..SimHistory::default()
+        };
+        println!(
+            "simulating {} GPUs × {} days (step {}, seed {}, fault rate ×{})",
+            h.gpus, h.days, args.step, h.seed, h.fault_rate_multiplier
+        );
+        let pb = bar((h.days * 24.0).ceil() as u64, "simulating");
+        let outcome = replay_sim(
+            &h,
+            &catalog,
+            &mut |d, _| pb.set_position((d / 3_600_000) as u64),
+            &mut |snap, failures| labeler.observe(snap, failures),
+        )?;
+        pb.finish();
+        let source = format!(
+            "simulated: {} GPUs × {} days, step {} s, seed {}, fault rate ×{}",
+            h.gpus,
+            h.days,
+            h.step_ms / 1000,
+            h.seed,
+            h.fault_rate_multiplier
+        );
+        (outcome, source)
+    };
+    let data = labeler.data;
+    println!(
+        "{} rows ({} positive), {} failed GPUs of {}; fitting…",
+        data.len(),
+        data.y.iter().filter(|y| **y).count(),
+        outcome.failures.len(),
+        outcome.gpus
+    );
+    let opts = TrainOptions {
+        budget: args.budget,
+        ..TrainOptions::default()
+    };
+    let mut model = fit_time_split(&data, &outcome, source, opts)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let path = model.save(&models_dir(&args.data_dir), now)?;
+    let t = &model.meta.training;
+    println!("model {} saved to {}", model.meta.version, path.display());
+    println!(
+        "time split: train {} rows ({} failures), test {} rows ({} failures); fit {:.1} s",
+        t.rows_train, t.failures_train, t.rows_test, t.failures_test, t.train_seconds
+    );
+    println!(
+        "test (later part): ROC-AUC {:.3}  PR-AUC {:.3}  precision {:.3}  recall {:.3} at threshold {:.3}",
+        t.test.roc_auc, t.test.pr_auc, t.test.precision, t.test.recall, t.test.threshold
+    );
+    Ok(ExitCode::SUCCESS)
+}
