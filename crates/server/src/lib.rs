@@ -8,6 +8,7 @@ pub mod api;
 pub mod cache;
 pub mod derived_metrics;
 pub mod error;
+pub mod exposition;
 pub mod openapi;
 pub mod scope;
 mod time_param;

@@ -33,10 +33,15 @@ pub async fn healthz(State(state): State<AppState>) -> Json<Healthz> {
     })
 }
 
-/// gpuwarden's own metrics and the derived health state, in OpenMetrics text format.
+/// gpuwarden's own metrics and the derived health state: OpenMetrics text when the
+/// scraper asks for it (`Accept: application/openmetrics-text`, as Prometheus does),
+/// Prometheus text 0.0.4 otherwise.
 #[utoipa::path(get, operation_id = "metrics", path = "/metrics", tag = "system",
-    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
-pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    responses((status = 200, description = "OpenMetrics or Prometheus text", content_type = "text/plain")))]
+pub async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
     let before = state.before_metrics.clone();
     // Refreshing reads store stats from disk: keep it off the async workers.
     tokio::task::spawn_blocking(move || before())
@@ -45,13 +50,15 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
     let mut body = String::new();
     prometheus_client::encoding::text::encode(&mut body, &state.registry)
         .map_err(|e| ApiError::internal("encoding metrics", e))?;
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
-    ))
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if crate::exposition::wants_openmetrics(accept) {
+        Ok(([(header::CONTENT_TYPE, crate::exposition::OPENMETRICS)], body))
+    } else {
+        Ok((
+            [(header::CONTENT_TYPE, crate::exposition::PROMETHEUS_TEXT)],
+            crate::exposition::to_prometheus_text(&body),
+        ))
+    }
 }
 
 #[derive(Serialize, ToSchema)]
