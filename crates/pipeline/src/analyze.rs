@@ -172,7 +172,13 @@ impl Analysis {
         let now = self.now_ms();
         let wall = self.clock.now_ms();
         let live = self.live.clone();
-        let evaluation = self.health.lock().evaluate(now, &|gpu| live.freshness(gpu, wall));
+        let freshness = |gpu: &gpuwarden_model::GpuUuid| live.freshness(gpu, wall);
+        let mut evaluation = self.health.lock().evaluate(now, &freshness);
+        // Every other registered analyzer (security, anomaly, prediction) adds its findings;
+        // they become incidents exactly like the health engine's.
+        for a in self.analyzers.lock().iter_mut() {
+            evaluation.findings.extend(a.evaluate(now, &freshness));
+        }
         let changes = self.incidents.lock().apply_changes(now, &evaluation.findings);
         if !changes.is_empty() {
             let changed: Vec<Incident> = changes.iter().map(|c| c.incident.clone()).collect();
@@ -248,5 +254,54 @@ impl Analysis {
         for sink in self.sinks.read().iter() {
             sink.incidents_changed(std::slice::from_ref(&change));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpuwarden_model::{Action, Finding, FindingKind, Freshness, GpuUuid, Severity};
+    use gpuwarden_store::embedded::{EmbeddedOptions, EmbeddedStore};
+
+    struct Always;
+    impl Analyzer for Always {
+        fn name(&self) -> &'static str {
+            "always"
+        }
+        fn evaluate(&mut self, now_ms: TimestampMs, _: &dyn Fn(&GpuUuid) -> Freshness) -> Vec<Finding> {
+            vec![Finding {
+                kind: FindingKind::Security,
+                rule: "test.always".into(),
+                severity: Severity::Critical,
+                gpu: None,
+                node: "n1".into(),
+                ts_ms: now_ms,
+                summary: "always".into(),
+                evidence: vec![],
+                action: Action::DrainNode,
+                dimension: None,
+                labels: Default::default(),
+            }]
+        }
+    }
+
+    #[test]
+    fn registered_analyzers_findings_become_incidents() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap());
+        let analysis = Analysis::new(
+            store.clone(),
+            Arc::new(LiveFleet::new(10_000)),
+            Arc::new(gpuwarden_model::SystemClock),
+            gpuwarden_detect::HealthRules::builtin(),
+            XidCatalog::builtin(),
+            IncidentConfig::default(),
+        )
+        .unwrap();
+        analysis.add_analyzer(Box::new(Always));
+        analysis.evaluate().unwrap();
+        let open = analysis.with_incidents(|e| e.open_count_by_severity());
+        assert_eq!(open.get(&Severity::Critical), Some(&1));
+        assert_eq!(store.incidents().unwrap().len(), 1, "persisted");
     }
 }
