@@ -40,6 +40,7 @@ pub fn payload(n: &Notification) -> Value {
         json!({"title": "Rule", "value": n.rule}),
         json!({"title": "Action", "value": n.action_text}),
         json!({"title": "Incident", "value": n.incident}),
+        json!({"title": "Delivery", "value": n.delivery_key}),
     ];
     if let Some(g) = &n.gpu {
         facts.push(json!({"title": "GPU", "value": g}));
