@@ -43,6 +43,13 @@ pub enum Command {
     /// Measure gpuwarden: ingest throughput, bytes per sample, and Prometheus side by side.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Security rule catalog: export Prometheus alerting rules, generate the detection docs, list.
+    #[command(subcommand)]
+    Rules(crate::commands::rules::RulesCommand),
+    /// Forensic evidence bundle of a GPU: collect (from a stopped instance's data directory or a
+    /// copy) and verify.
+    #[command(subcommand)]
+    Forensics(crate::commands::forensics::ForensicsCommand),
     /// Grafana dashboards over dcgm-exporter metrics and gpuwarden's /metrics.
     #[command(subcommand)]
     Dashboards(DashboardsCommand),
@@ -259,6 +266,9 @@ pub struct ScrapeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Security rule pack on labelled simulated fleets: recall, precision, detection delay and
+    /// false alarms per 1,000 GPU-hours per rule.
+    Security(BenchSecurityArgs),
     /// Parse + store throughput, bytes per stored sample, and Prometheus scraping the same
     /// simulated endpoints side by side.
     Ingest(BenchIngestArgs),
@@ -310,6 +320,31 @@ pub struct BenchNabArgs {
     /// Where to write per-row scores (NAB's results layout: <category>/gpuwarden_<file>.csv).
     #[arg(long, default_value = "target/bench-nab")]
     pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchSecurityArgs {
+    /// Simulated nodes.
+    #[arg(long, default_value_t = 8)]
+    pub nodes: usize,
+    /// GPUs per node.
+    #[arg(long, default_value_t = 8)]
+    pub gpus_per_node: usize,
+    /// Simulated hours.
+    #[arg(long, default_value_t = 200.0)]
+    pub hours: f64,
+    /// Scrape (evaluation) interval.
+    #[arg(long, default_value = "20s")]
+    pub step: humantime::Duration,
+    /// Seed of the fleet and of the scenario plan.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// GPUs running synthetic steady memory-bound training (the hardest legitimate case).
+    #[arg(long, default_value_t = 8)]
+    pub hard_legit_gpus: usize,
+    /// One abuse or drift scenario starts this often.
+    #[arg(long, default_value = "2h")]
+    pub scenario_every: humantime::Duration,
 }
 
 #[derive(Debug, Args)]

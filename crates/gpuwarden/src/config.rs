@@ -30,6 +30,10 @@ pub struct FileConfig {
     /// Incident lifecycle settings (auto-resolution, flap window, …).
     #[serde(default)]
     pub incidents: Option<gpuwarden_incident::IncidentConfig>,
+    /// Security detections: approved namespaces/accounts, business hours, allowlist,
+    /// driver floor, golden baseline, rule overrides (see docs/detections/).
+    #[serde(default)]
+    pub security: gpuwarden_security::SecurityConfig,
     /// Notifications: sinks, routes, delivery settings (see docs/notifications.md).
     #[serde(default)]
     pub notify: gpuwarden_notify::NotifyConfig,
@@ -90,6 +94,8 @@ pub struct RunConfig {
     pub simulator: SimulatorSection,
     pub health_rules: gpuwarden_detect::HealthRules,
     pub incidents: gpuwarden_incident::IncidentConfig,
+    /// `[security]`, checked (rule overrides, hours, patterns, driver floor).
+    pub security: gpuwarden_security::SecurityConfig,
     /// `[notify]`, checked (routes name configured sinks, durations parse).
     pub notify: gpuwarden_notify::NotifyConfig,
 }
@@ -155,6 +161,11 @@ pub fn build(
         health_rules: gpuwarden_detect::HealthRules::with_overrides(file.health)
             .context("the [health] section of the config overrides an unknown or invalid rule setting")?,
         incidents: file.incidents.unwrap_or_default(),
+        security: {
+            gpuwarden_security::SecurityEngine::from_config(&file.security)
+                .context("the [security] section of the config is not valid")?;
+            file.security
+        },
         notify: {
             file.notify.settings().context("the [notify] section of the config is not valid")?;
             file.notify
@@ -211,6 +222,17 @@ mod tests {
         let file: FileConfig = toml::from_str("[health]\nno_such_rule = 1\n").unwrap();
         let err = build(file, None, None, None).unwrap_err();
         assert!(format!("{err:#}").contains("no_such_rule"), "{err:#}");
+    }
+
+    #[test]
+    fn security_section_is_validated() {
+        let file: FileConfig = toml::from_str("[security]\nbusiness_hours = [\"weekdays\"]\n").unwrap();
+        let err = build(file, None, None, None).unwrap_err();
+        assert!(format!("{err:#}").contains("business_hours"), "{err:#}");
+        let file: FileConfig =
+            toml::from_str("[security]\napproved_namespaces = [\"ml-*\"]\n[security.rules.\"sec.mining.telemetry\"]\nsm_active_min = 0.7\n")
+                .unwrap();
+        assert!(build(file, None, None, None).is_ok());
     }
 
     #[test]

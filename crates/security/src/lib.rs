@@ -17,11 +17,13 @@
 
 pub mod catalog;
 pub mod config;
+pub mod docs;
 pub mod engine;
 pub mod error;
 pub mod features;
 pub mod finding;
 pub mod policy;
+pub mod prometheus;
 pub mod rules;
 #[cfg(feature = "sim")]
 pub mod simbench;

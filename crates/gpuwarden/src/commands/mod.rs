@@ -3,7 +3,9 @@
 mod agent;
 mod bench;
 mod dashboards;
+pub(crate) mod forensics;
 pub(crate) mod notify;
+pub(crate) mod rules;
 mod run;
 mod scrape;
 mod serve;
@@ -24,6 +26,9 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Scrape(args) => scrape::scrape(args),
         Command::Notify(cmd) => notify::notify(cmd),
         Command::Bench(BenchCommand::Ingest(args)) => bench::ingest(args),
+        Command::Bench(BenchCommand::Security(args)) => bench::security(args),
+        Command::Rules(cmd) => rules::rules(cmd),
+        Command::Forensics(cmd) => forensics::forensics(cmd),
         Command::Bench(BenchCommand::Api(args)) => bench::api(args),
         Command::Bench(BenchCommand::Nab(args)) => bench::nab(args),
         Command::Bench(BenchCommand::Predict(args)) => bench::predict(args),

@@ -111,6 +111,7 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
         .context("loading incidents from the store")?,
     );
     analysis.add_analyzer(Box::new(gpuwarden_anomaly::AnomalyAnalyzer::default()));
+    analysis.add_analyzer(Box::new(security_engine(&cfg)?));
     registry.register_collector(Box::new(DerivedMetrics {
         analysis: analysis.clone(),
         live: live.clone(),
@@ -286,4 +287,18 @@ fn print_banner(cfg: &RunConfig, listen: std::net::SocketAddr, sim: Option<&gpuw
         println!("  labels:   curl {base}/api/v1/simulation/labels");
     }
     println!("Press Ctrl-C to stop.");
+}
+
+/// The security rule pack with the config's policy. On the simulated fleet without a
+/// namespace policy, the simulator's approved namespaces are used so that its abuse
+/// scenarios show up as they would on a configured cluster.
+fn security_engine(cfg: &RunConfig) -> Result<gpuwarden_security::SecurityEngine> {
+    let mut sec = cfg.security.clone();
+    if cfg.simulated() && sec.approved_namespaces.is_empty() {
+        sec.approved_namespaces = gpuwarden_sim::workload::APPROVED_NAMESPACES
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    }
+    gpuwarden_security::SecurityEngine::from_config(&sec).context("building the security rule pack")
 }

@@ -7,11 +7,13 @@ mod ingest;
 mod nab;
 mod predict;
 mod prometheus;
+mod security;
 
 pub use api::api;
 pub use ingest::ingest;
 pub use nab::nab;
 pub use predict::predict;
+pub use security::security;
 
 /// One line describing this machine, for the record next to each figure.
 pub(crate) fn machine_line() -> String {
