@@ -238,6 +238,21 @@ const WATCHED: &[Watched] = &[
     ),
 ];
 
+/// Smallest deviation from the expected value, in the field's unit, that a series finding
+/// on a load-following field needs. Temperatures and clocks are integers in steps that
+/// the normal thermal and boost dynamics cross all the time: a spread learned on a quiet
+/// stretch makes 2 °C look like six spreads, which no operator would call an anomaly.
+fn min_deviation(field: DcgmField) -> f64 {
+    match field {
+        DcgmField::GpuTemp | DcgmField::MemoryTemp => 6.0,
+        DcgmField::PowerUsage => 60.0,
+        DcgmField::SmClock | DcgmField::MemClock => 150.0,
+        DcgmField::GpuUtil | DcgmField::MemCopyUtil => 30.0,
+        DcgmField::FbUsed => 4096.0,
+        _ => 0.0,
+    }
+}
+
 /// Settings of the [`AnomalyAnalyzer`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnomalyConfig {
@@ -256,6 +271,8 @@ pub struct AnomalyConfig {
     pub settle_samples: u32,
     /// Utilization change (percentage points, sample to sample) that counts as a load change.
     pub load_change_util: f64,
+    /// Relative power change (sample to sample) that counts as a load change.
+    pub load_change_power: f64,
     /// Cohort |z| threshold, persistence (evaluations) and smallest judged cohort.
     pub cohort_z: f64,
     pub cohort_persistence: u32,
@@ -273,10 +290,11 @@ impl Default for AnomalyConfig {
         Self {
             series: SeriesConfig::default(),
             series_min_surprise: 6.0,
-            series_min_score: 0.5,
+            series_min_score: 0.4,
             series_persistence: 3,
             settle_samples: 20,
             load_change_util: 15.0,
+            load_change_power: 0.1,
             cohort_z: 6.0,
             cohort_persistence: 2,
             cohort_min_members: 4,
@@ -310,6 +328,7 @@ struct GpuState {
     fields: Vec<Option<Box<FieldState>>>,
     steady_samples: u32,
     last_util: Option<f64>,
+    last_power: Option<f64>,
     workload_changed: bool,
 }
 
@@ -439,7 +458,16 @@ impl AnomalyAnalyzer {
         }
         let a = fs.det.update(ts, value);
         let eligible = wf.kind == Kind::ErrorRate || steady;
-        if eligible && a.note.is_none() && a.surprise >= cfg.series_min_surprise {
+        let mid = (a.expected_low + a.expected_high) / 2.0;
+        let far_enough = match wf.kind {
+            // Throughputs have no natural unit step: a quarter of the expected value.
+            Kind::Load => match min_deviation(wf.field) {
+                d if d > 0.0 => (value - mid).abs() >= d,
+                _ => (value - mid).abs() >= 0.25 * mid.abs(),
+            },
+            Kind::ErrorRate => true,
+        };
+        if eligible && far_enough && a.note.is_none() && a.surprise >= cfg.series_min_surprise {
             fs.streak = fs.streak.saturating_add(1);
             fs.streak_peak_score = fs.streak_peak_score.max(a.score);
             fs.last = Some((value, a.expected_low, a.expected_high, ts));
@@ -587,6 +615,7 @@ impl Analyzer for AnomalyAnalyzer {
             fields: vec![None; n],
             steady_samples: 0,
             last_util: None,
+            last_power: None,
             workload_changed: false,
         });
         if g.cohort_key != key {
@@ -615,14 +644,26 @@ impl Analyzer for AnomalyAnalyzer {
             }
             g.last_row_ms = ts;
             let util = row.get(&FieldName::Dcgm(DcgmField::GpuUtil)).filter(|u| u.is_finite());
+            let power = row
+                .get(&FieldName::Dcgm(DcgmField::PowerUsage))
+                .filter(|p| p.is_finite());
+            // Power is the best single measure of load (utilization is coarse: 100% while
+            // a starved job idles the SMs), so a power step also counts as a load change.
             let changed = g.workload_changed
                 || match (util, g.last_util) {
                     (Some(u), Some(p)) => (u - p).abs() > self.cfg.load_change_util,
+                    _ => false,
+                }
+                || match (power, g.last_power) {
+                    (Some(u), Some(p)) => (u - p).abs() > self.cfg.load_change_power * p.abs().max(50.0),
                     _ => false,
                 };
             g.workload_changed = false;
             if util.is_some() {
                 g.last_util = util;
+            }
+            if power.is_some() {
+                g.last_power = power;
             }
             g.steady_samples = if changed { 0 } else { g.steady_samples.saturating_add(1) };
         }

@@ -1,0 +1,86 @@
+//! Development tool: random search of [`SeriesConfig`] knobs with a two-fold split of the
+//! NAB corpus (even-indexed files select, odd-indexed files check), to see whether a
+//! setting generalises or only fits the files it was chosen on. Prints the best configs.
+//! Usage: `nab_search DIR TRIALS SEED`.
+
+use gpuwarden_anomaly::nab::{evaluate, Corpus};
+use gpuwarden_anomaly::{SeriesConfig, SeriesDetector};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let corpus = Corpus::load(&args[1])?;
+    let trials: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
+    let mut seed: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1);
+    let mut rnd = move || {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let files = corpus.file_rows();
+    let std_p = corpus.profiles.iter().find(|p| p.name == "standard").unwrap().clone();
+    let split = |scores: &[Vec<f64>], half: usize| {
+        let f: Vec<_> = files
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 2 == half)
+            .map(|(_, f)| f.clone())
+            .collect();
+        let s: Vec<_> = scores
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 2 == half)
+            .map(|(_, s)| s.clone())
+            .collect();
+        evaluate(&f, &s, &std_p, None).normalized
+    };
+    let run = |cfg: &SeriesConfig| -> Vec<Vec<f64>> {
+        corpus
+            .series
+            .iter()
+            .map(|s| {
+                let mut d = SeriesDetector::new(cfg.clone()).expect("valid");
+                s.timestamps
+                    .iter()
+                    .zip(&s.values)
+                    .map(|(&t, &v)| d.update(t, v).score)
+                    .collect()
+            })
+            .collect()
+    };
+    let mut best: Vec<(f64, f64, f64, String)> = Vec::new();
+    for trial in 0..trials {
+        let mut c = SeriesConfig::default();
+        if trial > 0 {
+            let pick = |r: f64, opts: &[f64]| opts[((r * opts.len() as f64) as usize).min(opts.len() - 1)];
+            c.level_halflife = pick(rnd(), &[8.0, 16.0, 24.0, 48.0, 96.0]);
+            c.spread_halflife = pick(rnd(), &[100.0, 200.0, 400.0, 1000.0]);
+            c.shift_samples = pick(rnd(), &[6.0, 12.0, 24.0, 48.0]) as u32;
+            c.diff_weight = pick(rnd(), &[0.0, 0.25, 0.5, 1.0]);
+            c.short_window = pick(rnd(), &[1.0, 2.0, 3.0, 4.0]) as usize;
+            c.long_halflife = pick(rnd(), &[300.0, 1000.0, 3000.0, 10000.0]);
+            c.rest_halflife = pick(rnd(), &[0.0, 100.0, 300.0, 600.0, 1500.0]);
+            c.score_decades = pick(rnd(), &[2.0, 3.0, 4.0, 5.0]);
+            c.shape_len = pick(rnd(), &[0.0, 3.0, 4.0, 5.0, 6.0]) as usize;
+            c.shape_levels = pick(rnd(), &[8.0, 12.0, 16.0, 24.0]) as u32;
+            c.shape_weight = pick(rnd(), &[0.5, 1.0, 2.0, 3.0, 5.0]);
+            c.clip_spreads = pick(rnd(), &[3.0, 4.0, 6.0]);
+        }
+        let scores = run(&c);
+        let (a, b) = (split(&scores, 0), split(&scores, 1));
+        let all = evaluate(&files, &scores, &std_p, None).normalized;
+        best.push((a, b, all, serde_json::to_string(&c)?));
+        best.sort_by(|x, y| y.0.total_cmp(&x.0));
+        best.truncate(8);
+        if trial % 20 == 0 {
+            eprintln!(
+                "trial {trial}: best A {:.2} B {:.2} all {:.2}",
+                best[0].0, best[0].1, best[0].2
+            );
+        }
+    }
+    for (a, b, all, c) in best {
+        println!("A {a:.2} B {b:.2} all {all:.2} {c}");
+    }
+    Ok(())
+}
