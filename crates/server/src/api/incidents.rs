@@ -160,16 +160,7 @@ pub async fn ack(
     Path(id): Path<String>,
     raw: axum::body::Bytes,
 ) -> Result<Json<Incident>, ApiError> {
-    let b = body(&raw)?;
-    check_scope(&state, &scope, &id)?;
-    let analysis = state.analysis.clone();
-    tokio::task::spawn_blocking(move || {
-        analysis.acknowledge(&id, b.actor.as_deref().unwrap_or("api"), b.comment.as_deref())
-    })
-    .await
-    .map_err(|e| ApiError::internal("acknowledging", e))?
-    .map(Json)
-    .map_err(action_error)
+    act(state, scope, id, raw, Act::Acknowledge).await
 }
 
 /// Resolve an incident by hand.
@@ -183,14 +174,36 @@ pub async fn resolve(
     Path(id): Path<String>,
     raw: axum::body::Bytes,
 ) -> Result<Json<Incident>, ApiError> {
+    act(state, scope, id, raw, Act::Resolve).await
+}
+
+#[derive(Clone, Copy)]
+enum Act {
+    Acknowledge,
+    Resolve,
+}
+
+/// Ack and resolve share everything but the transition: body, scope check, persistence
+/// off the async workers, error mapping.
+async fn act(
+    state: AppState,
+    scope: CallerScope,
+    id: String,
+    raw: axum::body::Bytes,
+    what: Act,
+) -> Result<Json<Incident>, ApiError> {
     let b = body(&raw)?;
     check_scope(&state, &scope, &id)?;
     let analysis = state.analysis.clone();
     tokio::task::spawn_blocking(move || {
-        analysis.resolve(&id, b.actor.as_deref().unwrap_or("api"), b.comment.as_deref())
+        let actor = b.actor.as_deref().unwrap_or("api");
+        match what {
+            Act::Acknowledge => analysis.acknowledge(&id, actor, b.comment.as_deref()),
+            Act::Resolve => analysis.resolve(&id, actor, b.comment.as_deref()),
+        }
     })
     .await
-    .map_err(|e| ApiError::internal("resolving", e))?
+    .map_err(|e| ApiError::internal("updating the incident", e))?
     .map(Json)
     .map_err(action_error)
 }
