@@ -18,6 +18,9 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 [[ -x /usr/bin/chromium ]] || need+=(chromium)        # the web UI's browser test
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)   # deploy/systemd unit check
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
+command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)   # notify: real Alertmanager
+[[ -x /usr/sbin/rsyslogd ]] || need+=(rsyslog)                  # notify: real syslog collector
+[[ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ]] || need+=(rsyslog-gnutls)   # … with TLS
 if ((${#need[@]})); then
     echo "==> installing ${need[*]} (Debian packages)"
     SUDO=""
@@ -29,6 +32,11 @@ fi
 if ! python3 -c 'import openapi_spec_validator' >/dev/null 2>&1; then
     echo "==> pip install openapi-spec-validator"
     python3 -m pip install --quiet --disable-pip-version-check openapi-spec-validator==0.9.0
+fi
+# A real SMTP server with STARTTLS (PyPI) for the email notification test.
+if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+    echo "==> pip install aiosmtpd"
+    python3 -m pip install --quiet --disable-pip-version-check aiosmtpd==1.4.6
 fi
 # Schemas of the Kubernetes API, bundled (no network at test time), for deploy/kubernetes.
 if ! command -v kubernetes-validate >/dev/null 2>&1; then
