@@ -278,6 +278,9 @@ pub enum BenchCommand {
     /// Numenta Anomaly Benchmark: run the streaming anomaly detector over every NAB series,
     /// score it with NAB's method and print it next to the published scoreboard.
     Nab(BenchNabArgs),
+    /// Fault detection on simulated fleets: recall, precision and delay per fault kind, and
+    /// false incidents on fault-free fleets, for the health rules, the anomaly detectors and both.
+    Detect(BenchDetectArgs),
     /// Failure prediction on held-out simulated histories: ROC-AUC, PR-AUC, precision and
     /// recall, lead times, against a rule baseline and random; and the cost of scoring a
     /// 10,000-GPU fleet.
@@ -310,6 +313,28 @@ pub struct BenchPredictArgs {
     /// Print the report as JSON too.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchDetectArgs {
+    /// Seeds per fault kind (and fault-free fleets), 1..=N.
+    #[arg(long, default_value_t = 10)]
+    pub seeds: u64,
+    /// Nodes of 8 GPUs per simulated fleet.
+    #[arg(long, default_value_t = 4)]
+    pub nodes: usize,
+    /// Scrape (and evaluation) interval.
+    #[arg(long, default_value = "10s")]
+    pub interval: humantime::Duration,
+    /// Normal work before the fault is injected.
+    #[arg(long, default_value = "30m")]
+    pub warmup: humantime::Duration,
+    /// How long the run goes on after the injection.
+    #[arg(long, default_value = "30m")]
+    pub after: humantime::Duration,
+    /// Hours of each fault-free fleet.
+    #[arg(long, default_value_t = 12.0)]
+    pub clean_hours: f64,
 }
 
 #[derive(Debug, Args)]

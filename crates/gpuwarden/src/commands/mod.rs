@@ -31,6 +31,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Forensics(cmd) => forensics::forensics(cmd),
         Command::Bench(BenchCommand::Api(args)) => bench::api(args),
         Command::Bench(BenchCommand::Nab(args)) => bench::nab(args),
+        Command::Bench(BenchCommand::Detect(args)) => bench::detect(args),
         Command::Bench(BenchCommand::Predict(args)) => bench::predict(args),
         Command::Train(args) => train::train(args),
         Command::Dashboards(DashboardsCommand::Export(args)) => dashboards::export(args),

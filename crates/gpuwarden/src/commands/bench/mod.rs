@@ -3,6 +3,7 @@
 
 mod api;
 mod cpu;
+mod detect;
 mod ingest;
 mod nab;
 mod predict;
@@ -10,6 +11,7 @@ mod prometheus;
 mod security;
 
 pub use api::api;
+pub use detect::detect;
 pub use ingest::ingest;
 pub use nab::nab;
 pub use predict::predict;
