@@ -21,7 +21,7 @@ pub enum NotifyCommand {
     Test(TestArgs),
     /// Silences of a running gpuwarden: create, list, expire.
     #[command(subcommand)]
-    Silence(SilenceCommand),
+    Silence(Box<SilenceCommand>),
     /// The outbox per sink of a running gpuwarden: pending, delivered, failed, last error.
     Status(ServerArgs),
     /// Delivery throughput per sink type against local receivers, and the latency from an
@@ -55,7 +55,7 @@ pub enum SilenceCommand {
         after_help = "Examples:\n  gpuwarden notify silence create --node 'node-3*' --duration 2h --comment 'rack 3 maintenance'\n  \
 gpuwarden notify silence create --rule 'xid.*' --min-severity warning --sink slack --duration 30m --comment 'known driver bug'"
     )]
-    Create(SilenceCreateArgs),
+    Create(Box<SilenceCreateArgs>),
     /// List silences (active, pending, recently expired).
     List(ServerArgs),
     /// End a silence now.
@@ -116,9 +116,11 @@ pub fn notify(cmd: NotifyCommand) -> Result<ExitCode> {
     let rt = super::runtime()?;
     match cmd {
         NotifyCommand::Test(a) => rt.block_on(test(a)),
-        NotifyCommand::Silence(SilenceCommand::Create(a)) => rt.block_on(create(a)),
-        NotifyCommand::Silence(SilenceCommand::List(s)) => rt.block_on(list(s)),
-        NotifyCommand::Silence(SilenceCommand::Expire { id, server }) => rt.block_on(expire(&id, server)),
+        NotifyCommand::Silence(cmd) => match *cmd {
+            SilenceCommand::Create(a) => rt.block_on(create(*a)),
+            SilenceCommand::List(s) => rt.block_on(list(s)),
+            SilenceCommand::Expire { id, server } => rt.block_on(expire(&id, server)),
+        },
         NotifyCommand::Status(s) => rt.block_on(status(s)),
         NotifyCommand::Bench(a) => rt.block_on(bench::run(a)),
     }

@@ -85,7 +85,7 @@ enum Record {
         id: u64,
         sink: String,
         created_ms: TimestampMs,
-        n: Notification,
+        n: Box<Notification>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         silenced_by: Option<String>,
     },
@@ -228,7 +228,7 @@ impl Outbox {
                 id,
                 sink: e.sink,
                 created_ms: now_ms,
-                n: (*e.notification).clone(),
+                n: Box::new((*e.notification).clone()),
                 silenced_by: e.silenced_by,
             });
         }
@@ -366,7 +366,7 @@ impl Outbox {
                 id: e.id,
                 sink: e.sink.clone(),
                 created_ms: e.created_ms,
-                n: (*e.notification).clone(),
+                n: Box::new((*e.notification).clone()),
                 silenced_by: e.silenced_by.clone(),
             }));
             let err = e.last_error.clone().unwrap_or_default();
@@ -425,7 +425,7 @@ impl Inner {
                 let entry = Entry {
                     id,
                     sink: sink.clone(),
-                    notification: Arc::new(n),
+                    notification: Arc::from(n),
                     state,
                     attempts: 0,
                     last_error: None,

@@ -97,9 +97,12 @@ pub fn format(n: &Notification) -> String {
     )
 }
 
+/// A parsed record: the 7 header fields and the extensions, unescaped.
+pub type Parsed = (Vec<String>, Vec<(String, String)>);
+
 /// Parses a CEF record back into its 7 header fields and its extensions (unescaped).
 /// For tests and for checking what a collector wrote.
-pub fn parse(record: &str) -> Option<(Vec<String>, Vec<(String, String)>)> {
+pub fn parse(record: &str) -> Option<Parsed> {
     let mut header = Vec::new();
     let mut cur = String::new();
     let mut chars = record.chars();

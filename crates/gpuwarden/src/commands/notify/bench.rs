@@ -76,10 +76,7 @@ async fn syslog_receiver() -> Result<(String, Arc<Received>)> {
                     }
                     buf.extend_from_slice(&chunk[..n]);
                     // Consume every complete "LEN SP MSG" frame.
-                    loop {
-                        let Some(sp) = buf.iter().position(|&b| b == b' ') else {
-                            break;
-                        };
+                    while let Some(sp) = buf.iter().position(|&b| b == b' ') {
                         let Some(len) = std::str::from_utf8(&buf[..sp])
                             .ok()
                             .and_then(|s| s.parse::<usize>().ok())
