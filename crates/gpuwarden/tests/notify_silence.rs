@@ -221,4 +221,20 @@ async fn a_silence_holds_back_its_matches_and_expires_on_time() {
         out.status.success() && text.contains(&sil_id) && text.contains(id2),
         "{text}"
     );
+
+    // `notify test SINK` sends a test message straight to the receiver.
+    let out = std::process::Command::new(common::binary())
+        .args(["notify", "test", "hook", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let keys = server
+        .receivers
+        .seen
+        .lock()
+        .keys
+        .get("webhook")
+        .cloned()
+        .unwrap_or_default();
+    assert!(keys.keys().any(|k| k.starts_with("test-")), "{keys:?}");
 }
