@@ -261,19 +261,20 @@ pub async fn scrape_once(
 ) -> ScrapeOutcome {
     let started_ms = clock.now_ms();
     let start = Instant::now();
-    let result = match tokio::time::timeout(config.timeout, fetch(client, &target.url, config.limits.max_body_bytes)).await {
-        Err(_) => Err(ScrapeError::Timeout {
-            url: target.url.clone(),
-            timeout: config.timeout,
-        }),
-        Ok(Err(e)) => Err(e),
-        Ok(Ok(body)) => map_exporter_page(&body, &target.node_hint, started_ms, &config.limits).map_err(|source| {
-            ScrapeError::Parse {
+    let result =
+        match tokio::time::timeout(config.timeout, fetch(client, &target.url, config.limits.max_body_bytes)).await {
+            Err(_) => Err(ScrapeError::Timeout {
                 url: target.url.clone(),
-                source,
-            }
-        }),
-    };
+                timeout: config.timeout,
+            }),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(body)) => map_exporter_page(&body, &target.node_hint, started_ms, &config.limits).map_err(|source| {
+                ScrapeError::Parse {
+                    url: target.url.clone(),
+                    source,
+                }
+            }),
+        };
     ScrapeOutcome {
         target,
         started_ms,
