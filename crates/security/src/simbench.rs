@@ -270,6 +270,7 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(f64)) -> BenchReport {
     let total_steps = ((end - start) / cfg.step_ms).max(1);
     let mut step_no = 0;
     let mut values: Vec<(FieldName, f64)> = Vec::with_capacity(64);
+    let debug = std::env::var_os("GPUWARDEN_BENCH_DEBUG").is_some();
     while now < end {
         now += cfg.step_ms;
         step_no += 1;
@@ -456,7 +457,15 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(f64)) -> BenchReport {
             let Some(gi) = f.gpu.as_ref().and_then(|g| index.get(g)).copied() else {
                 continue;
             };
-            let key = (f.rule, gi);
+            let key = (f.rule.clone(), gi);
+            if !firing.contains_key(&key) && debug {
+                eprintln!(
+                    "fires: gpu {gi} at {} s: {} {:?}",
+                    (now - start) / 1000,
+                    f.summary,
+                    f.labels.get("gpuwarden.pod")
+                );
+            }
             firing.entry(key.clone()).or_insert(now);
             seen.insert(key);
         }

@@ -23,8 +23,9 @@ pub const CONFIG_FIELDS: [DcgmField; 5] = [
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Baseline {
     pub sm: f64,
-    /// Power as a fraction of the power limit, when the limit is exported.
-    pub power_frac: Option<f64>,
+    /// Board power in watts (compared as a fraction of the first-seen power limit, so a
+    /// changed limit is drift, not a behaviour change).
+    pub power_w: Option<f64>,
     /// Data time covered so far (gaps count up to the gap limit only).
     pub covered_ms: i64,
     last_ts: Option<TimestampMs>,
@@ -32,11 +33,11 @@ pub struct Baseline {
 
 impl Baseline {
     /// Folds one sample in, with time constant `tau_ms`.
-    pub fn update(&mut self, ts: TimestampMs, sm: Option<f64>, power_frac: Option<f64>, tau_ms: f64, max_gap_ms: i64) {
+    pub fn update(&mut self, ts: TimestampMs, sm: Option<f64>, power_w: Option<f64>, tau_ms: f64, max_gap_ms: i64) {
         let Some(sm) = sm else { return };
         let Some(last) = self.last_ts else {
             self.sm = sm;
-            self.power_frac = power_frac;
+            self.power_w = power_w;
             self.last_ts = Some(ts);
             return;
         };
@@ -49,7 +50,7 @@ impl Baseline {
         // (perhaps a checkpoint dip) does not linger as the "baseline" for hours.
         let a = (1.0 - (-(dt as f64) / tau_ms.max(1.0)).exp()).max(dt as f64 / (self.covered_ms + dt) as f64);
         self.sm += a * (sm - self.sm);
-        self.power_frac = match (self.power_frac, power_frac) {
+        self.power_w = match (self.power_w, power_w) {
             (Some(b), Some(p)) => Some(b + a * (p - b)),
             (b, p) => b.or(p),
         };
@@ -146,16 +147,7 @@ impl GpuState {
                 self.config_first.entry(field).or_insert(v);
             }
         }
-        let limit = self
-            .config_now
-            .get(&DcgmField::PowerMgmtLimit)
-            .copied()
-            .filter(|l| *l > 0.0);
-        let pf = match (f.power_w, limit) {
-            (Some(p), Some(l)) => Some(p / l),
-            _ => None,
-        };
-        self.baseline.update(row.ts_ms, f.sm, pf, tau_ms, max_gap_ms);
+        self.baseline.update(row.ts_ms, f.sm, f.power_w, tau_ms, max_gap_ms);
         self.window.push_back(f);
         while self.window.len() > MAX_FEATS || self.window.front().is_some_and(|o| o.ts_ms < row.ts_ms - lookback_ms) {
             self.window.pop_front();

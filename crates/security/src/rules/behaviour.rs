@@ -34,16 +34,21 @@ pub fn evaluate(rule: &Rule, ctx: &Ctx) -> Option<Hit> {
         return None;
     }
     let sm = sms.iter().sum::<f64>() / sms.len() as f64;
+    // Power as a fraction of the limit first seen: a changed limit is the drift rule's
+    // business, not a change of behaviour.
     let limit = g
-        .config_now
+        .config_first
         .get(&DcgmField::PowerMgmtLimit)
         .copied()
         .filter(|l| *l > 0.0);
-    let pfs: Vec<f64> = run.iter().filter_map(|f| Some(f.power_w? / limit?)).collect();
-    let pf = (!pfs.is_empty()).then(|| pfs.iter().sum::<f64>() / pfs.len() as f64);
+    let ws: Vec<f64> = run.iter().filter_map(|f| f.power_w).collect();
+    let pf = limit
+        .filter(|_| !ws.is_empty())
+        .map(|l| ws.iter().sum::<f64>() / ws.len() as f64 / l);
+    let base_pf = limit.zip(b.power_w).map(|(l, w)| w / l);
     let anomaly = run.iter().filter_map(|f| f.anomaly).fold(f64::NAN, f64::max);
     let d_sm = sm - b.sm;
-    let d_pf = pf.zip(b.power_frac).map(|(p, base)| p - base);
+    let d_pf = pf.zip(base_pf).map(|(p, base)| p - base);
     let changed = d_sm >= rule.p("sm_delta_min")
         || d_pf.is_some_and(|d| d >= rule.p("power_delta_min"))
         || anomaly >= rule.p("anomaly_score_min");
@@ -53,7 +58,7 @@ pub fn evaluate(rule: &Rule, ctx: &Ctx) -> Option<Hit> {
     let (day, minute) = crate::policy::local_time(ctx.now, ctx.policy.utc_offset_minutes);
     let mut evidence = vec![
         Some(ev("DCGM_FI_PROF_SM_ACTIVE.recent_mean", sm, Some(b.sm), ctx.now)),
-        pf.map(|p| ev("power_fraction.recent_mean", p, b.power_frac, ctx.now)),
+        pf.map(|p| ev("power_fraction.recent_mean", p, base_pf, ctx.now)),
     ];
     if anomaly.is_finite() {
         evidence.push(Some(ev(
@@ -71,7 +76,7 @@ pub fn evaluate(rule: &Rule, ctx: &Ctx) -> Option<Hit> {
             minute % 60,
             rule.p("recent_minutes"),
             b.sm,
-            match pf.zip(b.power_frac) {
+            match pf.zip(base_pf) {
                 Some((p, base)) => format!(", power {:.0}% of the limit vs {:.0}%", p * 100.0, base * 100.0),
                 None => String::new(),
             }
