@@ -46,6 +46,7 @@ fn incident() -> Incident {
         resolved_ms: None,
         resolution: None,
         finding_count: 1,
+        labels: Default::default(),
         flaps: 0,
         timeline: vec![],
     }

@@ -68,6 +68,7 @@ fn incident(id: &str, state: IncidentState) -> Incident {
         resolved_ms: (state == IncidentState::Resolved).then_some(1_795_000_060_000),
         resolution: None,
         finding_count: 2,
+        labels: Default::default(),
         flaps: 0,
         timeline: vec![],
     }

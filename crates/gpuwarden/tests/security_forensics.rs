@@ -67,6 +67,7 @@ fn seed_store(dir: &Path) {
             resolved_ms: None,
             resolution: None,
             finding_count: 1,
+            labels: Default::default(),
             flaps: 0,
             timeline: Vec::new(),
         }])

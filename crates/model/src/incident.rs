@@ -86,6 +86,11 @@ pub struct Incident {
     pub resolution: Option<Resolution>,
     /// Findings folded into this incident.
     pub finding_count: u64,
+    /// Context the findings carried (MITRE technique, namespace, pod, job, playbook, …),
+    /// ECS-style keys; the latest finding's value wins. Notifications and SIEM outputs
+    /// send them as they are.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Times the condition cleared and came back before resolution (flaps).
     pub flaps: u32,
     pub timeline: Vec<TimelineEntry>,

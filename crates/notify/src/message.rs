@@ -155,7 +155,10 @@ impl Notification {
             IncidentState::Acknowledged => Status::Acknowledged,
             IncidentState::Resolved => Status::Resolved,
         };
-        let mut labels = BTreeMap::new();
+        // The incident's own context (MITRE technique, pod, playbook from security rules)
+        // travels with every transition.
+        let mut labels = inc.labels.clone();
+        let namespace = namespace.or_else(|| inc.labels.get("gpuwarden.namespace").cloned());
         if let Some(ns) = &namespace {
             labels.insert("namespace".to_string(), ns.clone());
         }
@@ -302,6 +305,7 @@ pub(crate) mod tests {
                 comment: None,
             }),
             finding_count: 3,
+            labels: Default::default(),
             flaps: 0,
             timeline: vec![],
         }

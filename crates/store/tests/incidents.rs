@@ -39,6 +39,7 @@ fn incident(n: u32, version: u64) -> Incident {
         resolved_ms: None,
         resolution: None,
         finding_count: version,
+        labels: Default::default(),
         flaps: 0,
         timeline: vec![TimelineEntry {
             ts_ms: T0,

@@ -184,6 +184,7 @@ impl IncidentEngine {
             resolved_ms: None,
             resolution: None,
             finding_count: count,
+            labels: group.worst.labels.clone(),
             flaps: 0,
             timeline: vec![timeline::entry(now_ms, "opened", detail, Some(group.severity()))],
         };
@@ -250,6 +251,11 @@ impl IncidentEngine {
 /// Returns whether either went up (one timeline entry then, never one per finding).
 fn fold(inc: &mut Incident, now_ms: TimestampMs, group: &Group<'_>, cap: usize) -> bool {
     inc.finding_count = inc.finding_count.saturating_add(group.count);
+    for (k, v) in &group.worst.labels {
+        if inc.labels.get(k) != Some(v) {
+            inc.labels.insert(k.clone(), v.clone());
+        }
+    }
     inc.last_seen_ms = inc.last_seen_ms.max(now_ms);
     let severity = group.severity();
     let mut what = Vec::new();

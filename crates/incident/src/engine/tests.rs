@@ -524,3 +524,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn finding_labels_travel_to_the_incident_and_update() {
+    let mut e = engine();
+    let mut f = finding(
+        "sec.mining.telemetry",
+        Some("GPU-1"),
+        Severity::Critical,
+        Action::RestartApp,
+    );
+    f.labels.insert("threat.technique.id".into(), "T1496".into());
+    f.labels.insert("gpuwarden.pod".into(), "miner-1".into());
+    e.apply(1_000, std::slice::from_ref(&f));
+    f.labels.insert("gpuwarden.pod".into(), "miner-2".into());
+    e.apply(2_000, std::slice::from_ref(&f));
+    let inc = active(&e)[0];
+    assert_eq!(inc.labels.get("threat.technique.id").map(String::as_str), Some("T1496"));
+    assert_eq!(inc.labels.get("gpuwarden.pod").map(String::as_str), Some("miner-2"));
+}

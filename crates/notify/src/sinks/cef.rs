@@ -79,7 +79,11 @@ pub fn format(n: &Notification) -> String {
     }
     ext.push(("cs4Label", "transition".into()));
     ext.push(("cs4", n.transition.as_str().to_string()));
-    if let Some(t) = n.labels.get("mitre.technique") {
+    if let Some(t) = n
+        .labels
+        .get("threat.technique.id")
+        .or_else(|| n.labels.get("mitre.technique"))
+    {
         ext.push(("cs5Label", "mitreTechnique".into()));
         ext.push(("cs5", t.clone()));
     }

@@ -92,7 +92,11 @@ pub fn document(n: &Notification) -> Value {
     if let Some(u) = &n.url {
         doc["event"]["url"] = json!(u);
     }
-    if let Some(t) = n.labels.get("mitre.technique") {
+    if let Some(t) = n
+        .labels
+        .get("threat.technique.id")
+        .or_else(|| n.labels.get("mitre.technique"))
+    {
         doc["threat"] = json!({"framework": "MITRE ATT&CK", "technique": {"id": [t]}});
     }
     doc

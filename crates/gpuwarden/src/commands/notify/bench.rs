@@ -119,6 +119,7 @@ fn change(i: usize, t: usize) -> IncidentChange {
             resolved_ms: None,
             resolution: None,
             finding_count: 1,
+            labels: Default::default(),
             flaps: 0,
             timeline: vec![],
         },
