@@ -79,7 +79,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 50)]
     pub min_failures: usize,
     /// Simulated GPUs.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 1024)]
     pub gpus: usize,
     /// Simulated days.
     #[arg(long, default_value_t = 30.0)]

@@ -1,6 +1,6 @@
 //! Trains on a simulated history and evaluates on held-out seeds without the `gpuwarden`
 //! binary (what `gpuwarden train` + `gpuwarden bench predict` do), for quick iterations:
-//! `cargo run --release -p gpuwarden-predict --example train_eval -- GPUS DAYS [EVAL_GPUS]`.
+//! `cargo run --release -p gpuwarden-predict --example train_eval -- GPUS DAYS [EVAL_GPUS [BUDGET]]`.
 
 use gpuwarden_detect::XidCatalog;
 use gpuwarden_predict::dataset::{replay_sim, SimHistory};
@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let gpus: usize = a.get(1).and_then(|s| s.parse().ok()).unwrap_or(512);
     let days: f64 = a.get(2).and_then(|s| s.parse().ok()).unwrap_or(30.0);
     let eval_gpus: usize = a.get(3).and_then(|s| s.parse().ok()).unwrap_or(256);
+    let budget: f32 = a.get(4).and_then(|s| s.parse().ok()).unwrap_or(0.5);
     let catalog = XidCatalog::builtin();
     let h = SimHistory {
         gpus,
@@ -50,7 +51,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("{:40} pos {:10.3} neg {:10.3}", names[j], sp / cp, sn / cn);
         }
     }
-    let mut model = fit_time_split(&lab.data, &outcome, "example".into(), TrainOptions::default())?;
+    let mut model = fit_time_split(
+        &lab.data,
+        &outcome,
+        "example".into(),
+        TrainOptions {
+            budget,
+            ..TrainOptions::default()
+        },
+    )?;
     {
         let raw = model.raw(&lab.data.x, lab.data.len());
         let (mn, mx) = raw

@@ -106,6 +106,17 @@ pub fn sim_config(h: &SimHistory) -> SimConfig {
     }
 }
 
+/// The simulated fleet of a history, as every replay builds it: the coarse step, and
+/// wear-out on (boards that degrade and leak chronic errors before failing; see
+/// "Failure model" in docs/simulator.md). Training, evaluation, the scoring bench and
+/// the feature-identity test all build it here so they see the same fleet.
+pub fn sim_fleet(h: &SimHistory) -> Result<Fleet, PredictError> {
+    let mut fleet = Fleet::new(&sim_config(h))?;
+    fleet.set_step_ms(h.step_ms);
+    fleet.set_wear_out();
+    Ok(fleet)
+}
+
 /// Reads one GPU's row from the simulator (`None`: the GPU is off the bus).
 pub fn sim_row(fleet: &Fleet, gi: usize, uuid: &GpuUuid, ts: TimestampMs) -> Option<GpuSamples> {
     let mut row = GpuSamples::new(uuid.clone(), ts);
@@ -127,8 +138,7 @@ pub fn replay_sim(
     progress: &mut dyn FnMut(i64, i64),
     on_snapshot: &mut dyn FnMut(&Snapshot, &HashMap<GpuUuid, HardFailure>),
 ) -> Result<ReplayOutcome, PredictError> {
-    let mut fleet = Fleet::new(&sim_config(h))?;
-    fleet.set_step_ms(h.step_ms);
+    let mut fleet = sim_fleet(h)?;
     let gpus = fleet.gpus();
     let mut bank = FeatureBank::new(catalog);
     for g in &gpus {

@@ -24,7 +24,8 @@ const HOUR_MS: i64 = 3_600_000;
 pub struct ScorerReport {
     pub name: String,
     pub metrics: Metrics,
-    /// Share of failures flagged at least 1 h / 6 h before they happened.
+    /// Share of failures whose GPU was flagged at the last scoring at least 1 h / 6 h
+    /// before the failure (the alert was up that far ahead).
     pub lead_1h: f64,
     pub lead_6h: f64,
     /// The same, among failures the simulator preceded by a warning episode.
@@ -147,9 +148,14 @@ pub fn evaluate(
             let hit = pool
                 .iter()
                 .filter(|(hi, gpu, fail, _)| {
+                    // Flagged at the last scoring at least `lead` before the failure:
+                    // "any alert somewhere in the 24 h before" would credit a random
+                    // scorer with most failures (it fires ~once a day per GPU).
                     by_gpu.get(&(*hi, gpu)).is_some_and(|rows| {
                         rows.iter()
-                            .any(|&i| c.ts[i] >= fail - HORIZON_MS && c.ts[i] <= fail - lead && scores[i] >= thr)
+                            .filter(|&&i| c.ts[i] >= fail - HORIZON_MS && c.ts[i] <= fail - lead)
+                            .max_by_key(|&&i| c.ts[i])
+                            .is_some_and(|&i| scores[i] >= thr)
                     })
                 })
                 .count();
@@ -223,8 +229,7 @@ pub fn scoring_cost(
         seed: 99_001,
         ..SimHistory::default()
     };
-    let mut fleet = gpuwarden_sim::Fleet::new(&crate::dataset::sim_config(&h))?;
-    fleet.set_step_ms(h.step_ms);
+    let mut fleet = crate::dataset::sim_fleet(&h)?;
     let infos = fleet.gpus();
     let predictor: Arc<Predictor> = Predictor::with_model(model, PredictConfig::default());
     let mut analyzer = PredictionAnalyzer::new(predictor, catalog);

@@ -107,8 +107,9 @@ pub fn column_major(row_major: &[f64], rows: usize, cols: usize) -> Vec<f64> {
     out
 }
 
-/// Fits σ(a·z + b) to labels (Platt scaling): the booster is trained with balanced
-/// class weights, so its raw probabilities are far too high for rare failures. A grid over
+/// Fits σ(a·z + b) to labels (Platt scaling): the booster is trained on rows whose
+/// negatives were subsampled, so its raw probabilities are far too high for rare
+/// failures. A grid over
 /// the slope `a` with a damped 1-D Newton on `b` for each: plain 2-D Newton diverges when
 /// the held-out scores separate the classes almost perfectly.
 fn platt(z: &[f64], y: &[bool], w: &[f64]) -> (f64, f64) {
@@ -166,7 +167,8 @@ impl Default for TrainOptions {
 }
 
 impl FailureModel {
-    /// Trains on row-major `x` (rows × feature_count) with labels and weights.
+    /// Trains on row-major `x` (rows × feature_count) with labels. `w` (the labeler's
+    /// row weights) must match in length but is not given to the booster: see below.
     pub fn fit(x: &[f64], y: &[bool], w: &[f64], opts: TrainOptions) -> Result<FailureModel, PredictError> {
         let cols = feature_count();
         let rows = y.len();
@@ -187,8 +189,15 @@ impl FailureModel {
             .set_seed(opts.seed)
             .set_num_threads(opts.threads)
             .set_log_iterations(0);
+        // perpetual 3.0.0-rc.2 re-weights LogLoss classes by default ("auto class
+        // weights"); on top of the labeler's negative-subsampling weights (×12) that
+        // pushed leaf values out of all proportion (raw log-odds of ±1.5e9, ROC-AUC 0.59).
+        // We train unweighted on the subsampled rows instead (the weights `w` are only
+        // checked for shape): ranking is what the trees must get right, and the Platt
+        // calibration on the weighted test split restores the true base rate.
+        booster.cfg.auto_class_weights = false;
         booster
-            .fit(&matrix, &target, Some(w), None)
+            .fit(&matrix, &target, None, None)
             .map_err(|e| PredictError::Training(e.to_string()))?;
         Ok(FailureModel {
             meta: ModelMeta {

@@ -5,10 +5,9 @@
 
 use gpuwarden_detect::XidCatalog;
 use gpuwarden_model::{Analyzer, GpuIdentity};
-use gpuwarden_predict::dataset::{replay_sim, sim_config, sim_row, SimHistory};
+use gpuwarden_predict::dataset::{replay_sim, sim_fleet, sim_row, SimHistory};
 use gpuwarden_predict::features::Snapshot;
 use gpuwarden_predict::{PredictConfig, PredictionAnalyzer, Predictor};
-use gpuwarden_sim::Fleet;
 
 #[test]
 fn training_and_live_features_are_identical() {
@@ -28,8 +27,7 @@ fn training_and_live_features_are_identical() {
     // The live path: the analyzer, fed row by row with the XID tracker's events.
     let predictor = Predictor::new(None, PredictConfig::default());
     let mut live = PredictionAnalyzer::new(predictor, &catalog);
-    let mut fleet = Fleet::new(&sim_config(&h)).unwrap();
-    fleet.set_step_ms(h.step_ms);
+    let mut fleet = sim_fleet(&h).unwrap();
     let gpus = fleet.gpus();
     for g in &gpus {
         live.observe_identity(&GpuIdentity::new(g.uuid.clone(), g.node.clone()));

@@ -68,6 +68,8 @@ pub struct Fleet {
     /// The warning episode each GPU is in, if any (see `faults::Precursor`).
     precursors: Vec<Option<faults::Precursor>>,
     precursor_log: Vec<faults::PrecursorRecord>,
+    /// Wear-out state per GPU; empty unless `set_wear_out` turned it on.
+    wear: Vec<faults::Wear>,
 }
 
 impl Fleet {
@@ -120,6 +122,7 @@ impl Fleet {
             step_ms: TICK_MS,
             precursors: Vec::new(),
             precursor_log: Vec::new(),
+            wear: Vec::new(),
         };
         fleet.precursors = vec![None; fleet.gpus.len()];
         // Fill the fleet as a running cluster would be, then settle temperatures.
@@ -168,6 +171,31 @@ impl Fleet {
     /// step changes detail (short bursts, checkpoint dips) but not rates.
     pub fn set_step_ms(&mut self, ms: i64) {
         self.step_ms = (ms.clamp(TICK_MS, 600_000) / TICK_MS) * TICK_MS;
+    }
+
+    /// Turns on wear-out (see `faults::Wear`): a few percent of boards degrade, leak
+    /// chronic correctable errors and carry most of the hard-failure hazard. Off by
+    /// default so existing fleets (and their tests) keep their random streams; the
+    /// failure predictor's histories turn it on. The fleet starts in the steady state
+    /// (about 5% worn).
+    pub fn set_wear_out(&mut self) {
+        let steady = faults::WEAR_ONSET_PER_GPU_YEAR
+            / (faults::WEAR_ONSET_PER_GPU_YEAR
+                + faults::WORN_HAZARD
+                    * FaultKind::ALL
+                        .iter()
+                        .filter(|k| faults::is_hard(**k))
+                        .map(|k| faults::default_rate_per_gpu_year(*k))
+                        .sum::<f64>());
+        self.wear = (0..self.gpus.len())
+            .map(|_| {
+                let mut w = faults::new_wear(&mut self.rng);
+                if self.rng.random::<f64>() < steady {
+                    faults::begin_wear(&mut w, &mut self.rng);
+                }
+                w
+            })
+            .collect();
     }
 
     /// Every precursor episode so far (warnings before failures, and benign ones).
@@ -335,7 +363,16 @@ impl Fleet {
             let in_episode = self.precursors[gi].is_some();
             let spec = g.model.spec();
             let kinds = FaultKind::ALL.iter().filter(|k| faults::applicable(**k, spec).is_ok());
-            let total: f64 = kinds.clone().map(|k| faults::default_rate_per_gpu_year(*k)).sum();
+            // Hard failures scale with the board's wear (1 when wear-out is off).
+            let hazard = self.wear.get(gi).map_or(1.0, faults::wear_hazard);
+            let rate =
+                |k: FaultKind| faults::default_rate_per_gpu_year(k) * if faults::is_hard(k) { hazard } else { 1.0 };
+            let total: f64 = kinds.clone().map(|k| rate(*k)).sum();
+            if let Some(w) = self.wear.get_mut(gi) {
+                if w.worn == 0.0 && self.rng.random::<f64>() < faults::WEAR_ONSET_PER_GPU_YEAR * per_tick {
+                    faults::begin_wear(w, &mut self.rng);
+                }
+            }
             let u: f64 = self.rng.random();
             if u >= total * per_tick {
                 // Past the faults' share: maybe a benign warning-like episode.
@@ -349,7 +386,7 @@ impl Fleet {
             let mut x = u / per_tick;
             let mut kind = FaultKind::AppXid;
             for k in kinds {
-                x -= faults::default_rate_per_gpu_year(*k);
+                x -= rate(*k);
                 kind = *k;
                 if x < 0.0 {
                     break;
@@ -603,6 +640,9 @@ impl Fleet {
             let mut fx = Effects::default();
             if let Some(p) = &self.precursors[gi] {
                 faults::tick_precursor(p, &mut g.errors, now, dt_ms, &mut self.rng);
+            }
+            if let Some(w) = self.wear.get(gi) {
+                faults::tick_wear(w, &mut g.errors, dt_ms, &mut self.rng);
             }
             for f in &mut g.faults {
                 faults::tick(f, &mut g.errors, &mut fx, now, dt_ms, &mut self.rng);
