@@ -391,7 +391,7 @@ async fn elastic(State(r): State<Receivers>, headers: HeaderMap, body: Bytes) ->
     let text = String::from_utf8_lossy(&body).to_string();
     let lines: Vec<&str> = text.lines().collect();
     r.check(
-        lines.len() % 2 == 0 && text.ends_with('\n'),
+        lines.len().is_multiple_of(2) && text.ends_with('\n'),
         "elastic: action/document pairs ending in a newline",
     );
     let mut items = Vec::new();

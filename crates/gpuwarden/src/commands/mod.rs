@@ -10,6 +10,7 @@ mod run;
 mod scrape;
 mod serve;
 mod simulate;
+mod stage;
 mod train;
 mod xid;
 
@@ -33,9 +34,9 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Bench(BenchCommand::Nab(args)) => bench::nab(args),
         Command::Bench(BenchCommand::Detect(args)) => bench::detect(args),
         Command::Bench(BenchCommand::Predict(args)) => bench::predict(args),
-        Command::Train(args) => train::train(args),
         Command::Dashboards(DashboardsCommand::Export(args)) => dashboards::export(args),
         Command::Xid(args) => xid::xid(args),
+        Command::Train(args) => train::train(args),
     }
 }
 

@@ -1,0 +1,132 @@
+//! The wiring `run` and `serve` share: the analysis stage with every analyzer and the
+//! notifier registered, and the background loops (evaluation every interval, retention
+//! hourly). One place, so the two commands cannot drift apart — they differ only in
+//! where GPUs come from (simulator and scrapes, or agent pushes and remote_write).
+
+use crate::config::RunConfig;
+use anyhow::{Context, Result};
+use gpuwarden_detect::XidCatalog;
+use gpuwarden_model::Clock;
+use gpuwarden_pipeline::{Analysis, LiveFleet};
+use gpuwarden_server::derived_metrics::DerivedMetrics;
+use gpuwarden_store::Store;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The analysis stage and its notifier, registered in `registry`.
+pub struct Stage {
+    pub analysis: Arc<Analysis>,
+    pub notifier: Arc<gpuwarden_notify::Notifier>,
+}
+
+/// Builds the analysis stage: health engine + incidents (loaded from the store), the
+/// anomaly and security analyzers, derived health metrics, and the notifier whose outbox
+/// lives in the data directory (what was not delivered before a restart is delivered
+/// after it).
+pub fn build(
+    cfg: &RunConfig,
+    store: Arc<dyn Store>,
+    live: Arc<LiveFleet>,
+    clock: Arc<dyn Clock>,
+    registry: &mut Registry,
+) -> Result<Stage> {
+    let analysis = Arc::new(
+        Analysis::new(
+            store,
+            live.clone(),
+            clock.clone(),
+            cfg.health_rules.clone(),
+            XidCatalog::builtin(),
+            cfg.incidents.clone(),
+        )
+        .context("loading incidents from the store")?,
+    );
+    analysis.add_analyzer(Box::new(gpuwarden_anomaly::AnomalyAnalyzer::default()));
+    analysis.add_analyzer(Box::new(security_engine(cfg)?));
+    registry.register_collector(Box::new(DerivedMetrics {
+        analysis: analysis.clone(),
+        live: live.clone(),
+        clock: clock.clone(),
+    }));
+    let notifier = Arc::new(
+        gpuwarden_notify::Notifier::new(&cfg.notify, &cfg.data_dir.join("outbox"), clock.clone())
+            .context("starting notifications (the [notify] section)")?,
+    );
+    notifier.metrics().register(registry);
+    {
+        let (live, clock) = (live, clock);
+        notifier.set_namespace_lookup(Arc::new(move |gpu| {
+            live.get(gpu, clock.now_ms())
+                .and_then(|v| v.identity.workload.namespace)
+        }));
+    }
+    analysis.add_incident_sink(notifier.clone());
+    Ok(Stage { analysis, notifier })
+}
+
+/// The security rule pack from the `[security]` section. With the simulator and no
+/// approved namespaces configured, the simulator's own approved list is used, so the demo
+/// flags exactly the unapproved use it plays.
+fn security_engine(cfg: &RunConfig) -> Result<gpuwarden_security::SecurityEngine> {
+    let mut sec = cfg.security.clone();
+    if cfg.simulated() && sec.approved_namespaces.is_empty() {
+        sec.approved_namespaces = gpuwarden_sim::workload::APPROVED_NAMESPACES
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    }
+    gpuwarden_security::SecurityEngine::from_config(&sec).context("building the security rule pack")
+}
+
+/// Evaluates the fleet every `interval`: a fault that shows in a scrape or push is scored
+/// within one interval of arriving.
+pub fn spawn_evaluation(
+    analysis: Arc<Analysis>,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let a = analysis.clone();
+            match tokio::task::spawn_blocking(move || a.evaluate()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!("health evaluation could not store its results: {e}"),
+                Err(e) => tracing::error!("health evaluation failed: {e}"),
+            }
+        }
+    })
+}
+
+/// Applies retention once at start and then hourly.
+pub fn spawn_retention(
+    store: Arc<dyn Store>,
+    retention: Duration,
+    clock: Arc<dyn Clock>,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let cutoff = clock.now_ms() - retention.as_millis() as i64;
+            let s = store.clone();
+            match tokio::task::spawn_blocking(move || s.apply_retention(cutoff)).await {
+                Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "retention dropped old samples"),
+                Ok(Err(e)) => tracing::warn!("applying retention: {e}"),
+                _ => {}
+            }
+        }
+    })
+}
