@@ -167,7 +167,9 @@ pub fn build(
             file.security
         },
         notify: {
-            file.notify.settings().context("the [notify] section of the config is not valid")?;
+            file.notify
+                .settings()
+                .context("the [notify] section of the config is not valid")?;
             file.notify
         },
     })
