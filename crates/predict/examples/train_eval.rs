@@ -33,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var("DEBUG_FEATURES").is_ok() {
         let n = gpuwarden_predict::features::feature_count();
         let names = gpuwarden_predict::features::feature_names();
-        for j in 0..n {
+        for (j, name) in names.iter().enumerate() {
             let (mut sp, mut cp, mut sn, mut cn) = (0.0, 0.0, 0.0, 0.0);
             for i in 0..lab.data.len() {
                 let v = lab.data.x[i * n + j];
@@ -48,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     cn += 1.0;
                 }
             }
-            println!("{:40} pos {:10.3} neg {:10.3}", names[j], sp / cp, sn / cn);
+            println!("{name:40} pos {:10.3} neg {:10.3}", sp / cp, sn / cn);
         }
     }
     let mut model = fit_time_split(

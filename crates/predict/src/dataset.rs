@@ -329,7 +329,7 @@ impl Labeler {
 
     fn negative(&mut self, ts: TimestampMs, row: &[f64]) {
         self.negatives_seen += 1;
-        if self.negatives_seen % self.keep_every == 0 {
+        if self.negatives_seen.is_multiple_of(self.keep_every) {
             self.data.push(ts, row, false, self.keep_every as f64);
         }
     }

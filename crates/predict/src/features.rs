@@ -332,7 +332,8 @@ impl GpuFeatureState {
             self.max_clock = mx;
         }
         if let Some(c) = get(row, DcgmField::SmClock) {
-            if !(self.max_clock >= c) {
+            // NaN max (never reported) or a clock above it: the clock is the best bound.
+            if self.max_clock.is_nan() || self.max_clock < c {
                 self.max_clock = c;
             }
             let busy = get(row, DcgmField::GpuUtil).is_some_and(|u| u >= 50.0);

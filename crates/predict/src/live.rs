@@ -47,7 +47,9 @@ pub enum RiskBand {
 
 impl RiskBand {
     pub fn of(p: f64, threshold: f64) -> RiskBand {
-        if !(p >= threshold * 0.25) {
+        // A NaN probability (should not happen; perpetual handles NaN features) is low:
+        // it must never raise a finding.
+        if p.is_nan() || p < threshold * 0.25 {
             RiskBand::Low
         } else if p < threshold {
             RiskBand::Elevated
@@ -100,6 +102,36 @@ impl Default for PredictConfig {
             threshold: None,
             top_features: 3,
         }
+    }
+}
+
+impl PredictConfig {
+    /// The defaults with the environment's overrides: `GPUWARDEN_PREDICT_PERIOD_S`,
+    /// `GPUWARDEN_PREDICT_THRESHOLD` (a probability in (0, 1]; anything else keeps the
+    /// model's operating threshold), `GPUWARDEN_PREDICT_TOP_FEATURES`. Unparseable values
+    /// are ignored with a warning rather than stopping the server.
+    pub fn from_env() -> PredictConfig {
+        let mut c = PredictConfig::default();
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        if let Some(v) = var("GPUWARDEN_PREDICT_PERIOD_S") {
+            match v.trim().parse::<u64>() {
+                Ok(s) if s > 0 => c.period_s = s,
+                _ => tracing::warn!(value = %v, "GPUWARDEN_PREDICT_PERIOD_S is not a positive integer; using 300"),
+            }
+        }
+        if let Some(v) = var("GPUWARDEN_PREDICT_THRESHOLD") {
+            match v.trim().parse::<f64>() {
+                Ok(t) if t > 0.0 && t <= 1.0 => c.threshold = Some(t),
+                _ => tracing::warn!(value = %v, "GPUWARDEN_PREDICT_THRESHOLD is not in (0, 1]; using the model's"),
+            }
+        }
+        if let Some(v) = var("GPUWARDEN_PREDICT_TOP_FEATURES") {
+            match v.trim().parse::<usize>() {
+                Ok(k) => c.top_features = k,
+                _ => tracing::warn!(value = %v, "GPUWARDEN_PREDICT_TOP_FEATURES is not an integer; using 3"),
+            }
+        }
+        c
     }
 }
 

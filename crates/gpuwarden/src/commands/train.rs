@@ -14,6 +14,7 @@ use gpuwarden_predict::failure::{failure_of_event, HardFailureCodes};
 use gpuwarden_predict::live::models_dir;
 use gpuwarden_predict::model::TrainOptions;
 use gpuwarden_predict::train::{fit_time_split, labeler};
+use gpuwarden_predict::{PredictConfig, PredictionAnalyzer, Predictor};
 use gpuwarden_store::embedded::{EmbeddedOptions, EmbeddedStore};
 use gpuwarden_store::Store;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -141,4 +142,60 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
         t.test.roc_auc, t.test.pr_auc, t.test.precision, t.test.recall, t.test.threshold
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Live failure prediction for `gpuwarden run`: a [`Predictor`] reading
+/// `data_dir/models/failure-current.json` (none yet: it logs once and scores nothing until
+/// `gpuwarden train` writes one), its analyzer registered with the analysis stage (so a
+/// prediction above the threshold becomes a `Prediction` finding → incident), and a task
+/// that every 30 s reloads the model when the file changed (`train` renames a complete
+/// file into place, so a half-written model is never read) and appends the new
+/// probabilities to the store as `gpuwarden_failure_probability` samples.
+pub fn attach_predictor(
+    analysis: &gpuwarden_pipeline::Analysis,
+    store: std::sync::Arc<dyn Store>,
+    data_dir: &std::path::Path,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::sync::Arc<Predictor> {
+    let predictor = Predictor::new(Some(models_dir(data_dir)), PredictConfig::from_env());
+    analysis.add_analyzer(Box::new(PredictionAnalyzer::new(
+        predictor.clone(),
+        &XidCatalog::builtin(),
+    )));
+    let p = predictor.clone();
+    tokio::spawn(async move {
+        let mut mtime = p
+            .current_path()
+            .and_then(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok());
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let (p2, store) = (p.clone(), store.clone());
+            let last = mtime;
+            match tokio::task::spawn_blocking(move || {
+                let m = p2.reload_if_changed(last);
+                let rows = p2.take_history_rows();
+                let stored = if rows.is_empty() {
+                    Ok(())
+                } else {
+                    store.append_samples(&rows)
+                };
+                (m, stored)
+            })
+            .await
+            {
+                Ok((m, Ok(()))) => mtime = m.or(mtime),
+                Ok((m, Err(e))) => {
+                    mtime = m.or(mtime);
+                    tracing::warn!("failure prediction: storing probabilities failed: {e}");
+                }
+                Err(e) => tracing::error!("failure prediction: background task failed: {e}"),
+            }
+        }
+    });
+    predictor
 }

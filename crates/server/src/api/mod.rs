@@ -6,6 +6,7 @@ pub(crate) mod gpus;
 pub(crate) mod incidents;
 pub mod ingest;
 pub(crate) mod notifications;
+pub(crate) mod predictions;
 pub(crate) mod silences;
 pub(crate) mod system;
 
@@ -37,6 +38,8 @@ pub struct AppState {
     pub notifier: Option<Arc<gpuwarden_notify::Notifier>>,
     /// Rendered fleet-wide answers, valid until the fleet changes.
     pub cache: Arc<crate::cache::JsonCache>,
+    /// Live failure prediction (`gpuwarden run`); `None` answers its routes with 404.
+    pub predictor: Option<Arc<gpuwarden_predict::Predictor>>,
 }
 
 impl AppState {
@@ -81,6 +84,9 @@ pub fn router(state: AppState, extra: Option<Router>) -> Router {
         .route("/api/v1/gpus/{uuid}/series", get(gpus::series))
         .route("/api/v1/gpus/{uuid}/events", get(gpus::events))
         .route("/api/v1/gpus/{uuid}/health/history", get(gpus::health_history))
+        .route("/api/v1/gpus/{uuid}/predictions", get(predictions::gpu))
+        .route("/api/v1/predictions", get(predictions::list))
+        .route("/api/v1/models/current", get(predictions::current_model))
         .route("/api/v1/nodes", get(fleet::nodes))
         .route("/api/v1/fleet/summary", get(fleet::summary))
         .route("/api/v1/incidents", get(incidents::list))

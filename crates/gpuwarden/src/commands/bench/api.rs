@@ -117,6 +117,7 @@ pub fn api(args: BenchApiArgs) -> Result<ExitCode> {
         ingest: None,
         notifier: None,
         cache: Default::default(),
+        predictor: None,
     };
     let rt = crate::commands::runtime()?;
     let results = rt.block_on(async move {
