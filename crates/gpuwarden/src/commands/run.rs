@@ -7,17 +7,14 @@ use crate::config::{self, FileConfig, RunConfig};
 use anyhow::{Context, Result};
 use gpuwarden_collect::prom::Limits;
 use gpuwarden_collect::scrape::{ScrapeConfig, Scraper, TargetSources, TargetSpec};
-use gpuwarden_detect::XidCatalog;
 use gpuwarden_model::{Clock, SystemClock};
-use gpuwarden_pipeline::{Analysis, Ingestor, LiveFleet, PipelineMetrics};
-use gpuwarden_server::derived_metrics::DerivedMetrics;
+use gpuwarden_pipeline::{Ingestor, LiveFleet, PipelineMetrics};
 use gpuwarden_server::AppState;
 use gpuwarden_store::embedded::{EmbeddedOptions, EmbeddedStore};
 use gpuwarden_store::Store;
 use prometheus_client::registry::Registry;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
@@ -99,38 +96,8 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     let metrics = PipelineMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
-    let analysis = Arc::new(
-        Analysis::new(
-            store.clone(),
-            live.clone(),
-            clock.clone(),
-            cfg.health_rules.clone(),
-            XidCatalog::builtin(),
-            cfg.incidents.clone(),
-        )
-        .context("loading incidents from the store")?,
-    );
-    analysis.add_analyzer(Box::new(gpuwarden_anomaly::AnomalyAnalyzer::default()));
-    analysis.add_analyzer(Box::new(security_engine(&cfg)?));
-    registry.register_collector(Box::new(DerivedMetrics {
-        analysis: analysis.clone(),
-        live: live.clone(),
-        clock: clock.clone(),
-    }));
-    // Notifications: the outbox is in the data directory, so whatever was not delivered
-    // before a restart is delivered after it.
-    let notifier = Arc::new(
-        gpuwarden_notify::Notifier::new(&cfg.notify, &cfg.data_dir.join("outbox"), clock.clone())
-            .context("starting notifications (the [notify] section)")?,
-    );
-    notifier.metrics().register(&mut registry);
-    {
-        let (live, clock) = (live.clone(), clock.clone());
-        notifier.set_namespace_lookup(Arc::new(move |gpu| {
-            live.get(gpu, clock.now_ms()).and_then(|v| v.identity.workload.namespace)
-        }));
-    }
-    analysis.add_incident_sink(notifier.clone());
+    let super::stage::Stage { analysis, notifier } =
+        super::stage::build(&cfg, store.clone(), live.clone(), clock.clone(), &mut registry)?;
     let ingestor =
         Arc::new(Ingestor::new(store.clone(), live.clone(), metrics, clock.clone()).with_analysis(analysis.clone()));
     let xid_state_path = cfg.data_dir.join("xid-tracker.json");
@@ -156,56 +123,15 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Failure prediction: every GPU scored each period with the model in data_dir/models.
-    let predictor =
-        super::train::attach_predictor(&analysis, store.clone(), &cfg.data_dir, shutdown_rx.clone());
+    let predictor = super::train::attach_predictor(&analysis, store.clone(), &cfg.data_dir, shutdown_rx.clone());
     let notify_tasks = notifier.spawn(shutdown_rx.clone());
     let (tx, rx) = mpsc::channel(64);
     let scrape_task = tokio::spawn(scraper.run(tx, shutdown_rx.clone()));
     let ingest_task = tokio::spawn(ingestor.clone().run(rx));
 
-    // Health evaluation and incidents, once per scrape interval: a fault that shows in a
-    // scrape is scored within one interval of that scrape.
-    let eval_analysis = analysis.clone();
-    let mut eval_shutdown = shutdown_rx.clone();
-    let interval = cfg.scrape_interval;
-    let eval_task = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = eval_shutdown.changed() => return,
-            }
-            let a = eval_analysis.clone();
-            match tokio::task::spawn_blocking(move || a.evaluate()).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::error!("health evaluation could not store its results: {e}"),
-                Err(e) => tracing::error!("health evaluation failed: {e}"),
-            }
-        }
-    });
-
-    // Retention, once at start and then hourly.
-    let retention_store = store.clone();
-    let retention = cfg.retention;
-    let retention_clock = clock.clone();
-    let mut retention_shutdown = shutdown_rx.clone();
-    let retention_task = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = retention_shutdown.changed() => return,
-            }
-            let cutoff = retention_clock.now_ms() - retention.as_millis() as i64;
-            let s = retention_store.clone();
-            match tokio::task::spawn_blocking(move || s.apply_retention(cutoff)).await {
-                Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "retention dropped old samples"),
-                Ok(Err(e)) => tracing::warn!("applying retention: {e}"),
-                _ => {}
-            }
-        }
-    });
+    let eval_task = super::stage::spawn_evaluation(analysis.clone(), cfg.scrape_interval, shutdown_rx.clone());
+    let retention_task =
+        super::stage::spawn_retention(store.clone(), cfg.retention, clock.clone(), shutdown_rx.clone());
 
     let before_metrics = {
         let ingestor = ingestor.clone();
@@ -291,18 +217,4 @@ fn print_banner(cfg: &RunConfig, listen: std::net::SocketAddr, sim: Option<&gpuw
         println!("  labels:   curl {base}/api/v1/simulation/labels");
     }
     println!("Press Ctrl-C to stop.");
-}
-
-/// The security rule pack with the config's policy. On the simulated fleet without a
-/// namespace policy, the simulator's approved namespaces are used so that its abuse
-/// scenarios show up as they would on a configured cluster.
-fn security_engine(cfg: &RunConfig) -> Result<gpuwarden_security::SecurityEngine> {
-    let mut sec = cfg.security.clone();
-    if cfg.simulated() && sec.approved_namespaces.is_empty() {
-        sec.approved_namespaces = gpuwarden_sim::workload::APPROVED_NAMESPACES
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-    }
-    gpuwarden_security::SecurityEngine::from_config(&sec).context("building the security rule pack")
 }

@@ -7,9 +7,9 @@
 //! `/metrics`. The ingest listener may face the network only when push tokens are
 //! configured, so exposing it never exposes the unauthenticated read API.
 //!
-//! The wiring mirrors `run`'s (store, live view, analysis, ingestor, evaluation tick,
-//! retention), kept separate rather than shared so that `run` stays untouched by this
-//! command; the two differ in where GPUs come from and in the ingest state.
+//! The analysis stage (analyzers, incidents, notifications) and the background loops are
+//! shared with `run` (`commands/stage.rs`); the two differ in where GPUs come from and in
+//! the ingest state.
 
 use crate::cli::ServeArgs;
 use crate::config::{self, FileConfig};
@@ -17,13 +17,11 @@ use anyhow::{bail, Context, Result};
 use gpuwarden_agent::wire::BatchLimits;
 use gpuwarden_collect::prom::Limits;
 use gpuwarden_collect::scrape::{ScrapeConfig, Scraper, TargetSources, TargetSpec};
-use gpuwarden_detect::XidCatalog;
 use gpuwarden_model::{Clock, SystemClock};
-use gpuwarden_pipeline::{Analysis, Ingestor, LiveFleet, PipelineMetrics};
+use gpuwarden_pipeline::{Ingestor, LiveFleet, PipelineMetrics};
 use gpuwarden_server::api::ingest::auth::IngestTokens;
 use gpuwarden_server::api::ingest::ledger::{BatchLedger, DEFAULT_CAPACITY};
 use gpuwarden_server::api::ingest::{self, IngestMetrics, IngestState};
-use gpuwarden_server::derived_metrics::DerivedMetrics;
 use gpuwarden_server::AppState;
 use gpuwarden_store::embedded::{EmbeddedOptions, EmbeddedStore};
 use gpuwarden_store::Store;
@@ -92,22 +90,8 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
     metrics.register(&mut registry);
     let ingest_metrics = IngestMetrics::default();
     ingest_metrics.register(&mut registry);
-    let analysis = Arc::new(
-        Analysis::new(
-            store.clone(),
-            live.clone(),
-            clock.clone(),
-            cfg.health_rules.clone(),
-            XidCatalog::builtin(),
-            cfg.incidents.clone(),
-        )
-        .context("loading incidents from the store")?,
-    );
-    registry.register_collector(Box::new(DerivedMetrics {
-        analysis: analysis.clone(),
-        live: live.clone(),
-        clock: clock.clone(),
-    }));
+    let super::stage::Stage { analysis, notifier } =
+        super::stage::build(&cfg, store.clone(), live.clone(), clock.clone(), &mut registry)?;
     let ingestor =
         Arc::new(Ingestor::new(store.clone(), live.clone(), metrics, clock.clone()).with_analysis(analysis.clone()));
     let xid_state_path = cfg.data_dir.join("xid-tracker.json");
@@ -146,43 +130,11 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
         ingest_task = Some(tokio::spawn(ingestor.clone().run(rx)));
     }
 
-    let eval_analysis = analysis.clone();
-    let mut eval_shutdown = shutdown_rx.clone();
     let eval_interval = cfg.scrape_interval.min(agent_interval);
-    let eval_task = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(eval_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = eval_shutdown.changed() => return,
-            }
-            let a = eval_analysis.clone();
-            match tokio::task::spawn_blocking(move || a.evaluate()).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::error!("health evaluation could not store its results: {e}"),
-                Err(e) => tracing::error!("health evaluation failed: {e}"),
-            }
-        }
-    });
-    let retention_store = store.clone();
-    let retention = cfg.retention;
-    let retention_clock = clock.clone();
-    let mut retention_shutdown = shutdown_rx.clone();
-    let retention_task = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = retention_shutdown.changed() => return,
-            }
-            let cutoff = retention_clock.now_ms() - retention.as_millis() as i64;
-            let s = retention_store.clone();
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.apply_retention(cutoff)).await {
-                tracing::warn!("applying retention: {e}");
-            }
-        }
-    });
+    let eval_task = super::stage::spawn_evaluation(analysis.clone(), eval_interval, shutdown_rx.clone());
+    let retention_task =
+        super::stage::spawn_retention(store.clone(), cfg.retention, clock.clone(), shutdown_rx.clone());
+    let notify_tasks = notifier.spawn(shutdown_rx.clone());
 
     let before_metrics = {
         let ingestor = ingestor.clone();
@@ -197,7 +149,7 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
         clock: clock.clone(),
         before_metrics,
         started_ms: clock.now_ms(),
-        notifier: None,
+        notifier: Some(notifier.clone()),
         cache: Default::default(),
         predictor: None,
         ingest: Some(Arc::new(IngestState {
@@ -255,6 +207,9 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
     }
     let _ = retention_task.await;
     let _ = eval_task.await;
+    for t in notify_tasks {
+        let _ = t.await;
+    }
     let s = store.clone();
     tokio::task::spawn_blocking(move || s.flush())
         .await?
