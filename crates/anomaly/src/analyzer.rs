@@ -11,6 +11,15 @@
 //! * **Per cohort** ([`CohortDetector`]): GPUs of the same model on the same node running
 //!   the same workload (job / pod labels; unlabelled GPUs form their own group) are
 //!   compared at every evaluation on SM clock, temperatures, power and utilization.
+//!   Temperatures are compared on what their peers and their power do not explain: a
+//!   GPU's difference from the peers' median, less the model's °C-per-W times its
+//!   (thermally smoothed) power difference, less its own slowly learned offset. A GPU at
+//!   the back of the chassis that always runs 4 °C warmer is how it is built in; one whose
+//!   die climbs 5 °C past that in a minute at the same power has a cooling fault. A
+//!   temperature streak may only start after five minutes of steady load (dies and HBM
+//!   take minutes to reach a new level, and a GPU just back from a hot job is warmer than
+//!   the idle peers it joins), but once started it is followed through the throttling it
+//!   causes.
 //!
 //! GPU telemetry is dominated by load changes: a job starting moves power, clocks,
 //! temperature and utilization by tens of percent in one scrape. A per-series detector
@@ -32,7 +41,7 @@
 //! few dozen bytes of state per GPU; GPUs not seen for `forget_after_ms` are dropped, so
 //! memory is bounded by the live fleet. Work per row is O(watched fields).
 
-use crate::cohort::{CohortConfig, CohortDetector, CohortVerdict};
+use crate::cohort::{median_mad, CohortConfig, CohortDetector, CohortVerdict};
 use crate::series::{SeriesConfig, SeriesDetector};
 use gpuwarden_model::{
     Action, Analyzer, DcgmField, Dimension, Event, EventKind, Evidence, FieldName, Finding, FindingKind, Freshness,
@@ -81,15 +90,17 @@ const fn w(
 }
 
 /// The fields that matter. Cohort floors are what identical boards under identical load
-/// legitimately differ by (air-path position moves temperature by a few °C, power by a
-/// few percent); the threshold multiplies them.
+/// legitimately differ by (power by a few percent, clocks by a boost bin); the threshold
+/// multiplies them. Temperatures are judged on their residual after power and the GPU's
+/// own learned offset (see `thermal_cohort_step`), which is integer-rounded sensor noise
+/// of well under a degree: 0.5 °C × z 6 = 3 °C of unexplained heat.
 const WATCHED: &[Watched] = &[
     w(
         DcgmField::GpuTemp,
         "gpu_temp",
         Kind::Load,
         Dimension::Thermal,
-        Some((2.5, 0.0)),
+        Some((0.5, 0.0)),
         Action::None,
     ),
     w(
@@ -97,7 +108,7 @@ const WATCHED: &[Watched] = &[
         "memory_temp",
         Kind::Load,
         Dimension::Thermal,
-        Some((2.5, 0.0)),
+        Some((0.5, 0.0)),
         Action::None,
     ),
     w(
@@ -318,6 +329,58 @@ struct FieldState {
     active_since: Option<TimestampMs>,
 }
 
+/// A GPU's own learned standing in its cohort on one temperature field: how far it runs
+/// from its peers' median once their power difference is accounted for (its air-path
+/// position, its thermal paste, its fan). A persistent offset is how the GPU is built
+/// into its chassis, not an anomaly; a *change* in it is.
+#[derive(Debug, Clone, Copy)]
+struct ThermalOffset {
+    offset: f64,
+    /// Evaluations learned from (fast running mean while few).
+    n: u32,
+    last_ms: TimestampMs,
+    /// Temperature and smoothed power at the previous evaluation (NaN: none).
+    prev_temp: f64,
+    prev_power: f64,
+}
+
+impl Default for ThermalOffset {
+    fn default() -> Self {
+        Self {
+            offset: 0.0,
+            n: 0,
+            last_ms: 0,
+            prev_temp: f64::NAN,
+            prev_power: f64::NAN,
+        }
+    }
+}
+
+/// A model's temperature-per-watt slope on one temperature field, pooled over every
+/// cohort of that model: exponentially weighted sums of (power difference)² and
+/// (power difference × temperature difference from the peers).
+#[derive(Debug, Clone, Copy, Default)]
+struct Slope {
+    sqq: f64,
+    sqd: f64,
+}
+
+impl Slope {
+    /// °C per W, clamped to what cooled silicon can plausibly do; 0 until power has
+    /// differed enough between peers to say anything.
+    fn value(&self) -> f64 {
+        if self.sqq > 1e3 && self.sqd.is_finite() {
+            (self.sqd / self.sqq).clamp(0.0, 0.5)
+        } else {
+            0.0
+        }
+    }
+}
+
+fn is_temperature(f: DcgmField) -> bool {
+    matches!(f, DcgmField::GpuTemp | DcgmField::MemoryTemp)
+}
+
 /// Per-GPU state.
 #[derive(Debug, Clone)]
 struct GpuState {
@@ -330,6 +393,13 @@ struct GpuState {
     last_util: Option<f64>,
     last_power: Option<f64>,
     workload_changed: bool,
+    /// Power smoothed over the die's thermal time constant (temperature follows this,
+    /// not the instantaneous draw): (time, watts).
+    thermal_power: Option<(TimestampMs, f64)>,
+    /// By WATCHED index; only temperature fields use theirs.
+    thermal: Vec<ThermalOffset>,
+    /// Data time since which the GPU's load has been steady (see `steady_samples`).
+    steady_since_ms: TimestampMs,
 }
 
 /// A reported (or about to be) condition.
@@ -358,12 +428,41 @@ pub struct AnomalyAnalyzer {
     cohorts: Vec<CohortDetector<GpuUuid>>, // by WATCHED index (unused where no cohort)
     conditions: BTreeMap<(GpuUuid, usize, bool), Condition>,
     verdicts: Vec<CohortVerdict>,
+    /// (GPU model, WATCHED index) → temperature-per-watt slope (bounded by the models).
+    slopes: HashMap<(String, usize), Slope>,
+    residuals: Vec<(GpuUuid, f64)>,
 }
 
 impl Default for AnomalyAnalyzer {
     fn default() -> Self {
         Self::new(AnomalyConfig::default())
     }
+}
+
+/// Time constant of the power smoothing that temperature is regressed on (a die's
+/// thermal lag is tens of seconds; its memory's, minutes).
+const THERMAL_TAU_MS: f64 = 60_000.0;
+/// Time constant over which a GPU's own temperature offset from its peers is learned.
+const OFFSET_TAU_MS: f64 = 1_800_000.0;
+/// Steady load (data time) before a GPU's temperature may *start* an out-of-line streak:
+/// after a load change a die and its memory take minutes (time constants ~45 s and
+/// ~120 s) to reach their new level, and a GPU that just left a hot job and joined the
+/// idle GPUs is hotter than its peers for that long without anything being wrong.
+const THERMAL_SETTLE_MS: i64 = 300_000;
+/// The same for memory (HBM) temperature, which lags power by minutes more.
+const MEMORY_SETTLE_MS: i64 = 600_000;
+/// Die temperature rise (°C, one evaluation) at unchanged or falling power that makes a
+/// GPU judged even while it has not settled: no load change explains a die heating up
+/// on its own.
+const UNEXPLAINED_RISE_C: f64 = 2.0;
+/// Evaluations of a GPU's offset before its temperature is judged against its peers.
+const OFFSET_WARM: u32 = 12;
+/// Weight of the newest evaluation in a model's temperature-per-watt sums.
+const SLOPE_DECAY: f64 = 1.0 / 2000.0;
+
+/// The GPU model part of a cohort key (`model|workload`).
+fn model_of(cohort_key: &str) -> String {
+    cohort_key.split('|').next().unwrap_or("").to_string()
 }
 
 fn workload_key(id: &GpuIdentity) -> String {
@@ -395,6 +494,12 @@ impl AnomalyAnalyzer {
                     persistence: cfg.cohort_persistence,
                     abs_floor,
                     rel_floor,
+                    one_sided: is_temperature(wf.field),
+                    instant_z: if is_temperature(wf.field) {
+                        2.0 * cfg.cohort_z
+                    } else {
+                        f64::INFINITY
+                    },
                 })
             })
             .collect();
@@ -406,6 +511,8 @@ impl AnomalyAnalyzer {
             cohorts,
             conditions: BTreeMap::new(),
             verdicts: Vec::new(),
+            slopes: HashMap::new(),
+            residuals: Vec::new(),
         }
     }
 
@@ -514,6 +621,140 @@ impl AnomalyAnalyzer {
         c.seen_this_round = true;
     }
 
+    /// One cohort step on a temperature field. Raw temperatures of identical boards under
+    /// identical load differ by several °C (inlet air, position in the air path, paste),
+    /// and by R·ΔP where their power differs: judging raw values against a fixed
+    /// allowance either misses a failing cooler or flags the GPU at the back of the
+    /// chassis. So the cohort is read as a two-way additive model,
+    ///
+    /// `T[i,t] = common[t] + offset[i] + b·(P̄[i,t] − median P̄[t]) + noise`,
+    ///
+    /// with `P̄` the power smoothed over the thermal time constant, `b` the model's
+    /// °C per W (pooled over all its cohorts) and `offset[i]` the GPU's own standing,
+    /// learned slowly (30 min) and only while it is in line. `common[t]` is the median of
+    /// the peers' offset-corrected temperatures, so peers joining or leaving the cohort do
+    /// not move it. A member is judged on its residual, and only when it runs *hotter*
+    /// than explained (a GPU cooler than its peers has no thermal problem). A persistent
+    /// airflow offset is thereby learned away; a cooling failure (a die climbing several
+    /// °C in a minute at the same power) stands out at once.
+    fn thermal_cohort_step(
+        &mut self,
+        now: TimestampMs,
+        model: &str,
+        wi: usize,
+        members: &[(GpuUuid, f64)],
+        out: &mut Vec<CohortVerdict>,
+    ) {
+        let slope_key = (model.to_string(), wi);
+        let mut slope = self.slopes.get(&slope_key).copied().unwrap_or_default();
+        let b = slope.value();
+        let mut scratch = Vec::with_capacity(members.len());
+        let powers: Vec<f64> = members
+            .iter()
+            .map(|(u, _)| {
+                self.gpus
+                    .get(u)
+                    .and_then(|g| g.thermal_power)
+                    .map_or(f64::NAN, |(_, p)| p)
+            })
+            .collect();
+        let med_p = median_mad(&powers, &mut scratch).map_or(f64::NAN, |x| x.0);
+        // Per member: (power-corrected temperature y, power difference q, offset state,
+        // settled).
+        let mut rows = Vec::with_capacity(members.len());
+        for (i, (u, t)) in members.iter().enumerate() {
+            let q = if powers[i].is_finite() && med_p.is_finite() {
+                powers[i] - med_p
+            } else {
+                0.0
+            };
+            let settle = if WATCHED[wi].field == DcgmField::MemoryTemp {
+                MEMORY_SETTLE_MS
+            } else {
+                THERMAL_SETTLE_MS
+            };
+            let (th, settled) = self.gpus.get(u).map_or((ThermalOffset::default(), false), |g| {
+                (g.thermal[wi], now.saturating_sub(g.steady_since_ms) >= settle)
+            });
+            // A die heating up while its power does not rise is no transient.
+            let unexplained_rise = WATCHED[wi].field == DcgmField::GpuTemp
+                && t - th.prev_temp >= UNEXPLAINED_RISE_C
+                && powers[i] <= th.prev_power * 1.02;
+            // A streak, once started, goes on through the load changes it causes (a die
+            // at its limit throttles, and its power drops).
+            let eligible = settled || unexplained_rise || self.cohorts[wi].streak(u) > 0;
+            rows.push((t - b * q, q, th, eligible));
+        }
+        // The common level: median of the known members' offset-corrected values; while
+        // too few are known, of everyone's (nothing is judged then).
+        let known: Vec<f64> = rows
+            .iter()
+            .filter(|(y, _, th, _)| th.n >= OFFSET_WARM && y.is_finite())
+            .map(|(y, _, th, _)| y - th.offset)
+            .collect();
+        let judged = known.len() >= self.cfg.cohort_min_members;
+        let common = if judged {
+            median_mad(&known, &mut scratch).map_or(f64::NAN, |x| x.0)
+        } else {
+            let all: Vec<f64> = rows.iter().map(|r| r.0).collect();
+            median_mad(&all, &mut scratch).map_or(f64::NAN, |x| x.0)
+        };
+        self.residuals.clear();
+        for ((u, _), (y, _, th, eligible)) in members.iter().zip(&rows) {
+            let r = if judged && *eligible && th.n >= OFFSET_WARM {
+                y - th.offset
+            } else {
+                f64::NAN // not judged: its offset is not known yet, or it is in a transient
+            };
+            self.residuals.push((u.clone(), r));
+        }
+        let residuals = std::mem::take(&mut self.residuals);
+        self.cohorts[wi].step(&residuals, out);
+        let threshold = self.cfg.cohort_z;
+        for (((u, t), v), (y, q, _, eligible)) in members.iter().zip(out.iter_mut()).zip(&rows) {
+            let Some(g) = self.gpus.get_mut(u) else { continue };
+            let th = &mut g.thermal[wi];
+            // Show the operator temperatures: observed, and what common level, power and
+            // the GPU's own offset explain.
+            v.observed = *t;
+            v.median = common + b * q + th.offset;
+            th.prev_temp = *t;
+            th.prev_power = g.thermal_power.map_or(f64::NAN, |(_, p)| p);
+            if !eligible || !y.is_finite() || !common.is_finite() {
+                continue; // a transient: neither judged nor learned from
+            }
+            let suspicious = v.streak > 0 || v.z >= threshold / 2.0;
+            // Fast running mean while new, then a 30 min exponential average; eight times
+            // slower while out of line, so a fault is not learned away during its
+            // incident, yet a GPU moved to a warmer slot is accepted within hours.
+            let dt = if th.n == 0 {
+                0.0
+            } else {
+                (now - th.last_ms).max(0) as f64
+            };
+            let timed = 1.0 - (-dt / if suspicious { 8.0 * OFFSET_TAU_MS } else { OFFSET_TAU_MS }).exp();
+            let a = if suspicious && th.n >= OFFSET_WARM {
+                timed
+            } else {
+                (1.0 / f64::from(th.n + 1)).max(timed)
+            };
+            let target = y - common;
+            if !suspicious && th.n >= OFFSET_WARM && judged && q.is_finite() {
+                // The part of the deviation the power term should have explained.
+                let e = target - th.offset + b * q;
+                slope.sqq = slope.sqq * (1.0 - SLOPE_DECAY) + q * q;
+                slope.sqd = slope.sqd * (1.0 - SLOPE_DECAY) + q * e;
+            }
+            th.offset += (target - th.offset) * a.clamp(0.0, 1.0);
+            th.n = th.n.saturating_add(1);
+            th.last_ms = now;
+        }
+        if slope.sqq.is_finite() && slope.sqd.is_finite() {
+            self.slopes.insert(slope_key, slope);
+        }
+        self.residuals = residuals;
+    }
+
     fn evaluate_cohorts(&mut self, now: TimestampMs, freshness: &dyn Fn(&GpuUuid) -> Freshness) {
         // Group fresh GPUs by (node, cohort key); BTreeMap for a deterministic order.
         let mut groups: BTreeMap<(String, String), Vec<GpuUuid>> = BTreeMap::new();
@@ -530,7 +771,7 @@ impl AnomalyAnalyzer {
         }
         let mut members: Vec<(GpuUuid, f64)> = Vec::new();
         let mut hits = Vec::new();
-        for ((node, _), uuids) in &groups {
+        for ((node, cohort), uuids) in &groups {
             for (wi, wf) in WATCHED.iter().enumerate() {
                 if wf.cohort.is_none() {
                     continue;
@@ -545,7 +786,11 @@ impl AnomalyAnalyzer {
                     continue;
                 }
                 let mut out = std::mem::take(&mut self.verdicts);
-                self.cohorts[wi].step(&members, &mut out);
+                if is_temperature(wf.field) {
+                    self.thermal_cohort_step(now, &model_of(cohort), wi, &members, &mut out);
+                } else {
+                    self.cohorts[wi].step(&members, &mut out);
+                }
                 for ((u, _), v) in members.iter().zip(&out) {
                     if v.flagged {
                         hits.push((u.clone(), wi, node.clone(), *v));
@@ -617,10 +862,15 @@ impl Analyzer for AnomalyAnalyzer {
             last_util: None,
             last_power: None,
             workload_changed: false,
+            thermal_power: None,
+            thermal: vec![ThermalOffset::default(); n],
+            steady_since_ms: TimestampMs::MAX,
         });
         if g.cohort_key != key {
             g.workload_changed = true;
             g.cohort_key = key;
+            // Offsets are relative to the peers they were learned among.
+            g.thermal.iter_mut().for_each(|t| t.n = 0);
         }
         g.node.clone_from(&identity.node);
         self.identities.insert(identity.uuid.clone(), identity.clone());
@@ -665,7 +915,20 @@ impl Analyzer for AnomalyAnalyzer {
             if power.is_some() {
                 g.last_power = power;
             }
+            if let Some(p) = power {
+                g.thermal_power = Some(match g.thermal_power {
+                    Some((pt, s)) if ts > pt => {
+                        let a = 1.0 - (-((ts - pt) as f64) / THERMAL_TAU_MS).exp();
+                        (ts, s + (p - s) * a)
+                    }
+                    Some(prev) => prev,
+                    None => (ts, p),
+                });
+            }
             g.steady_samples = if changed { 0 } else { g.steady_samples.saturating_add(1) };
+            if changed || g.steady_since_ms == TimestampMs::MAX {
+                g.steady_since_ms = ts;
+            }
         }
         for (name, v) in &row.values {
             let Some(f) = name.dcgm() else { continue };
@@ -872,6 +1135,45 @@ mod tests {
             res.iter().flatten().all(|(i, _)| *i == 3),
             "a healthy peer was flagged: {:?}",
             res.iter().flatten().find(|(i, _)| *i != 3)
+        );
+    }
+
+    /// Peers 0–4 °C apart in inlet air and 280 W apart in draw (one job, uneven shards):
+    /// raw temperatures spread over ~28 °C, none of it anomalous. Then GPU 5's cooling
+    /// fails: its die heads for 91 °C with a 45 s time constant while its draw is unchanged.
+    #[test]
+    fn temperature_offsets_explained_by_airflow_and_power_are_not_flagged_cooling_failure_is() {
+        let start = 300;
+        let res = run(400, |t, i| {
+            let w = wobble(i, t);
+            let power = 300.0 + 40.0 * i as f64 + 6.0 * w;
+            let ambient = 25.0 + (i % 4) as f64 * 0.8 + (i * 37 % 15) as f64 / 10.0;
+            let eq = ambient + 0.085 * power;
+            let temp = if i == 5 && t >= start {
+                let k = 1.0 - (-((t - start + 1) as f64) * 5.0 / 45.0).exp();
+                eq + (91.4 - eq).max(0.0) * k
+            } else {
+                eq
+            };
+            (98.0 + w, 1980.0 + 5.0 * w, power, temp.round())
+        });
+        for (t, f) in res.iter().enumerate().take(start as usize) {
+            assert!(f.is_empty(), "false finding at step {t}: {f:?}");
+        }
+        let first = res
+            .iter()
+            .enumerate()
+            .skip(start as usize)
+            .find(|(_, f)| f.iter().any(|(i, r)| *i == 5 && r == "anomaly.cohort.gpu_temp"))
+            .map(|(t, _)| t as i64 - start);
+        assert!(
+            first.is_some_and(|d| d < 3),
+            "cooling failure flagged after {first:?} steps"
+        );
+        assert!(
+            res.iter().flatten().all(|(i, _)| *i == 5),
+            "a healthy peer was flagged: {:?}",
+            res.iter().flatten().find(|(i, _)| *i != 5)
         );
     }
 

@@ -19,7 +19,8 @@
 //! identical boards usable: eight GPUs pinned at the same boost clock have MAD 0, and a
 //! 1 MHz wobble must not become a z of thousands. A member is *flagged* once its |z| has
 //! exceeded the threshold for `persistence` consecutive steps (one noisy scrape is not a
-//! finding). Cohorts smaller than `min_members` are not judged: with two GPUs one cannot
+//! finding), or at once when |z| reaches `instant_z` (a jump that large is no noisy
+//! scrape; used where a few intervals of delay matter, e.g. a die heating up). Cohorts smaller than `min_members` are not judged: with two GPUs one cannot
 //! say which one is odd.
 //!
 //! Cost: one sort of the cohort's values per step (8 GPUs: a few dozen comparisons);
@@ -41,6 +42,12 @@ pub struct CohortConfig {
     pub abs_floor: f64,
     /// Scale floor as a fraction of |median|.
     pub rel_floor: f64,
+    /// Only values *above* the peers count (e.g. temperature: a GPU cooler than its
+    /// peers has no thermal problem).
+    pub one_sided: bool,
+    /// |robust z| at which one step is enough (a jump that large is no noisy scrape);
+    /// `INFINITY` to always require `persistence`.
+    pub instant_z: f64,
 }
 
 impl Default for CohortConfig {
@@ -51,6 +58,8 @@ impl Default for CohortConfig {
             persistence: 2,
             abs_floor: 1e-9,
             rel_floor: 0.03,
+            one_sided: false,
+            instant_z: f64::INFINITY,
         }
     }
 }
@@ -129,6 +138,11 @@ impl<K: Hash + Eq + Clone> CohortDetector<K> {
         self.streaks.is_empty()
     }
 
+    /// The member's current count of consecutive out-of-line steps (0 if unknown).
+    pub fn streak(&self, k: &K) -> u32 {
+        self.streaks.get(k).copied().unwrap_or(0)
+    }
+
     /// Scores one cohort's values at one step; `out[i]` is the verdict on `members[i]`.
     /// A non-finite value gets z 0 and resets its member's streak.
     pub fn step(&mut self, members: &[(K, f64)], out: &mut Vec<CohortVerdict>) {
@@ -153,7 +167,12 @@ impl<K: Hash + Eq + Clone> CohortDetector<K> {
                 None => (0.0, f64::NAN, 0.0),
             };
             let streak = self.streaks.entry(k.clone()).or_insert(0);
-            if z.abs() > self.cfg.z_threshold {
+            let out_of_line = if self.cfg.one_sided {
+                z > self.cfg.z_threshold
+            } else {
+                z.abs() > self.cfg.z_threshold
+            };
+            if out_of_line {
                 *streak = streak.saturating_add(1);
             } else {
                 *streak = 0;
@@ -164,7 +183,7 @@ impl<K: Hash + Eq + Clone> CohortDetector<K> {
                 scale,
                 observed: *x,
                 streak: *streak,
-                flagged: *streak >= self.cfg.persistence,
+                flagged: *streak >= self.cfg.persistence || (*streak > 0 && z.abs() >= self.cfg.instant_z),
             });
         }
     }
