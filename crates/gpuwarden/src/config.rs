@@ -37,6 +37,10 @@ pub struct FileConfig {
     /// Notifications: sinks, routes, delivery settings (see docs/notifications.md).
     #[serde(default)]
     pub notify: gpuwarden_notify::NotifyConfig,
+    /// Failure prediction: scoring period, threshold, reasons per GPU (see
+    /// docs/simulator.md, "Failure model"). `GPUWARDEN_PREDICT_*` variables override it.
+    #[serde(default)]
+    pub predict: gpuwarden_predict::PredictConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -98,6 +102,8 @@ pub struct RunConfig {
     pub security: gpuwarden_security::SecurityConfig,
     /// `[notify]`, checked (routes name configured sinks, durations parse).
     pub notify: gpuwarden_notify::NotifyConfig,
+    /// `[predict]` with the `GPUWARDEN_PREDICT_*` overrides applied.
+    pub predict: gpuwarden_predict::PredictConfig,
 }
 
 impl RunConfig {
@@ -172,6 +178,7 @@ pub fn build(
                 .context("the [notify] section of the config is not valid")?;
             file.notify
         },
+        predict: file.predict.with_env_overrides(),
     })
 }
 

@@ -106,12 +106,12 @@ impl Default for PredictConfig {
 }
 
 impl PredictConfig {
-    /// The defaults with the environment's overrides: `GPUWARDEN_PREDICT_PERIOD_S`,
+    /// This configuration with the environment's overrides: `GPUWARDEN_PREDICT_PERIOD_S`,
     /// `GPUWARDEN_PREDICT_THRESHOLD` (a probability in (0, 1]; anything else keeps the
     /// model's operating threshold), `GPUWARDEN_PREDICT_TOP_FEATURES`. Unparseable values
     /// are ignored with a warning rather than stopping the server.
-    pub fn from_env() -> PredictConfig {
-        let mut c = PredictConfig::default();
+    pub fn with_env_overrides(self) -> PredictConfig {
+        let mut c = self;
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         if let Some(v) = var("GPUWARDEN_PREDICT_PERIOD_S") {
             match v.trim().parse::<u64>() {

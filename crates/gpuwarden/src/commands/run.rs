@@ -123,7 +123,13 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Failure prediction: every GPU scored each period with the model in data_dir/models.
-    let predictor = super::train::attach_predictor(&analysis, store.clone(), &cfg.data_dir, shutdown_rx.clone());
+    let predictor = super::train::attach_predictor(
+        &analysis,
+        store.clone(),
+        &cfg.data_dir,
+        cfg.predict.clone(),
+        shutdown_rx.clone(),
+    );
     let notify_tasks = notifier.spawn(shutdown_rx.clone());
     let (tx, rx) = mpsc::channel(64);
     let scrape_task = tokio::spawn(scraper.run(tx, shutdown_rx.clone()));

@@ -155,9 +155,10 @@ pub fn attach_predictor(
     analysis: &gpuwarden_pipeline::Analysis,
     store: std::sync::Arc<dyn Store>,
     data_dir: &std::path::Path,
+    config: PredictConfig,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::sync::Arc<Predictor> {
-    let predictor = Predictor::new(Some(models_dir(data_dir)), PredictConfig::from_env());
+    let predictor = Predictor::new(Some(models_dir(data_dir)), config);
     analysis.add_analyzer(Box::new(PredictionAnalyzer::new(
         predictor.clone(),
         &XidCatalog::builtin(),
