@@ -92,15 +92,16 @@ const fn w(
 /// The fields that matter. Cohort floors are what identical boards under identical load
 /// legitimately differ by (power by a few percent, clocks by a boost bin); the threshold
 /// multiplies them. Temperatures are judged on their residual after power and the GPU's
-/// own learned offset (see `thermal_cohort_step`), which is integer-rounded sensor noise
-/// of well under a degree: 0.5 °C × z 6 = 3 °C of unexplained heat.
+/// own learned offset (see `thermal_cohort_step`): the sensors read whole degrees, and
+/// both the GPU and its peers' common level are rounded, so a die needs 0.75 °C × z 6 =
+/// 4.5 °C of unexplained heat (HBM, which lags power by minutes more: 6 °C).
 const WATCHED: &[Watched] = &[
     w(
         DcgmField::GpuTemp,
         "gpu_temp",
         Kind::Load,
         Dimension::Thermal,
-        Some((0.5, 0.0)),
+        Some((0.75, 0.0)),
         Action::None,
     ),
     w(
@@ -108,7 +109,7 @@ const WATCHED: &[Watched] = &[
         "memory_temp",
         Kind::Load,
         Dimension::Thermal,
-        Some((0.5, 0.0)),
+        Some((1.0, 0.0)),
         Action::None,
     ),
     w(
@@ -700,16 +701,20 @@ impl AnomalyAnalyzer {
             median_mad(&all, &mut scratch).map_or(f64::NAN, |x| x.0)
         };
         self.residuals.clear();
+        let mut mask = Vec::with_capacity(rows.len());
         for ((u, _), (y, _, th, eligible)) in members.iter().zip(&rows) {
-            let r = if judged && *eligible && th.n >= OFFSET_WARM {
+            // Members whose offset is known are the reference; of those, ones in a
+            // transient are not judged themselves.
+            let r = if judged && th.n >= OFFSET_WARM {
                 y - th.offset
             } else {
-                f64::NAN // not judged: its offset is not known yet, or it is in a transient
+                f64::NAN
             };
             self.residuals.push((u.clone(), r));
+            mask.push(*eligible);
         }
         let residuals = std::mem::take(&mut self.residuals);
-        self.cohorts[wi].step(&residuals, out);
+        self.cohorts[wi].step_masked(&residuals, Some(&mask), out);
         let threshold = self.cfg.cohort_z;
         for (((u, t), v), (y, q, _, eligible)) in members.iter().zip(out.iter_mut()).zip(&rows) {
             let Some(g) = self.gpus.get_mut(u) else { continue };

@@ -146,6 +146,13 @@ impl<K: Hash + Eq + Clone> CohortDetector<K> {
     /// Scores one cohort's values at one step; `out[i]` is the verdict on `members[i]`.
     /// A non-finite value gets z 0 and resets its member's streak.
     pub fn step(&mut self, members: &[(K, f64)], out: &mut Vec<CohortVerdict>) {
+        self.step_masked(members, None, out);
+    }
+
+    /// As [`step`](Self::step), but only members with `judged[i]` may be out of line:
+    /// the others still count toward the median and MAD (they are peers, just in a state
+    /// where their own deviation means nothing, e.g. mid-transient) and get z 0.
+    pub fn step_masked(&mut self, members: &[(K, f64)], judged: Option<&[bool]>, out: &mut Vec<CohortVerdict>) {
         out.clear();
         let values: Vec<f64> = members.iter().map(|(_, v)| *v).collect();
         let finite = values.iter().filter(|v| v.is_finite()).count();
@@ -154,9 +161,10 @@ impl<K: Hash + Eq + Clone> CohortDetector<K> {
         } else {
             None
         };
-        for (k, x) in members {
+        for (i, (k, x)) in members.iter().enumerate() {
+            let judge = judged.is_none_or(|j| j.get(i).copied().unwrap_or(false));
             let (z, median, scale) = match stats {
-                Some((m, mad)) if x.is_finite() => {
+                Some((m, mad)) if x.is_finite() && judge => {
                     let scale = (1.482_6 * mad)
                         .max(self.cfg.rel_floor * m.abs())
                         .max(self.cfg.abs_floor)
