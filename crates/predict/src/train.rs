@@ -14,6 +14,13 @@ pub const NEGATIVE_KEEP_EVERY: u64 = 12;
 /// Share of the history's time used for training (the rest tests).
 pub const TRAIN_SHARE: f64 = 0.7;
 
+/// Features computed (and kept in the vector, so model files stay compatible) that the
+/// model must not learn from. `age_h_capped_7d` (how long the GPU has been observed) is a
+/// survivorship artifact in any finite history: GPUs that fail leave early, so the older
+/// the history, the healthier the survivors look. Live, it would make every GPU of a
+/// fresh install look riskier. Blanked to NaN in the training rows, no tree splits on it.
+pub const MASKED_FEATURES: &[&str] = &["age_h_capped_7d"];
+
 /// A labeler with the training defaults.
 pub fn labeler() -> Labeler {
     Labeler::new(NEGATIVE_KEEP_EVERY)
@@ -28,7 +35,13 @@ pub fn fit_time_split(
 ) -> Result<FailureModel, PredictError> {
     let span = (outcome.end_ms - outcome.start_ms) as f64;
     let split: TimestampMs = outcome.start_ms + (span * TRAIN_SHARE) as i64;
-    let train = data.select(|ts| ts < split - HORIZON_MS);
+    let mut train = data.select(|ts| ts < split - HORIZON_MS);
+    let n = crate::features::feature_count();
+    for j in MASKED_FEATURES.iter().filter_map(|f| crate::features::feature_index(f)) {
+        for i in 0..train.len() {
+            train.x[i * n + j] = f64::NAN;
+        }
+    }
     let test = data.select(|ts| ts >= split);
     let positives = |d: &Dataset| d.y.iter().filter(|y| **y).count();
     if positives(&train) == 0 || positives(&test) == 0 {
