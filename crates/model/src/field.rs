@@ -220,6 +220,19 @@ impl<'de> Deserialize<'de> for FieldName {
     }
 }
 
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for FieldName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("dcgm-exporter metric name, e.g. DCGM_FI_DEV_GPU_TEMP"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for FieldName {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,16 +260,3 @@ mod tests {
         assert_eq!(back, FieldName::Dcgm(DcgmField::GpuTemp));
     }
 }
-
-#[cfg(feature = "openapi")]
-impl utoipa::PartialSchema for FieldName {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .description(Some("dcgm-exporter metric name, e.g. DCGM_FI_DEV_GPU_TEMP"))
-            .into()
-    }
-}
-
-#[cfg(feature = "openapi")]
-impl utoipa::ToSchema for FieldName {}

@@ -300,7 +300,7 @@ impl Fleet {
     /// benign episode just stops.
     fn mature_precursors(&mut self, now: TimestampMs) {
         for gi in 0..self.gpus.len() {
-            if !self.precursors[gi].as_ref().is_some_and(|p| p.end_ms <= now) {
+            if self.precursors[gi].as_ref().is_none_or(|p| p.end_ms > now) {
                 continue;
             }
             let Some(p) = self.precursors[gi].take() else { continue };
