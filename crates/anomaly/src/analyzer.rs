@@ -20,6 +20,11 @@
 //!   take minutes to reach a new level, and a GPU just back from a hot job is warmer than
 //!   the idle peers it joins), but once started it is followed through the throttling it
 //!   causes.
+//! * **Die heating at no rise in power**: a GPU whose die temperature keeps climbing
+//!   (no reading lower than the last) while its smoothed power does not rise, by 8 °C
+//!   in all, has lost cooling. It needs neither peers (a GPU alone in its job has
+//!   none) nor settled load (throttling, which the heat itself causes, moves power),
+//!   and it is seen within about three intervals of a cooling failure.
 //!
 //! GPU telemetry is dominated by load changes: a job starting moves power, clocks,
 //! temperature and utilization by tens of percent in one scrape. A per-series detector
@@ -401,6 +406,9 @@ struct GpuState {
     thermal: Vec<ThermalOffset>,
     /// Data time since which the GPU's load has been steady (see `steady_samples`).
     steady_since_ms: TimestampMs,
+    /// Die temperature climbed since it last fell or power last rose: (°C so far, last
+    /// temperature, smoothed power then). Needs no peers and no settled load.
+    die_rise: (f64, f64, f64),
 }
 
 /// A reported (or about to be) condition.
@@ -458,6 +466,8 @@ const MEMORY_SETTLE_MS: i64 = 600_000;
 const UNEXPLAINED_RISE_C: f64 = 2.0;
 /// Evaluations of a GPU's offset before its temperature is judged against its peers.
 const OFFSET_WARM: u32 = 12;
+/// Die temperature climb (°C) at no rise in power that is a finding on its own.
+const DIE_RISE_C: f64 = 8.0;
 /// Weight of the newest evaluation in a model's temperature-per-watt sums.
 const SLOPE_DECAY: f64 = 1.0 / 2000.0;
 
@@ -870,6 +880,7 @@ impl Analyzer for AnomalyAnalyzer {
             thermal_power: None,
             thermal: vec![ThermalOffset::default(); n],
             steady_since_ms: TimestampMs::MAX,
+            die_rise: (0.0, f64::NAN, f64::NAN),
         });
         if g.cohort_key != key {
             g.workload_changed = true;
@@ -934,6 +945,18 @@ impl Analyzer for AnomalyAnalyzer {
             if changed || g.steady_since_ms == TimestampMs::MAX {
                 g.steady_since_ms = ts;
             }
+            // A die that keeps heating while its (smoothed) power does not rise has lost
+            // cooling; no load change explains it, and it needs no peers to see.
+            if let Some(t) = row.get(&FieldName::Dcgm(DcgmField::GpuTemp)).filter(|t| t.is_finite()) {
+                let p = g.thermal_power.map_or(f64::NAN, |(_, p)| p);
+                let (acc, pt, pp) = g.die_rise;
+                let power_rose = p.is_nan() || pp.is_nan() || p > pp * 1.02;
+                g.die_rise = if t < pt || power_rose || pt.is_nan() {
+                    (0.0, t, p)
+                } else {
+                    (acc + (t - pt), t, pp)
+                };
+            }
         }
         for (name, v) in &row.values {
             let Some(f) = name.dcgm() else { continue };
@@ -975,6 +998,29 @@ impl Analyzer for AnomalyAnalyzer {
                 let Some((obs, lo, hi, ts)) = fs.last else { continue };
                 series_hits.push((uuid.clone(), wi, g.node.clone(), obs, lo, hi, ts, fs.streak_peak_score));
             }
+        }
+        // Dies heating at no rise in power (see `GpuState::die_rise`).
+        let mut rises = Vec::new();
+        if let Some(wi) = self.slot[DcgmField::GpuTemp.index()] {
+            for (uuid, g) in &self.gpus {
+                if freshness(uuid) == Freshness::Fresh && g.die_rise.0 >= DIE_RISE_C {
+                    rises.push((uuid.clone(), wi, g.node.clone(), g.die_rise));
+                }
+            }
+        }
+        for (uuid, wi, node, (acc, t, p)) in rises {
+            let summary = format!(
+                "{} climbed {acc:.0} °C to {t:.0} while the GPU's power did not rise ({p:.0} W): cooling is not keeping up",
+                DcgmField::GpuTemp.as_str()
+            );
+            let evidence = vec![Evidence {
+                signal: DcgmField::GpuTemp.as_str().to_string(),
+                observed: t,
+                previous: Some(t - acc),
+                expected: Some(t - acc),
+                ts_ms: now_ms,
+            }];
+            self.hit((uuid, wi, false), now_ms, &node, true, summary, evidence);
         }
         for (uuid, wi, node, obs, lo, hi, ts, peak) in series_hits {
             let wf = WATCHED[wi];
