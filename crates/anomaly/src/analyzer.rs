@@ -409,6 +409,8 @@ struct GpuState {
     /// Die temperature climbed since it last fell or power last rose: (°C so far, last
     /// temperature, smoothed power then). Needs no peers and no settled load.
     die_rise: (f64, f64, f64),
+    /// The board's slowdown temperature when the exporter says it (°C).
+    slowdown_c: Option<f64>,
 }
 
 /// A reported (or about to be) condition.
@@ -468,6 +470,11 @@ const UNEXPLAINED_RISE_C: f64 = 2.0;
 const OFFSET_WARM: u32 = 12;
 /// Die temperature climb (°C) at no rise in power that is a finding on its own.
 const DIE_RISE_C: f64 = 8.0;
+/// How far below the slowdown temperature a die heating at flat power starts to count.
+const DIE_RISE_MARGIN_C: f64 = 15.0;
+/// Slowdown temperature assumed when the exporter does not say (the lowest of common
+/// data-centre boards).
+const DEFAULT_SLOWDOWN_C: f64 = 85.0;
 /// Weight of the newest evaluation in a model's temperature-per-watt sums.
 const SLOPE_DECAY: f64 = 1.0 / 2000.0;
 
@@ -881,6 +888,7 @@ impl Analyzer for AnomalyAnalyzer {
             thermal: vec![ThermalOffset::default(); n],
             steady_since_ms: TimestampMs::MAX,
             die_rise: (0.0, f64::NAN, f64::NAN),
+            slowdown_c: None,
         });
         if g.cohort_key != key {
             g.workload_changed = true;
@@ -945,6 +953,12 @@ impl Analyzer for AnomalyAnalyzer {
             if changed || g.steady_since_ms == TimestampMs::MAX {
                 g.steady_since_ms = ts;
             }
+            if let Some(sd) = row
+                .get(&FieldName::Dcgm(DcgmField::SlowdownTemp))
+                .filter(|t| t.is_finite() && *t > 0.0)
+            {
+                g.slowdown_c = Some(sd);
+            }
             // A die that keeps heating while its (smoothed) power does not rise has lost
             // cooling; no load change explains it, and it needs no peers to see.
             if let Some(t) = row.get(&FieldName::Dcgm(DcgmField::GpuTemp)).filter(|t| t.is_finite()) {
@@ -1003,7 +1017,12 @@ impl Analyzer for AnomalyAnalyzer {
         let mut rises = Vec::new();
         if let Some(wi) = self.slot[DcgmField::GpuTemp.index()] {
             for (uuid, g) in &self.gpus {
-                if freshness(uuid) == Freshness::Fresh && g.die_rise.0 >= DIE_RISE_C {
+                // Only while the die is getting near its limit: with coarse scrapes a
+                // healthy die can still be settling toward a cool equilibrium after a load
+                // step, and that is no loss of cooling (a fault-free hour at one-minute
+                // samples showed such climbs from 53 °C to 67 °C).
+                let near_limit = g.die_rise.1 >= g.slowdown_c.unwrap_or(DEFAULT_SLOWDOWN_C) - DIE_RISE_MARGIN_C;
+                if freshness(uuid) == Freshness::Fresh && g.die_rise.0 >= DIE_RISE_C && near_limit {
                     rises.push((uuid.clone(), wi, g.node.clone(), g.die_rise));
                 }
             }
@@ -1020,7 +1039,9 @@ impl Analyzer for AnomalyAnalyzer {
                 expected: Some(t - acc),
                 ts_ms: now_ms,
             }];
-            self.hit((uuid, wi, false), now_ms, &node, true, summary, evidence);
+            // Critical only once within a few degrees of slowdown; earlier it is a warning.
+            let strong = t >= self_slowdown(&self.gpus, &uuid) - 5.0;
+            self.hit((uuid, wi, false), now_ms, &node, strong, summary, evidence);
         }
         for (uuid, wi, node, obs, lo, hi, ts, peak) in series_hits {
             let wf = WATCHED[wi];
@@ -1291,4 +1312,9 @@ mod tests {
         });
         assert!(res.iter().flatten().next().is_none(), "{res:?}");
     }
+}
+
+/// The slowdown temperature of a GPU, or the default.
+fn self_slowdown(gpus: &HashMap<GpuUuid, GpuState>, uuid: &GpuUuid) -> f64 {
+    gpus.get(uuid).and_then(|g| g.slowdown_c).unwrap_or(DEFAULT_SLOWDOWN_C)
 }
