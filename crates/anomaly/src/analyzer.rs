@@ -1116,6 +1116,11 @@ impl Analyzer for AnomalyAnalyzer {
     }
 }
 
+/// The slowdown temperature of a GPU, or the default.
+fn self_slowdown(gpus: &HashMap<GpuUuid, GpuState>, uuid: &GpuUuid) -> f64 {
+    gpus.get(uuid).and_then(|g| g.slowdown_c).unwrap_or(DEFAULT_SLOWDOWN_C)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1312,9 +1317,4 @@ mod tests {
         });
         assert!(res.iter().flatten().next().is_none(), "{res:?}");
     }
-}
-
-/// The slowdown temperature of a GPU, or the default.
-fn self_slowdown(gpus: &HashMap<GpuUuid, GpuState>, uuid: &GpuUuid) -> f64 {
-    gpus.get(uuid).and_then(|g| g.slowdown_c).unwrap_or(DEFAULT_SLOWDOWN_C)
 }
