@@ -471,7 +471,7 @@ const OFFSET_WARM: u32 = 12;
 /// Die temperature climb (°C) at no rise in power that is a finding on its own.
 const DIE_RISE_C: f64 = 8.0;
 /// How far below the slowdown temperature a die heating at flat power starts to count.
-const DIE_RISE_MARGIN_C: f64 = 15.0;
+const DIE_RISE_MARGIN_C: f64 = 20.0;
 /// Slowdown temperature assumed when the exporter does not say (the lowest of common
 /// data-centre boards).
 const DEFAULT_SLOWDOWN_C: f64 = 85.0;
