@@ -5,13 +5,10 @@ use super::simulate::{parse_injections, sim_config};
 use crate::cli::RunArgs;
 use crate::config::{self, FileConfig, RunConfig};
 use anyhow::{Context, Result};
-use gpuwarden_collect::prom::Limits;
-use gpuwarden_collect::scrape::{ScrapeConfig, Scraper, TargetSources, TargetSpec};
+use gpuwarden_collect::scrape::TargetSpec;
 use gpuwarden_model::{Clock, SystemClock};
-use gpuwarden_pipeline::{Ingestor, LiveFleet, PipelineMetrics};
+use gpuwarden_pipeline::{Ingestor, PipelineMetrics};
 use gpuwarden_server::AppState;
-use gpuwarden_store::embedded::{EmbeddedOptions, EmbeddedStore};
-use gpuwarden_store::Store;
 use prometheus_client::registry::Registry;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -43,13 +40,7 @@ fn merge_sim_flags(cfg: &mut RunConfig, args: &RunArgs) {
 
 async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
-    let store_dir = cfg.data_dir.join("store");
-    let store: Arc<dyn Store> = Arc::new(
-        EmbeddedStore::open(&store_dir, EmbeddedOptions::default())
-            .with_context(|| format!("opening the store in {}", store_dir.display()))?,
-    );
+    let store = super::stage::open_store(&cfg)?;
 
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| {
         format!(
@@ -61,11 +52,7 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
 
     // The simulator, unless real targets are configured.
     let mut sim_handle = None;
-    let mut static_targets: Vec<TargetSpec> = cfg
-        .targets
-        .iter()
-        .map(|t| TargetSpec::from_address(t, "static"))
-        .collect();
+    let mut static_targets = super::stage::static_targets(&cfg);
     if cfg.simulated() {
         let mut sim_cfg = sim_config(&cfg.simulator);
         sim_cfg.labels_path = Some(cfg.data_dir.join("simulation-labels.jsonl"));
@@ -87,11 +74,7 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
         sim_handle = Some(handle);
     }
 
-    let live = Arc::new(LiveFleet::new(
-        (cfg.scrape_interval.as_millis() as i64 * 5 / 2).max(1000),
-    ));
-    let known = store.gpus().context("reading the GPU inventory from the store")?;
-    live.seed(known.into_iter().map(|r| (r.identity, r.last_seen_ms)));
+    let live = super::stage::seeded_live(store.as_ref(), cfg.scrape_interval.as_millis() as i64 * 5 / 2)?;
 
     let metrics = PipelineMetrics::default();
     let mut registry = Registry::default();
@@ -103,22 +86,7 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     let xid_state_path = cfg.data_dir.join("xid-tracker.json");
     ingestor.load_xid_state(&xid_state_path);
 
-    let scrape_config = ScrapeConfig {
-        interval: cfg.scrape_interval,
-        timeout: cfg.scrape_timeout,
-        limits: Limits {
-            max_body_bytes: cfg.max_body_bytes,
-            ..Limits::default()
-        },
-    };
-    let scraper = Scraper::new(
-        scrape_config,
-        TargetSources {
-            static_targets,
-            files: cfg.target_files.clone(),
-        },
-        clock.clone(),
-    );
+    let scraper = super::stage::scraper(&cfg, static_targets, clock.clone());
     let target_states = scraper.states();
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -15,16 +15,12 @@ use crate::cli::ServeArgs;
 use crate::config::{self, FileConfig};
 use anyhow::{bail, Context, Result};
 use gpuwarden_agent::wire::BatchLimits;
-use gpuwarden_collect::prom::Limits;
-use gpuwarden_collect::scrape::{ScrapeConfig, Scraper, TargetSources, TargetSpec};
 use gpuwarden_model::{Clock, SystemClock};
-use gpuwarden_pipeline::{Ingestor, LiveFleet, PipelineMetrics};
+use gpuwarden_pipeline::{Ingestor, PipelineMetrics};
 use gpuwarden_server::api::ingest::auth::IngestTokens;
 use gpuwarden_server::api::ingest::ledger::{BatchLedger, DEFAULT_CAPACITY};
 use gpuwarden_server::api::ingest::{self, IngestMetrics, IngestState};
 use gpuwarden_server::AppState;
-use gpuwarden_store::embedded::{EmbeddedOptions, EmbeddedStore};
-use gpuwarden_store::Store;
 use prometheus_client::registry::Registry;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -59,13 +55,7 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
             );
         }
     }
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
-    let store_dir = cfg.data_dir.join("store");
-    let store: Arc<dyn Store> = Arc::new(
-        EmbeddedStore::open(&store_dir, EmbeddedOptions::default())
-            .with_context(|| format!("opening the store in {}", store_dir.display()))?,
-    );
+    let store = super::stage::open_store(&cfg)?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("listening on {}", cfg.listen))?;
@@ -81,9 +71,7 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
 
     let agent_interval: Duration = args.agent_interval.into();
     let stale_after = cfg.scrape_interval.max(agent_interval).as_millis() as i64 * 5 / 2;
-    let live = Arc::new(LiveFleet::new(stale_after.max(1000)));
-    let known = store.gpus().context("reading the GPU inventory from the store")?;
-    live.seed(known.into_iter().map(|r| (r.identity, r.last_seen_ms)));
+    let live = super::stage::seeded_live(store.as_ref(), stale_after)?;
 
     let metrics = PipelineMetrics::default();
     let mut registry = Registry::default();
@@ -104,25 +92,7 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
     // Scraping only when targets are configured.
     let mut scrape_task = None;
     let mut ingest_task = None;
-    let scraper = Scraper::new(
-        ScrapeConfig {
-            interval: cfg.scrape_interval,
-            timeout: cfg.scrape_timeout,
-            limits: Limits {
-                max_body_bytes: cfg.max_body_bytes,
-                ..Limits::default()
-            },
-        },
-        TargetSources {
-            static_targets: cfg
-                .targets
-                .iter()
-                .map(|t| TargetSpec::from_address(t, "static"))
-                .collect(),
-            files: cfg.target_files.clone(),
-        },
-        clock.clone(),
-    );
+    let scraper = super::stage::scraper(&cfg, super::stage::static_targets(&cfg), clock.clone());
     let target_states = scraper.states();
     if !cfg.simulated() {
         let (tx, rx) = mpsc::channel(64);

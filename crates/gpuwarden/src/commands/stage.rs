@@ -5,16 +5,63 @@
 
 use crate::config::RunConfig;
 use anyhow::{Context, Result};
+use gpuwarden_collect::prom::Limits;
+use gpuwarden_collect::scrape::{ScrapeConfig, Scraper, TargetSources, TargetSpec};
 use gpuwarden_detect::XidCatalog;
 use gpuwarden_model::Clock;
 use gpuwarden_pipeline::{Analysis, LiveFleet};
 use gpuwarden_server::derived_metrics::DerivedMetrics;
+use gpuwarden_store::embedded::{EmbeddedOptions, EmbeddedStore};
 use gpuwarden_store::Store;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// Creates the data directory and opens the embedded store in it.
+pub fn open_store(cfg: &RunConfig) -> Result<Arc<dyn Store>> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    let store_dir = cfg.data_dir.join("store");
+    let store = EmbeddedStore::open(&store_dir, EmbeddedOptions::default())
+        .with_context(|| format!("opening the store in {}", store_dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// The live fleet view, seeded with the GPUs the store already knows (they show as stale
+/// until they are seen again, instead of vanishing after a restart).
+pub fn seeded_live(store: &dyn Store, stale_after_ms: i64) -> Result<Arc<LiveFleet>> {
+    let live = Arc::new(LiveFleet::new(stale_after_ms.max(1000)));
+    let known = store.gpus().context("reading the GPU inventory from the store")?;
+    live.seed(known.into_iter().map(|r| (r.identity, r.last_seen_ms)));
+    Ok(live)
+}
+
+/// The configured static targets.
+pub fn static_targets(cfg: &RunConfig) -> Vec<TargetSpec> {
+    cfg.targets
+        .iter()
+        .map(|t| TargetSpec::from_address(t, "static"))
+        .collect()
+}
+
+/// The scrape collector over `static_targets` and the configured target files.
+pub fn scraper(cfg: &RunConfig, static_targets: Vec<TargetSpec>, clock: Arc<dyn Clock>) -> Scraper {
+    let config = ScrapeConfig {
+        interval: cfg.scrape_interval,
+        timeout: cfg.scrape_timeout,
+        limits: Limits {
+            max_body_bytes: cfg.max_body_bytes,
+            ..Limits::default()
+        },
+    };
+    let sources = TargetSources {
+        static_targets,
+        files: cfg.target_files.clone(),
+    };
+    Scraper::new(config, sources, clock)
+}
 
 /// The analysis stage and its notifier, registered in `registry`.
 pub struct Stage {
