@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{get_json, post_json, start, wait_for};
+use common::{get_json, inject, start_simulated, wait_for};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -48,20 +48,7 @@ async fn cohort_incidents(base: &str, uuid: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn straggler_in_a_running_job_is_a_cohort_incident_on_it_and_not_on_its_peers() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = start(
-        dir.path(),
-        &[
-            "--scrape-interval",
-            "1s",
-            "--speed",
-            "10",
-            "--seed",
-            "3",
-            "--fault-rate-multiplier",
-            "0",
-        ],
-    )
-    .await;
+    let gw = start_simulated(dir.path(), 3, 10).await;
     // A cohort: at least 5 GPUs of one model on one node running the same workload
     // (the detector judges cohorts of 4 or more; one spare so the victim's peers alone
     // still form one), seen for a few scrapes so the detector has them all.
@@ -91,11 +78,7 @@ async fn straggler_in_a_running_job_is_a_cohort_incident_on_it_and_not_on_its_pe
         assert!(before.is_empty(), "cohort incident before any fault on {u}: {before:?}");
     }
 
-    let (status, label) = post_json(
-        &format!("{}/api/v1/simulation/faults", gw.base),
-        serde_json::json!({"gpu": victim, "kind": "straggler"}),
-    )
-    .await;
+    let (status, label) = inject(&gw.base, &victim, "straggler").await;
     assert_eq!(status, 201, "{label}");
     let start_ms = label["start_ms"].as_i64().unwrap();
 

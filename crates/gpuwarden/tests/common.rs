@@ -116,3 +116,32 @@ where
 pub fn tools_required() -> bool {
     std::env::var("GPUWARDEN_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
 }
+
+/// Starts `gpuwarden run` on the simulator at `speed` simulated seconds per second, one
+/// scrape a second and no random faults, so the only faults are the ones a test injects.
+pub async fn start_simulated(data_dir: &Path, seed: u64, speed: u32) -> Gpuwarden {
+    let (seed, speed) = (seed.to_string(), speed.to_string());
+    start(
+        data_dir,
+        &[
+            "--scrape-interval",
+            "1s",
+            "--speed",
+            &speed,
+            "--seed",
+            &seed,
+            "--fault-rate-multiplier",
+            "0",
+        ],
+    )
+    .await
+}
+
+/// Injects a fault into the simulated fleet; returns the HTTP status and the body.
+pub async fn inject(base: &str, gpu: &str, kind: &str) -> (u16, serde_json::Value) {
+    post_json(
+        &format!("{base}/api/v1/simulation/faults"),
+        serde_json::json!({"gpu": gpu, "kind": kind}),
+    )
+    .await
+}

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{get_json, post_json, start, wait_for};
+use common::{get_json, inject, start_simulated, wait_for};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -109,20 +109,7 @@ async fn first_time_showing(base: &str, gpu: &str, case: &Case, latest: &Value, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hardware_fault_opens_the_right_incident_with_the_right_action() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = start(
-        dir.path(),
-        &[
-            "--scrape-interval",
-            "1s",
-            "--speed",
-            "10",
-            "--seed",
-            "1",
-            "--fault-rate-multiplier",
-            "0",
-        ],
-    )
-    .await;
+    let gw = start_simulated(dir.path(), 1, 10).await;
     let gpus = wait_for(Duration::from_secs(30), "32 scored GPUs", || async {
         let body = get_json(&format!("{}/api/v1/gpus", gw.base)).await.ok()?;
         let list = body["gpus"].as_array()?.clone();
@@ -139,11 +126,7 @@ async fn every_hardware_fault_opens_the_right_incident_with_the_right_action() {
         // Spread over nodes; keep peers healthy for the straggler's cohort.
         let g = candidates[(i * 3) % candidates.len()];
         let uuid = g["identity"]["uuid"].as_str().unwrap().to_string();
-        let (status, label) = post_json(
-            &format!("{}/api/v1/simulation/faults", gw.base),
-            serde_json::json!({"gpu": uuid, "kind": case.kind}),
-        )
-        .await;
+        let (status, label) = inject(&gw.base, &uuid, case.kind).await;
         assert_eq!(status, 201, "{}: {label}", case.kind);
         victims.push((case, uuid, label["start_ms"].as_i64().unwrap()));
     }
@@ -208,20 +191,7 @@ async fn every_hardware_fault_opens_the_right_incident_with_the_right_action() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fallen_off_bus_opens_a_fatal_incident_and_the_gpu_is_unknown_everywhere() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = start(
-        dir.path(),
-        &[
-            "--scrape-interval",
-            "1s",
-            "--speed",
-            "10",
-            "--seed",
-            "4",
-            "--fault-rate-multiplier",
-            "0",
-        ],
-    )
-    .await;
+    let gw = start_simulated(dir.path(), 4, 10).await;
     let gpus = wait_for(Duration::from_secs(30), "32 scored GPUs", || async {
         let body = get_json(&format!("{}/api/v1/gpus", gw.base)).await.ok()?;
         let list = body["gpus"].as_array()?.clone();
@@ -230,11 +200,7 @@ async fn fallen_off_bus_opens_a_fatal_incident_and_the_gpu_is_unknown_everywhere
     .await;
     let uuid = gpus[9]["identity"]["uuid"].as_str().unwrap().to_string();
     let last_before = gpus[9]["last_seen_ms"].as_i64().unwrap();
-    let (status, _) = post_json(
-        &format!("{}/api/v1/simulation/faults", gw.base),
-        serde_json::json!({"gpu": uuid, "kind": "fallen-off-bus"}),
-    )
-    .await;
+    let (status, _) = inject(&gw.base, &uuid, "fallen-off-bus").await;
     assert_eq!(status, 201);
     let incident = wait_for(Duration::from_secs(30), "fallen-off-bus incident", || async {
         let list = get_json(&format!("{}/api/v1/incidents?gpu={uuid}", gw.base))
@@ -292,20 +258,7 @@ async fn fallen_off_bus_opens_a_fatal_incident_and_the_gpu_is_unknown_everywhere
 async fn a_fault_free_simulated_hour_opens_no_incident_above_warning() {
     let dir = tempfile::tempdir().unwrap();
     // 60 simulated seconds per wall second: an hour in one minute.
-    let gw = start(
-        dir.path(),
-        &[
-            "--scrape-interval",
-            "1s",
-            "--speed",
-            "60",
-            "--seed",
-            "7",
-            "--fault-rate-multiplier",
-            "0",
-        ],
-    )
-    .await;
+    let gw = start_simulated(dir.path(), 7, 60).await;
     let first = wait_for(Duration::from_secs(30), "first data", || async {
         let body = get_json(&format!("{}/api/v1/gpus", gw.base)).await.ok()?;
         let t = body["gpus"]

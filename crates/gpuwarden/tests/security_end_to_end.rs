@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{get_json, post_json, start, wait_for};
+use common::{get_json, inject, start_simulated, wait_for};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -27,20 +27,7 @@ async fn incident(base: &str, uuid: &str, rule: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planted_miner_and_unapproved_namespace_open_security_incidents() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = start(
-        dir.path(),
-        &[
-            "--scrape-interval",
-            "1s",
-            "--speed",
-            "10",
-            "--seed",
-            "5",
-            "--fault-rate-multiplier",
-            "0",
-        ],
-    )
-    .await;
+    let gw = start_simulated(dir.path(), 5, 10).await;
     let gpus = wait_for(Duration::from_secs(30), "32 GPUs", || async {
         let body = get_json(&format!("{}/api/v1/gpus", gw.base)).await.ok()?;
         let list = body["gpus"].as_array()?.clone();
@@ -50,18 +37,10 @@ async fn planted_miner_and_unapproved_namespace_open_security_incidents() {
     let uuid = |i: usize| gpus[i]["identity"]["uuid"].as_str().unwrap().to_string();
     let (miner, other) = (uuid(3), uuid(12));
 
-    let (status, label) = post_json(
-        &format!("{}/api/v1/simulation/faults", gw.base),
-        serde_json::json!({"gpu": miner, "kind": "miner"}),
-    )
-    .await;
+    let (status, label) = inject(&gw.base, &miner, "miner").await;
     assert_eq!(status, 201, "{label}");
     let start_ms = label["start_ms"].as_i64().unwrap();
-    let (status, _) = post_json(
-        &format!("{}/api/v1/simulation/faults", gw.base),
-        serde_json::json!({"gpu": other, "kind": "unapproved-namespace"}),
-    )
-    .await;
+    let (status, _) = inject(&gw.base, &other, "unapproved-namespace").await;
     assert_eq!(status, 201);
 
     let mining = incident(&gw.base, &miner, "sec.mining.telemetry").await;
