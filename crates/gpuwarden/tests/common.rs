@@ -145,3 +145,45 @@ pub async fn inject(base: &str, gpu: &str, kind: &str) -> (u16, serde_json::Valu
     )
     .await
 }
+
+/// A child process killed (and reaped) when the test ends, pass or fail.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `host:port` of every scrape target of a running gpuwarden (the simulated exporters).
+pub async fn exporter_hostports(base: &str) -> Vec<String> {
+    let targets = get_json(&format!("{base}/api/v1/targets")).await.expect("targets");
+    targets["targets"]
+        .as_array()
+        .expect("a target list")
+        .iter()
+        .filter_map(|t| t["url"].as_str())
+        .map(|u| u.trim_start_matches("http://").trim_end_matches("/metrics").to_string())
+        .collect()
+}
+
+/// Starts a real Prometheus (Debian package) in `dir`, on a free loopback port, scraping
+/// `hostports` every second. Returns its base URL and the guard that stops it.
+pub fn start_prometheus(dir: &Path, hostports: &[String]) -> (String, KillOnDrop) {
+    let port = free_port();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: gpuwarden-test\n    static_configs:\n      - targets: [{}]\n",
+        hostports.iter().map(|h| format!("'{h}'")).collect::<Vec<_>>().join(",")
+    );
+    std::fs::write(dir.join("prometheus.yml"), config).expect("write prometheus.yml");
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("prom").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    (format!("http://127.0.0.1:{port}"), KillOnDrop(child))
+}

@@ -4,17 +4,9 @@
 
 mod common;
 
-use common::{binary, free_port, get_json, start, tools_required, wait_for};
+use common::{binary, exporter_hostports, get_json, start, start_prometheus, tools_required, wait_for};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-struct Kill(std::process::Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_panel_query_returns_data_in_prometheus() {
@@ -25,38 +17,9 @@ async fn every_dashboard_panel_query_returns_data_in_prometheus() {
     }
     let dir = tempfile::tempdir().unwrap();
     let gw = start(dir.path(), &["--scrape-interval", "1s", "--nodes", "2", "--seed", "5"]).await;
-    let targets = get_json(&format!("{}/api/v1/targets", gw.base)).await.unwrap();
-    let mut hostports: Vec<String> = targets["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            t["url"]
-                .as_str()
-                .unwrap()
-                .trim_start_matches("http://")
-                .trim_end_matches("/metrics")
-                .to_string()
-        })
-        .collect();
+    let mut hostports = exporter_hostports(&gw.base).await;
     hostports.push(gw.base.trim_start_matches("http://").to_string());
-    let port = free_port();
-    let config = format!(
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: gpus\n    static_configs:\n      - targets: [{}]\n",
-        hostports.iter().map(|h| format!("'{h}'")).collect::<Vec<_>>().join(",")
-    );
-    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-    let _prom = Kill(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("prom").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let prom = format!("http://127.0.0.1:{port}");
+    let (prom, _prom) = start_prometheus(dir.path(), &hostports);
     let query = |q: String| {
         let prom = prom.clone();
         async move {

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{free_port, get_json, start, tools_required, wait_for};
+use common::{exporter_hostports, get_json, start, start_prometheus, tools_required, wait_for};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -99,43 +99,9 @@ async fn real_prometheus_scrapes_the_simulated_exporters() {
     }
     let dir = tempfile::tempdir().unwrap();
     let gw = start(dir.path(), &["--scrape-interval", "1s", "--nodes", "2"]).await;
-    let targets = get_json(&format!("{}/api/v1/targets", gw.base)).await.unwrap();
-    let hostports: Vec<String> = targets["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            t["url"]
-                .as_str()
-                .unwrap()
-                .trim_start_matches("http://")
-                .trim_end_matches("/metrics")
-                .to_string()
-        })
-        .collect();
-    let port = free_port();
-    let config = format!(
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: dcgm\n    static_configs:\n      - targets: [{}]\n",
-        hostports.iter().map(|h| format!("'{h}'")).collect::<Vec<_>>().join(",")
-    );
-    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("prom").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _prom = Kill(child);
-    let query = format!("http://127.0.0.1:{port}/api/v1/query?query=count(DCGM_FI_DEV_GPU_TEMP)");
+    let hostports = exporter_hostports(&gw.base).await;
+    let (prom, _prom) = start_prometheus(dir.path(), &hostports);
+    let query = format!("{prom}/api/v1/query?query=count(DCGM_FI_DEV_GPU_TEMP)");
     let count = wait_for(
         Duration::from_secs(60),
         "Prometheus to store 16 GPU temperatures",
@@ -147,9 +113,7 @@ async fn real_prometheus_scrapes_the_simulated_exporters() {
     )
     .await;
     assert_eq!(count, 16.0);
-    let up = get_json(&format!("http://127.0.0.1:{port}/api/v1/query?query=sum(up)"))
-        .await
-        .unwrap();
+    let up = get_json(&format!("{prom}/api/v1/query?query=sum(up)")).await.unwrap();
     assert_eq!(
         up["data"]["result"][0]["value"][1], "2",
         "both simulated exporters up: {up}"
