@@ -187,3 +187,114 @@ pub fn start_prometheus(dir: &Path, hostports: &[String]) -> (String, KillOnDrop
         .expect("start prometheus");
     (format!("http://127.0.0.1:{port}"), KillOnDrop(child))
 }
+
+/// Trains a tiny failure model (32 simulated GPUs × 4 days at a 5-minute step, high fault
+/// rate, a short fit budget: about a second) and saves it into `data_dir/models/` as
+/// `failure-current.json`, the file `run` and `serve` load at start. Returns its version.
+pub fn train_tiny_model(data_dir: &Path) -> String {
+    use gpuwarden_predict::dataset::{replay_sim, SimHistory};
+    use gpuwarden_predict::model::TrainOptions;
+    use gpuwarden_predict::train::{fit_time_split, labeler};
+    let h = SimHistory {
+        gpus: 32,
+        days: 4.0,
+        step_ms: 300_000,
+        seed: 21,
+        fault_rate_multiplier: 3000.0,
+        snapshot_every_ms: 1_800_000,
+    };
+    let catalog = gpuwarden_detect::XidCatalog::builtin();
+    let mut lab = labeler();
+    let outcome = replay_sim(&h, &catalog, &mut |_, _| {}, &mut |s, f| lab.observe(s, f)).expect("simulated history");
+    let opts = TrainOptions {
+        budget: 0.3,
+        ..TrainOptions::default()
+    };
+    let mut model = fit_time_split(&lab.data, &outcome, "test: tiny simulated history".into(), opts).expect("fit");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    model
+        .save(&gpuwarden_predict::live::models_dir(data_dir), now)
+        .expect("save the model");
+    model.meta.version.clone()
+}
+
+/// Writes a `gpuwarden.toml` into `dir` with a `[predict]` section that scores every
+/// `period_s` seconds (the default 5 minutes is too long for a test) and `extra` TOML
+/// appended; returns its path.
+pub fn predict_config(dir: &Path, period_s: u64, extra: &str) -> PathBuf {
+    let path = dir.join("gpuwarden-test.toml");
+    std::fs::write(&path, format!("{extra}\n[predict]\nperiod_s = {period_s}\n")).expect("write the config");
+    path
+}
+
+/// Starts `gpuwarden serve` with `extra` arguments on a free port, data in `data_dir`,
+/// and waits (at most 30 s) for it to answer /healthz.
+pub async fn start_serve(data_dir: &Path, extra: &[&str]) -> Gpuwarden {
+    let port = free_port();
+    let child = Command::new(binary())
+        .arg("serve")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start gpuwarden serve");
+    let g = Gpuwarden {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        data_dir: data_dir.to_path_buf(),
+    };
+    let url = format!("{}/healthz", g.base);
+    wait_for(Duration::from_secs(30), "gpuwarden serve to answer /healthz", || {
+        let url = url.clone();
+        async move { get_json(&url).await.ok() }
+    })
+    .await;
+    g
+}
+
+/// Starts `gpuwarden simulate` (exporters only, no scraping, no random faults) with
+/// `nodes` × `gpus_per_node` GPUs on consecutive ports from a free one; returns the guard
+/// and the `host:port` of each node's exporter once the first one answers (at most 30 s).
+pub async fn start_sim_exporters(nodes: usize, gpus_per_node: usize, seed: u64) -> (KillOnDrop, Vec<String>) {
+    // Consecutive free ports are likely, not certain: probe them all before using them.
+    let base_port = loop {
+        let p = free_port();
+        if (1..nodes as u16).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+            break p;
+        }
+    };
+    let child = Command::new(binary())
+        .arg("simulate")
+        .args([
+            "--nodes",
+            &nodes.to_string(),
+            "--gpus-per-node",
+            &gpus_per_node.to_string(),
+        ])
+        .args(["--seed", &seed.to_string(), "--fault-rate-multiplier", "0"])
+        .args(["--base-port", &base_port.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start gpuwarden simulate");
+    let guard = KillOnDrop(child);
+    let hostports: Vec<String> = (0..nodes as u16)
+        .map(|i| format!("127.0.0.1:{}", base_port + i))
+        .collect();
+    let url = format!("http://{}/metrics", hostports[0]);
+    wait_for(Duration::from_secs(30), "the simulated exporter", || {
+        let url = url.clone();
+        async move { reqwest::get(&url).await.ok().filter(|r| r.status().is_success()) }
+    })
+    .await;
+    (guard, hostports)
+}

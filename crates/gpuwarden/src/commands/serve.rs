@@ -7,9 +7,9 @@
 //! `/metrics`. The ingest listener may face the network only when push tokens are
 //! configured, so exposing it never exposes the unauthenticated read API.
 //!
-//! The analysis stage (analyzers, incidents, notifications) and the background loops are
-//! shared with `run` (`commands/stage.rs`); the two differ in where GPUs come from and in
-//! the ingest state.
+//! The analysis stage (analyzers, incidents, notifications), the background loops and
+//! failure prediction (`train::attach_predictor`) are shared with `run`
+//! (`commands/stage.rs`); the two differ in where GPUs come from and in the ingest state.
 
 use crate::cli::ServeArgs;
 use crate::config::{self, FileConfig};
@@ -89,6 +89,15 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
         .with_context(|| format!("opening the batch ledger {}", ledger_path.display()))?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Failure prediction, as in `run`: every GPU scored each period with the model in
+    // data_dir/models (none yet: nothing is scored until `gpuwarden train` writes one).
+    let predictor = super::train::attach_predictor(
+        &analysis,
+        store.clone(),
+        &cfg.data_dir,
+        cfg.predict.clone(),
+        shutdown_rx.clone(),
+    );
     // Scraping only when targets are configured.
     let mut scrape_task = None;
     let mut ingest_task = None;
@@ -121,7 +130,7 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
         started_ms: clock.now_ms(),
         notifier: Some(notifier.clone()),
         cache: Default::default(),
-        predictor: None,
+        predictor: Some(predictor),
         ingest: Some(Arc::new(IngestState {
             ingestor: ingestor.clone(),
             tokens,

@@ -2,7 +2,7 @@
 //! probability history, and the model in use. Answered from the live
 //! [`gpuwarden_predict::Predictor`] (latest scores, held in memory) and the store (the
 //! history, stored as `gpuwarden_failure_probability` samples so it survives restarts).
-//! Without a predictor (`gpuwarden serve`, the API bench) the routes answer 404; with one
+//! Without a predictor (the API bench, tests) the routes answer 404; with one
 //! but no model yet, they answer empty lists and `model: null`.
 
 use super::AppState;
@@ -59,11 +59,20 @@ pub struct ProbabilityPoint {
     pub probability: f64,
 }
 
-/// One GPU's prediction and its probability history (last 7 days).
+/// One GPU's prediction and its probability history (last 7 days), with what a page
+/// needs to present it: the model in use and the threshold a finding is raised at.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct GpuPredictions {
     pub gpu: String,
+    /// Version of the model in use (null: none trained yet, so nothing is scored).
+    pub model: Option<String>,
+    /// Horizon of the model in use, hours (null without a model).
+    pub horizon_hours: Option<f64>,
+    /// Probability at or above which a prediction opens an incident.
+    pub threshold: f64,
+    /// The latest prediction (null: not scored yet, or the GPU's data is not fresh).
     pub latest: Option<PredictionItem>,
+    /// Stored and in-memory scores, oldest first.
     pub history: Vec<ProbabilityPoint>,
 }
 
@@ -169,8 +178,12 @@ pub async fn gpu(State(state): State<AppState>, Path(uuid): Path<String>) -> Res
     if latest.is_none() && history.is_empty() && state.live.get(&uuid, state.clock.now_ms()).is_none() {
         return Err(ApiError::not_found("gpu_not_found", format!("no GPU {uuid}")));
     }
+    let model = p.model();
     Ok(Json(GpuPredictions {
         gpu: uuid,
+        model: model.as_ref().map(|m| m.meta.version.clone()),
+        horizon_hours: model.as_ref().map(|m| m.meta.horizon_hours),
+        threshold: p.threshold(),
         latest: latest.map(item),
         history,
     }))
