@@ -94,8 +94,9 @@ pub struct ReplayOutcome {
     pub end_ms: TimestampMs,
 }
 
-/// The simulator's fleet config for a history.
-pub fn sim_config(h: &SimHistory) -> SimConfig {
+/// The simulator's fleet config for a history. Private: build the fleet with
+/// [`sim_fleet`], so that no replay forgets the step or wear-out.
+fn sim_config(h: &SimHistory) -> SimConfig {
     SimConfig {
         // 8 GPUs per node (an HGX board) up to the simulator's 1,024 nodes, then denser.
         nodes: h.gpus.div_ceil(h.gpus.div_ceil(1024).max(8)).max(1),
@@ -151,7 +152,9 @@ pub fn replay_sim(
     let mut failures: HashMap<GpuUuid, HardFailure> = HashMap::new();
     let mut seen_labels = 0;
     let mut events: Vec<Event> = Vec::new();
-    let step = h.step_ms.max(1_000);
+    // The simulator's own step (the history's, rounded to whole seconds and capped at
+    // 10 min), so that every row is read on a tick and carries the tick's time.
+    let step = fleet.step_ms();
     let mut t = start;
     while t + step <= end {
         t += step;

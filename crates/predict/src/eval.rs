@@ -241,7 +241,7 @@ pub fn scoring_cost(
     let mut t = fleet.now_ms();
     let end = t + (warm_hours * HOUR_MS as f64) as i64;
     while t < end {
-        t += h.step_ms;
+        t += fleet.step_ms();
         fleet.advance_to(t);
         for (gi, g) in infos.iter().enumerate() {
             if let Some(row) = crate::dataset::sim_row(&fleet, gi, &g.uuid, t) {

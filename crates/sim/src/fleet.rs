@@ -173,6 +173,12 @@ impl Fleet {
         self.step_ms = (ms.clamp(TICK_MS, 600_000) / TICK_MS) * TICK_MS;
     }
 
+    /// Length of one step (see [`Fleet::set_step_ms`]): callers that read the fleet once
+    /// per step advance by this, so every read falls on a tick.
+    pub fn step_ms(&self) -> i64 {
+        self.step_ms
+    }
+
     /// Turns on wear-out (see `faults::Wear`): a few percent of boards degrade, leak
     /// chronic correctable errors and carry most of the hard-failure hazard. Off by
     /// default so existing fleets (and their tests) keep their random streams; the
