@@ -24,7 +24,11 @@
 //!   (no reading lower than the last) while its smoothed power does not rise, by 8 °C
 //!   in all, has lost cooling. It needs neither peers (a GPU alone in its job has
 //!   none) nor settled load (throttling, which the heat itself causes, moves power),
-//!   and it is seen within about three intervals of a cooling failure.
+//!   and it is seen within about three intervals of a cooling failure. It counts once the
+//!   die is within 20 °C of slowdown, or earlier when the first readings of the climb
+//!   project (first-order lag: each climb a fixed fraction of the one before) an end
+//!   past slowdown: a healthy die settling after a load change heads for a level its
+//!   power explains.
 //!
 //! GPU telemetry is dominated by load changes: a job starting moves power, clocks,
 //! temperature and utilization by tens of percent in one scrape. A per-series detector
@@ -406,9 +410,9 @@ struct GpuState {
     thermal: Vec<ThermalOffset>,
     /// Data time since which the GPU's load has been steady (see `steady_samples`).
     steady_since_ms: TimestampMs,
-    /// Die temperature climbed since it last fell or power last rose: (°C so far, last
-    /// temperature, smoothed power then). Needs no peers and no settled load.
-    die_rise: (f64, f64, f64),
+    /// Die temperature climb since it last fell or power last rose. Needs no peers and
+    /// no settled load.
+    die_rise: DieRise,
     /// The board's slowdown temperature when the exporter says it (°C).
     slowdown_c: Option<f64>,
 }
@@ -472,6 +476,13 @@ const OFFSET_WARM: u32 = 12;
 const DIE_RISE_C: f64 = 8.0;
 /// How far below the slowdown temperature a die heating at flat power starts to count.
 const DIE_RISE_MARGIN_C: f64 = 20.0;
+/// How far below slowdown the projected end of a die's climb must reach to count before
+/// the die itself is within `DIE_RISE_MARGIN_C` of it.
+const DIE_PROJECTION_MARGIN_C: f64 = 3.0;
+/// Smallest per-reading climb (°C) whose ratio to the next one is trusted for a
+/// projection: readings are whole degrees, so smaller climbs are mostly rounding (a
+/// healthy die settling at a 10 s scrape climbs 2, 3, 2, 1, 2 °C).
+const DIE_PROJECTION_MIN_STEP_C: f64 = 4.0;
 /// Slowdown temperature assumed when the exporter does not say (the lowest of common
 /// data-centre boards).
 const DEFAULT_SLOWDOWN_C: f64 = 85.0;
@@ -887,7 +898,7 @@ impl Analyzer for AnomalyAnalyzer {
             thermal_power: None,
             thermal: vec![ThermalOffset::default(); n],
             steady_since_ms: TimestampMs::MAX,
-            die_rise: (0.0, f64::NAN, f64::NAN),
+            die_rise: DieRise::default(),
             slowdown_c: None,
         });
         if g.cohort_key != key {
@@ -963,13 +974,7 @@ impl Analyzer for AnomalyAnalyzer {
             // cooling; no load change explains it, and it needs no peers to see.
             if let Some(t) = row.get(&FieldName::Dcgm(DcgmField::GpuTemp)).filter(|t| t.is_finite()) {
                 let p = g.thermal_power.map_or(f64::NAN, |(_, p)| p);
-                let (acc, pt, pp) = g.die_rise;
-                let power_rose = p.is_nan() || pp.is_nan() || p > pp * 1.02;
-                g.die_rise = if t < pt || power_rose || pt.is_nan() {
-                    (0.0, t, p)
-                } else {
-                    (acc + (t - pt), t, pp)
-                };
+                g.die_rise.observe(t, p);
             }
         }
         for (name, v) in &row.values {
@@ -1021,9 +1026,15 @@ impl Analyzer for AnomalyAnalyzer {
                 // healthy die can still be settling toward a cool equilibrium after a load
                 // step, and that is no loss of cooling (a fault-free hour at one-minute
                 // samples showed such climbs from 53 °C to 67 °C).
-                let near_limit = g.die_rise.1 >= g.slowdown_c.unwrap_or(DEFAULT_SLOWDOWN_C) - DIE_RISE_MARGIN_C;
-                if freshness(uuid) == Freshness::Fresh && g.die_rise.0 >= DIE_RISE_C && near_limit {
-                    rises.push((uuid.clone(), wi, g.node.clone(), g.die_rise));
+                let slowdown = g.slowdown_c.unwrap_or(DEFAULT_SLOWDOWN_C);
+                let near_limit = g.die_rise.last_t >= slowdown - DIE_RISE_MARGIN_C;
+                // Or heading there: a die settling after a load step approaches an
+                // equilibrium its power explains; one that lost cooling approaches one
+                // past slowdown, and that shows in the first few readings of the climb.
+                let heading_past = g.die_rise.projected() >= slowdown - DIE_PROJECTION_MARGIN_C;
+                if freshness(uuid) == Freshness::Fresh && g.die_rise.acc >= DIE_RISE_C && (near_limit || heading_past) {
+                    let r = &g.die_rise;
+                    rises.push((uuid.clone(), wi, g.node.clone(), (r.acc, r.last_t, r.start_power)));
                 }
             }
         }
@@ -1116,6 +1127,66 @@ impl Analyzer for AnomalyAnalyzer {
     }
 }
 
+/// A die's climb at no rise in power, and where it is heading.
+#[derive(Debug, Clone, Copy)]
+struct DieRise {
+    /// °C climbed so far.
+    acc: f64,
+    /// The last reading (°C).
+    last_t: f64,
+    /// Smoothed power when the climb started (W).
+    start_power: f64,
+    /// The last two per-reading climbs (older first), for the projection.
+    steps: (f64, f64),
+}
+
+impl Default for DieRise {
+    fn default() -> Self {
+        Self {
+            acc: 0.0,
+            last_t: f64::NAN,
+            start_power: f64::NAN,
+            steps: (f64::NAN, f64::NAN),
+        }
+    }
+}
+
+impl DieRise {
+    /// One die reading `t` (°C) at smoothed power `p` (W).
+    fn observe(&mut self, t: f64, p: f64) {
+        let power_rose = p.is_nan() || self.start_power.is_nan() || p > self.start_power * 1.02;
+        if t < self.last_t || power_rose || self.last_t.is_nan() {
+            *self = Self {
+                acc: 0.0,
+                last_t: t,
+                start_power: p,
+                steps: (f64::NAN, f64::NAN),
+            };
+        } else {
+            let step = t - self.last_t;
+            self.acc += step;
+            self.last_t = t;
+            self.steps = (self.steps.1, step);
+        }
+    }
+
+    /// Where the climb ends if it is a first-order approach (each climb a fixed fraction
+    /// of the previous one, as a die's lag makes it at a steady scrape interval):
+    /// `last + step·r/(1−r)`. A climb that does not slow down heads on past any limit.
+    /// NaN when there are too few or too small steps to tell.
+    fn projected(&self) -> f64 {
+        let (a, b) = self.steps;
+        if !(a >= DIE_PROJECTION_MIN_STEP_C && b > 0.0) {
+            return f64::NAN;
+        }
+        let r = b / a;
+        if r >= 0.95 {
+            return f64::INFINITY;
+        }
+        self.last_t + b * r / (1.0 - r)
+    }
+}
+
 /// The slowdown temperature of a GPU, or the default.
 fn self_slowdown(gpus: &HashMap<GpuUuid, GpuState>, uuid: &GpuUuid) -> f64 {
     gpus.get(uuid).and_then(|g| g.slowdown_c).unwrap_or(DEFAULT_SLOWDOWN_C)
@@ -1125,6 +1196,45 @@ fn self_slowdown(gpus: &HashMap<GpuUuid, GpuState>, uuid: &GpuUuid) -> f64 {
 mod tests {
     use super::*;
     use gpuwarden_model::Workload;
+
+    /// Whole-degree readings of a first-order approach from `from` to `to`.
+    fn approach(from: f64, to: f64, dt_s: f64, n: usize) -> Vec<f64> {
+        (0..n)
+            .map(|i| (to + (from - to) * (-(i as f64) * dt_s / 45.0).exp()).trunc())
+            .collect()
+    }
+
+    #[test]
+    fn die_climb_projection_tells_lost_cooling_from_settling() {
+        // Cooling lost on an idle die: heading for slowdown + 2 whatever it draws.
+        let mut lost = DieRise::default();
+        let readings = approach(35.0, 89.4, 10.0, 4);
+        for &t in &readings {
+            lost.observe(t, 60.0);
+        }
+        assert!(lost.acc >= DIE_RISE_C, "{readings:?}");
+        assert!(
+            lost.projected() >= 87.0 - DIE_PROJECTION_MARGIN_C,
+            "{}",
+            lost.projected()
+        );
+        assert!(
+            lost.last_t < 87.0 - DIE_RISE_MARGIN_C,
+            "seen before it is near the limit"
+        );
+        // A healthy die settling (10 s and 60 s scrapes) heads for where it settles.
+        for dt in [10.0, 60.0] {
+            let mut ok = DieRise::default();
+            for t in approach(53.0, 68.0, dt, 6) {
+                ok.observe(t, 300.0);
+                let pr = ok.projected();
+                assert!(pr.is_nan() || pr < 75.0, "dt {dt}: projected {pr}");
+            }
+        }
+        // A power rise restarts the climb.
+        lost.observe(70.0, 200.0);
+        assert_eq!(lost.acc, 0.0);
+    }
 
     fn ids(n: usize) -> Vec<GpuIdentity> {
         (0..n)
