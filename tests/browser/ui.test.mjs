@@ -3,15 +3,20 @@
 //   node tests/browser/ui.test.mjs http://127.0.0.1:9470
 //
 // Drives Debian's chromium (no browser download) through playwright-core and checks:
-// the fleet page shows 32 GPU tiles in 4 nodes, worst first; a GPU page shows identity,
-// a score and a drawn chart; the incidents page lists an open incident and its Ack button
+// the fleet page shows 32 GPU tiles in 4 nodes, worst first; every tile carries a
+// failure-risk badge that agrees with GET /api/v1/predictions, high/critical badges look
+// different from low ones; a GPU page shows identity, a score and a drawn chart, and its
+// failure-risk panel shows the probability, band, model, top features and a drawn
+// probability chart; the incidents page lists an open incident and its Ack button
 // acknowledges it (in the page and in the API); the incident detail shows its timeline;
-// a GPU that fell off the bus turns grey "unknown", never healthy; the page makes no
-// request outside the server and throws no script error. Screenshots of every page go to
-// target/browser-screenshots/ (or $GPUWARDEN_SCREENSHOTS). Exits 0 on success, 1 on failure.
+// a GPU that fell off the bus turns grey "unknown", never healthy, and loses its risk
+// ("risk —", never a made-up 0%); the page makes no request outside the server and
+// throws no script error. Screenshots of every page go to target/browser-screenshots/
+// (or $GPUWARDEN_SCREENSHOTS). Exits 0 on success, 1 on failure.
 //
-// Precondition: an open incident with a GPU exists (the Rust test injects a fault first);
-// the script waits up to 60 s for one.
+// Preconditions: an open incident with a GPU exists (the Rust test injects a fault first;
+// the script waits up to 60 s for one), and a failure model is loaded and scoring every
+// few seconds (the Rust test puts one in the data dir).
 
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
@@ -30,6 +35,15 @@ const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 const TOTAL_MS = 170_000;
 
 const STATE_ORDER = ['unhealthy', 'degraded', 'unknown', 'healthy'];
+const BANDS = ['low', 'elevated', 'high', 'critical'];
+
+// The UI's probability format (js/format.js fmtProb), to compare a page with the API.
+function fmtProb(p) {
+  const pct = p * 100;
+  if (pct > 0 && pct < 0.1) return '<0.1%';
+  if (pct > 99 && pct < 100) return '>99%';
+  return pct < 10 ? `${+pct.toFixed(1)}%` : `${Math.round(pct)}%`;
+}
 
 function assert(cond, msg) {
   if (!cond) throw new Error(`assertion failed: ${msg}`);
@@ -118,10 +132,71 @@ async function main() {
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert(overflow <= 0, `no horizontal scroll at 1280 px (overflow ${overflow})`);
 
+    step('fleet page: failure-risk badges agree with the API');
+    const preds = await waitFor('failure predictions (API)', async () => {
+      const body = await api('GET', '/api/v1/predictions');
+      return body.model && body.predictions.length ? body : null;
+    }, 20_000);
+    console.log(`    model ${preds.model}, threshold ${preds.threshold.toFixed(3)}, ${preds.predictions.length} GPUs scored`);
+    // Scores move every period and the page refreshes every 5 s: compare a fresh API read
+    // with the page until they meet, for every GPU whose score the page shows.
+    const agreed = await waitFor('tile badges equal to the API', async () => {
+      const api_ = new Map((await api('GET', '/api/v1/predictions')).predictions.map((p) => [p.gpu, p]));
+      const badges = await page.$$eval('.tile', (els) => els.map((t) => {
+        const r = t.querySelector('.risk');
+        return { uuid: t.dataset.uuid, band: r?.dataset.band, probability: r?.dataset.probability, text: r?.textContent.trim() };
+      }));
+      const same = badges.filter((b) => {
+        const p = api_.get(b.uuid);
+        return p && b.band === p.band && Number(b.probability) === p.probability && b.text === `risk ${fmtProb(p.probability)} ${p.band}`;
+      });
+      return same.length ? { badges, same } : null;
+    }, 20_000);
+    console.log(`    ${agreed.same.length} of 32 tiles equal to the API, e.g. ${agreed.same[0].uuid}: "${agreed.same[0].text}"`);
+    for (const b of agreed.badges) {
+      assert(b.band, `every tile has a risk badge (${b.uuid})`);
+      if (b.band === 'none') assert(b.text === 'risk —', `no prediction reads "risk —", got "${b.text}"`);
+      else {
+        assert(BANDS.includes(b.band), `band of ${b.uuid}: ${b.band}`);
+        assert(b.text === `risk ${fmtProb(Number(b.probability))} ${b.band}`, `badge text of ${b.uuid}: "${b.text}"`);
+      }
+    }
+    const clipped = await page.$$eval('.tile .risk', (els) => els.filter((e) => e.scrollWidth > e.clientWidth + 1).map((e) => e.textContent));
+    assert(clipped.length === 0, `risk badges fit their tiles, clipped: ${clipped.join(', ')}`);
+    const wrapped = await page.$$eval('.tile .risk', (els) => els.filter((e) => {
+      const range = document.createRange();
+      range.selectNodeContents(e);
+      return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size > 1;
+    }).length);
+    console.log(`    ${wrapped} risk badge(s) wrap onto a second line at 1280 px`);
+    const riskCounts = await page.$$eval('.risk-summary .count', (els) => els.reduce((a, e) => a + Number(e.querySelector('.n').textContent), 0));
+    assert(riskCounts >= 1 && riskCounts <= 32, `risk summary counts scored GPUs, got ${riskCounts}`);
+    // High and critical badges are solid and unlike low/elevated ones, on any tile colour.
+    const looks = await page.evaluate((bands) => {
+      const out = {};
+      for (const band of bands) {
+        const tile = document.createElement('a');
+        tile.className = 'tile state-healthy';
+        const r = document.createElement('span');
+        r.className = `risk risk-${band}`;
+        tile.append(r);
+        document.body.append(tile);
+        out[band] = getComputedStyle(r).backgroundColor;
+        tile.remove();
+      }
+      return out;
+    }, BANDS);
+    assert(new Set(Object.values(looks)).size === 4, `each band has its own fill: ${JSON.stringify(looks)}`);
+    for (const band of ['high', 'critical']) {
+      const [r, g, b] = looks[band].match(/\d+/g).map(Number);
+      assert(r > 100 && r > 2 * g && r > 2 * b, `${band} badge is solid red, got ${looks[band]}`);
+    }
+
     step('an open incident exists (API)');
+    // The injected fault's incident; the tiny test model may also open `prediction` ones.
     const incident = await waitFor('an open incident with a GPU', async () => {
       const body = await api('GET', '/api/v1/incidents?state=open');
-      return body.incidents.find((i) => i.gpu);
+      return body.incidents.find((i) => i.gpu && i.kind !== 'prediction');
     }, 60_000);
     console.log(`    ${incident.id} ${incident.severity} on ${incident.gpu}: ${incident.summary}`);
     await page.waitForFunction(
@@ -153,6 +228,43 @@ async function main() {
     }, null, { timeout: 30_000 });
     assert(await page.isVisible(`.incidents tr[data-id="${incident.id}"]`), 'the GPU page lists its incident');
     await shot(page, 'gpu');
+
+    step('GPU page: failure-risk panel with top features and a drawn chart');
+    const explained = await waitFor('a GPU with explained risk (API)', async () =>
+      (await api('GET', '/api/v1/predictions')).predictions.find((p) => p.top_features.length), 15_000);
+    await page.goto(`${base}/#/gpu/${encodeURIComponent(explained.gpu)}`);
+    await page.waitForSelector('#risk[data-state="scored"]', { timeout: 15_000 });
+    assert((await page.textContent('#h-risk')).trim() === 'Failure risk (next 24 h)', 'panel title');
+    const panel = await waitFor('the risk panel equal to the API', async () => {
+      const body = await api('GET', `/api/v1/gpus/${encodeURIComponent(explained.gpu)}/predictions`);
+      const shown = await page.$eval('#risk', (el) => ({
+        prob: el.querySelector('#risk-prob')?.textContent.trim(),
+        band: el.querySelector('#risk-band')?.textContent.trim(),
+        model: el.querySelector('#risk-model')?.textContent.trim(),
+        features: [...el.querySelectorAll('.risk-features tbody tr')].map((r) => ({
+          name: r.dataset.feature,
+          value: r.querySelector('.value').textContent.trim(),
+        })),
+      }));
+      const p = body.latest;
+      const same = p && shown.prob === fmtProb(p.probability) && shown.band === p.band && shown.model === p.model_version &&
+        shown.features.length === p.top_features.length && p.top_features.every((f, i) => shown.features[i].name === f.feature);
+      return same ? { shown, p } : null;
+    }, 20_000);
+    assert(panel.shown.model === preds.model, `panel shows the model ${preds.model}`);
+    assert(panel.shown.features.length >= 1, 'at least one top feature');
+    for (const [i, f] of panel.p.top_features.entries()) {
+      const v = panel.shown.features[i].value;
+      assert(f.value == null ? v === 'not observed' : Math.abs(Number(v) - f.value) < 0.01, `value of ${f.feature}: ${v} vs ${f.value}`);
+    }
+    console.log(`    ${explained.gpu}: ${panel.shown.prob} ${panel.shown.band}, top ${panel.shown.features.map((f) => `${f.name}=${f.value}`).join(', ')}`);
+    await page.waitForFunction(() => {
+      const fig = document.querySelector('#risk .chart');
+      const c = fig?.querySelector('canvas');
+      return Number(fig?.dataset.points) >= 2 && c && c.width > 100 && c.height > 50;
+    }, null, { timeout: 20_000 });
+    await page.locator('#risk').screenshot({ path: path.join(shots, 'gpu-risk.png') });
+    console.log(`    screenshot ${path.join(shots, 'gpu-risk.png')}`);
 
     step('incidents page: list, Ack');
     await page.goto(`${base}/#/incidents`);
@@ -208,11 +320,16 @@ async function main() {
     // Grey in absolute terms too: red, green and blue within a few steps of each other.
     const [r, g, b] = look.bg.match(/\d+/g).map(Number);
     assert(Math.max(r, g, b) - Math.min(r, g, b) <= 16, `stale tile background is grey, got ${look.bg}`);
+    // A GPU without fresh data is not scored: its risk is unknown, never a number.
+    await page.waitForSelector(`${tile} .risk[data-band="none"]`, { timeout: 15_000 });
+    assert((await page.textContent(`${tile} .risk`)).trim() === 'risk —', 'stale tile reads "risk —"');
     await shot(page, 'fleet-stale');
     await page.goto(`${base}/#/gpu/${encodeURIComponent(victim.identity.uuid)}`);
     await page.waitForSelector('#gpu-state');
     assert((await page.textContent('#gpu-state')).trim() === 'unknown', 'stale GPU page says unknown');
     assert((await page.textContent('#gpu-score')).trim() === '?', 'stale GPU page shows "?" as score');
+    await page.waitForSelector('#risk[data-state="none"], #risk[data-state="unavailable"]', { timeout: 15_000 });
+    assert(!(await page.$('#risk-prob')), 'stale GPU page shows no failure probability');
     await shot(page, 'gpu-stale');
 
     step('laptop width (1024 px): no horizontal scroll on the fleet page');

@@ -53,6 +53,10 @@ export const api = {
     get(`/api/v1/gpus/${encodeURIComponent(uuid)}/series${qs({ field, from, max_points: 500 })}`),
   events: (uuid, from = '-24h') => get(`/api/v1/gpus/${encodeURIComponent(uuid)}/events${qs({ from })}`),
   healthHistory: (uuid) => get(`/api/v1/gpus/${encodeURIComponent(uuid)}/health/history?from=-1h`),
+  // Failure prediction: the whole fleet's latest scores in one call (for the tiles), one
+  // GPU's latest score with its history (for its page).
+  predictions: () => get('/api/v1/predictions'),
+  gpuPredictions: (uuid) => get(`/api/v1/gpus/${encodeURIComponent(uuid)}/predictions`),
   incidents: (filters) => get(`/api/v1/incidents${qs({ limit: 200, ...filters })}`),
   incident: (id) => get(`/api/v1/incidents/${encodeURIComponent(id)}`),
   ack: (id, comment) => post(`/api/v1/incidents/${encodeURIComponent(id)}/ack`, { actor: 'ui', comment }),

@@ -103,3 +103,21 @@ export function fmtEventDetail(k) {
 
 /** Short form of a GPU UUID for tables: "GPU-1a2b3c4d…". */
 export const shortUuid = (u) => (u && u.length > 14 ? `${u.slice(0, 12)}…` : u ?? '–');
+
+/** Failure-risk bands, worst first (the API's `band`). */
+export const RISK_BANDS = ['critical', 'high', 'elevated', 'low'];
+
+/**
+ * A probability as a percentage: "60%", "4.2%", "<0.1%", ">99%"; "—" when missing, so
+ * a GPU without a prediction never reads as 0%.
+ */
+export function fmtProb(p) {
+  if (typeof p !== 'number' || !isFinite(p)) return '—';
+  const pct = p * 100;
+  if (pct > 0 && pct < 0.1) return '<0.1%';
+  if (pct > 99 && pct < 100) return '>99%';
+  return pct < 10 ? `${+pct.toFixed(1)}%` : `${Math.round(pct)}%`;
+}
+
+/** A feature contribution in log-odds, signed: "+1.99". */
+export const fmtContribution = (c) => (typeof c === 'number' && isFinite(c) ? `${c >= 0 ? '+' : '−'}${Math.abs(c).toFixed(2)}` : '–');

@@ -1,13 +1,15 @@
 // GPU page (#/gpu/UUID): identity, health score with its five dimensions and every
-// deduction, last-hour charts (temperature, power, utilization, SM clock, score), ECC
-// and memory counters, the event history (XIDs, ECC, disappearances) and its incidents.
+// deduction, the failure risk (probability of a hard failure within 24 h, its band, the
+// features that raised it, the model, and the probability history), last-hour charts
+// (temperature, power, utilization, SM clock, score), ECC and memory counters, the event
+// history (XIDs, ECC, disappearances) and its incidents.
 
 import { api } from './api.js';
 import { h, replace, note } from './dom.js';
 import { lineChart } from './charts.js';
 import {
   DIMENSIONS, gpuState, gpuScore, fmtScore, fmtNum, fmtTime, fmtAgo, fmtIso,
-  fmtEventKind, fmtEventDetail, stalenessText,
+  fmtEventKind, fmtEventDetail, stalenessText, fmtProb, fmtContribution,
 } from './format.js';
 import { incidentTable } from './incident_table.js';
 
@@ -29,6 +31,19 @@ export function gpuPage(view, uuid) {
   const charts = CHARTS.map((c) => ({ ...c, chart: lineChart(c) }));
   const scoreChart = lineChart({ title: 'Health score', unit: 'points', color: '#1a7f37', range: [0, 100] });
   const chartNote = h('p', { class: 'muted' });
+  const risk = h('section', { class: 'card risk-panel', id: 'risk', 'aria-labelledby': 'h-risk' });
+  const riskInfo = h('div', { class: 'risk-info' }, h('p', { class: 'muted' }, 'Loading…'));
+  const riskChart = lineChart({
+    title: 'Failure probability',
+    unit: '%',
+    color: '#cf222e',
+    // From 0, and at least up to the threshold line so it is always in view.
+    range: (u, min, max) => [0, Math.min(100, Math.max(1, max, u.data[2]?.find((v) => v != null) ?? 0) * 1.15)],
+    refLine: { label: 'threshold', color: '#57606a' },
+    dots: true,
+    emptyText: 'No scores stored yet.',
+  });
+  replace(risk, h('h2', { id: 'h-risk' }, 'Failure risk (next 24 h)'), h('div', { class: 'risk-body' }, riskInfo, riskChart.el));
   const memory = h('div');
   const events = h('div');
   const incidents = h('div');
@@ -37,6 +52,7 @@ export function gpuPage(view, uuid) {
     h('p', {}, h('a', { href: '#/' }, '← Fleet')),
     head,
     h('div', { class: 'two' }, identity, health),
+    risk,
     h('section', { 'aria-labelledby': 'h-charts' }, h('h2', { id: 'h-charts' }, 'Last hour'), chartNote,
       h('div', { class: 'charts' }, charts.map((c) => c.chart.el), scoreChart.el)),
     h('div', { class: 'two' },
@@ -64,6 +80,7 @@ export function gpuPage(view, uuid) {
       disposed = true;
       charts.forEach((c) => c.chart.dispose());
       scoreChart.dispose();
+      riskChart.dispose();
     },
     async refresh() {
       const g = await api.gpu(uuid); // a missing GPU fails the whole page, with the API's message
@@ -72,8 +89,13 @@ export function gpuPage(view, uuid) {
       renderIdentity(identity, g);
       renderHealth(health, g);
       renderMemory(memory, g);
-      const [ev, inc] = await Promise.allSettled([api.events(uuid), api.incidents({ gpu: uuid, limit: 50 })]);
+      const [ev, inc, pred] = await Promise.allSettled([
+        api.events(uuid),
+        api.incidents({ gpu: uuid, limit: 50 }),
+        api.gpuPredictions(uuid),
+      ]);
       if (disposed) return;
+      renderRisk(risk, riskInfo, riskChart, pred);
       replace(events, ev.status === 'fulfilled' ? eventTable(ev.value.events) : note(ev.reason.message, 'error'));
       replace(incidents, inc.status === 'fulfilled'
         ? incidentTable(inc.value.incidents, { showGpu: false, onError: (e) => replace(incidents, note(e.message, 'error')) })
@@ -90,6 +112,83 @@ function renderHead(el, g) {
     el,
     h('h1', {}, `GPU ${id.index ?? '?'} on ${id.node} `, h('span', { class: `badge state-${state}`, id: 'gpu-state' }, state)),
     h('p', { class: 'muted' }, id.model ?? 'unknown model', ' · ', h('code', {}, id.uuid)),
+  );
+}
+
+/**
+ * The failure-risk panel from GET /api/v1/gpus/{uuid}/predictions (a settled promise):
+ * probability and band, threshold, when scored, the model, the top contributing features
+ * with their values, and the probability history as a chart with the threshold line.
+ * Without a model or a current prediction it says so: never a made-up 0%.
+ */
+function renderRisk(section, info, chart, settled) {
+  if (settled.status === 'rejected') {
+    const e = settled.reason;
+    section.dataset.state = 'unavailable';
+    const text = e.code === 'no_predictor'
+      ? 'Failure prediction does not run in this gpuwarden process.'
+      : e.code === 'gpu_not_found' ? 'No failure prediction for this GPU.' : `Failure risk unavailable: ${e.message}`;
+    replace(info, note(text));
+    chart.set([]);
+    return;
+  }
+  const body = settled.value;
+  const horizon = body.horizon_hours ?? 24;
+  section.querySelector('h2').textContent = `Failure risk (next ${fmtNum(horizon, 0)} h)`;
+  chart.set((body.history ?? []).map((p) => [p.ts_ms, p.probability * 100]), body.threshold * 100);
+  if (!body.model) {
+    section.dataset.state = 'no-model';
+    replace(info, note('No failure model yet: run `gpuwarden train`; the model is picked up without a restart.'));
+    return;
+  }
+  const p = body.latest;
+  if (!p) {
+    section.dataset.state = 'none';
+    replace(
+      info,
+      h('p', {}, h('span', { class: 'riskbadge risk-none', id: 'risk-band' }, 'risk —')),
+      note('No current prediction: GPUs are scored each period while their data is fresh.'),
+      h('dl', { class: 'kv' }, h('dt', {}, 'Model'), h('dd', {}, h('code', { id: 'risk-model' }, body.model))),
+    );
+    return;
+  }
+  section.dataset.state = 'scored';
+  section.dataset.band = p.band;
+  const rows = [
+    ['Band', h('span', { class: `riskbadge risk-${p.band}`, id: 'risk-band' }, p.band)],
+    ['Incident at', `${fmtProb(body.threshold)} or more (drain before failure)`],
+    ['Scored', h('time', { datetime: fmtIso(p.ts_ms) }, `${fmtTime(p.ts_ms)} (${fmtAgo(p.ts_ms)})`)],
+    ['Model', h('code', { id: 'risk-model' }, p.model_version)],
+  ];
+  replace(
+    info,
+    h('div', { class: `bigrisk risk-${p.band}` }, h('span', { id: 'risk-prob', class: 'n' }, fmtProb(p.probability)), h('span', {}, 'probability of a hard failure')),
+    h('dl', { class: 'kv' }, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])),
+    h('h3', {}, 'Top contributing features'),
+    riskFeatures(p),
+  );
+}
+
+function riskFeatures(p) {
+  const top = p.top_features ?? [];
+  if (!top.length) {
+    return note(p.band === 'low'
+      ? 'Low risk: no feature stands out (reasons are listed from elevated risk up).'
+      : 'The model reported no contributing features.');
+  }
+  const most = Math.max(...top.map((f) => Math.abs(f.contribution)), 1e-9);
+  return h(
+    'table',
+    { class: 'risk-features' },
+    h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Feature'), h('th', { scope: 'col', class: 'num' }, 'Value'), h('th', { scope: 'col' }, 'Contribution (log-odds)'))),
+    h('tbody', {}, top.map((f) => h(
+      'tr',
+      { dataset: { feature: f.feature } },
+      h('th', { scope: 'row' }, h('code', {}, f.feature)),
+      h('td', { class: 'num value' }, f.value == null ? 'not observed' : fmtNum(f.value, 2)),
+      h('td', { class: 'contrib' }, fmtContribution(f.contribution),
+        h('span', { class: 'bar', 'aria-hidden': 'true' }, h('span', { class: 'fill', style: `width:${Math.round((Math.abs(f.contribution) / most) * 100)}%` }))),
+    ))),
   );
 }
 
