@@ -1,7 +1,8 @@
 //! Development tool: random search of [`SeriesConfig`] knobs with a two-fold split of the
 //! NAB corpus (even-indexed files select, odd-indexed files check), to see whether a
 //! setting generalises or only fits the files it was chosen on. Prints the best configs.
-//! Usage: `nab_search DIR TRIALS SEED`.
+//! Usage: `nab_search DIR TRIALS SEED [local]`; with `local`, each trial changes about a
+//! fifth of the knobs of the configuration in `$NAB_CFG` (a local search around it).
 
 use gpuwarden_anomaly::nab::{evaluate, Corpus};
 use gpuwarden_anomaly::{SeriesConfig, SeriesDetector};
@@ -10,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let corpus = Corpus::load(&args[1])?;
     let trials: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
+    let local = args.get(4).is_some_and(|s| s == "local");
     let mut seed: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1);
     let mut rnd = move || {
         seed = seed
@@ -50,7 +52,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut best: Vec<(f64, f64, f64, String)> = Vec::new();
     for trial in 0..trials {
-        let mut c = SeriesConfig::default();
+        let base: SeriesConfig = match std::env::var("NAB_CFG") {
+            Ok(s) => serde_json::from_str(&s)?,
+            Err(_) => SeriesConfig::default(),
+        };
+        let mut c = base.clone();
         if trial > 0 {
             let pick = |r: f64, opts: &[f64]| opts[((r * opts.len() as f64) as usize).min(opts.len() - 1)];
             c.level_halflife = pick(rnd(), &[8.0, 16.0, 24.0, 48.0, 96.0]);
@@ -58,13 +64,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             c.shift_samples = pick(rnd(), &[6.0, 12.0, 24.0, 48.0]) as u32;
             c.diff_weight = pick(rnd(), &[0.0, 0.25, 0.5, 1.0]);
             c.short_window = pick(rnd(), &[1.0, 2.0, 3.0, 4.0]) as usize;
-            c.long_halflife = pick(rnd(), &[300.0, 1000.0, 3000.0, 10000.0]);
+            c.long_halflife = pick(rnd(), &[1000.0, 2000.0, 3000.0, 5000.0, 10000.0]);
             c.rest_halflife = pick(rnd(), &[0.0, 100.0, 300.0, 600.0, 1500.0]);
             c.score_decades = pick(rnd(), &[2.0, 3.0, 4.0, 5.0]);
             c.shape_len = pick(rnd(), &[0.0, 3.0, 4.0, 5.0, 6.0]) as usize;
             c.shape_levels = pick(rnd(), &[8.0, 12.0, 16.0, 24.0]) as u32;
             c.shape_weight = pick(rnd(), &[0.5, 1.0, 2.0, 3.0, 5.0]);
             c.clip_spreads = pick(rnd(), &[3.0, 4.0, 6.0]);
+            c.slow_halflife = pick(rnd(), &[0.0, 0.0, 10.0, 30.0, 100.0]);
+            c.hold_samples = pick(rnd(), &[0.0, 50.0, 100.0, 150.0, 200.0, 300.0]) as u32;
+            c.hold_level = pick(rnd(), &[0.45, 0.5, 0.55, 0.6]);
+            c.rest_damping = pick(rnd(), &[0.3, 0.5, 0.7]);
+            c.hold_extend = rnd() < 0.5;
+            if local {
+                // Keep most knobs of the base: each changed knob survives with p = 0.25.
+                let fresh = c.clone();
+                c = base.clone();
+                let mut v = serde_json::to_value(&c)?;
+                let f = serde_json::to_value(&fresh)?;
+                for (k, x) in f.as_object().unwrap() {
+                    if rnd() < 0.2 {
+                        v[k] = x.clone();
+                    }
+                }
+                c = serde_json::from_value(v)?;
+            }
         }
         let scores = run(&c);
         let (a, b) = (split(&scores, 0), split(&scores, 1));

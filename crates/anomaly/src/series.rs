@@ -41,18 +41,36 @@
 //!    the shape novelty of HTM / ARTime / KNN-CAD at O(1) cost (one hash, one lookup)
 //!    instead of a k-NN scan over stored windows, and 2 bytes per slot of fixed memory.
 //!
-//! Memory is fixed at construction (`seasonal_bins` + `short_window` + 64 floats +
-//! `shape_slots` u16: about 3.7 KB with the defaults); work per sample is constant.
-//! Non-finite samples are skipped: they get score 0 with [`ScoreNote::NotFinite`] and do
-//! not touch the state.
+//! 6. **Hold after an alarm** (`hold_samples`, `hold_level`): after a score of at least
+//!    `hold_level`, `score` is 0 for `hold_samples` samples (CAD OSE's rest period; the
+//!    unheld value stays available as [`AnomalyScore::calibrated`]). NAB charges every
+//!    row above the threshold outside a window, and an excursion is one event.
+//! 7. **Slow surprise** (`slow_halflife`): an EWMA of the log-surprise, calibrated in its
+//!    own decayed histogram and combined by max, catches sustained moderate change (more
+//!    noise, a drift) that no single sample shows.
+//!
+//! Memory is fixed at construction (`seasonal_bins` + `short_window` + 2 × 64 floats +
+//! `shape_slots` u16: 4,200 bytes with the defaults); work per sample is constant
+//! (~120–170 ns on the 2-core Xeon dev machine). Non-finite samples are skipped: they get
+//! score 0 with [`ScoreNote::NotFinite`] and do not touch the state.
 //!
 //! Defaults ([`SeriesConfig::default`]) are the one configuration used for the whole NAB
 //! corpus and in the product, never tuned per file. How they were chosen: a random search
-//! of 400 configurations (`examples/nab_search.rs`, seed 7) scored on the even-indexed
-//! NAB files only; the best on that half is the default. The odd-indexed half is the
-//! check: 51.7 there (the previous defaults: 49.4), 52.5 on the whole corpus. So NAB is
-//! only half held out for these numbers; the gain is real but small, and the remaining
-//! gap to HTM (70.5) is not a matter of knobs.
+//! of 800 configurations (`examples/nab_search.rs DIR 800 11`) and then a local search of
+//! 600 around its best (`NAB_CFG=<best> nab_search DIR 600 23 local`), both scored on the
+//! even-indexed NAB files only; the best on that half is the default. The odd-indexed half
+//! is the check. Standard profile: even 67.7, **odd 54.2** (previous defaults: 57.2 /
+//! 51.7), whole corpus **60.8** (was 52.5). The gap between the halves says part of the
+//! even-half gain is fitted; the hold (present in every top configuration) and the longer
+//! calibration memory (`long_halflife` 3000 instead of 300) are the structural part.
+//!
+//! Tried and not kept: a re-implementation of CAD OSE's context memory (facts = bits of
+//! the value quantised into 8 levels; contexts learned from fact pairs; anomaly = share of
+//! predictions not confirmed plus share of new contexts). Given each file's min/max it
+//! scored 63.3 here, but with a running min/max (no look-ahead) only 47–48 alone and 53–54
+//! combined with this score, at 20–60 µs per sample and memory that grows until capped
+//! (a cap of 5,000 contexts: 42). Its strength on NAB comes largely from the file-wide
+//! range it is given.
 //!
 //! Not done (yet): weekly seasonality; a true k-NN over recent windows (the hashed table
 //! forgets which shapes are *near* each other).
@@ -108,30 +126,46 @@ pub struct SeriesConfig {
     pub shape_slots: usize,
     /// Weight of the shape novelty added to the log-surprise.
     pub shape_weight: f64,
+    /// Half-life of a slow average of the log-surprise, calibrated in its own histogram
+    /// and combined with the per-sample score by max (0 disables it): sustained moderate
+    /// change (more noise, a drift) that no single sample shows.
+    pub slow_halflife: f64,
+    /// Samples after a score at or above `hold_level` during which scores are 0 (0
+    /// disables it): one alarm per excursion, as CAD OSE's rest period.
+    pub hold_samples: u32,
+    pub hold_level: f64,
+    /// Whether a score at or above `hold_level` during the hold starts it over (CAD OSE's
+    /// rule: quiet only after `hold_samples` samples without one).
+    pub hold_extend: bool,
 }
 
 impl Default for SeriesConfig {
+    /// Chosen on the even-indexed NAB files only (see the module comment).
     fn default() -> Self {
         Self {
-            level_halflife: 24.0,
-            spread_halflife: 100.0,
-            clip_spreads: 6.0,
-            shift_samples: 6,
+            level_halflife: 48.0,
+            spread_halflife: 1000.0,
+            clip_spreads: 3.0,
+            shift_samples: 12,
             seasonal_bins: 48,
             seasonal_alpha: 0.1,
-            diff_weight: 0.25,
+            diff_weight: 0.5,
             warmup_samples: 30,
-            short_window: 1,
-            long_halflife: 300.0,
-            rest_halflife: 600.0,
+            short_window: 4,
+            long_halflife: 3000.0,
+            rest_halflife: 100.0,
             empirical: true,
-            score_decades: 5.0,
-            rest_damping: 0.5,
+            score_decades: 4.0,
+            rest_damping: 0.3,
             range_spreads: 3.0,
-            shape_len: 6,
+            shape_len: 5,
             shape_levels: 16,
             shape_slots: 1024,
-            shape_weight: 2.0,
+            shape_weight: 1.0,
+            slow_halflife: 10.0,
+            hold_samples: 100,
+            hold_level: 0.5,
+            hold_extend: false,
         }
     }
 }
@@ -167,10 +201,17 @@ impl SeriesConfig {
             ("diff_weight", self.diff_weight),
             ("rest_halflife", self.rest_halflife),
             ("shape_weight", self.shape_weight),
+            ("slow_halflife", self.slow_halflife),
         ] {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(ConfigError::NotPositive { name, value });
             }
+        }
+        if !(self.hold_level > 0.0 && self.hold_level <= 1.0) {
+            return Err(ConfigError::NotFraction {
+                name: "hold_level",
+                value: self.hold_level,
+            });
         }
         if !(self.seasonal_alpha > 0.0 && self.seasonal_alpha <= 1.0) {
             return Err(ConfigError::NotFraction {
@@ -209,8 +250,13 @@ pub enum ScoreNote {
 /// The detector's verdict on one sample.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AnomalyScore {
-    /// 0 (normal) … 1 (as unlikely as the detector can say).
+    /// 0 (normal) to 1 (as unlikely as the detector can say); 0 during the hold after an
+    /// alarm ([`SeriesConfig::hold_samples`]): one alarm per excursion.
     pub score: f64,
+    /// The calibrated score before the hold and rest damping: how unusual this sample is
+    /// on its own, also while an earlier alarm holds `score` at 0.
+    #[serde(default)]
+    pub calibrated: f64,
     /// The uncalibrated surprise: robust z of the sample against the baseline.
     pub surprise: f64,
     /// Lower end of the range the baseline expected.
@@ -407,6 +453,51 @@ pub struct SeriesDetector {
     hist_total: f64,
     hist_inc: f64,
     shape: ShapeMemory,
+    slow: f64,
+    a_slow: f64,
+    slow_hist: Calib,
+    since_alarm: u32,
+}
+
+/// Exponentially decayed histogram of a log-surprise, giving the empirical tail of a new
+/// value among the past ones.
+#[derive(Debug, Clone)]
+struct Calib {
+    hist: [f64; HIST_BINS],
+    total: f64,
+    inc: f64,
+}
+
+impl Calib {
+    fn new() -> Self {
+        Self {
+            hist: [0.0; HIST_BINS],
+            total: 0.0,
+            inc: 1.0,
+        }
+    }
+
+    /// Tail of `x` among the past values (the current one counted with half weight), then
+    /// learns `x` if `learn`.
+    fn tail(&mut self, x: f64, learn: bool, decay: f64) -> f64 {
+        let pos = (x / HIST_WIDTH).clamp(0.0, (HIST_BINS - 1) as f64);
+        let b = pos as usize;
+        let above: f64 = self.hist[b + 1..].iter().sum::<f64>() + self.hist[b] * (1.0 - (pos - b as f64));
+        let tail = (above + 0.5 * self.inc) / (self.total + self.inc);
+        if learn {
+            self.hist[b] += self.inc;
+            self.total += self.inc;
+            self.inc /= decay;
+            if self.inc > 1e200 {
+                for h in &mut self.hist {
+                    *h /= self.inc;
+                }
+                self.total /= self.inc;
+                self.inc = 1.0;
+            }
+        }
+        tail
+    }
 }
 
 impl Default for SeriesDetector {
@@ -458,6 +549,14 @@ impl SeriesDetector {
             hist_total: 0.0,
             hist_inc: 1.0,
             shape: ShapeMemory::new(cfg.shape_len, cfg.shape_levels, cfg.shape_slots),
+            slow: 0.0,
+            a_slow: if cfg.slow_halflife > 0.0 {
+                alpha(cfg.slow_halflife)
+            } else {
+                0.0
+            },
+            slow_hist: Calib::new(),
+            since_alarm: u32::MAX,
             cfg,
         }
     }
@@ -487,6 +586,7 @@ impl SeriesDetector {
         if !value.is_finite() {
             return AnomalyScore {
                 score: 0.0,
+                calibrated: 0.0,
                 surprise: 0.0,
                 expected_low: self.level.level - self.cfg.range_spreads * self.level.scale(),
                 expected_high: self.level.level + self.cfg.range_spreads * self.level.scale(),
@@ -623,6 +723,26 @@ impl SeriesDetector {
         let mut score =
             empirical.unwrap_or_else(|| ((1.000_000_000_1 - likelihood).ln() / (1e-10f64).ln()).clamp(0.0, 1.0));
 
+        if self.cfg.slow_halflife > 0.0 {
+            self.slow += self.a_slow.max(1.0 / f64::from(self.n)) * (s_log - self.slow);
+            let learn = self.n > self.cfg.warmup_samples;
+            let t = self.slow_hist.tail(self.slow, learn, self.long_decay);
+            score = score.max((-t.log10() / self.cfg.score_decades).clamp(0.0, 1.0));
+        }
+        let mut calibrated = score;
+        if self.cfg.hold_samples > 0 {
+            let high = score >= self.cfg.hold_level && self.n > self.cfg.warmup_samples;
+            if self.since_alarm < self.cfg.hold_samples {
+                self.since_alarm = if high && self.cfg.hold_extend {
+                    0
+                } else {
+                    self.since_alarm + 1
+                };
+                score = 0.0;
+            } else if high {
+                self.since_alarm = 0;
+            }
+        }
         // Rest period: a score no higher than the decaying peak of recent scores is damped.
         let peak = self.rest_peak;
         self.rest_peak = (self.rest_peak * self.rest_decay).max(score);
@@ -632,6 +752,7 @@ impl SeriesDetector {
 
         let note = if self.n <= self.cfg.warmup_samples {
             score = 0.0;
+            calibrated = 0.0;
             Some(ScoreNote::Warmup)
         } else if !in_order {
             Some(ScoreNote::OutOfOrder)
@@ -640,6 +761,7 @@ impl SeriesDetector {
         };
         AnomalyScore {
             score,
+            calibrated,
             surprise,
             expected_low: pred - self.cfg.range_spreads * scale,
             expected_high: pred + self.cfg.range_spreads * scale,
@@ -682,6 +804,28 @@ mod tests {
         );
         assert_eq!(a.observed, 80.0);
         assert!(a.note.is_none());
+    }
+
+    #[test]
+    fn a_second_spike_during_the_hold_scores_zero_but_keeps_its_calibrated_score() {
+        let mut d = SeriesDetector::default();
+        for i in 0..3000u64 {
+            d.update(i as i64 * MIN, 50.0 + noise(i));
+        }
+        let first = d.update(3000 * MIN, 80.0);
+        assert!(first.score >= 0.5, "{first:?}");
+        for i in 3001..3020u64 {
+            d.update(i as i64 * MIN, 50.0 + noise(i));
+        }
+        let second = d.update(3020 * MIN, 80.0);
+        assert_eq!(second.score, 0.0, "{second:?}");
+        assert!(second.calibrated >= 0.5, "{second:?}");
+        // After the hold a spike alarms again.
+        for i in 3021..3200u64 {
+            d.update(i as i64 * MIN, 50.0 + noise(i));
+        }
+        let third = d.update(3200 * MIN, 80.0);
+        assert!(third.score >= 0.5, "{third:?}");
     }
 
     #[test]
@@ -750,7 +894,7 @@ mod tests {
             d.update(i * MIN, noise(i as u64));
         }
         assert_eq!(d.memory_bytes(), before);
-        assert!(before < 4096, "{before} bytes");
+        assert!(before < 5120, "{before} bytes");
         let bad = SeriesConfig {
             level_halflife: f64::NAN,
             ..SeriesConfig::default()
