@@ -138,7 +138,7 @@ function renderRisk(section, info, chart, settled) {
   chart.set((body.history ?? []).map((p) => [p.ts_ms, p.probability * 100]), body.threshold * 100);
   if (!body.model) {
     section.dataset.state = 'no-model';
-    replace(info, note('No failure model yet: run `gpuwarden train`; the model is picked up without a restart.'));
+    replace(info, h('p', { class: 'muted' }, 'No failure model yet: run ', h('code', {}, 'gpuwarden train'), '; the model is picked up without a restart.'));
     return;
   }
   const p = body.latest;
