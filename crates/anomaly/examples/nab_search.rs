@@ -3,6 +3,10 @@
 //! setting generalises or only fits the files it was chosen on. Prints the best configs.
 //! Usage: `nab_search DIR TRIALS SEED [local]`; with `local`, each trial changes about a
 //! fifth of the knobs of the configuration in `$NAB_CFG` (a local search around it).
+//! `$NAB_SELECT` = `even` (default), `odd` or `all` picks the files the best configs are
+//! chosen on (sorted by); with `$NAB_NOBASE` set, trial 0 is random too, so a random search
+//! does not start from the current defaults (for a held-out check of the procedure); with
+//! `$NAB_ALL` set, every trial is printed (`T even odd all config`).
 
 use gpuwarden_anomaly::nab::{evaluate, Corpus};
 use gpuwarden_anomaly::{SeriesConfig, SeriesDetector};
@@ -50,6 +54,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
             .collect()
     };
+    let select = std::env::var("NAB_SELECT").unwrap_or_else(|_| "even".into());
+    let key = |x: &(f64, f64, f64, String)| match select.as_str() {
+        "odd" => x.1,
+        "all" => x.2,
+        _ => x.0,
+    };
+    let nobase = std::env::var("NAB_NOBASE").is_ok();
     let mut best: Vec<(f64, f64, f64, String)> = Vec::new();
     for trial in 0..trials {
         let base: SeriesConfig = match std::env::var("NAB_CFG") {
@@ -57,7 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Err(_) => SeriesConfig::default(),
         };
         let mut c = base.clone();
-        if trial > 0 {
+        if trial > 0 || nobase {
             let pick = |r: f64, opts: &[f64]| opts[((r * opts.len() as f64) as usize).min(opts.len() - 1)];
             c.level_halflife = pick(rnd(), &[8.0, 16.0, 24.0, 48.0, 96.0]);
             c.spread_halflife = pick(rnd(), &[100.0, 200.0, 400.0, 1000.0]);
@@ -72,8 +83,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             c.shape_weight = pick(rnd(), &[0.5, 1.0, 2.0, 3.0, 5.0]);
             c.clip_spreads = pick(rnd(), &[3.0, 4.0, 6.0]);
             c.slow_halflife = pick(rnd(), &[0.0, 0.0, 10.0, 30.0, 100.0]);
-            c.hold_samples = pick(rnd(), &[0.0, 50.0, 100.0, 150.0, 200.0, 300.0]) as u32;
-            c.hold_level = pick(rnd(), &[0.45, 0.5, 0.55, 0.6]);
+            c.hold_samples = pick(rnd(), &[0.0, 50.0, 100.0, 150.0, 200.0, 300.0, 500.0]) as u32;
+            c.hold_level = pick(rnd(), &[0.4, 0.45, 0.5, 0.55, 0.6]);
+            c.warmup_samples = pick(rnd(), &[10.0, 30.0, 100.0]) as u32;
+            c.seasonal_alpha = pick(rnd(), &[0.05, 0.1, 0.2]);
             c.rest_damping = pick(rnd(), &[0.3, 0.5, 0.7]);
             c.hold_extend = rnd() < 0.5;
             if local {
@@ -93,13 +106,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let scores = run(&c);
         let (a, b) = (split(&scores, 0), split(&scores, 1));
         let all = evaluate(&files, &scores, &std_p, None).normalized;
+        if std::env::var("NAB_ALL").is_ok() {
+            println!("T {a:.2} {b:.2} {all:.2} {}", serde_json::to_string(&c)?);
+        }
         best.push((a, b, all, serde_json::to_string(&c)?));
-        best.sort_by(|x, y| y.0.total_cmp(&x.0));
+        best.sort_by(|x, y| key(y).total_cmp(&key(x)));
         best.truncate(8);
         if trial % 20 == 0 {
             eprintln!(
                 "trial {trial}: best A {:.2} B {:.2} all {:.2}",
                 best[0].0, best[0].1, best[0].2
+            );
+            println!(
+                "A {:.2} B {:.2} all {:.2} {}",
+                best[0].0, best[0].1, best[0].2, best[0].3
             );
         }
     }
