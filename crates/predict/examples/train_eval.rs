@@ -10,7 +10,7 @@ use gpuwarden_predict::train::{fit_time_split, labeler};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a: Vec<String> = std::env::args().collect();
-    let gpus: usize = a.get(1).and_then(|s| s.parse().ok()).unwrap_or(512);
+    let gpus: usize = a.get(1).and_then(|s| s.parse().ok()).unwrap_or(1024);
     let days: f64 = a.get(2).and_then(|s| s.parse().ok()).unwrap_or(30.0);
     let eval_gpus: usize = a.get(3).and_then(|s| s.parse().ok()).unwrap_or(256);
     let budget: f32 = a.get(4).and_then(|s| s.parse().ok()).unwrap_or(0.5);

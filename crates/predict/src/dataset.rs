@@ -82,6 +82,15 @@ impl Default for SimHistory {
     }
 }
 
+/// A simulated GPU's hidden risk at a snapshot, which no telemetry shows directly.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SimTruth {
+    /// Hard-failure hazard relative to the fleet-average rate (wear-out).
+    pub hazard: f64,
+    /// When the warning episode the GPU is in ends in a hard failure, if it is in one.
+    pub warning_end_ms: Option<TimestampMs>,
+}
+
 /// What a replay found.
 #[derive(Debug, Clone, Default)]
 pub struct ReplayOutcome {
@@ -139,12 +148,27 @@ pub fn replay_sim(
     progress: &mut dyn FnMut(i64, i64),
     on_snapshot: &mut dyn FnMut(&Snapshot, &HashMap<GpuUuid, HardFailure>),
 ) -> Result<ReplayOutcome, PredictError> {
+    replay_sim_with_truth(h, catalog, progress, &mut |snap, failures, _| {
+        on_snapshot(snap, failures)
+    })
+}
+
+/// [`replay_sim`], also handing `on_snapshot` each snapshot GPU's hidden risk (see
+/// [`SimTruth`]) in the snapshot's GPU order: for measuring the ceiling the simulator's
+/// randomness leaves, never for training.
+pub fn replay_sim_with_truth(
+    h: &SimHistory,
+    catalog: &XidCatalog,
+    progress: &mut dyn FnMut(i64, i64),
+    on_snapshot: &mut dyn FnMut(&Snapshot, &HashMap<GpuUuid, HardFailure>, &[SimTruth]),
+) -> Result<ReplayOutcome, PredictError> {
     let mut fleet = sim_fleet(h)?;
     let gpus = fleet.gpus();
     let mut bank = FeatureBank::new(catalog);
     for g in &gpus {
         bank.observe_identity(&GpuIdentity::new(g.uuid.clone(), g.node.clone()));
     }
+    let index: HashMap<GpuUuid, usize> = gpus.iter().enumerate().map(|(i, g)| (g.uuid.clone(), i)).collect();
     let mut xid = XidTracker::new();
     let start = fleet.now_ms();
     let total = (h.days * 24.0 * HOUR_MS as f64) as i64;
@@ -185,7 +209,18 @@ pub fn replay_sim(
         seen_labels = fleet.labels().len();
         if (t - start) % h.snapshot_every_ms.max(step) < step {
             let snap = bank.snapshot(t, Some(&|u: &GpuUuid| !failures.contains_key(u)));
-            on_snapshot(&snap, &failures);
+            let truth: Vec<SimTruth> = snap
+                .gpus
+                .iter()
+                .map(|u| {
+                    let (hazard, p) = index.get(u).map_or((1.0, None), |&gi| fleet.risk_truth(gi));
+                    SimTruth {
+                        hazard,
+                        warning_end_ms: p.filter(|p| p.target.is_some()).map(|p| p.end_ms),
+                    }
+                })
+                .collect();
+            on_snapshot(&snap, &failures, &truth);
         }
         if (t - start) % HOUR_MS < step {
             progress(t - start, total);

@@ -4,8 +4,14 @@
 //! precision/recall at the operating point, and how many failures were flagged ≥ 1 h and
 //! ≥ 6 h ahead (of all failures, and of those the simulator gave a precursor). Also the
 //! cost of scoring a large fleet once.
+//!
+//! A fourth scorer is no predictor: an oracle that reads the simulator's hidden state
+//! (each board's true wear hazard, and whether it is in a warning episode that ends in a
+//! failure within the horizon). It shows the ceiling the simulation's randomness leaves — failures of sound
+//! boards without a warning cannot be ranked by anyone — so that the model's figures can
+//! be read against what is attainable, not against 1.0.
 
-use crate::dataset::{replay_sim, SimHistory, HORIZON_MS};
+use crate::dataset::{replay_sim_with_truth, SimHistory, HORIZON_MS};
 use crate::error::PredictError;
 use crate::features::{feature_index, FeatureBank};
 use crate::live::{PredictConfig, PredictionAnalyzer, Predictor};
@@ -49,6 +55,7 @@ struct Collected {
     model: Vec<f64>,
     rule: Vec<f64>,
     random: Vec<f64>,
+    oracle: Vec<f64>,
     label: Vec<bool>,
     /// (history, gpu) of each row, and its time.
     key: Vec<(usize, GpuUuid)>,
@@ -89,13 +96,16 @@ pub fn evaluate(
     let mut report = EvalReport::default();
     for (hi, h) in histories.iter().enumerate() {
         let mut rows_here: Vec<usize> = Vec::new();
-        let outcome = replay_sim(h, catalog, &mut |d, t| progress(hi, d, t), &mut |snap, _| {
+        let outcome = replay_sim_with_truth(h, catalog, &mut |d, t| progress(hi, d, t), &mut |snap, _, truth| {
             let p = model.score(snap);
             for (i, gpu) in snap.gpus.iter().enumerate() {
                 let row = snap.row(i);
                 c.model.push(p[i]);
                 c.rule.push(rule_score(row, dbe, pending, pending_h));
                 c.random.push(xorshift(&mut rng));
+                // A warning that ends within the horizon is a failure in it, for sure.
+                let warned = truth[i].warning_end_ms.is_some_and(|e| e - snap.ts_ms <= HORIZON_MS);
+                c.oracle.push(truth[i].hazard + if warned { 1e3 } else { 0.0 });
                 c.key.push((hi, gpu.clone()));
                 c.ts.push(snap.ts_ms);
                 rows_here.push(c.ts.len() - 1);
@@ -131,10 +141,22 @@ pub fn evaluate(
     let threshold = model.meta.threshold;
     // Random gets the model's alert budget: flag the same share of rows.
     let flagged = c.model.iter().filter(|p| **p >= threshold).count() as f64 / c.model.len().max(1) as f64;
-    let scorers: [(&str, &Vec<f64>, f64); 3] = [
+    // The oracle, at the same alert rate: the score at the model's flagged share.
+    let oracle_thr = {
+        let mut s = c.oracle.clone();
+        s.sort_by(|a, b| b.total_cmp(a));
+        let k = ((flagged * s.len() as f64).round() as usize).clamp(1, s.len().max(1));
+        s.get(k - 1).copied().unwrap_or(f64::INFINITY)
+    };
+    let scorers: [(&str, &Vec<f64>, f64); 4] = [
         ("model (perpetual GBDT)", &c.model, threshold),
         ("rule: DBE or pending remap in 24 h", &c.rule, 0.5),
         ("random (same alert rate)", &c.random, 1.0 - flagged),
+        (
+            "ceiling: oracle of hidden wear hazard + warning episodes (same alert rate)",
+            &c.oracle,
+            oracle_thr,
+        ),
     ];
     // Index rows by (history, gpu) for lead times.
     let mut by_gpu: HashMap<(usize, &GpuUuid), Vec<usize>> = HashMap::new();
@@ -189,6 +211,7 @@ fn retain(c: &mut Collected, keep: &[bool]) {
     f(&mut c.model, keep);
     f(&mut c.rule, keep);
     f(&mut c.random, keep);
+    f(&mut c.oracle, keep);
     f(&mut c.label, keep);
     f(&mut c.key, keep);
     f(&mut c.ts, keep);

@@ -4,7 +4,8 @@
 //! samples and events one at a time — by the trainer replaying a history (simulated or
 //! from the store) and by the live analyzer — and [`FeatureBank::snapshot`] turns its
 //! state into feature vectors. Nothing else computes features, so the model is scored on
-//! exactly what it was trained on (`tests/predict_features.rs` checks it).
+//! exactly what it was trained on (`tests/features_identity.rs` checks it, through the
+//! exporter text the live path reads, at the training step and coarser ones).
 //!
 //! **Bounded memory.** Each GPU keeps a fixed-size array of cumulative quantities
 //! (counter increases, XIDs by class, seconds throttled, integrals of temperature margin)
@@ -13,6 +14,12 @@
 //! snapshot at the window's start bucket", so windows are aligned to buckets (a 6 h window
 //! is 5–6 h of data) and cost O(1) memory per GPU whatever the sample rate: about
 //! 68 snapshots × 20 values ≈ 11 KB per GPU.
+//!
+//! **Persistence.** Beside totals per window, the hourly and 6-hourly snapshots give the
+//! increase in each bucket, so for SBEs and PCIe replays the features also count the
+//! buckets with any increase (hours of the last 24, 6 h blocks of the last 7 d) and take
+//! the median 6 h block: a worn board leaks errors hour after hour, while a burst (a
+//! benign episode, a bad job) fills a few buckets however many errors it throws.
 //!
 //! Counters are read as increases between consecutive samples; a counter that goes
 //! down (volatile counters reset by a reboot or a driver reload) counts from zero again.
@@ -97,6 +104,12 @@ const SCALARS: &[&str] = &[
     "clock_ratio_busy_24h",
     "clock_vs_peers_24h",
     "age_h_capped_7d",
+    "ecc_sbe_active_hours_24h",
+    "pcie_replays_active_hours_24h",
+    "ecc_sbe_active_blocks_7d",
+    "pcie_replays_active_blocks_7d",
+    "ecc_sbe_median_block_7d",
+    "pcie_replays_median_block_7d",
 ];
 
 /// Names of the features, in vector order. Stable: the model file stores them and a
@@ -169,6 +182,46 @@ impl Ring {
             .or(self.snaps.back())
             .map(|(_, s)| s)
     }
+
+    /// Increases of slot `i` in each bucket of the window of `n` buckets ending with
+    /// `now`'s bucket that held data, oldest first: complete buckets from consecutive
+    /// snapshots, then the current (partial) one up to `cum`. Returns how many of them
+    /// are complete (all but the last).
+    fn bucket_increases(&self, now: TimestampMs, n: i64, cum: &[f64; NC], i: usize, out: &mut Vec<f64>) -> usize {
+        out.clear();
+        let first = now.div_euclid(self.period_ms) - (n - 1);
+        let mut prev: Option<f64> = None;
+        for (b, s) in &self.snaps {
+            if *b < first {
+                continue;
+            }
+            if let Some(p) = prev {
+                out.push((s[i] - p).max(0.0));
+            }
+            prev = Some(s[i]);
+        }
+        let complete = out.len();
+        if let Some(p) = prev {
+            out.push((cum[i] - p).max(0.0));
+        }
+        complete
+    }
+}
+
+/// Buckets with an increase, and the median increase of the complete buckets (NaN when
+/// there are none): how *persistent* a counter's rise is. A worn board leaks errors hour
+/// after hour; a burst (a benign episode, one bad job) fills a few buckets, however many
+/// errors it throws.
+fn persistence(incs: &mut [f64], complete: usize) -> (f64, f64) {
+    let active = incs.iter().filter(|v| **v > 0.0).count() as f64;
+    let done = &mut incs[..complete];
+    let median = if done.is_empty() {
+        f64::NAN
+    } else {
+        done.sort_by(f64::total_cmp);
+        done[done.len() / 2]
+    };
+    (active, median)
 }
 
 /// The incremental state of one GPU.
@@ -419,10 +472,26 @@ impl GpuFeatureState {
             f64::NAN
         };
         out.push(clock);
-        out.push(clock - peer_clock); // NaN when either is unknown: the model handles it
-                                      // Capped at a week: beyond that, age says more about when the history started
-                                      // than about the GPU, and a time-split model would extrapolate on it.
+        // NaN when either is unknown: the model handles it.
+        out.push(clock - peer_clock);
+        // Capped at a week: beyond that, age says more about when the history started
+        // than about the GPU, and a time-split model would extrapolate on it.
         out.push(((now - self.first_seen_ms).max(0) as f64 / HOUR_MS as f64).min(168.0));
+        let mut incs = Vec::with_capacity(32);
+        let mut hourly = [0.0; 2];
+        let mut blocks = [(0.0, 0.0); 2];
+        for (k, slot) in [C_SBE, C_PCIE].into_iter().enumerate() {
+            let complete = self.hourly.bucket_increases(now, 24, &self.cum, slot, &mut incs);
+            hourly[k] = persistence(&mut incs, complete).0;
+            let complete = self.coarse.bucket_increases(now, 28, &self.cum, slot, &mut incs);
+            blocks[k] = persistence(&mut incs, complete);
+        }
+        out.push(hourly[0]);
+        out.push(hourly[1]);
+        out.push(blocks[0].0);
+        out.push(blocks[1].0);
+        out.push(blocks[0].1);
+        out.push(blocks[1].1);
         debug_assert_eq!(out.len(), feature_count());
     }
 
@@ -604,5 +673,34 @@ mod tests {
         assert_eq!(v("ecc_sbe_total"), 24.0);
         assert!(v("ecc_sbe_trend_1h_vs_24h") > 5.0);
         assert_eq!(names.len(), feature_count());
+    }
+
+    #[test]
+    fn persistence_tells_a_steady_leak_from_a_burst() {
+        let t0 = 1_735_689_600_000;
+        let names = feature_names();
+        let at = |n: &str| names.iter().position(|x| x == n).unwrap();
+        // Two boards over 48 h: one SBE an hour, and 200 SBEs within one hour.
+        let mut bank = FeatureBank::new(&XidCatalog::builtin());
+        for i in 0..=(48 * 12) {
+            let ts = t0 + i * 5 * MIN_MS;
+            let mut steady = row(ts, (i / 12) as f64);
+            steady.gpu = GpuUuid::new("GPU-steady");
+            bank.observe_row(&steady);
+            let burst = if i >= 40 * 12 + 6 { 200.0 } else { 0.0 };
+            let mut b = row(ts, burst);
+            b.gpu = GpuUuid::new("GPU-burst");
+            bank.observe_row(&b);
+        }
+        let s = bank.snapshot(t0 + 48 * HOUR_MS, None);
+        let (burst, steady) = (s.row(0), s.row(1));
+        assert_eq!(s.gpus[1].as_str(), "GPU-steady");
+        assert!(steady[at("ecc_sbe_active_hours_24h")] >= 23.0);
+        assert_eq!(burst[at("ecc_sbe_active_hours_24h")], 1.0);
+        assert_eq!(burst[at("ecc_sbe_active_blocks_7d")], 1.0);
+        assert!(steady[at("ecc_sbe_active_blocks_7d")] >= 8.0);
+        assert_eq!(burst[at("ecc_sbe_median_block_7d")], 0.0);
+        assert_eq!(steady[at("ecc_sbe_median_block_7d")], 6.0);
+        assert!(burst[at("ecc_sbe_24h")] > steady[at("ecc_sbe_24h")]);
     }
 }

@@ -204,6 +204,16 @@ impl Fleet {
             .collect();
     }
 
+    /// Ground truth of GPU `gi`'s failure risk, which no telemetry shows directly: its
+    /// hard-failure hazard multiplier from wear (1 with wear-out off) and the precursor
+    /// episode it is in, if any. For measuring how much a predictor could know.
+    pub fn risk_truth(&self, gi: usize) -> (f64, Option<&faults::Precursor>) {
+        (
+            self.wear.get(gi).map_or(1.0, faults::wear_hazard),
+            self.precursors.get(gi).and_then(Option::as_ref),
+        )
+    }
+
     /// Every precursor episode so far (warnings before failures, and benign ones).
     pub fn precursors(&self) -> &[faults::PrecursorRecord] {
         &self.precursor_log

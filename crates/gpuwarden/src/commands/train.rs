@@ -200,3 +200,27 @@ pub fn attach_predictor(
     });
     predictor
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::{BenchCommand, Cli, Command};
+    use clap::Parser;
+    use gpuwarden_predict::dataset::SimHistory;
+
+    /// The step `gpuwarden train` and `bench predict` simulate at by default is the one
+    /// the feature-identity test (`crates/predict/tests/features_identity.rs`) checks.
+    #[test]
+    fn default_steps_are_the_identity_tested_one() {
+        let step = SimHistory::default().step_ms as u128;
+        let Command::Train(t) = Cli::try_parse_from(["gpuwarden", "train"]).unwrap().command else {
+            panic!("train parses as train");
+        };
+        assert_eq!(t.step.as_millis(), step);
+        let Command::Bench(BenchCommand::Predict(b)) =
+            Cli::try_parse_from(["gpuwarden", "bench", "predict"]).unwrap().command
+        else {
+            panic!("bench predict parses as bench predict");
+        };
+        assert_eq!(b.step.as_millis(), step);
+    }
+}
