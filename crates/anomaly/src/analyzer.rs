@@ -45,10 +45,10 @@
 //! flickers around the threshold stays one incident. Severity is `warning`; `critical`
 //! only when the deviation is strong (calibrated score ≥ 0.99 or cohort |z| ≥ 2× the
 //! threshold) *and* has lasted `critical_after_evaluations`.
-//! The series checks read the detector's `calibrated` score, not its `score`: `score`
-//! is held at 0 for a while after an alarm (one alarm per excursion, which is what NAB
-//! scores), while here the grouping is done by the conditions and the incident engine,
-//! and a real fault right after a harmless spike must not be hidden by that hold.
+//! The series checks read the detector's `score`. Its optional post-alarm hold
+//! (`SeriesConfig::hold_samples`) is off by default: here the grouping is done by the
+//! conditions and the incident engine, and a real fault right after a harmless spike must
+//! not be hidden by a hold.
 //!
 //! Memory: one [`SeriesDetector`] per (GPU, watched field) that the GPU reports, plus a
 //! few dozen bytes of state per GPU; GPUs not seen for `forget_after_ms` are dropped, so
@@ -609,7 +609,7 @@ impl AnomalyAnalyzer {
         };
         if eligible && far_enough && a.note.is_none() && a.surprise >= cfg.series_min_surprise {
             fs.streak = fs.streak.saturating_add(1);
-            fs.streak_peak_score = fs.streak_peak_score.max(a.calibrated);
+            fs.streak_peak_score = fs.streak_peak_score.max(a.score);
             fs.last = Some((value, a.expected_low, a.expected_high, ts));
             if fs.streak >= cfg.series_persistence && fs.streak_peak_score >= cfg.series_min_score {
                 fs.active_since.get_or_insert(ts);
