@@ -82,6 +82,9 @@ impl Default for SimHistory {
     }
 }
 
+/// The first hard failure of each GPU that failed so far.
+pub type Failures = HashMap<GpuUuid, HardFailure>;
+
 /// A simulated GPU's hidden risk at a snapshot, which no telemetry shows directly.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SimTruth {
@@ -160,7 +163,7 @@ pub fn replay_sim_with_truth(
     h: &SimHistory,
     catalog: &XidCatalog,
     progress: &mut dyn FnMut(i64, i64),
-    on_snapshot: &mut dyn FnMut(&Snapshot, &HashMap<GpuUuid, HardFailure>, &[SimTruth]),
+    on_snapshot: &mut dyn FnMut(&Snapshot, &Failures, &[SimTruth]),
 ) -> Result<ReplayOutcome, PredictError> {
     let mut fleet = sim_fleet(h)?;
     let gpus = fleet.gpus();
