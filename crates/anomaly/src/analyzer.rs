@@ -45,10 +45,14 @@
 //! flickers around the threshold stays one incident. Severity is `warning`; `critical`
 //! only when the deviation is strong (calibrated score ≥ 0.99 or cohort |z| ≥ 2× the
 //! threshold) *and* has lasted `critical_after_evaluations`.
-//! The series checks read the detector's `score`. Its optional post-alarm hold
-//! (`SeriesConfig::hold_samples`) is off by default: here the grouping is done by the
-//! conditions and the incident engine, and a real fault right after a harmless spike must
-//! not be hidden by a hold.
+//! The series checks read the detector's `calibrated` score, not its `score`: `score` is
+//! held at 0 for a while after an alarm (one alarm per excursion, which is what NAB
+//! scores), while here the grouping is done by the conditions and the incident engine,
+//! and a real fault right after a harmless spike must not be hidden by that hold. A
+//! series condition also needs the value outside the detector's expected range (what its
+//! summary says): a sample can be surprising by its jump or its shape while inside the
+//! range, and on fault-free simulated fleets those were all false incidents (clocks
+//! during job phases).
 //!
 //! Memory: one [`SeriesDetector`] per (GPU, watched field) that the GPU reports, plus a
 //! few dozen bytes of state per GPU; GPUs not seen for `forget_after_ms` are dropped, so
@@ -607,9 +611,13 @@ impl AnomalyAnalyzer {
             },
             Kind::ErrorRate => true,
         };
-        if eligible && far_enough && a.note.is_none() && a.surprise >= cfg.series_min_surprise {
+        // The finding says "outside its usual range": hold it to that. A sample can be
+        // surprising by its jump from the previous one or by its shape while still inside
+        // the range (a job phase after a level shift widened it), and that is no finding.
+        let outside = value < a.expected_low || value > a.expected_high;
+        if eligible && far_enough && outside && a.note.is_none() && a.surprise >= cfg.series_min_surprise {
             fs.streak = fs.streak.saturating_add(1);
-            fs.streak_peak_score = fs.streak_peak_score.max(a.score);
+            fs.streak_peak_score = fs.streak_peak_score.max(a.calibrated);
             fs.last = Some((value, a.expected_low, a.expected_high, ts));
             if fs.streak >= cfg.series_persistence && fs.streak_peak_score >= cfg.series_min_score {
                 fs.active_since.get_or_insert(ts);
