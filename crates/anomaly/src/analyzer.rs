@@ -1309,6 +1309,29 @@ mod tests {
         out
     }
 
+    /// No finding before step `start`; `rule` on GPU `victim` within 3 steps of it; no
+    /// finding on any other GPU at any step.
+    fn assert_only_victim_flagged(res: &[Vec<(usize, String)>], start: i64, victim: usize, rule: &str) {
+        for (t, f) in res.iter().enumerate().take(start as usize) {
+            assert!(f.is_empty(), "false finding before the fault at step {t}: {f:?}");
+        }
+        let first = res
+            .iter()
+            .enumerate()
+            .skip(start as usize)
+            .find(|(_, f)| f.iter().any(|(i, r)| *i == victim && r == rule))
+            .map(|(t, _)| t as i64 - start);
+        assert!(
+            first.is_some_and(|d| d < 3),
+            "{rule} on GPU {victim} flagged after {first:?} steps"
+        );
+        assert!(
+            res.iter().flatten().all(|(i, _)| *i == victim),
+            "a healthy peer was flagged: {:?}",
+            res.iter().flatten().find(|(i, _)| *i != victim)
+        );
+    }
+
     #[test]
     fn straggler_among_eight_is_flagged_within_three_intervals() {
         let start = 200;
@@ -1317,24 +1340,7 @@ mod tests {
             let clock = if i == 3 && t >= start { 1200.0 } else { 1980.0 } + 5.0 * w;
             (98.0 + w, clock, 650.0 + 10.0 * w, 70.0 + (i % 4) as f64 + w)
         });
-        for (t, f) in res.iter().enumerate().take(start as usize) {
-            assert!(f.is_empty(), "false finding before the straggler at step {t}: {f:?}");
-        }
-        let first = res
-            .iter()
-            .enumerate()
-            .skip(start as usize)
-            .find(|(_, f)| f.iter().any(|(i, r)| *i == 3 && r == "anomaly.cohort.sm_clock"))
-            .map(|(t, _)| t as i64 - start);
-        assert!(
-            first.is_some_and(|d| d < 3),
-            "straggler flagged after {first:?} intervals"
-        );
-        assert!(
-            res.iter().flatten().all(|(i, _)| *i == 3),
-            "a healthy peer was flagged: {:?}",
-            res.iter().flatten().find(|(i, _)| *i != 3)
-        );
+        assert_only_victim_flagged(&res, start, 3, "anomaly.cohort.sm_clock");
     }
 
     /// Peers 0–4 °C apart in inlet air and 280 W apart in draw (one job, uneven shards):
@@ -1356,24 +1362,7 @@ mod tests {
             };
             (98.0 + w, 1980.0 + 5.0 * w, power, temp.round())
         });
-        for (t, f) in res.iter().enumerate().take(start as usize) {
-            assert!(f.is_empty(), "false finding at step {t}: {f:?}");
-        }
-        let first = res
-            .iter()
-            .enumerate()
-            .skip(start as usize)
-            .find(|(_, f)| f.iter().any(|(i, r)| *i == 5 && r == "anomaly.cohort.gpu_temp"))
-            .map(|(t, _)| t as i64 - start);
-        assert!(
-            first.is_some_and(|d| d < 3),
-            "cooling failure flagged after {first:?} steps"
-        );
-        assert!(
-            res.iter().flatten().all(|(i, _)| *i == 5),
-            "a healthy peer was flagged: {:?}",
-            res.iter().flatten().find(|(i, _)| *i != 5)
-        );
+        assert_only_victim_flagged(&res, start, 5, "anomaly.cohort.gpu_temp");
     }
 
     #[test]

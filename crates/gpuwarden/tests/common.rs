@@ -35,9 +35,15 @@ pub fn binary() -> &'static str {
 
 /// Starts `gpuwarden run` with `extra` arguments on a free port, data in `data_dir`.
 pub async fn start(data_dir: &Path, extra: &[&str]) -> Gpuwarden {
+    start_subcommand("run", data_dir, extra).await
+}
+
+/// Starts `gpuwarden SUBCOMMAND` (`run` or `serve`) with `extra` arguments on a free
+/// port, data in `data_dir`, and waits (at most 30 s) for it to answer /healthz.
+async fn start_subcommand(subcommand: &str, data_dir: &Path, extra: &[&str]) -> Gpuwarden {
     let port = free_port();
     let child = Command::new(binary())
-        .arg("run")
+        .arg(subcommand)
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
@@ -47,7 +53,7 @@ pub async fn start(data_dir: &Path, extra: &[&str]) -> Gpuwarden {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("start gpuwarden");
+        .unwrap_or_else(|e| panic!("start gpuwarden {subcommand}: {e}"));
     let g = Gpuwarden {
         child,
         base: format!("http://127.0.0.1:{port}"),
@@ -60,7 +66,7 @@ pub async fn start(data_dir: &Path, extra: &[&str]) -> Gpuwarden {
         }
         assert!(
             Instant::now() < deadline,
-            "gpuwarden did not answer /healthz within 30 s"
+            "gpuwarden {subcommand} did not answer /healthz within 30 s"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -233,31 +239,7 @@ pub fn predict_config(dir: &Path, period_s: u64, extra: &str) -> PathBuf {
 /// Starts `gpuwarden serve` with `extra` arguments on a free port, data in `data_dir`,
 /// and waits (at most 30 s) for it to answer /healthz.
 pub async fn start_serve(data_dir: &Path, extra: &[&str]) -> Gpuwarden {
-    let port = free_port();
-    let child = Command::new(binary())
-        .arg("serve")
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start gpuwarden serve");
-    let g = Gpuwarden {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        data_dir: data_dir.to_path_buf(),
-    };
-    let url = format!("{}/healthz", g.base);
-    wait_for(Duration::from_secs(30), "gpuwarden serve to answer /healthz", || {
-        let url = url.clone();
-        async move { get_json(&url).await.ok() }
-    })
-    .await;
-    g
+    start_subcommand("serve", data_dir, extra).await
 }
 
 /// Starts `gpuwarden simulate` (exporters only, no scraping, no random faults) with
