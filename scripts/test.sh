@@ -50,6 +50,9 @@ npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error >/dev/null
 export GPUWARDEN_REQUIRE_TOOLS=1
 
 # --- Rust ----------------------------------------------------------------------------
+# A from-scratch run gains nothing from incremental caches, and they cost gigabytes of
+# disk on a CI machine (see [profile.dev] in Cargo.toml).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 if ((quick == 0)); then
