@@ -2,10 +2,13 @@
 //! or the store's own history, both fed through the same [`FeatureBank`] the live
 //! analyzer uses; and the labeler that turns feature snapshots into training rows.
 //!
-//! **Labels.** A row (GPU, t) is positive when the GPU's first hard failure falls in
-//! (t, t + 24 h]. Rows after a GPU's failure are not produced (its useful life is over;
-//! predicting a failure that already happened teaches nothing). Rows in the last 24 h of
-//! a history are dropped: their label is not known yet (censored).
+//! **Labels.** A row (GPU, t) is positive when the GPU's next hard failure falls in
+//! (t, t + 24 h]. While a GPU is out of service with a hard failure no rows are produced
+//! (predicting a failure that already happened teaches nothing). In simulated histories a
+//! board comes back after a reset or reboot and can fail again (see "Repairs" in
+//! docs/simulator.md); in the store's history a GPU's first hard failure ends its rows,
+//! because the store does not say when someone put it back. Rows in the last 24 h of a
+//! history are dropped: their label is not known yet (censored).
 //!
 //! **Bounded memory.** The labeler holds each GPU's last 24 h of rows (the only ones
 //! whose label can still change) and keeps one negative in `keep_every` once its label
@@ -82,7 +85,7 @@ impl Default for SimHistory {
     }
 }
 
-/// The first hard failure of each GPU that failed so far.
+/// The latest hard failure of each GPU that failed so far.
 pub type Failures = HashMap<GpuUuid, HardFailure>;
 
 /// A simulated GPU's hidden risk at a snapshot, which no telemetry shows directly.
@@ -97,8 +100,8 @@ pub struct SimTruth {
 /// What a replay found.
 #[derive(Debug, Clone, Default)]
 pub struct ReplayOutcome {
-    /// First hard failure of each GPU that failed.
-    pub failures: HashMap<GpuUuid, HardFailure>,
+    /// Every hard failure that ends a GPU's rows (see the module docs), in time order.
+    pub failures: Vec<HardFailure>,
     /// Precursor episodes (simulated histories only).
     pub precursors: Vec<PrecursorRecord>,
     pub gpus: usize,
@@ -143,8 +146,8 @@ pub fn sim_row(fleet: &Fleet, gi: usize, uuid: &GpuUuid, ts: TimestampMs) -> Opt
 
 /// Replays a simulated history through a [`FeatureBank`]: every step, each present GPU's
 /// row goes to the XID tracker (the same one ingest uses) and to the bank; every
-/// `snapshot_every_ms`, the features of the GPUs not yet failed go to `on_snapshot`
-/// with the failures so far. `progress(done_ms, total_ms)` is called once per sim hour.
+/// `snapshot_every_ms`, the features of the GPUs in service (not out with a hard
+/// failure) go to `on_snapshot` with each GPU's latest failure so far. `progress(done_ms, total_ms)` is called once per sim hour.
 pub fn replay_sim(
     h: &SimHistory,
     catalog: &XidCatalog,
@@ -176,7 +179,8 @@ pub fn replay_sim_with_truth(
     let start = fleet.now_ms();
     let total = (h.days * 24.0 * HOUR_MS as f64) as i64;
     let end = start + total;
-    let mut failures: HashMap<GpuUuid, HardFailure> = HashMap::new();
+    let mut latest: Failures = HashMap::new();
+    let mut failures: Vec<HardFailure> = Vec::new();
     let mut seen_labels = 0;
     let mut events: Vec<Event> = Vec::new();
     // The simulator's own step (the history's, rounded to whole seconds and capped at
@@ -198,20 +202,20 @@ pub fn replay_sim_with_truth(
             }
         }
         for l in &fleet.labels()[seen_labels..] {
-            if is_hard_fault_kind(l.kind) && !failures.contains_key(&l.gpu) {
-                failures.insert(
-                    l.gpu.clone(),
-                    HardFailure {
-                        gpu: l.gpu.clone(),
-                        ts_ms: l.start_ms,
-                        cause: l.kind.as_str().to_string(),
-                    },
-                );
+            if is_hard_fault_kind(l.kind) {
+                let f = HardFailure {
+                    gpu: l.gpu.clone(),
+                    ts_ms: l.start_ms,
+                    cause: l.kind.as_str().to_string(),
+                };
+                latest.insert(l.gpu.clone(), f.clone());
+                failures.push(f);
             }
         }
         seen_labels = fleet.labels().len();
         if (t - start) % h.snapshot_every_ms.max(step) < step {
-            let snap = bank.snapshot(t, Some(&|u: &GpuUuid| !failures.contains_key(u)));
+            let in_service = |u: &GpuUuid| index.get(u).is_none_or(|&gi| !fleet.in_hard_failure(gi));
+            let snap = bank.snapshot(t, Some(&in_service));
             let truth: Vec<SimTruth> = snap
                 .gpus
                 .iter()
@@ -223,7 +227,7 @@ pub fn replay_sim_with_truth(
                     }
                 })
                 .collect();
-            on_snapshot(&snap, &failures, &truth);
+            on_snapshot(&snap, &latest, &truth);
         }
         if (t - start) % HOUR_MS < step {
             progress(t - start, total);
@@ -302,6 +306,8 @@ pub fn replay_store(
         t = until;
         progress(t - from, to - from);
     }
+    let mut failures: Vec<HardFailure> = failures.into_values().collect();
+    failures.sort_by_key(|f| f.ts_ms);
     Ok(ReplayOutcome {
         failures,
         precursors: Vec::new(),
@@ -354,6 +360,9 @@ impl Dataset {
 pub struct Labeler {
     keep_every: u64,
     pending: HashMap<GpuUuid, VecDeque<(TimestampMs, Vec<f64>)>>,
+    /// The failure each GPU's pending rows were last settled against: a board back from
+    /// a repair starts a new run of rows, labelled by its next failure.
+    settled: HashMap<GpuUuid, TimestampMs>,
     negatives_seen: u64,
     pub data: Dataset,
 }
@@ -363,6 +372,7 @@ impl Labeler {
         Labeler {
             keep_every: keep_every.max(1),
             pending: HashMap::new(),
+            settled: HashMap::new(),
             negatives_seen: 0,
             data: Dataset::default(),
         }
@@ -382,15 +392,15 @@ impl Labeler {
                 .or_default()
                 .push_back((snap.ts_ms, snap.row(i).to_vec()));
         }
-        // Failed GPUs: everything pending is final now.
-        let failed: Vec<GpuUuid> = self
+        // GPUs with a failure not yet settled: everything pending before it is final now.
+        let failed: Vec<(GpuUuid, TimestampMs)> = self
             .pending
             .keys()
-            .filter(|g| failures.contains_key(*g))
-            .cloned()
+            .filter_map(|g| failures.get(g).map(|f| (g.clone(), f.ts_ms)))
+            .filter(|(g, fail)| self.settled.get(g) != Some(fail))
             .collect();
-        for g in failed {
-            let fail = failures[&g].ts_ms;
+        for (g, fail) in failed {
+            self.settled.insert(g.clone(), fail);
             if let Some(rows) = self.pending.remove(&g) {
                 for (ts, row) in rows {
                     if ts >= fail {
@@ -418,5 +428,83 @@ impl Labeler {
                 self.negative(front.0, &front.1);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(ts: TimestampMs, gpus: &[&GpuUuid]) -> Snapshot {
+        Snapshot {
+            ts_ms: ts,
+            gpus: gpus.iter().map(|g| (*g).clone()).collect(),
+            values: vec![ts as f64; gpus.len() * feature_count()],
+        }
+    }
+
+    fn failure(gpu: &GpuUuid, ts: TimestampMs) -> HardFailure {
+        HardFailure {
+            gpu: gpu.clone(),
+            ts_ms: ts,
+            cause: "ecc-dbe".into(),
+        }
+    }
+
+    /// A board back from a repair starts a new run of rows: those before its second
+    /// failure are labelled by that failure, and none of them by the first.
+    #[test]
+    fn a_repaired_board_is_labelled_by_its_next_failure() {
+        let g = GpuUuid::new("GPU-a");
+        let mut l = Labeler::new(1);
+        let mut failures = Failures::new();
+        // Rows every hour; first failure at 10 h; out of service 10–14 h; second at 30 h.
+        for h in 0..=40 {
+            let ts = h * HOUR_MS;
+            if h == 10 {
+                failures.insert(g.clone(), failure(&g, ts));
+            }
+            if h == 30 {
+                failures.insert(g.clone(), failure(&g, ts));
+            }
+            let down = (10..14).contains(&h) || h >= 30;
+            let in_service: Vec<&GpuUuid> = if down { vec![] } else { vec![&g] };
+            l.observe(&snap(ts, &in_service), &failures);
+        }
+        let rows: Vec<(i64, bool)> = (0..l.data.len())
+            .map(|i| (l.data.ts[i] / HOUR_MS, l.data.y[i]))
+            .collect();
+        let positive: Vec<i64> = rows.iter().filter(|r| r.1).map(|r| r.0).collect();
+        // Before the first failure: 0–9 h (all within 24 h of it). After the repair:
+        // 14–29 h, all within 24 h of the second failure at 30 h.
+        assert_eq!(positive, (0..10).chain(14..30).collect::<Vec<_>>());
+        assert!(rows.iter().all(|r| r.1), "no negatives expected: {rows:?}");
+    }
+
+    #[test]
+    fn rows_more_than_a_horizon_before_the_next_failure_are_negative() {
+        let g = GpuUuid::new("GPU-b");
+        let mut l = Labeler::new(1);
+        let mut failures = Failures::new();
+        for h in 0..=60 {
+            let ts = h * HOUR_MS;
+            if h == 5 {
+                failures.insert(g.clone(), failure(&g, ts));
+            }
+            if h == 50 {
+                failures.insert(g.clone(), failure(&g, ts));
+            }
+            let down = (5..8).contains(&h) || h >= 50;
+            let in_service: Vec<&GpuUuid> = if down { vec![] } else { vec![&g] };
+            l.observe(&snap(ts, &in_service), &failures);
+        }
+        let label = |hour: i64| {
+            let i = l.data.ts.iter().position(|&t| t == hour * HOUR_MS).expect("row");
+            l.data.y[i]
+        };
+        assert!(label(4));
+        assert!(!label(8) && !label(25));
+        assert!(label(26) && label(49));
+        assert!(l.data.ts.iter().all(|&t| !(5..8).contains(&(t / HOUR_MS))));
     }
 }

@@ -37,6 +37,9 @@ pub struct ScorerReport {
     /// The same, among failures the simulator preceded by a warning episode.
     pub lead_1h_warned: f64,
     pub lead_6h_warned: f64,
+    /// ROC-AUC on the GPU-times before each GPU's first hard failure only: the figure
+    /// without the boards back from a repair (which a past failure makes easier).
+    pub roc_auc_before_first_failure: f64,
 }
 
 /// The evaluation report.
@@ -47,6 +50,9 @@ pub struct EvalReport {
     pub rows: usize,
     pub failures: usize,
     pub failures_warned: usize,
+    /// Failures of a board that had failed before in the same history (back from a
+    /// repair: see "Repairs" in docs/simulator.md).
+    pub failures_repeat: usize,
     pub scorers: Vec<ScorerReport>,
 }
 
@@ -57,6 +63,8 @@ struct Collected {
     random: Vec<f64>,
     oracle: Vec<f64>,
     label: Vec<bool>,
+    /// The row's GPU had a hard failure earlier in its history.
+    after_failure: Vec<bool>,
     /// (history, gpu) of each row, and its time.
     key: Vec<(usize, GpuUuid)>,
     ts: Vec<TimestampMs>,
@@ -111,20 +119,37 @@ pub fn evaluate(
                 rows_here.push(c.ts.len() - 1);
             }
         })?;
-        // Labels now that the failures are known; rows in the last 24 h are censored.
-        for i in rows_here {
-            let fail = outcome.failures.get(&c.key[i].1).map(|f| f.ts_ms);
-            c.label
-                .push(fail.is_some_and(|f| f > c.ts[i] && f - c.ts[i] <= HORIZON_MS));
+        // Labels now that the failures are known (a repaired board can fail again);
+        // rows in the last 24 h are censored.
+        let mut fails_of: HashMap<&GpuUuid, Vec<TimestampMs>> = HashMap::new();
+        for f in &outcome.failures {
+            fails_of.entry(&f.gpu).or_default().push(f.ts_ms);
         }
-        let warned: std::collections::HashSet<&GpuUuid> = outcome
+        for i in rows_here {
+            let t = c.ts[i];
+            let label = fails_of
+                .get(&c.key[i].1)
+                .is_some_and(|fs| fs.iter().any(|&f| f > t && f - t <= HORIZON_MS));
+            c.label.push(label);
+            c.after_failure
+                .push(fails_of.get(&c.key[i].1).is_some_and(|fs| fs.iter().any(|&f| f <= t)));
+        }
+        // A warned failure starts on the first step at or after its warning's end.
+        let step = h.step_ms.max(1);
+        let warned_at: Vec<(&GpuUuid, TimestampMs)> = outcome
             .precursors
             .iter()
             .filter(|p| p.precursor.target.is_some())
-            .map(|p| &p.gpu)
+            .map(|p| (&p.gpu, p.precursor.end_ms))
             .collect();
-        for f in outcome.failures.values() {
-            failures.push((hi, f.gpu.clone(), f.ts_ms, warned.contains(&f.gpu)));
+        for f in &outcome.failures {
+            let warned = warned_at
+                .iter()
+                .any(|(g, end)| *g == &f.gpu && f.ts_ms >= *end && f.ts_ms - *end <= step);
+            failures.push((hi, f.gpu.clone(), f.ts_ms, warned));
+            if fails_of[&f.gpu].iter().any(|&e| e < f.ts_ms) {
+                report.failures_repeat += 1;
+            }
         }
         report.seeds.push(h.seed);
         report.gpus += outcome.gpus;
@@ -165,6 +190,11 @@ pub fn evaluate(
     }
     for (name, scores, thr) in scorers {
         let metrics = metrics::evaluate(scores, &c.label, None, thr);
+        let (first_scores, first_labels): (Vec<f64>, Vec<bool>) = (0..c.label.len())
+            .filter(|&i| !c.after_failure[i])
+            .map(|i| (scores[i], c.label[i]))
+            .unzip();
+        let roc_auc_before_first_failure = metrics::evaluate(&first_scores, &first_labels, None, thr).roc_auc;
         let ahead = |lead: i64, warned_only: bool| {
             let pool: Vec<_> = failures.iter().filter(|f| !warned_only || f.3).collect();
             let hit = pool
@@ -194,6 +224,7 @@ pub fn evaluate(
             lead_6h: ahead(6 * HOUR_MS, false),
             lead_1h_warned: ahead(HOUR_MS, true),
             lead_6h_warned: ahead(6 * HOUR_MS, true),
+            roc_auc_before_first_failure,
         });
     }
     Ok(report)
@@ -213,6 +244,7 @@ fn retain(c: &mut Collected, keep: &[bool]) {
     f(&mut c.random, keep);
     f(&mut c.oracle, keep);
     f(&mut c.label, keep);
+    f(&mut c.after_failure, keep);
     f(&mut c.key, keep);
     f(&mut c.ts, keep);
 }

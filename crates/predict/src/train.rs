@@ -62,7 +62,7 @@ pub fn fit_time_split(
     let failures_in = |from: TimestampMs, to: TimestampMs| {
         outcome
             .failures
-            .values()
+            .iter()
             .filter(|f| f.ts_ms >= from && f.ts_ms < to)
             .count()
     };

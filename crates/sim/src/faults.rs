@@ -446,6 +446,8 @@ pub struct Wear {
     /// Correctable errors per hour every board shows (log-normal, median 0.05/h, wide):
     /// some sound boards are noisy, so a trickle of SBEs is evidence, not proof.
     pub baseline_sbe_per_h: f64,
+    /// Hard failures so far (see [`repair_ms`]).
+    pub hard_failures: u32,
 }
 
 /// A fresh board's wear state.
@@ -453,6 +455,7 @@ pub fn new_wear(rng: &mut ChaCha8Rng) -> Wear {
     Wear {
         worn: 0.0,
         baseline_sbe_per_h: log_normal(rng, 0.05, 1.5),
+        hard_failures: 0,
     }
 }
 
@@ -480,5 +483,32 @@ pub fn tick_wear(w: &Wear, c: &mut ErrorCounters, dt_ms: i64, rng: &mut ChaCha8R
     if w.worn > 0.0 {
         c.retired_sbe += poisson(rng, 0.01 * w.worn * h);
         c.pcie_replay += poisson(rng, 2.0 * w.worn * h);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Repairs (opt-in with wear-out). A hard failure ends a GPU's useful life *until someone
+// acts*: after a double-bit error the GPU is reset (the app died, the row is remapped at
+// the reset), after falling off the bus the node is rebooted or the board reseated. The
+// board then goes back into service, its wear unchanged, and may fail again: Titan saw
+// 91 DBEs in 21 months on 18,688 K20X boards, a quarter of them on 6 boards (GTC 2015).
+// Operators stop putting a board back after repeated failures (RMA), and a failed row
+// remap (no spare rows left) is an RMA at once.
+// ---------------------------------------------------------------------------------------
+
+/// The hard failure that sends a board to RMA instead of back into service (the third:
+/// the same count as the XID catalog's escalation to hardware inspection).
+pub const RMA_AT_HARD_FAILURE: u32 = 2;
+
+/// How long a hard failure keeps the GPU out of service before it is back, or `None`
+/// when it does not come back (RMA). `previous` is how many hard failures the board had
+/// before this one.
+pub fn repair_ms(kind: FaultKind, previous: u32, rng: &mut ChaCha8Rng) -> Option<i64> {
+    match kind {
+        FaultKind::EccDbe | FaultKind::FallenOffBus if previous + 1 < RMA_AT_HARD_FAILURE => {
+            // A reset or reboot once someone (or automation) drains the node: 1–24 h.
+            Some(log_uniform(rng, HOUR as f64, 24.0 * HOUR as f64) as i64)
+        }
+        _ => None,
     }
 }

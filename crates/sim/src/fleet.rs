@@ -214,6 +214,24 @@ impl Fleet {
         )
     }
 
+    /// With wear-out on, how long hard failure `kind` keeps GPU `gi` out of service
+    /// before a reset or reboot brings it back, or `None` when it does not come back
+    /// (`faults::repair_ms`). With wear-out off hard failures last until the simulator
+    /// stops (or an API call ends them), as before, and no random number is drawn.
+    fn repair_duration(&mut self, gi: usize, kind: FaultKind) -> Option<i64> {
+        let w = self.wear.get_mut(gi)?;
+        let previous = w.hard_failures;
+        w.hard_failures += 1;
+        faults::repair_ms(kind, previous, &mut self.rng)
+    }
+
+    /// True while GPU `gi` is out of service with a hard failure (`faults::is_hard`).
+    pub fn in_hard_failure(&self, gi: usize) -> bool {
+        self.gpus
+            .get(gi)
+            .is_some_and(|g| g.faults.iter().any(|f| faults::is_hard(f.kind)))
+    }
+
     /// Every precursor episode so far (warnings before failures, and benign ones).
     pub fn precursors(&self) -> &[faults::PrecursorRecord] {
         &self.precursor_log
@@ -322,7 +340,8 @@ impl Fleet {
             let Some(p) = self.precursors[gi].take() else { continue };
             faults::end_precursor(&p, &mut self.gpus[gi].errors);
             if let Some(kind) = p.target {
-                let _ = self.start_fault(gi, kind, now, None, false);
+                let dur = self.repair_duration(gi, kind);
+                let _ = self.start_fault(gi, kind, now, dur, false);
             }
         }
     }
@@ -416,7 +435,11 @@ impl Fleet {
                     continue;
                 }
             }
-            let dur = faults::random_duration_ms(kind, &mut self.rng);
+            let dur = if faults::is_hard(kind) {
+                self.repair_duration(gi, kind)
+            } else {
+                faults::random_duration_ms(kind, &mut self.rng)
+            };
             // Only fails for reasons filtered out above.
             let _ = self.start_fault(gi, kind, now, dur, false);
         }

@@ -256,3 +256,62 @@ fn random_faults_follow_the_multiplier() {
     .unwrap();
     assert!(none.labels().is_empty());
 }
+
+/// With wear-out on (the predictor's histories), a board hit by a double-bit error or a
+/// fall off the bus is reset and comes back into service after 1–24 h, and a board's
+/// second hard failure (or any failed row remap) sends it to RMA: it never comes back.
+#[test]
+fn hard_failures_are_repaired_until_the_second_sends_the_board_to_rma() {
+    use gpuwarden_sim::faults::{self, RMA_AT_HARD_FAILURE};
+    let mut f = Fleet::new(&SimConfig {
+        fault_rate_multiplier: 2_000.0,
+        seed: 5,
+        ..SimConfig::default()
+    })
+    .unwrap();
+    f.set_step_ms(60_000);
+    f.set_wear_out();
+    f.advance_to(f.now_ms() + 4 * 24 * 3_600_000);
+    let hard: Vec<_> = f.labels().iter().filter(|l| faults::is_hard(l.kind)).collect();
+    assert!(hard.len() >= 10, "only {} hard failures", hard.len());
+    let mut repaired = 0;
+    for gpu in f.gpus() {
+        let mine: Vec<_> = hard.iter().filter(|l| l.gpu == gpu.uuid).collect();
+        assert!(
+            mine.len() as u32 <= RMA_AT_HARD_FAILURE,
+            "{} failed {} times",
+            gpu.uuid,
+            mine.len()
+        );
+        for (i, l) in mine.iter().enumerate() {
+            let comes_back = i + 1 < RMA_AT_HARD_FAILURE as usize && l.kind != FaultKind::RowRemapFailure;
+            match l.end_ms {
+                Some(end) => {
+                    assert!(comes_back, "{:?} #{} of {} came back", l.kind, i + 1, gpu.uuid);
+                    let out = end - l.start_ms;
+                    assert!((3_600_000..=24 * 3_600_000 + 60_000).contains(&out), "out {out} ms");
+                    repaired += 1;
+                }
+                // A repair still under way at the end of the run is fine; an RMA never ends.
+                None => assert!(comes_back || i + 1 == mine.len(), "an RMA'd board failed again"),
+            }
+        }
+        // Back in service: no hard fault active, and present on its page.
+        let gi = f.gpus().iter().position(|g| g.uuid == gpu.uuid).unwrap();
+        if mine.last().is_some_and(|l| l.end_ms.is_some_and(|e| e <= f.now_ms())) {
+            assert!(!f.in_hard_failure(gi));
+            assert!(
+                f.value(gi, F::GpuTemp).is_some(),
+                "{} is back but shows no data",
+                gpu.uuid
+            );
+        }
+    }
+    assert!(repaired >= 3, "only {repaired} boards came back from a repair");
+    let repeats = f
+        .gpus()
+        .iter()
+        .filter(|g| hard.iter().filter(|l| l.gpu == g.uuid).count() > 1)
+        .count();
+    assert!(repeats >= 1, "no board failed twice");
+}

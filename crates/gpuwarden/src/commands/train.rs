@@ -115,10 +115,16 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
     };
     let data = labeler.data;
     println!(
-        "{} rows ({} positive), {} failed GPUs of {}; fitting…",
+        "{} rows ({} positive), {} hard failures on {} of {} GPUs; fitting…",
         data.len(),
         data.y.iter().filter(|y| **y).count(),
         outcome.failures.len(),
+        outcome
+            .failures
+            .iter()
+            .map(|f| &f.gpu)
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
         outcome.gpus
     );
     let opts = TrainOptions {
