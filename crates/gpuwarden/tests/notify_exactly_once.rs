@@ -28,7 +28,10 @@ async fn every_transition_is_delivered_exactly_once_across_an_outage_and_a_crash
     std::fs::write(
         &config,
         format!(
-            "[incidents]\nauto_resolve_after = \"2s\"\n\n[notify]\nretry_initial = \"100ms\"\nretry_max = \"500ms\"\n{}",
+            // XID findings hold 1 min instead of a day, and a DBE counts for 1 min instead
+            // of an hour: the health engine's state comes back from the store after the
+            // restart (as it should), and the incidents must resolve within the test.
+            "[incidents]\nauto_resolve_after = \"2s\"\n\n[health.xid]\nhold_minutes_critical = 1\nhold_minutes_fatal = 1\n\n[health.ecc.dbe]\nwindow_minutes = 1\n\n[notify]\nretry_initial = \"100ms\"\nretry_max = \"500ms\"\n{}",
             server.sinks_toml()
         ),
     )
@@ -112,8 +115,9 @@ async fn every_transition_is_delivered_exactly_once_across_an_outage_and_a_crash
     let gw = common::start(&data, &args).await;
     server.start().await;
 
-    // The faults died with the old simulator, so every incident resolves on its own.
-    let ids: Vec<String> = wait_for(Duration::from_secs(60), "every incident resolved", || async {
+    // The faults died with the old simulator and the restored XID and DBE conditions'
+    // 1-min holds run out, so every incident resolves on its own.
+    let ids: Vec<String> = wait_for(Duration::from_secs(150), "every incident resolved", || async {
         let body = get_json(&format!("{}/api/v1/incidents", gw.base)).await.ok()?;
         let all = body["incidents"].as_array()?.clone();
         (!all.is_empty() && all.iter().all(|i| i["state"] == "resolved")).then(|| {

@@ -40,6 +40,16 @@ pub trait IncidentSink: Send + Sync {
     fn incidents_changed(&self, changes: &[IncidentChange]);
 }
 
+/// What [`Analysis::restore_health`] read back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Restored {
+    pub gpus: usize,
+    /// Latest values fed back (counter baselines among them).
+    pub values: usize,
+    /// Events of the repeat window fed back.
+    pub events: usize,
+}
+
 struct DataClock {
     data_ms: TimestampMs,
     wall_at_data_ms: TimestampMs,
@@ -87,6 +97,53 @@ impl Analysis {
             sinks: RwLock::new(Vec::new()),
             generation: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Rebuilds what the health engine remembers from the store, after a restart: every
+    /// known GPU's identity and last stored values (the baselines of its counters, so a
+    /// counter that rose while gpuwarden was down shows as an increase, not as a first
+    /// reading) and the events of the XID repeat window before the last data (episodes
+    /// for escalation, cleared codes, GPUs that vanished). Call once, before the first
+    /// scrape. The GPUs stay `unknown` until fresh data arrives (the live view says they
+    /// are stale); the other analyzers start empty.
+    pub fn restore_health(&self) -> Result<Restored, StoreError> {
+        let records = self.store.gpus()?;
+        let Some(last_data) = records.iter().map(|r| r.last_seen_ms).max() else {
+            return Ok(Restored::default());
+        };
+        let mut out = Restored {
+            gpus: records.len(),
+            ..Restored::default()
+        };
+        let mut health = self.health.lock();
+        let window = i64::from(health.rules().xid.repeat_window_days) * 86_400_000;
+        for r in &records {
+            health.observe_identity(&r.identity);
+            // The latest point of each field, as rows in time order (fields can have
+            // their latest points at different times).
+            let mut rows: std::collections::BTreeMap<TimestampMs, Vec<(FieldName, f64)>> = Default::default();
+            for (name, p) in self.store.latest(&r.identity.uuid)? {
+                if matches!(name, FieldName::Dcgm(_)) {
+                    rows.entry(p.ts_ms).or_default().push((name, p.value));
+                }
+            }
+            for (ts_ms, values) in rows {
+                out.values += values.len();
+                health.observe_row(&GpuSamples {
+                    gpu: r.identity.uuid.clone(),
+                    ts_ms,
+                    values,
+                });
+            }
+        }
+        let events = self
+            .store
+            .events(None, last_data.saturating_sub(window), last_data.saturating_add(1))?;
+        for e in &events {
+            health.observe_event(e);
+        }
+        out.events = events.len();
+        Ok(out)
     }
 
     /// A number that changes after every evaluation and incident action.
@@ -179,7 +236,16 @@ impl Analysis {
         for a in self.analyzers.lock().iter_mut() {
             evaluation.findings.extend(a.evaluate(now, &freshness));
         }
-        let changes = self.incidents.lock().apply_changes(now, &evaluation.findings);
+        // Right after a restart the GPUs known from the store have sent nothing yet: their
+        // incidents wait for data instead of resolving for want of findings.
+        let unknown = |inc: &Incident| match &inc.gpu {
+            Some(gpu) => !live.scraped_since_start(gpu),
+            None => !live.node_scraped_since_start(&inc.node),
+        };
+        let changes = self
+            .incidents
+            .lock()
+            .apply_changes_holding(now, &evaluation.findings, &unknown);
         if !changes.is_empty() {
             let changed: Vec<Incident> = changes.iter().map(|c| c.incident.clone()).collect();
             self.store.upsert_incidents(&changed)?;
@@ -283,6 +349,109 @@ mod tests {
                 labels: Default::default(),
             }]
         }
+    }
+
+    fn xid79(gpu: &GpuUuid, ts_ms: TimestampMs) -> Event {
+        Event {
+            gpu: gpu.clone(),
+            node: "n1".into(),
+            ts_ms,
+            kind: gpuwarden_model::EventKind::Xid {
+                code: 79,
+                message: None,
+                pid: None,
+                process: None,
+            },
+        }
+    }
+
+    /// The third fall off the bus in a week escalates to hardware inspection even when
+    /// gpuwarden restarted after the second: the episodes come back from the store. And a
+    /// row remapped while gpuwarden was down shows as an increase over the stored
+    /// baseline. Without the restore the third episode asks only for a reboot and the
+    /// remapped row is a first reading, not an increase.
+    #[test]
+    fn restored_health_remembers_xid_episodes_across_a_restart() {
+        use gpuwarden_collect::dcgm::{ExporterKind, ExporterPage};
+        use gpuwarden_model::{DcgmField, GpuIdentity, GpuSamples};
+        let hour = 3_600_000;
+        let now = gpuwarden_model::SystemClock.now_ms();
+        let gpu = GpuUuid::new("GPU-restore-0001");
+        let id = GpuIdentity::new(gpu.clone(), "n1");
+        let row = |ts, rows_remapped| {
+            let mut r = GpuSamples::new(gpu.clone(), ts);
+            r.values.push((FieldName::Dcgm(DcgmField::GpuTemp), 50.0));
+            r.values.push((FieldName::Dcgm(DcgmField::EccSbeVolTotal), 3.0));
+            r.values
+                .push((FieldName::Dcgm(DcgmField::UncorrectableRemappedRows), rows_remapped));
+            r
+        };
+        let action_after_restart = |restore: bool| {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                // The first run: two episodes, hours apart.
+                let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+                store.upsert_gpus(std::slice::from_ref(&id), now - 5 * hour).unwrap();
+                store.append_samples(&[row(now - 5 * hour, 0.0)]).unwrap();
+                store
+                    .append_events(&[xid79(&gpu, now - 9 * hour), xid79(&gpu, now - 5 * hour)])
+                    .unwrap();
+                store.flush().unwrap();
+            }
+            let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap());
+            let live = Arc::new(LiveFleet::new(600_000));
+            let analysis = Analysis::new(
+                store,
+                live.clone(),
+                Arc::new(gpuwarden_model::SystemClock),
+                gpuwarden_detect::HealthRules::builtin(),
+                XidCatalog::builtin(),
+                IncidentConfig::default(),
+            )
+            .unwrap();
+            if restore {
+                let r = analysis.restore_health().unwrap();
+                assert_eq!((r.gpus, r.events), (1, 2), "{r:?}");
+                assert!(r.values >= 2, "{r:?}");
+            }
+            // After the restart: the GPU is back and falls off the bus a third time.
+            let page = ExporterPage {
+                kind: ExporterKind::Dcgm,
+                gpus: vec![id.clone()],
+                rows: vec![row(now, 1.0)],
+                other: Vec::new(),
+                summary: Default::default(),
+            };
+            live.apply_scrape(
+                "t",
+                now,
+                &page.gpus,
+                page.rows.iter().map(|r| (&r.gpu, r.ts_ms, r.values.as_slice())),
+            );
+            analysis.observe(&page, &[xid79(&gpu, now)]);
+            let e = analysis.evaluate().unwrap();
+            let xid = e.findings.iter().find(|f| f.rule == "xid.79").expect("xid.79 finding");
+            let remapped = e.findings.iter().any(|f| f.rule == "remap.uncorrectable_rows");
+            (xid.action, remapped)
+        };
+        assert_eq!(action_after_restart(true), (Action::HardwareInspection, true));
+        assert_eq!(action_after_restart(false), (Action::Reboot, false));
+    }
+
+    #[test]
+    fn restore_on_an_empty_store_is_a_no_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap());
+        let analysis = Analysis::new(
+            store,
+            Arc::new(LiveFleet::new(10_000)),
+            Arc::new(gpuwarden_model::SystemClock),
+            gpuwarden_detect::HealthRules::builtin(),
+            XidCatalog::builtin(),
+            IncidentConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(analysis.restore_health().unwrap(), Restored::default());
     }
 
     #[test]

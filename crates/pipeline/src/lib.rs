@@ -11,7 +11,7 @@ pub mod ingest;
 pub mod live;
 pub mod metrics;
 
-pub use analyze::{Analysis, AnalysisError, IncidentSink};
+pub use analyze::{Analysis, AnalysisError, IncidentSink, Restored};
 pub use ingest::Ingestor;
 pub use live::{GpuView, LiveFleet, Staleness};
 pub use metrics::PipelineMetrics;

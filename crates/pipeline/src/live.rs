@@ -174,6 +174,11 @@ impl LiveFleet {
     }
 
     fn staleness(&self, inner: &Inner, g: &LiveGpu, now_wall_ms: TimestampMs) -> Staleness {
+        if g.target.is_empty() {
+            // Known from the store, not scraped since this start: its data is old, and
+            // its absence says nothing yet (no target has been asked about it).
+            return Staleness::TooOld;
+        }
         if !g.present_in_last_scrape {
             return Staleness::MissingFromScrape;
         }
@@ -219,6 +224,21 @@ impl LiveFleet {
             Some(g) => self.staleness(&inner, g, now_wall_ms),
             None => Freshness::TooOld,
         }
+    }
+
+    /// False for a GPU known only from the store: no scrape since this start has listed
+    /// it (or it is not known at all).
+    pub fn scraped_since_start(&self, uuid: &GpuUuid) -> bool {
+        self.inner.read().gpus.get(uuid).is_some_and(|g| !g.target.is_empty())
+    }
+
+    /// True when a scrape since this start has listed a GPU of `node`.
+    pub fn node_scraped_since_start(&self, node: &str) -> bool {
+        self.inner
+            .read()
+            .gpus
+            .values()
+            .any(|g| g.identity.node == node && !g.target.is_empty())
     }
 
     /// Number of GPUs known, and how many of them are stale.
@@ -304,6 +324,9 @@ mod tests {
         let live = LiveFleet::new(10_000);
         live.seed([(gpu("GPU-a"), 5)]);
         assert!(live.get("GPU-a", 10).unwrap().stale);
+        // Too old, not "missing from its scrape": nothing has been scraped yet, and a
+        // GPU missing from a scrape means "fallen off the bus" to the health engine.
+        assert_eq!(live.freshness(&GpuUuid::new("GPU-a"), 10), Freshness::TooOld);
     }
 
     #[test]

@@ -91,6 +91,19 @@ pub fn build(
         )
         .context("loading incidents from the store")?,
     );
+    // What the health engine knew before a restart (counter baselines, XID episodes of
+    // the repeat window) comes back from the store.
+    let restored = analysis
+        .restore_health()
+        .context("restoring the health engine's state from the store")?;
+    if restored.gpus > 0 {
+        tracing::info!(
+            gpus = restored.gpus,
+            values = restored.values,
+            events = restored.events,
+            "health engine state restored from the store"
+        );
+    }
     analysis.add_analyzer(Box::new(gpuwarden_anomaly::AnomalyAnalyzer::default()));
     analysis.add_analyzer(Box::new(security_engine(cfg)?));
     registry.register_collector(Box::new(DerivedMetrics {

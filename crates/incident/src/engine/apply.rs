@@ -58,6 +58,20 @@ impl IncidentEngine {
     /// As [`apply`](Self::apply), with why each incident changed: persist all of them,
     /// notify those where [`IncidentChange::is_notable`].
     pub fn apply_changes(&mut self, now_ms: TimestampMs, findings: &[Finding]) -> Vec<IncidentChange> {
+        self.apply_changes_holding(now_ms, findings, &|_| false)
+    }
+
+    /// As [`apply_changes`](Self::apply_changes), where `unknown(incident)` says that an
+    /// incident's condition cannot be judged at this evaluation (its GPU has sent no data
+    /// since gpuwarden started, say): without findings it is neither present nor absent,
+    /// so it is not cleared and does not auto-resolve. A restart must not resolve what it
+    /// merely has not looked at again yet.
+    pub fn apply_changes_holding(
+        &mut self,
+        now_ms: TimestampMs,
+        findings: &[Finding],
+        unknown: &dyn Fn(&Incident) -> bool,
+    ) -> Vec<IncidentChange> {
         let mut groups: BTreeMap<String, Group<'_>> = BTreeMap::new();
         for f in findings {
             groups
@@ -69,7 +83,7 @@ impl IncidentEngine {
         for (key, group) in &groups {
             self.present(now_ms, key, group, &mut changes);
         }
-        self.absent(now_ms, &groups, &mut changes);
+        self.absent(now_ms, &groups, unknown, &mut changes);
         self.pending.retain(|key, _| groups.contains_key(key));
         self.refresh(&mut changes);
 
@@ -196,13 +210,19 @@ impl IncidentEngine {
 
     /// Active incidents whose condition is not among this evaluation's findings: mark
     /// them cleared, and resolve those absent for `auto_resolve_after`.
-    fn absent(&mut self, now_ms: TimestampMs, groups: &BTreeMap<String, Group<'_>>, changes: &mut Changes) {
+    fn absent(
+        &mut self,
+        now_ms: TimestampMs,
+        groups: &BTreeMap<String, Group<'_>>,
+        unknown: &dyn Fn(&Incident) -> bool,
+        changes: &mut Changes,
+    ) {
         let lim = self.limits;
         for inc in self.incidents.values_mut().filter(|i| is_active(i)) {
             // Present only if findings came for its key *and* they went to it (an extra
             // active incident of the same key, e.g. from a damaged store, just ages out).
             let fed = groups.contains_key(&inc.dedup_key) && self.by_key.get(&inc.dedup_key) == Some(&inc.id);
-            if fed {
+            if fed || unknown(inc) {
                 continue;
             }
             let cleared_ms = match self.cleared.get(&inc.id) {

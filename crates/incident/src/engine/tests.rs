@@ -158,6 +158,33 @@ fn auto_resolves_after_configured_absence_and_not_before() {
     assert!(active(&e).is_empty());
 }
 
+/// After a restart, an incident whose GPU has sent no data yet is held: no "cleared", no
+/// resolution, however long; once the GPU is judged again, absence counts as usual.
+#[test]
+fn incidents_whose_condition_cannot_be_judged_do_not_resolve() {
+    let config = IncidentConfig {
+        auto_resolve_after: Duration::from_secs(2 * 60),
+        ..Default::default()
+    };
+    let mut e = IncidentEngine::new(config, Vec::new());
+    e.apply(0, &[xid("GPU-1"), xid("GPU-2")]);
+    let gpu1_unknown = |i: &Incident| i.gpu.as_ref().is_some_and(|g| g.as_str() == "GPU-1");
+    for t in 1..10 {
+        e.apply_changes_holding(t * MIN, &[], &gpu1_unknown);
+    }
+    let state = |e: &IncidentEngine, g: &str| {
+        e.list(&IncidentFilter::default())
+            .into_iter()
+            .find(|i| i.gpu.as_ref().is_some_and(|u| u.as_str() == g))
+            .map(|i| (i.state, i.timeline.iter().any(|t| t.what == "cleared")))
+    };
+    assert_eq!(state(&e, "GPU-1"), Some((IncidentState::Open, false)));
+    assert_eq!(state(&e, "GPU-2").map(|s| s.0), Some(IncidentState::Resolved));
+    // Judged again and absent: cleared, then resolved after the usual absence.
+    e.apply_changes(10 * MIN, &[]);
+    assert_eq!(state(&e, "GPU-1"), Some((IncidentState::Resolved, true)));
+}
+
 #[test]
 fn flap_before_resolution_is_counted_in_the_same_incident() {
     let mut e = engine();
