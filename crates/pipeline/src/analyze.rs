@@ -351,6 +351,19 @@ mod tests {
         }
     }
 
+    /// The stage over `store` with the built-in rules and catalog, on the system clock.
+    fn analysis_over(store: Arc<dyn Store>, live: Arc<LiveFleet>) -> Analysis {
+        Analysis::new(
+            store,
+            live,
+            Arc::new(gpuwarden_model::SystemClock),
+            gpuwarden_detect::HealthRules::builtin(),
+            XidCatalog::builtin(),
+            IncidentConfig::default(),
+        )
+        .unwrap()
+    }
+
     fn xid79(gpu: &GpuUuid, ts_ms: TimestampMs) -> Event {
         Event {
             gpu: gpu.clone(),
@@ -400,15 +413,7 @@ mod tests {
             }
             let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap());
             let live = Arc::new(LiveFleet::new(600_000));
-            let analysis = Analysis::new(
-                store,
-                live.clone(),
-                Arc::new(gpuwarden_model::SystemClock),
-                gpuwarden_detect::HealthRules::builtin(),
-                XidCatalog::builtin(),
-                IncidentConfig::default(),
-            )
-            .unwrap();
+            let analysis = analysis_over(store, live.clone());
             if restore {
                 let r = analysis.restore_health().unwrap();
                 assert_eq!((r.gpus, r.events), (1, 2), "{r:?}");
@@ -442,15 +447,7 @@ mod tests {
     fn restore_on_an_empty_store_is_a_no_op() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap());
-        let analysis = Analysis::new(
-            store,
-            Arc::new(LiveFleet::new(10_000)),
-            Arc::new(gpuwarden_model::SystemClock),
-            gpuwarden_detect::HealthRules::builtin(),
-            XidCatalog::builtin(),
-            IncidentConfig::default(),
-        )
-        .unwrap();
+        let analysis = analysis_over(store, Arc::new(LiveFleet::new(10_000)));
         assert_eq!(analysis.restore_health().unwrap(), Restored::default());
     }
 
@@ -458,15 +455,7 @@ mod tests {
     fn registered_analyzers_findings_become_incidents() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap());
-        let analysis = Analysis::new(
-            store.clone(),
-            Arc::new(LiveFleet::new(10_000)),
-            Arc::new(gpuwarden_model::SystemClock),
-            gpuwarden_detect::HealthRules::builtin(),
-            XidCatalog::builtin(),
-            IncidentConfig::default(),
-        )
-        .unwrap();
+        let analysis = analysis_over(store.clone(), Arc::new(LiveFleet::new(10_000)));
         analysis.add_analyzer(Box::new(Always));
         analysis.evaluate().unwrap();
         let open = analysis.with_incidents(|e| e.open_count_by_severity());

@@ -451,26 +451,29 @@ mod tests {
         }
     }
 
+    /// Hourly snapshots of one GPU from 0 to `last` h: it fails at each hour of `fails`
+    /// and is out of service while `down(hour)`.
+    fn label_run(gpu: &str, fails: &[i64], down: impl Fn(i64) -> bool, last: i64) -> Labeler {
+        let g = GpuUuid::new(gpu);
+        let mut l = Labeler::new(1);
+        let mut failures = Failures::new();
+        for h in 0..=last {
+            let ts = h * HOUR_MS;
+            if fails.contains(&h) {
+                failures.insert(g.clone(), failure(&g, ts));
+            }
+            let in_service: Vec<&GpuUuid> = if down(h) { vec![] } else { vec![&g] };
+            l.observe(&snap(ts, &in_service), &failures);
+        }
+        l
+    }
+
     /// A board back from a repair starts a new run of rows: those before its second
     /// failure are labelled by that failure, and none of them by the first.
     #[test]
     fn a_repaired_board_is_labelled_by_its_next_failure() {
-        let g = GpuUuid::new("GPU-a");
-        let mut l = Labeler::new(1);
-        let mut failures = Failures::new();
-        // Rows every hour; first failure at 10 h; out of service 10–14 h; second at 30 h.
-        for h in 0..=40 {
-            let ts = h * HOUR_MS;
-            if h == 10 {
-                failures.insert(g.clone(), failure(&g, ts));
-            }
-            if h == 30 {
-                failures.insert(g.clone(), failure(&g, ts));
-            }
-            let down = (10..14).contains(&h) || h >= 30;
-            let in_service: Vec<&GpuUuid> = if down { vec![] } else { vec![&g] };
-            l.observe(&snap(ts, &in_service), &failures);
-        }
+        // First failure at 10 h, out of service 10–14 h, second (RMA) at 30 h.
+        let l = label_run("GPU-a", &[10, 30], |h| (10..14).contains(&h) || h >= 30, 40);
         let rows: Vec<(i64, bool)> = (0..l.data.len())
             .map(|i| (l.data.ts[i] / HOUR_MS, l.data.y[i]))
             .collect();
@@ -483,21 +486,7 @@ mod tests {
 
     #[test]
     fn rows_more_than_a_horizon_before_the_next_failure_are_negative() {
-        let g = GpuUuid::new("GPU-b");
-        let mut l = Labeler::new(1);
-        let mut failures = Failures::new();
-        for h in 0..=60 {
-            let ts = h * HOUR_MS;
-            if h == 5 {
-                failures.insert(g.clone(), failure(&g, ts));
-            }
-            if h == 50 {
-                failures.insert(g.clone(), failure(&g, ts));
-            }
-            let down = (5..8).contains(&h) || h >= 50;
-            let in_service: Vec<&GpuUuid> = if down { vec![] } else { vec![&g] };
-            l.observe(&snap(ts, &in_service), &failures);
-        }
+        let l = label_run("GPU-b", &[5, 50], |h| (5..8).contains(&h) || h >= 50, 60);
         let label = |hour: i64| {
             let i = l.data.ts.iter().position(|&t| t == hour * HOUR_MS).expect("row");
             l.data.y[i]
