@@ -496,8 +496,9 @@ pub fn tick_wear(w: &Wear, c: &mut ErrorCounters, dt_ms: i64, rng: &mut ChaCha8R
 // remap (no spare rows left) is an RMA at once.
 // ---------------------------------------------------------------------------------------
 
-/// The hard failure that sends a board to RMA instead of back into service (the third:
-/// the same count as the XID catalog's escalation to hardware inspection).
+/// The hard failure that sends a board to RMA instead of back into service: the second
+/// (two strikes, as the XID catalog's note for XID 79 has it: "if it falls off again,
+/// inspect the board").
 pub const RMA_AT_HARD_FAILURE: u32 = 2;
 
 /// How long a hard failure keeps the GPU out of service before it is back, or `None`
