@@ -147,7 +147,8 @@ pub fn sim_row(fleet: &Fleet, gi: usize, uuid: &GpuUuid, ts: TimestampMs) -> Opt
 /// Replays a simulated history through a [`FeatureBank`]: every step, each present GPU's
 /// row goes to the XID tracker (the same one ingest uses) and to the bank; every
 /// `snapshot_every_ms`, the features of the GPUs in service (not out with a hard
-/// failure) go to `on_snapshot` with each GPU's latest failure so far. `progress(done_ms, total_ms)` is called once per sim hour.
+/// failure) go to `on_snapshot` with each GPU's latest failure so far.
+/// `progress(done_ms, total_ms)` is called once per sim hour.
 pub fn replay_sim(
     h: &SimHistory,
     catalog: &XidCatalog,
