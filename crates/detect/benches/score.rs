@@ -46,15 +46,8 @@ fn setup() -> (HealthEngine, Vec<ExporterPage>, i64) {
         now += STEP_MS;
         pages = scrape(&mut fleet, now);
         for page in &pages {
-            for id in &page.gpus {
-                engine.observe_identity(id);
-            }
-            for row in &page.rows {
-                engine.observe_row(row);
-            }
-            for e in xids.observe_page(page) {
-                engine.observe_event(&e);
-            }
+            let events = xids.observe_page(page);
+            engine.observe_page(&page.gpus, &page.rows, &events);
         }
         engine.evaluate(now, &|_| Freshness::Fresh);
     }

@@ -160,6 +160,20 @@ impl HealthEngine {
         }
     }
 
+    /// One scrape's worth, in the analysis stage's order: identities, rows, then the
+    /// events derived from the page (as `Analyzer::observe_page` for the other analyzers).
+    pub fn observe_page(&mut self, identities: &[GpuIdentity], rows: &[GpuSamples], events: &[Event]) {
+        for id in identities {
+            self.observe_identity(id);
+        }
+        for row in rows {
+            self.observe_row(row);
+        }
+        for e in events {
+            self.observe_event(e);
+        }
+    }
+
     /// Forgets a GPU (removed from the inventory).
     pub fn forget(&mut self, gpu: &GpuUuid) {
         self.gpus.remove(gpu);

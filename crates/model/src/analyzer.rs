@@ -23,6 +23,20 @@ pub trait Analyzer: Send {
     fn observe_row(&mut self, _row: &GpuSamples) {}
     /// One event (XID, GPU disappeared, …).
     fn observe_event(&mut self, _event: &Event) {}
+    /// One scrape's worth, in the order the analysis stage feeds every analyzer: the
+    /// page's identities, then its rows, then the events derived from it (an event can
+    /// refer to a GPU the page just introduced).
+    fn observe_page(&mut self, identities: &[GpuIdentity], rows: &[GpuSamples], events: &[Event]) {
+        for id in identities {
+            self.observe_identity(id);
+        }
+        for row in rows {
+            self.observe_row(row);
+        }
+        for e in events {
+            self.observe_event(e);
+        }
+    }
     /// The findings active at `now_ms` (data time). `freshness` says whether a GPU's data
     /// can be trusted now; anything but `Fresh` must not produce a healthy conclusion.
     fn evaluate(&mut self, now_ms: TimestampMs, freshness: &dyn Fn(&GpuUuid) -> Freshness) -> Vec<Finding>;

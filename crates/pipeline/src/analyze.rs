@@ -168,31 +168,11 @@ impl Analysis {
 
     /// Feeds a scraped page and the events derived from it.
     pub fn observe(&self, page: &ExporterPage, events: &[Event]) {
-        let mut health = self.health.lock();
-        for id in &page.gpus {
-            health.observe_identity(id);
-        }
-        let mut newest = None;
-        for row in &page.rows {
-            health.observe_row(row);
-            newest = newest.max(Some(row.ts_ms));
-        }
-        for e in events {
-            health.observe_event(e);
-        }
-        drop(health);
+        self.health.lock().observe_page(&page.gpus, &page.rows, events);
         for a in self.analyzers.lock().iter_mut() {
-            for id in &page.gpus {
-                a.observe_identity(id);
-            }
-            for row in &page.rows {
-                a.observe_row(row);
-            }
-            for e in events {
-                a.observe_event(e);
-            }
+            a.observe_page(&page.gpus, &page.rows, events);
         }
-        if let Some(ts) = newest {
+        if let Some(ts) = page.rows.iter().map(|r| r.ts_ms).max() {
             let mut c = self.data_clock.lock();
             if ts > c.data_ms {
                 c.data_ms = ts;

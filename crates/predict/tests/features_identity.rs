@@ -60,16 +60,8 @@ fn check_identity(step_ms: i64, seed: u64) {
                 let name = fleet.node_names()[node].clone();
                 let page = map_exporter_page(body.as_bytes(), &name, t, &limits).unwrap();
                 let events = xid.observe_page(&page);
-                // As `Analysis::observe` does: identities, rows, then the page's events.
-                for id in &page.gpus {
-                    live.observe_identity(id);
-                }
-                for row in &page.rows {
-                    live.observe_row(row);
-                }
-                for e in &events {
-                    live.observe_event(e);
-                }
+                // As `Analysis::observe` feeds every analyzer.
+                live.observe_page(&page.gpus, &page.rows, &events);
             }
         }
         let now = live.bank().snapshot(snap.ts_ms, None);

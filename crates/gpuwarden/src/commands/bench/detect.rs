@@ -129,26 +129,10 @@ fn run_fleet(
                     kind: EventKind::GpuDisappeared,
                 });
             }
-            for id in &p.gpus {
-                health.observe_identity(id);
-            }
-            for r in &p.rows {
-                health.observe_row(r);
-            }
-            for e in &events {
-                health.observe_event(e);
-            }
+            health.observe_page(&p.gpus, &p.rows, &events);
+            samples += p.rows.iter().map(|r| r.values.len() as u64).sum::<u64>();
             let t0 = Instant::now();
-            for id in &p.gpus {
-                anomaly.observe_identity(id);
-            }
-            for r in &p.rows {
-                samples += r.values.len() as u64;
-                anomaly.observe_row(r);
-            }
-            for e in &events {
-                anomaly.observe_event(e);
-            }
+            anomaly.observe_page(&p.gpus, &p.rows, &events);
             anomaly_busy += t0.elapsed();
         }
         let fresh = |g: &GpuUuid| live.freshness(g, t);
