@@ -3,8 +3,10 @@
 //! `SeriesConfig` in `$NAB_CFG`; with `NAB_CMP=detector` also prints per-file standard raw
 //! scores next to a published detector's.
 
+mod common;
+
 use gpuwarden_anomaly::nab::{evaluate, Corpus};
-use gpuwarden_anomaly::{SeriesConfig, SeriesDetector};
+use gpuwarden_anomaly::SeriesDetector;
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -12,27 +14,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .unwrap_or_else(|| "../shared/data/numenta-NAB".into());
     let corpus = Corpus::load(&dir)?;
-    let cfg: SeriesConfig = match std::env::var("NAB_CFG") {
-        Ok(s) => serde_json::from_str(&s)?,
-        Err(_) => SeriesConfig::default(),
-    };
+    let cfg = common::config_from_env()?;
     let files = corpus.file_rows();
+    let n: usize = corpus.series.iter().map(|s| s.values.len()).sum();
     let t0 = Instant::now();
-    let mut n = 0usize;
-    let scores: Vec<Vec<f64>> = corpus
-        .series
-        .iter()
-        .map(|s| {
-            let mut d = SeriesDetector::new(cfg.clone()).expect("valid config");
-            n += s.values.len();
-
-            s.timestamps
-                .iter()
-                .zip(&s.values)
-                .map(|(&t, &v)| d.update(t, v).score)
-                .collect()
-        })
-        .collect();
+    let scores = common::score_corpus(&corpus, &cfg, |a| a.score);
     let el = t0.elapsed();
     let scores: Vec<Vec<f64>> = match std::env::var("NAB_REST") {
         Ok(v) => {
@@ -56,29 +42,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Err(_) => scores,
     };
-    let half = |h: usize, p| {
-        let f: Vec<_> = files
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % 2 == h)
-            .map(|(_, f)| f.clone())
-            .collect();
-        let s: Vec<_> = scores
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % 2 == h)
-            .map(|(_, s)| s.clone())
-            .collect();
-        evaluate(&f, &s, p, None).normalized
-    };
     for p in &corpus.profiles {
         let r = evaluate(&files, &scores, p, None);
         println!(
             "{:20} all {:6.2} even {:6.2} odd {:6.2}  θ={:.4} tp={} fp={}",
             p.name,
             r.normalized,
-            half(0, p),
-            half(1, p),
+            common::half_score(&files, &scores, 0, p),
+            common::half_score(&files, &scores, 1, p),
             r.best.threshold,
             r.best.tp,
             r.best.fp

@@ -2,38 +2,25 @@
 //! `SeriesConfig` in `$NAB_CFG`) over the NAB corpus and prints the three profile scores.
 //! `gpuwarden bench nab` is the user-facing command; this one skips the binary's build.
 
+mod common;
+
 use gpuwarden_anomaly::nab::{evaluate, Corpus};
-use gpuwarden_anomaly::{SeriesConfig, SeriesDetector};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "../shared/data/numenta-NAB".into());
     let corpus = Corpus::load(&dir)?;
-    let cfg: SeriesConfig = match std::env::var("NAB_CFG") {
-        Ok(s) => serde_json::from_str(&s)?,
-        Err(_) => SeriesConfig::default(),
-    };
+    let cfg = common::config_from_env()?;
     let files = corpus.file_rows();
-    let scores: Vec<Vec<f64>> = corpus
-        .series
-        .iter()
-        .map(|s| {
-            let mut d = SeriesDetector::new(cfg.clone()).expect("valid config");
-            s.timestamps
-                .iter()
-                .zip(&s.values)
-                .map(|(&t, &v)| {
-                    let a = d.update(t, v);
-                    if std::env::var("NAB_RAW").is_ok() {
-                        a.surprise / (1.0 + a.surprise)
-                    } else {
-                        a.score
-                    }
-                })
-                .collect()
-        })
-        .collect();
+    let raw = std::env::var("NAB_RAW").is_ok();
+    let scores = common::score_corpus(&corpus, &cfg, |a| {
+        if raw {
+            a.surprise / (1.0 + a.surprise)
+        } else {
+            a.score
+        }
+    });
     if std::env::var("NAB_STATS").is_ok() {
         for (s, sc) in corpus.series.iter().zip(&scores) {
             let mut v = sc.clone();

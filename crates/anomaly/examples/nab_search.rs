@@ -8,8 +8,9 @@
 //! does not start from the current defaults (for a held-out check of the procedure); with
 //! `$NAB_ALL` set, every trial is printed (`T even odd all config`).
 
+mod common;
+
 use gpuwarden_anomaly::nab::{evaluate, Corpus};
-use gpuwarden_anomaly::{SeriesConfig, SeriesDetector};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -25,35 +26,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let files = corpus.file_rows();
     let std_p = corpus.profiles.iter().find(|p| p.name == "standard").unwrap().clone();
-    let split = |scores: &[Vec<f64>], half: usize| {
-        let f: Vec<_> = files
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % 2 == half)
-            .map(|(_, f)| f.clone())
-            .collect();
-        let s: Vec<_> = scores
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % 2 == half)
-            .map(|(_, s)| s.clone())
-            .collect();
-        evaluate(&f, &s, &std_p, None).normalized
-    };
-    let run = |cfg: &SeriesConfig| -> Vec<Vec<f64>> {
-        corpus
-            .series
-            .iter()
-            .map(|s| {
-                let mut d = SeriesDetector::new(cfg.clone()).expect("valid");
-                s.timestamps
-                    .iter()
-                    .zip(&s.values)
-                    .map(|(&t, &v)| d.update(t, v).score)
-                    .collect()
-            })
-            .collect()
-    };
     let select = std::env::var("NAB_SELECT").unwrap_or_else(|_| "even".into());
     let key = |x: &(f64, f64, f64, String)| match select.as_str() {
         "odd" => x.1,
@@ -63,10 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let nobase = std::env::var("NAB_NOBASE").is_ok();
     let mut best: Vec<(f64, f64, f64, String)> = Vec::new();
     for trial in 0..trials {
-        let base: SeriesConfig = match std::env::var("NAB_CFG") {
-            Ok(s) => serde_json::from_str(&s)?,
-            Err(_) => SeriesConfig::default(),
-        };
+        let base = common::config_from_env()?;
         let mut c = base.clone();
         if trial > 0 || nobase {
             let pick = |r: f64, opts: &[f64]| opts[((r * opts.len() as f64) as usize).min(opts.len() - 1)];
@@ -103,8 +72,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 c = serde_json::from_value(v)?;
             }
         }
-        let scores = run(&c);
-        let (a, b) = (split(&scores, 0), split(&scores, 1));
+        let scores = common::score_corpus(&corpus, &c, |a| a.score);
+        let (a, b) = (
+            common::half_score(&files, &scores, 0, &std_p),
+            common::half_score(&files, &scores, 1, &std_p),
+        );
         let all = evaluate(&files, &scores, &std_p, None).normalized;
         if std::env::var("NAB_ALL").is_ok() {
             println!("T {a:.2} {b:.2} {all:.2} {}", serde_json::to_string(&c)?);

@@ -3,13 +3,12 @@
 //! `SeriesConfig::default()` (or the JSON config in `$NAB_CFG`) and prints quantiles of
 //! `score` and `calibrated` after a 1,000-sample warm-up, and how many samples reach 0.5.
 
-use gpuwarden_anomaly::{SeriesConfig, SeriesDetector};
+mod common;
+
+use gpuwarden_anomaly::SeriesDetector;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let cfg: SeriesConfig = match std::env::var("NAB_CFG") {
-        Ok(s) => serde_json::from_str(&s)?,
-        Err(_) => SeriesConfig::default(),
-    };
+    let cfg = common::config_from_env()?;
     let mut d = SeriesDetector::new(cfg)?;
     let mut seed: u64 = 7;
     let mut u = move || {
