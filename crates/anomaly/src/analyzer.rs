@@ -1045,12 +1045,17 @@ impl Analyzer for AnomalyAnalyzer {
                 // past slowdown, and that shows in the first few readings of the climb.
                 let heading_past = g.die_rise.projected() >= slowdown - DIE_PROJECTION_MARGIN_C;
                 if freshness(uuid) == Freshness::Fresh && g.die_rise.acc >= DIE_RISE_C && (near_limit || heading_past) {
-                    let r = &g.die_rise;
-                    rises.push((uuid.clone(), wi, g.node.clone(), (r.acc, r.last_t, r.start_power)));
+                    rises.push((uuid.clone(), wi, g.node.clone(), g.die_rise));
                 }
             }
         }
-        for (uuid, wi, node, (acc, t, p)) in rises {
+        for (uuid, wi, node, rise) in rises {
+            let DieRise {
+                acc,
+                last_t: t,
+                start_power: p,
+                ..
+            } = rise;
             let summary = format!(
                 "{} climbed {acc:.0} °C to {t:.0} while the GPU's power did not rise ({p:.0} W): cooling is not keeping up",
                 DcgmField::GpuTemp.as_str()
