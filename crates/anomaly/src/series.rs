@@ -56,7 +56,7 @@
 //!    (equal-footing choice cost 0.7 points there, the 0.8 margin gains 0.25).
 //!
 //! Memory is fixed at construction (`seasonal_bins` + `weekly_bins` + `short_window` +
-//! 2 × 64 floats + `shape_slots` u16: 6,008 bytes with the defaults); work per sample is constant
+//! 2 × 64 floats + `shape_slots` u16: 5,984 bytes with the defaults); work per sample is constant
 //! (~120–170 ns on the 2-core Xeon dev machine). Non-finite samples are skipped: they get
 //! score 0 with [`ScoreNote::NotFinite`] and do not touch the state.
 //!
@@ -560,9 +560,7 @@ pub struct SeriesDetector {
     long_n: u32,
     rest_peak: f64,
     long_decay: f64,
-    hist: Vec<f64>,
-    hist_total: f64,
-    hist_inc: f64,
+    hist: Calib,
     shape: ShapeMemory,
     slow: f64,
     a_slow: f64,
@@ -600,6 +598,7 @@ impl Calib {
             self.total += self.inc;
             self.inc /= decay;
             if self.inc > 1e200 {
+                // Rescale before overflow; only ratios matter.
                 for h in &mut self.hist {
                     *h /= self.inc;
                 }
@@ -654,9 +653,7 @@ impl SeriesDetector {
             long_n: 0,
             rest_peak: 0.0,
             long_decay: 0.5f64.powf(1.0 / cfg.long_halflife),
-            hist: vec![0.0; HIST_BINS],
-            hist_total: 0.0,
-            hist_inc: 1.0,
+            hist: Calib::new(),
             shape: ShapeMemory::new(cfg.shape_len, cfg.shape_levels, cfg.shape_slots),
             slow: 0.0,
             a_slow: if cfg.slow_halflife > 0.0 {
@@ -681,7 +678,6 @@ impl SeriesDetector {
             + self.daily.memory_bytes()
             + self.weekly.memory_bytes()
             + self.short.capacity() * std::mem::size_of::<f64>()
-            + self.hist.capacity() * std::mem::size_of::<f64>()
             + self.shape.counts.capacity() * std::mem::size_of::<u16>()
     }
 
@@ -785,23 +781,8 @@ impl SeriesDetector {
         let empirical = if self.cfg.empirical {
             // Empirical tail of the short-term surprise among the (decayed) past ones: the
             // current sample counts with half weight so a new maximum gets ~1/(2·N).
-            let pos = (short_mean / HIST_WIDTH).clamp(0.0, (HIST_BINS - 1) as f64);
-            let b = pos as usize;
-            let above: f64 = self.hist[b + 1..].iter().sum::<f64>() + self.hist[b] * (1.0 - (pos - b as f64));
-            let tail = (above + 0.5 * self.hist_inc) / (self.hist_total + self.hist_inc);
-            if self.n > self.cfg.warmup_samples {
-                self.hist[b] += self.hist_inc;
-                self.hist_total += self.hist_inc;
-                self.hist_inc /= self.long_decay;
-                if self.hist_inc > 1e200 {
-                    // Rescale before overflow; only ratios matter.
-                    for h in &mut self.hist {
-                        *h /= self.hist_inc;
-                    }
-                    self.hist_total /= self.hist_inc;
-                    self.hist_inc = 1.0;
-                }
-            }
+            let learn = self.n > self.cfg.warmup_samples;
+            let tail = self.hist.tail(short_mean, learn, self.long_decay);
             Some((-tail.log10() / self.cfg.score_decades).clamp(0.0, 1.0))
         } else {
             None
