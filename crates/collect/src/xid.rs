@@ -60,16 +60,37 @@ impl XidTracker {
     pub fn observe_page(&mut self, page: &ExporterPage) -> Vec<Event> {
         let mut order: Vec<&GpuSamples> = page.rows.iter().collect();
         order.sort_by_key(|r| r.ts_ms);
+        // One map instead of a search per row: a page can list thousands of GPUs.
+        let nodes: std::collections::HashMap<&GpuUuid, &str> =
+            page.gpus.iter().map(|g| (&g.uuid, g.node.as_str())).collect();
         let mut events = Vec::new();
         for row in order {
-            let node = page
-                .gpus
-                .iter()
-                .find(|g| g.uuid == row.gpu)
-                .map_or("", |g| g.node.as_str());
+            let node = nodes.get(&row.gpu).copied().unwrap_or("");
             self.observe(node, row, &mut events);
         }
         events
+    }
+
+    /// As [`observe_page`](Self::observe_page) without changing this tracker: returns the
+    /// events and the page's GPUs' new state, to [`commit`](Self::commit) once the events
+    /// are stored. A page whose write failed then leaves no trace, and its retry reports
+    /// the same XIDs again instead of nothing.
+    pub fn stage_page(&self, page: &ExporterPage) -> (Vec<Event>, XidTracker) {
+        let mut staged = XidTracker {
+            gpus: page
+                .rows
+                .iter()
+                .filter_map(|r| self.gpus.get_key_value(&r.gpu))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+        };
+        let events = staged.observe_page(page);
+        (events, staged)
+    }
+
+    /// Applies state returned by [`stage_page`](Self::stage_page).
+    pub fn commit(&mut self, staged: XidTracker) {
+        self.gpus.extend(staged.gpus);
     }
 
     /// Observes one row of one GPU on `node`, appending any events to `out`.

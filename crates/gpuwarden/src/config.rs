@@ -58,6 +58,16 @@ pub struct ScrapeSection {
     /// Prometheus file_sd JSON files, re-read when they change.
     #[serde(default)]
     pub target_files: Vec<PathBuf>,
+    /// Refuse samples stamped further ahead of this server's clock (default "5m").
+    pub max_clock_ahead: Option<String>,
+    /// Refuse samples older than this (default "24h").
+    pub max_sample_age: Option<String>,
+    /// GPUs (and MIG slices) one target or pushing node may hold (default 256).
+    pub max_gpus_per_target: Option<usize>,
+    /// GPUs one page may add to its target (default 128).
+    pub max_new_gpus_per_page: Option<usize>,
+    /// Distinct field names one GPU may have (default 512).
+    pub max_series_per_gpu: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -95,6 +105,8 @@ pub struct RunConfig {
     pub targets: Vec<String>,
     pub target_files: Vec<PathBuf>,
     pub retention: Duration,
+    /// Admission bounds of every page (time, identities, series).
+    pub ingest_limits: gpuwarden_pipeline::IngestLimits,
     pub simulator: SimulatorSection,
     pub health_rules: gpuwarden_detect::HealthRules,
     pub incidents: gpuwarden_incident::IncidentConfig,
@@ -118,6 +130,39 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9470";
 fn duration(field: &str, s: &str) -> Result<Duration> {
     humantime::parse_duration(s)
         .with_context(|| format!("{field} = \"{s}\" is not a duration (examples: \"5s\", \"1m\", \"7d\")"))
+}
+
+fn millis(field: &str, s: &str) -> Result<i64> {
+    let d = duration(field, s)?;
+    i64::try_from(d.as_millis()).with_context(|| format!("{field} = \"{s}\" is too long"))
+}
+
+/// The `[scrape]` admission bounds, checked (each limit at least 1).
+fn ingest_limits(s: &ScrapeSection) -> Result<gpuwarden_pipeline::IngestLimits> {
+    let mut l = gpuwarden_pipeline::IngestLimits::default();
+    if let Some(v) = s.max_clock_ahead.as_deref() {
+        l.max_clock_ahead_ms = millis("scrape.max_clock_ahead", v)?;
+    }
+    if let Some(v) = s.max_sample_age.as_deref() {
+        l.max_sample_age_ms = millis("scrape.max_sample_age", v)?;
+    }
+    for (name, value, slot) in [
+        ("max_gpus_per_target", s.max_gpus_per_target, &mut l.max_gpus_per_target),
+        (
+            "max_new_gpus_per_page",
+            s.max_new_gpus_per_page,
+            &mut l.max_new_gpus_per_page,
+        ),
+        ("max_series_per_gpu", s.max_series_per_gpu, &mut l.max_series_per_gpu),
+    ] {
+        if let Some(v) = value {
+            if v == 0 {
+                bail!("scrape.{name} = 0 would refuse every GPU; use at least 1");
+            }
+            *slot = v;
+        }
+    }
+    Ok(l)
 }
 
 /// Merges the file with the command line (the command line wins) and validates.
@@ -148,6 +193,7 @@ pub fn build(
         Some(s) => duration("scrape.timeout", s)?,
         None => (interval.mul_f64(0.8)).min(Duration::from_secs(10)),
     };
+    let ingest_limits = ingest_limits(&file.scrape)?;
     let retention = match file.store.retention.as_deref() {
         Some(s) => duration("store.retention", s)?,
         None => Duration::from_secs(7 * 24 * 3600),
@@ -163,6 +209,7 @@ pub fn build(
         targets: file.scrape.targets,
         target_files: file.scrape.target_files,
         retention,
+        ingest_limits,
         simulator: file.simulator,
         health_rules: gpuwarden_detect::HealthRules::with_overrides(file.health)
             .context("the [health] section of the config overrides an unknown or invalid rule setting")?,

@@ -5,7 +5,13 @@
 //!
 //! Analyzers are pure; this stage is the thin layer that gives them data and time and
 //! stores their results. Time is data time (the newest sample's timestamp, moved on by
-//! wall time while no data arrives), so simulations at `--speed` behave like real time.
+//! wall time while no data arrives), so simulations at `--speed` behave like real time —
+//! but never ahead of the receiver's clock (the wall clock, or the simulator's when it
+//! runs faster than real time): one source's claim about the time cannot move it.
+//!
+//! An incident change is visible (API, sinks) only once persisted: when the store
+//! refuses the write, the incident engine is rebuilt from what the store holds (as after
+//! a restart) and the next evaluation tries again.
 
 use crate::live::LiveFleet;
 use gpuwarden_collect::dcgm::ExporterPage;
@@ -63,6 +69,9 @@ pub struct Analysis {
     store: Arc<dyn Store>,
     live: Arc<LiveFleet>,
     clock: Arc<dyn Clock>,
+    /// Upper bound of data time: the receiver's clock.
+    time: Arc<dyn Clock>,
+    incident_config: IncidentConfig,
     data_clock: Mutex<DataClock>,
     analyzers: Mutex<Vec<Box<dyn Analyzer>>>,
     sinks: RwLock<Vec<Arc<dyn IncidentSink>>>,
@@ -84,7 +93,9 @@ impl Analysis {
         let wall = clock.now_ms();
         Ok(Analysis {
             health: Mutex::new(HealthEngine::new(rules, catalog)),
-            incidents: Mutex::new(IncidentEngine::new(incident_config, existing)),
+            incidents: Mutex::new(IncidentEngine::new(incident_config.clone(), existing)),
+            incident_config,
+            time: clock.clone(),
             latest: RwLock::new(Arc::new(Evaluation::default())),
             store,
             live,
@@ -146,6 +157,13 @@ impl Analysis {
         Ok(out)
     }
 
+    /// Bounds data time by this clock instead of the wall clock: the simulated clock of
+    /// a simulator running faster than real time.
+    pub fn with_time_source(mut self, time: Arc<dyn Clock>) -> Self {
+        self.time = time;
+        self
+    }
+
     /// A number that changes after every evaluation and incident action.
     pub fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
@@ -195,13 +213,26 @@ impl Analysis {
         }
     }
 
-    /// "Now" in data time.
+    /// "Now" in data time, never ahead of the receiver's clock.
     pub fn now_ms(&self) -> TimestampMs {
         let c = self.data_clock.lock();
+        let limit = self.time.now_ms();
         if c.data_ms == 0 {
-            return self.clock.now_ms();
+            return self.clock.now_ms().min(limit);
         }
-        c.data_ms + (self.clock.now_ms() - c.wall_at_data_ms).max(0)
+        c.data_ms
+            .saturating_add((self.clock.now_ms() - c.wall_at_data_ms).max(0))
+            .min(limit)
+    }
+
+    /// Puts the incident engine back to what the store holds, after a failed persist:
+    /// the change that could not be saved is neither shown nor notified, and the next
+    /// evaluation derives it again.
+    fn reload_incidents(&self, engine: &mut IncidentEngine) {
+        match self.store.incidents() {
+            Ok(existing) => *engine = IncidentEngine::new(self.incident_config.clone(), existing),
+            Err(e) => tracing::error!("reloading incidents after a failed write: {e}"),
+        }
     }
 
     /// Evaluates the fleet, updates incidents and persists changes. Blocking (store I/O).
@@ -216,19 +247,27 @@ impl Analysis {
         for a in self.analyzers.lock().iter_mut() {
             evaluation.findings.extend(a.evaluate(now, &freshness));
         }
-        // Right after a restart the GPUs known from the store have sent nothing yet: their
-        // incidents wait for data instead of resolving for want of findings.
+        // Targets whose GPUs all vanished, or whose pages are being refused.
+        evaluation
+            .findings
+            .extend(crate::targets::findings(&self.live, now, wall));
+        // An incident resolves only on fresh data about its own GPU (or, for a node, one
+        // of its GPUs): a GPU that went stale, or that has sent nothing since a restart, is
+        // neither present nor absent, so its incidents are held, not auto-resolved.
+        let fresh_nodes = live.nodes_with_fresh_gpus(wall);
         let unknown = |inc: &Incident| match &inc.gpu {
-            Some(gpu) => !live.scraped_since_start(gpu),
-            None => !live.node_scraped_since_start(&inc.node),
+            Some(gpu) => live.freshness(gpu, wall) != gpuwarden_model::Freshness::Fresh,
+            None => !fresh_nodes.contains(&inc.node),
         };
-        let changes = self
-            .incidents
-            .lock()
-            .apply_changes_holding(now, &evaluation.findings, &unknown);
+        let mut engine = self.incidents.lock();
+        let changes = engine.apply_changes_holding(now, &evaluation.findings, &unknown);
         if !changes.is_empty() {
             let changed: Vec<Incident> = changes.iter().map(|c| c.incident.clone()).collect();
-            self.store.upsert_incidents(&changed)?;
+            if let Err(e) = self.store.upsert_incidents(&changed) {
+                self.reload_incidents(&mut engine);
+                return Err(e);
+            }
+            drop(engine);
             // Only after they are persisted: a notification never announces an incident
             // that a crash could make disappear.
             let notable: Vec<IncidentChange> = changes.into_iter().filter(|c| c.is_notable()).collect();
@@ -237,6 +276,8 @@ impl Analysis {
                     sink.incidents_changed(&notable);
                 }
             }
+        } else {
+            drop(engine);
         }
         let rows: Vec<GpuSamples> = evaluation
             .gpus
@@ -276,8 +317,13 @@ impl Analysis {
     /// Acknowledges an incident and persists it.
     pub fn acknowledge(&self, id: &str, actor: &str, comment: Option<&str>) -> Result<Incident, AnalysisError> {
         let now = self.now_ms();
-        let incident = self.incidents.lock().acknowledge(id, actor, comment, now)?;
-        self.store.upsert_incidents(std::slice::from_ref(&incident))?;
+        let mut engine = self.incidents.lock();
+        let incident = engine.acknowledge(id, actor, comment, now)?;
+        if let Err(e) = self.store.upsert_incidents(std::slice::from_ref(&incident)) {
+            self.reload_incidents(&mut engine);
+            return Err(e.into());
+        }
+        drop(engine);
         self.notify_manual(&incident, ChangeKind::Acknowledged);
         Ok(incident)
     }
@@ -285,8 +331,13 @@ impl Analysis {
     /// Resolves an incident by hand and persists it.
     pub fn resolve(&self, id: &str, actor: &str, comment: Option<&str>) -> Result<Incident, AnalysisError> {
         let now = self.now_ms();
-        let incident = self.incidents.lock().resolve(id, actor, comment, now)?;
-        self.store.upsert_incidents(std::slice::from_ref(&incident))?;
+        let mut engine = self.incidents.lock();
+        let incident = engine.resolve(id, actor, comment, now)?;
+        if let Err(e) = self.store.upsert_incidents(std::slice::from_ref(&incident)) {
+            self.reload_incidents(&mut engine);
+            return Err(e.into());
+        }
+        drop(engine);
         self.notify_manual(&incident, ChangeKind::Resolved);
         Ok(incident)
     }

@@ -1,14 +1,18 @@
-//! Applies scrape outcomes: writes samples, identities and events to the store, turns
-//! the last-XID gauge into XID events, and updates the live view.
+//! Applies scrape outcomes: admits each page (time bounds, identity and series limits),
+//! turns the last-XID gauge into XID events, writes samples, identities and events to
+//! the store, and only then updates the live view and feeds the analyzers.
 //!
-//! Order matters for "nothing lost": samples go to the store first and only then into
-//! the live view, so anything the API shows as ingested has been acknowledged by the
-//! store. A store write that fails is counted and logged, and the scrape's GPUs are still
-//! shown (their data is in the live view) — the failure is visible on `/metrics`.
+//! Order matters for "nothing lost, nothing half-applied": a page is admitted, then
+//! written, and only a page the store acknowledged changes anything else — the live
+//! view, the XID tracker's memory, the analyzers. A page whose write failed leaves no
+//! trace but the error (counted on `/metrics`, logged, returned so a pusher retries): its
+//! GPUs keep their previous data and go stale, shown `unknown`, never healthy on data
+//! that was not stored.
 
+use crate::admission::IngestLimits;
 use crate::analyze::Analysis;
 use crate::live::LiveFleet;
-use crate::metrics::{KindLabel, PipelineMetrics, TargetLabel};
+use crate::metrics::{KindLabel, PipelineMetrics, RefusalLabel, TargetLabel};
 use gpuwarden_collect::dcgm::ExporterPage;
 use gpuwarden_collect::scrape::ScrapeOutcome;
 use gpuwarden_collect::xid::XidTracker;
@@ -32,6 +36,10 @@ pub struct Ingestor {
     metrics: PipelineMetrics,
     xid: Mutex<XidTracker>,
     clock: Arc<dyn Clock>,
+    /// The receiver's clock that sample timestamps are bounded by: the wall clock, or
+    /// the simulator's when it runs faster than real time.
+    time: Arc<dyn Clock>,
+    limits: IngestLimits,
     analysis: Option<Arc<Analysis>>,
 }
 
@@ -42,9 +50,24 @@ impl Ingestor {
             live,
             metrics,
             xid: Mutex::new(XidTracker::default()),
+            time: clock.clone(),
             clock,
+            limits: IngestLimits::default(),
             analysis: None,
         }
+    }
+
+    /// Bounds pages by these limits instead of the defaults.
+    pub fn with_limits(mut self, limits: IngestLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Bounds sample timestamps by this clock instead of the wall clock: the simulated
+    /// clock of a simulator running faster than real time.
+    pub fn with_time_source(mut self, time: Arc<dyn Clock>) -> Self {
+        self.time = time;
+        self
     }
 
     /// Also feeds every page and its events to the analysis stage.
@@ -78,76 +101,78 @@ impl Ingestor {
         }
     }
 
-    /// Ingests one parsed page from `target`, scraped at wall time `wall_ms`.
+    /// Ingests one parsed page from `target`, scraped (or received) at wall time
+    /// `wall_ms`. The page is admitted (refusals counted against the target), written as
+    /// one store write, and only once stored applied to the live view, the XID memory
+    /// and the analyzers. On a store error nothing but the error counter changed.
     pub fn ingest_page(&self, target: &str, wall_ms: i64, page: &ExporterPage) -> Result<IngestReport, StoreError> {
-        let mut report = IngestReport::default();
-        let mut events = self.xid.lock().observe_page(page);
-
-        let result = (|| {
-            if !page.gpus.is_empty() {
-                let seen = page.rows.iter().map(|r| r.ts_ms).max().unwrap_or(wall_ms);
-                self.store.upsert_gpus(&page.gpus, seen)?;
+        let admitted = self.live.admit(target, page, self.time.now_ms(), &self.limits);
+        if !admitted.refused.is_empty() {
+            for (why, n) in &admitted.refused.counts {
+                self.metrics
+                    .samples_refused
+                    .get_or_create(&RefusalLabel {
+                        target: target.to_string(),
+                        reason: why.as_str().to_string(),
+                    })
+                    .inc_by(*n);
             }
-            self.store.append_samples(&page.rows)?;
-            Ok::<(), StoreError>(())
-        })();
-        if let Err(e) = &result {
-            self.metrics.store_write_errors.inc();
-            tracing::error!("writing scrape of {target} to the store: {e}");
-        } else {
-            report.samples = page.rows.iter().map(|r| r.values.len()).sum();
-            self.metrics.samples_ingested.inc_by(report.samples as u64);
+            for reason in &admitted.refused.reasons {
+                tracing::warn!(target = %target, "{reason}");
+            }
+            self.live.record_refused(target, &admitted.refused, wall_ms);
+        }
+        let page: &ExporterPage = &admitted.page;
+
+        let (mut events, staged_xid) = self.xid.lock().stage_page(page);
+        let change = self.live.presence_preview(target, &page.gpus);
+        let event_ts = page.rows.iter().map(|r| r.ts_ms).max().unwrap_or(wall_ms);
+        for (list, kind) in [
+            (&change.disappeared, EventKind::GpuDisappeared),
+            (&change.appeared, EventKind::GpuAppeared),
+        ] {
+            events.extend(list.iter().map(|g| Event {
+                gpu: g.uuid.clone(),
+                node: g.node.clone(),
+                ts_ms: event_ts,
+                kind: kind.clone(),
+            }));
         }
 
-        let change = self.live.apply_scrape(
+        let write = PageWrite {
+            rows: &page.rows,
+            events: &events,
+            gpus: &page.gpus,
+            seen_ms: event_ts,
+        };
+        if let Err(e) = append_page(self.store.as_ref(), &write) {
+            self.metrics.store_write_errors.inc();
+            tracing::error!("writing the page of {target} to the store: {e}");
+            return Err(e);
+        }
+        self.xid.lock().commit(staged_xid);
+        let samples = page.rows.iter().map(|r| r.values.len()).sum();
+        self.metrics.samples_ingested.inc_by(samples as u64);
+        for e in &events {
+            self.metrics
+                .events_ingested
+                .get_or_create(&KindLabel {
+                    kind: event_kind_name(&e.kind).to_string(),
+                })
+                .inc();
+        }
+        self.live.apply_scrape(
             target,
             wall_ms,
             &page.gpus,
             page.rows.iter().map(|r| (&r.gpu, r.ts_ms, &r.values[..])),
         );
-        let event_ts = page.rows.iter().map(|r| r.ts_ms).max().unwrap_or(wall_ms);
-        for gone in change.disappeared {
-            events.push(Event {
-                gpu: gone.uuid.clone(),
-                node: gone.node.clone(),
-                ts_ms: event_ts,
-                kind: EventKind::GpuDisappeared,
-            });
-        }
-        for new in change.appeared {
-            events.push(Event {
-                gpu: new.uuid.clone(),
-                node: new.node.clone(),
-                ts_ms: event_ts,
-                kind: EventKind::GpuAppeared,
-            });
-        }
-        if !events.is_empty() {
-            match self.store.append_events(&events) {
-                Ok(()) => {
-                    for e in &events {
-                        self.metrics
-                            .events_ingested
-                            .get_or_create(&KindLabel {
-                                kind: event_kind_name(&e.kind).to_string(),
-                            })
-                            .inc();
-                    }
-                }
-                Err(e) => {
-                    self.metrics.store_write_errors.inc();
-                    tracing::error!("writing events of {target} to the store: {e}");
-                }
-            }
-        }
         if let Some(analysis) = &self.analysis {
             analysis.observe(page, &events);
         }
-        report.events = events;
-        let (gpus, stale) = self.live.counts(self.clock.now_ms());
-        self.metrics.gpus.set(gpus as i64);
-        self.metrics.gpus_stale.set(stale as i64);
-        result.map(|_| report)
+        // The GPU gauges are refreshed when /metrics is read (`refresh_gauges`): counting
+        // the fleet on every page would make a round of pages quadratic in fleet size.
+        Ok(IngestReport { samples, events })
     }
 
     /// Consumes outcomes until the channel closes.
@@ -190,6 +215,25 @@ impl Ingestor {
             self.metrics.store_bytes.set(stats.bytes_on_disk);
         }
     }
+}
+
+// TEMP until the store's atomic append_page lands.
+struct PageWrite<'a> {
+    rows: &'a [gpuwarden_model::GpuSamples],
+    events: &'a [Event],
+    gpus: &'a [gpuwarden_model::GpuIdentity],
+    seen_ms: i64,
+}
+
+fn append_page(store: &dyn Store, w: &PageWrite<'_>) -> Result<(), StoreError> {
+    if !w.gpus.is_empty() {
+        store.upsert_gpus(w.gpus, w.seen_ms)?;
+    }
+    store.append_samples(w.rows)?;
+    if !w.events.is_empty() {
+        store.append_events(w.events)?;
+    }
+    Ok(())
 }
 
 /// Short name of an event kind, for metric labels.

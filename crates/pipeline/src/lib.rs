@@ -6,12 +6,15 @@
 //! are fresh and which are stale. Staleness lives here, at the one place that sees every
 //! scrape, so no later stage can mistake missing data for healthy data.
 
+pub mod admission;
 pub mod analyze;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
+pub mod targets;
 
+pub use admission::{IngestLimits, Refusal};
 pub use analyze::{Analysis, AnalysisError, IncidentSink, Restored};
 pub use ingest::Ingestor;
-pub use live::{GpuView, LiveFleet, Staleness};
+pub use live::{GpuView, LiveFleet, Staleness, TargetIngestState};
 pub use metrics::PipelineMetrics;

@@ -5,10 +5,12 @@
 //! has not been scraped successfully for longer than `stale_after`. Readers must treat a
 //! stale GPU as `unknown`, never as healthy.
 
+use crate::admission::{self, Admitted, IngestLimits, Refusal, Refused};
+use gpuwarden_collect::dcgm::ExporterPage;
 use gpuwarden_model::{FieldName, Freshness, GpuIdentity, GpuUuid, TimestampMs};
 use parking_lot::RwLock;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Why a GPU is stale (the model's [`Freshness`]; `Staleness` is kept as the
 /// pipeline's name for it).
@@ -33,13 +35,61 @@ struct LiveGpu {
     target: String,
     last_seen_ms: TimestampMs,
     present_in_last_scrape: bool,
+    /// Absent because its whole target's GPUs vanished at once (a target-level
+    /// condition, shown as `TargetDown`), not because this GPU fell off the bus.
+    vanished_with_target: bool,
+    /// Latest value per field, sorted by field (binary search keeps a page with many
+    /// names linear-logarithmic instead of quadratic).
     latest: Vec<(FieldName, f64)>,
+}
+
+impl LiveGpu {
+    fn set(&mut self, field: &FieldName, value: f64) {
+        match self.latest.binary_search_by(|(f, _)| f.cmp(field)) {
+            Ok(i) => self.latest[i].1 = value,
+            Err(i) => self.latest.insert(i, (field.clone(), value)),
+        }
+    }
 }
 
 #[derive(Default)]
 struct TargetFreshness {
     up: bool,
     last_success_wall_ms: Option<TimestampMs>,
+    /// GPUs the live view holds for this target (present or vanished).
+    gpus: HashSet<GpuUuid>,
+    /// Every GPU the target had vanished from its last page at once.
+    gpus_vanished: Option<VanishedTarget>,
+    /// Samples refused from this target so far, by reason.
+    refused_total: BTreeMap<Refusal, u64>,
+    /// Why the last page with refusals refused them, and when (wall time).
+    last_refusal: Option<(TimestampMs, Vec<String>)>,
+}
+
+/// A target whose GPUs all vanished from its page at once.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VanishedTarget {
+    pub since_wall_ms: TimestampMs,
+    pub gpus: usize,
+    /// The node of those GPUs (from their identity).
+    pub node: String,
+}
+
+/// What the pipeline knows about one source of pages beyond its scrape state:
+/// refusals and limits (for `/api/v1/targets` and target-level findings).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TargetIngestState {
+    pub target: String,
+    /// GPUs held for the target (present or vanished).
+    pub gpus: usize,
+    /// Samples refused so far, by reason (`too_far_ahead`, `too_old`, `gpu_limit`,
+    /// `series_limit`, `impossible_value`).
+    pub refused: BTreeMap<&'static str, u64>,
+    /// Why the newest page with refusals refused them.
+    pub last_refusal_reasons: Vec<String>,
+    pub last_refusal_ms: Option<TimestampMs>,
+    /// Set while every GPU of the target is missing from its pages.
+    pub gpus_vanished: Option<VanishedTarget>,
 }
 
 #[derive(Default)]
@@ -61,6 +111,9 @@ pub struct LiveFleet {
 pub struct PresenceChange {
     pub appeared: Vec<GpuIdentity>,
     pub disappeared: Vec<GpuIdentity>,
+    /// Non-zero when every GPU of the target vanished at once (how many): a
+    /// target-level condition; those GPUs are not in `disappeared`.
+    pub target_vanished: usize,
 }
 
 impl LiveFleet {
@@ -96,14 +149,93 @@ impl LiveFleet {
                 target: String::new(),
                 last_seen_ms,
                 present_in_last_scrape: false,
+                vanished_with_target: false,
                 latest: Vec::new(),
             });
         }
     }
 
+    /// Applies the admission bounds to a page of `target` (see [`admission`]) against
+    /// what the live view holds for the target now.
+    pub fn admit<'a>(
+        &self,
+        target: &str,
+        page: &'a ExporterPage,
+        now_ms: TimestampMs,
+        limits: &IngestLimits,
+    ) -> Admitted<'a> {
+        let inner = self.inner.read();
+        let t = inner.targets.get(target);
+        let held = t.map_or(0, |t| t.gpus.len());
+        let known = |g: &GpuUuid| t.is_some_and(|t| t.gpus.contains(g));
+        let series = |g: &GpuUuid| {
+            inner
+                .gpus
+                .get(g)
+                .map(|g| g.latest.iter().map(|(f, _)| f.clone()).collect::<HashSet<_>>())
+        };
+        admission::admit(page, now_ms, limits, held, &known, &series)
+    }
+
+    /// Counts a page's refusals against its target.
+    pub fn record_refused(&self, target: &str, refused: &Refused, wall_ms: TimestampMs) {
+        if refused.is_empty() {
+            return;
+        }
+        let mut inner = self.inner.write();
+        let t = inner.targets.entry(target.to_string()).or_default();
+        for (why, n) in &refused.counts {
+            *t.refused_total.entry(*why).or_default() += n;
+        }
+        t.last_refusal = Some((wall_ms, refused.reasons.clone()));
+    }
+
+    /// Who would appear and disappear if `gpus` were the target's page now (read-only;
+    /// [`apply_scrape`](Self::apply_scrape) returns the same for the same state).
+    pub fn presence_preview(&self, target: &str, gpus: &[GpuIdentity]) -> PresenceChange {
+        let inner = self.inner.read();
+        Self::presence(&inner, target, gpus)
+    }
+
+    fn presence(inner: &Inner, target: &str, gpus: &[GpuIdentity]) -> PresenceChange {
+        let mut change = PresenceChange::default();
+        let present: HashSet<&GpuUuid> = gpus.iter().map(|g| &g.uuid).collect();
+        for identity in gpus {
+            match inner.gpus.get(&identity.uuid) {
+                Some(g) if g.present_in_last_scrape => {}
+                _ => change.appeared.push(identity.clone()),
+            }
+        }
+        if let Some(t) = inner.targets.get(target) {
+            let was: Vec<&LiveGpu> = t
+                .gpus
+                .iter()
+                .filter_map(|u| inner.gpus.get(u))
+                .filter(|g| g.target == target && g.present_in_last_scrape)
+                .collect();
+            let gone: Vec<&LiveGpu> = was
+                .iter()
+                .copied()
+                .filter(|g| !present.contains(&g.identity.uuid))
+                .collect();
+            // Every GPU at once (and more than one): the exporter lost its GPUs (DCGM or
+            // driver down, node rebooting) — one target-level condition, not N GPUs
+            // falling off the bus.
+            if gone.len() >= 2 && gone.len() == was.len() {
+                change.target_vanished = gone.len();
+            } else {
+                change.disappeared = gone.into_iter().map(|g| g.identity.clone()).collect();
+            }
+        }
+        change.disappeared.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+        change
+    }
+
     /// Applies a successful scrape of `target`: the GPUs in `gpus` are present with
     /// these latest rows; GPUs previously seen on this target and absent now become
-    /// stale. Returns who appeared and disappeared.
+    /// stale. Returns who appeared and disappeared. When every GPU of the target
+    /// vanished at once, none is reported as disappeared: the target is flagged
+    /// ([`TargetIngestState::gpus_vanished`]) and its GPUs are `TargetDown`.
     pub fn apply_scrape<'a>(
         &self,
         target: &str,
@@ -113,26 +245,48 @@ impl LiveFleet {
     ) -> PresenceChange {
         let mut inner = self.inner.write();
         self.bump();
+        let change = Self::presence(&inner, target, gpus);
+        let inner = &mut *inner;
         let t = inner.targets.entry(target.to_string()).or_default();
         t.up = true;
         t.last_success_wall_ms = Some(wall_ms);
-        let mut change = PresenceChange::default();
-        let mut present: HashMap<&GpuUuid, ()> = HashMap::with_capacity(gpus.len());
+        let present: HashSet<&GpuUuid> = gpus.iter().map(|g| &g.uuid).collect();
+        // GPUs of this target absent from the page.
+        let vanish_all = change.target_vanished > 0;
+        let mut node = None;
+        for uuid in &t.gpus {
+            if present.contains(uuid) {
+                continue;
+            }
+            if let Some(g) = inner.gpus.get_mut(uuid) {
+                if g.target == target && g.present_in_last_scrape {
+                    g.present_in_last_scrape = false;
+                    g.vanished_with_target = vanish_all;
+                    node.get_or_insert_with(|| g.identity.node.clone());
+                }
+            }
+        }
+        if vanish_all {
+            t.gpus_vanished = Some(VanishedTarget {
+                since_wall_ms: wall_ms,
+                gpus: change.target_vanished,
+                node: node.unwrap_or_default(),
+            });
+        } else if !gpus.is_empty() {
+            t.gpus_vanished = None;
+        }
         for identity in gpus {
-            present.insert(&identity.uuid, ());
+            t.gpus.insert(identity.uuid.clone());
             match inner.gpus.get_mut(&identity.uuid) {
                 Some(g) => {
-                    if !g.present_in_last_scrape {
-                        change.appeared.push(identity.clone());
-                    }
                     g.present_in_last_scrape = true;
+                    g.vanished_with_target = false;
                     g.target = target.to_string();
                     if g.identity != *identity {
                         g.identity = identity.clone();
                     }
                 }
                 None => {
-                    change.appeared.push(identity.clone());
                     inner.gpus.insert(
                         identity.uuid.clone(),
                         LiveGpu {
@@ -140,6 +294,7 @@ impl LiveFleet {
                             target: target.to_string(),
                             last_seen_ms: wall_ms,
                             present_in_last_scrape: true,
+                            vanished_with_target: false,
                             latest: Vec::new(),
                         },
                     );
@@ -150,20 +305,41 @@ impl LiveFleet {
             if let Some(g) = inner.gpus.get_mut(uuid) {
                 g.last_seen_ms = g.last_seen_ms.max(ts);
                 for (field, value) in values {
-                    match g.latest.iter_mut().find(|(f, _)| f == field) {
-                        Some(slot) => slot.1 = *value,
-                        None => g.latest.push((field.clone(), *value)),
-                    }
+                    g.set(field, *value);
                 }
             }
         }
-        for g in inner.gpus.values_mut() {
-            if g.target == target && g.present_in_last_scrape && !present.contains_key(&g.identity.uuid) {
-                g.present_in_last_scrape = false;
-                change.disappeared.push(g.identity.clone());
-            }
-        }
         change
+    }
+
+    /// Every target's ingest state (refusals, limits, vanished GPUs), sorted by target.
+    pub fn target_ingest_states(&self) -> Vec<TargetIngestState> {
+        let inner = self.inner.read();
+        let mut out: Vec<TargetIngestState> = inner
+            .targets
+            .iter()
+            .map(|(name, t)| TargetIngestState {
+                target: name.clone(),
+                gpus: t.gpus.len(),
+                refused: t.refused_total.iter().map(|(k, v)| (k.as_str(), *v)).collect(),
+                last_refusal_reasons: t.last_refusal.as_ref().map(|(_, r)| r.clone()).unwrap_or_default(),
+                last_refusal_ms: t.last_refusal.as_ref().map(|(ms, _)| *ms),
+                gpus_vanished: t.gpus_vanished.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.target.cmp(&b.target));
+        out
+    }
+
+    /// Nodes with at least one fresh GPU now.
+    pub fn nodes_with_fresh_gpus(&self, now_wall_ms: TimestampMs) -> HashSet<String> {
+        let inner = self.inner.read();
+        inner
+            .gpus
+            .values()
+            .filter(|g| self.staleness(&inner, g, now_wall_ms) == Staleness::Fresh)
+            .map(|g| g.identity.node.clone())
+            .collect()
     }
 
     /// Records a failed scrape of `target`: all its GPUs become stale.
@@ -180,7 +356,11 @@ impl LiveFleet {
             return Staleness::TooOld;
         }
         if !g.present_in_last_scrape {
-            return Staleness::MissingFromScrape;
+            return if g.vanished_with_target {
+                Staleness::TargetDown
+            } else {
+                Staleness::MissingFromScrape
+            };
         }
         let Some(t) = inner.targets.get(&g.target) else {
             return Staleness::MissingFromScrape;

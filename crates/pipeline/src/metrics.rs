@@ -17,6 +17,12 @@ pub struct TargetLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabel {
+    pub target: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: String,
 }
@@ -35,6 +41,8 @@ pub struct PipelineMetrics {
     pub scrape_duration: Family<TargetLabel, Histogram, fn() -> Histogram>,
     pub target_up: Family<TargetLabel, Gauge>,
     pub store_write_errors: Counter,
+    /// Samples refused at admission, per target and reason.
+    pub samples_refused: Family<RefusalLabel, Counter>,
     pub gpus: Gauge,
     pub gpus_stale: Gauge,
     pub store_bytes: Gauge<u64, AtomicU64>,
@@ -50,6 +58,7 @@ impl Default for PipelineMetrics {
             scrape_duration: Family::new_with_constructor(scrape_duration_histogram),
             target_up: Family::default(),
             store_write_errors: Counter::default(),
+            samples_refused: Family::default(),
             gpus: Gauge::default(),
             gpus_stale: Gauge::default(),
             store_bytes: Gauge::default(),
@@ -91,6 +100,11 @@ impl PipelineMetrics {
             "store_write_errors",
             "Writes to the store that failed (data was not acknowledged)",
             self.store_write_errors.clone(),
+        );
+        r.register(
+            "samples_refused",
+            "Samples refused at admission (timestamp out of bounds, GPU or series limit, impossible value), per target and reason",
+            self.samples_refused.clone(),
         );
         r.register("gpus", "GPUs known to the live view", self.gpus.clone());
         r.register(

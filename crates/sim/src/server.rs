@@ -162,6 +162,14 @@ impl std::fmt::Debug for SimHandle {
     }
 }
 
+/// The simulated clock: what "now" is for the simulated fleet. A receiver bounds sample
+/// timestamps by it when the simulator runs faster than real time.
+impl Clock for SimHandle {
+    fn now_ms(&self) -> TimestampMs {
+        self.inner.sim_now()
+    }
+}
+
 impl SimHandle {
     /// `(node name, http://HOST:PORT/metrics)` of every node.
     pub fn targets(&self) -> Vec<(String, String)> {

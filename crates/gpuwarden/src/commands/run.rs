@@ -79,10 +79,21 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     let metrics = PipelineMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
-    let super::stage::Stage { analysis, notifier } =
-        super::stage::build(&cfg, store.clone(), live.clone(), clock.clone(), &mut registry)?;
-    let ingestor =
-        Arc::new(Ingestor::new(store.clone(), live.clone(), metrics, clock.clone()).with_analysis(analysis.clone()));
+    let time = super::stage::time_source(&clock, sim_handle.as_ref());
+    let super::stage::Stage { analysis, notifier } = super::stage::build(
+        &cfg,
+        store.clone(),
+        live.clone(),
+        clock.clone(),
+        time.clone(),
+        &mut registry,
+    )?;
+    let ingestor = Arc::new(
+        Ingestor::new(store.clone(), live.clone(), metrics, clock.clone())
+            .with_limits(cfg.ingest_limits)
+            .with_time_source(time)
+            .with_analysis(analysis.clone()),
+    );
     let xid_state_path = cfg.data_dir.join("xid-tracker.json");
     ingestor.load_xid_state(&xid_state_path);
 

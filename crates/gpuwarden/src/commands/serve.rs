@@ -78,10 +78,19 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
     metrics.register(&mut registry);
     let ingest_metrics = IngestMetrics::default();
     ingest_metrics.register(&mut registry);
-    let super::stage::Stage { analysis, notifier } =
-        super::stage::build(&cfg, store.clone(), live.clone(), clock.clone(), &mut registry)?;
-    let ingestor =
-        Arc::new(Ingestor::new(store.clone(), live.clone(), metrics, clock.clone()).with_analysis(analysis.clone()));
+    let super::stage::Stage { analysis, notifier } = super::stage::build(
+        &cfg,
+        store.clone(),
+        live.clone(),
+        clock.clone(),
+        clock.clone(),
+        &mut registry,
+    )?;
+    let ingestor = Arc::new(
+        Ingestor::new(store.clone(), live.clone(), metrics, clock.clone())
+            .with_limits(cfg.ingest_limits)
+            .with_analysis(analysis.clone()),
+    );
     let xid_state_path = cfg.data_dir.join("xid-tracker.json");
     ingestor.load_xid_state(&xid_state_path);
     let ledger_path = cfg.data_dir.join("ingest-batches.log");

@@ -63,13 +63,24 @@ pub fn scraper(cfg: &RunConfig, static_targets: Vec<TargetSpec>, clock: Arc<dyn 
     Scraper::new(config, sources, clock)
 }
 
+/// The receiver's clock that sample timestamps and data time are bounded by: the wall
+/// clock, or — when `run` drives the simulator faster than real time — the simulator's
+/// clock (an explicit simulated-clock mode; the bounds stay on).
+pub fn time_source(clock: &Arc<dyn Clock>, sim: Option<&gpuwarden_sim::SimHandle>) -> Arc<dyn Clock> {
+    match sim {
+        Some(h) => Arc::new(h.clone()),
+        None => clock.clone(),
+    }
+}
+
 /// The analysis stage and its notifier, registered in `registry`.
 pub struct Stage {
     pub analysis: Arc<Analysis>,
     pub notifier: Arc<gpuwarden_notify::Notifier>,
 }
 
-/// Builds the analysis stage: health engine + incidents (loaded from the store), the
+/// Builds the analysis stage (`time`: the receiver's clock that bounds data time, see
+/// [`time_source`]): health engine + incidents (loaded from the store), the
 /// anomaly and security analyzers, derived health metrics, and the notifier whose outbox
 /// lives in the data directory (what was not delivered before a restart is delivered
 /// after it).
@@ -78,6 +89,7 @@ pub fn build(
     store: Arc<dyn Store>,
     live: Arc<LiveFleet>,
     clock: Arc<dyn Clock>,
+    time: Arc<dyn Clock>,
     registry: &mut Registry,
 ) -> Result<Stage> {
     let analysis = Arc::new(
@@ -89,7 +101,8 @@ pub fn build(
             XidCatalog::builtin(),
             cfg.incidents.clone(),
         )
-        .context("loading incidents from the store")?,
+        .context("loading incidents from the store")?
+        .with_time_source(time),
     );
     // What the health engine knew before a restart (counter baselines, XID episodes of
     // the repeat window) comes back from the store.
