@@ -272,7 +272,7 @@ mod tests {
             summary: Default::default(),
         };
         for u in gpus {
-            let uuid = GpuUuid::new(*u);
+            let uuid = GpuUuid::new(u);
             p.gpus.push(GpuIdentity::new(uuid.clone(), "n1"));
             let mut row = GpuSamples::new(uuid, ts);
             row.values.push((FieldName::Dcgm(DcgmField::GpuTemp), 40.0));

@@ -67,6 +67,12 @@ pub struct TargetList {
     /// last_duration_ms, last_error, last_samples, scrapes_total, errors_total.
     #[schema(value_type = Vec<Object>)]
     targets: Vec<gpuwarden_collect::scrape::TargetState>,
+    /// Per-source admission state, for every source of pages (scrape targets, pushing
+    /// agents `agent://NODE/SOURCE`, remote_write senders): target, gpus held, refused
+    /// samples by reason (too_far_ahead, too_old, gpu_limit, series_limit,
+    /// impossible_value), last_refusal_reasons, last_refusal_ms, gpus_vanished.
+    #[schema(value_type = Vec<Object>)]
+    ingest: Vec<gpuwarden_pipeline::TargetIngestState>,
 }
 
 /// Scrape targets and their state.
@@ -74,6 +80,7 @@ pub struct TargetList {
 pub async fn targets(State(state): State<AppState>) -> Json<TargetList> {
     Json(TargetList {
         targets: state.targets.snapshot(),
+        ingest: state.live.target_ingest_states(),
     })
 }
 
