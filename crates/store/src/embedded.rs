@@ -248,7 +248,9 @@ fn note_write(health: &Mutex<WriteHealth>, result: &Result<(), StoreError>) {
                     failed_writes: 1,
                 },
                 WriteHealth::Failing {
-                    since_ms, failed_writes, ..
+                    since_ms,
+                    failed_writes,
+                    ..
                 } => WriteHealth::Failing {
                     since_ms: *since_ms,
                     error: e.to_string(),

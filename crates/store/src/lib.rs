@@ -15,7 +15,6 @@ pub mod testing;
 
 pub use error::StoreError;
 
-
 use gpuwarden_model::{Event, FieldName, GpuIdentity, GpuSamples, GpuUuid, Incident, TimestampMs};
 use serde::{Deserialize, Serialize};
 

@@ -196,7 +196,11 @@ fn wal_one_flipped_byte_costs_only_its_record() {
             (records, kept),
             "flip at byte {at}: counters"
         );
-        assert_eq!(files_ending(dir.path(), ".corrupt").len() as u64, kept, "flip at {at}: evidence kept");
+        assert_eq!(
+            files_ending(dir.path(), ".corrupt").len() as u64,
+            kept,
+            "flip at {at}: evidence kept"
+        );
         if !torn {
             assert!(st.damaged_bytes_skipped > 0, "flip at {at}: bytes counted");
         }
@@ -282,10 +286,18 @@ fn flip_incident_log(base: &Path) {
             (records, kept),
             "flip at byte {at}: counters"
         );
-        assert_eq!(files_ending(dir.path(), ".corrupt").len() as u64, kept, "flip at {at}: evidence kept");
+        assert_eq!(
+            files_ending(dir.path(), ".corrupt").len() as u64,
+            kept,
+            "flip at {at}: evidence kept"
+        );
         drop(s);
         let s = open(dir.path());
-        assert_eq!(s.incidents().expect("incidents").len(), got.len(), "flip at {at}: second open");
+        assert_eq!(
+            s.incidents().expect("incidents").len(),
+            got.len(),
+            "flip at {at}: second open"
+        );
         assert_eq!(s.stats().expect("stats").damaged_records_skipped, 0);
     }
 }

@@ -202,10 +202,7 @@ impl IncidentLog {
             tracing::error!(path = %self.path.display(), error = %e, "incident log write failed; the upsert is refused and the next one retries");
             // Cut the partial record off now; if that fails too, the next upsert does.
             let len = inner.len;
-            let cut = inner
-                .file
-                .as_ref()
-                .is_some_and(|f| f.set_len(len).and_then(|()| f.sync_all()).is_ok());
+            let cut = inner.file.as_mut().is_some_and(|f| cut_to(f, len).is_ok());
             inner.dirty = !cut;
             return Err(StoreError::Io {
                 path: self.path.clone(),
@@ -316,9 +313,9 @@ impl IncidentLog {
             inner.dirty = true;
         }
         if inner.dirty {
-            if let Some(f) = &inner.file {
-                f.set_len(inner.len)?;
-                f.sync_all()?;
+            let len = inner.len;
+            if let Some(f) = inner.file.as_mut() {
+                cut_to(f, len)?;
             }
             if self.sync {
                 File::open(&self.dir)?.sync_all()?;
@@ -331,6 +328,15 @@ impl IncidentLog {
             .ok_or_else(|| std::io::Error::other("incident log file handle missing"))
     }
 }
+/// Truncates `f` to `len` (dropping a partial record), moves the write position there
+/// (the compacted file's handle is not in append mode) and makes it durable.
+fn cut_to(f: &mut File, len: u64) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    f.set_len(len)?;
+    f.seek(SeekFrom::Start(len))?;
+    f.sync_all()
+}
+
 /// Ends the JSON array in `json` (if any) and frames it into `out`.
 fn close_record(json: &mut Vec<u8>, out: &mut Vec<u8>) {
     if json.is_empty() {
