@@ -4,10 +4,10 @@
 //! `[payload length: u32 LE][CRC-32 of payload: u32 LE][payload]`. An append returns only
 //! after its record is written and `sync_data` has returned.
 //!
-//! **Group commit.** Appenders put their framed record in a shared buffer and take a
-//! ticket. One of them (the leader) takes the whole buffer, writes it and syncs it once
-//! while the others wait on a condition variable; when the sync returns, every ticket up
-//! to the leader's is durable. Under concurrency many batches share one fsync; alone, an
+//! **Group commit.** Appenders put their framed record in a shared buffer and join the
+//! open batch. One of them (the leader) takes the whole buffer, writes it and syncs it
+//! once while the others wait on a condition variable; when the sync returns, every
+//! record of the batch is durable (or, on failure, every appender of it gets the error). Under concurrency many batches share one fsync; alone, an
 //! appender pays one fsync per call, which is the price of the durability contract.
 //!
 //! **Failure.** If a write or sync fails (ENOSPC, EIO), every append in that batch gets
@@ -27,6 +27,7 @@
 use super::fault::{self, Faults};
 use crate::StoreError;
 use parking_lot::{Condvar, Mutex};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -95,13 +96,17 @@ struct State {
     seq: u64,
     /// Framed records waiting for the next leader.
     pending: Vec<u8>,
-    /// Tickets handed out so far, and the highest ticket known durable.
-    issued: u64,
-    durable: u64,
-    /// Tickets up to this one were in a batch whose write or sync failed.
-    failed_upto: u64,
-    /// Why that batch failed, for its waiters.
-    last_error: String,
+    /// The batch that appenders are joining now (its records are in `pending`), and how
+    /// many appenders joined it.
+    open_batch: u64,
+    open_count: u64,
+    /// Batches up to this one are written (or failed). One leader at a time, so batches
+    /// complete in order.
+    completed: u64,
+    /// Failed batches whose waiters have not all seen the failure yet: why, and how many
+    /// waiters still have to. A per-batch record (not a watermark) so that a waiter that
+    /// wakes late never mistakes a later batch's success for its own.
+    failed: HashMap<u64, (String, u64)>,
     /// Length of the file's prefix made of the magic and whole, synced records.
     good_len: u64,
     /// A failed write may have left part of a record after `good_len`: it is cut off
@@ -129,10 +134,10 @@ impl WalWriter {
                 path,
                 seq,
                 pending: Vec::new(),
-                issued: 0,
-                durable: 0,
-                failed_upto: 0,
-                last_error: String::new(),
+                open_batch: 1,
+                open_count: 0,
+                completed: 0,
+                failed: HashMap::new(),
                 good_len: MAGIC.len() as u64,
                 dirty: false,
                 leader_active: false,
@@ -160,31 +165,45 @@ impl WalWriter {
         }
         let mut st = self.state.lock();
         frame(payload, &mut st.pending);
-        st.issued += 1;
-        let ticket = st.issued;
+        let mine = st.open_batch;
+        st.open_count += 1;
         loop {
-            if st.durable >= ticket {
-                return Ok(());
-            }
-            if st.failed_upto >= ticket {
-                return Err(batch_failed(&st.path, &st.last_error));
+            if st.completed >= mine {
+                let st = &mut *st;
+                let Some((msg, left)) = st.failed.get_mut(&mine) else {
+                    return Ok(());
+                };
+                let err = batch_failed(&st.path, msg);
+                *left -= 1;
+                if *left == 0 {
+                    st.failed.remove(&mine);
+                }
+                return Err(err);
             }
             if st.leader_active {
                 self.done.wait(&mut st);
                 continue;
             }
-            // Become the leader for everything pending now.
+            // Become the leader for the open batch. Every earlier batch is complete (each
+            // leader completes its batch before another can start), so it is `mine`.
             st.leader_active = true;
+            let batch = st.open_batch;
+            let others = st.open_count.saturating_sub(1);
+            st.open_batch += 1;
+            st.open_count = 0;
             let buf = std::mem::take(&mut st.pending);
-            let upto = st.issued;
             let Some(mut file) = st.file.take() else {
                 // Unreachable by construction (the file is only taken by a leader), but
                 // failing the batch is better than a panic.
-                st.failed_upto = upto;
-                st.last_error = "WAL file handle missing".into();
+                let msg = "WAL file handle missing".to_string();
+                let err = batch_failed(&st.path, &msg);
+                if others > 0 {
+                    st.failed.insert(batch, (msg, others));
+                }
+                st.completed = batch;
                 st.leader_active = false;
                 self.done.notify_all();
-                continue;
+                return Err(err);
             };
             let (path, good_len, dirty) = (st.path.clone(), st.good_len, st.dirty);
             drop(st);
@@ -203,9 +222,10 @@ impl WalWriter {
             st = self.state.lock();
             st.file = Some(file);
             st.leader_active = false;
+            st.completed = batch;
+            self.done.notify_all();
             match result {
                 Ok(()) => {
-                    st.durable = upto;
                     st.good_len = good_len + buf.len() as u64;
                     st.dirty = false;
                     // Hand the (now empty) allocation back for reuse if nobody refilled it.
@@ -214,17 +234,17 @@ impl WalWriter {
                         buf.clear();
                         st.pending = buf;
                     }
+                    return Ok(());
                 }
                 Err(e) => {
                     tracing::error!(path = %path.display(), error = %e, bytes = buf.len(), "WAL write failed; the batch is refused and the next write retries");
-                    st.failed_upto = upto;
-                    st.last_error = e.to_string();
+                    if others > 0 {
+                        st.failed.insert(batch, (e.to_string(), others));
+                    }
                     st.dirty = still_dirty;
-                    self.done.notify_all();
                     return Err(StoreError::Io { path, source: e });
                 }
             }
-            self.done.notify_all();
         }
     }
 
