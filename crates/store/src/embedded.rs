@@ -30,8 +30,8 @@
 //!   truncated with a warning; only unacknowledged data is lost.
 //! * Any other bad WAL record (bad CRC, implausible length, a CRC-valid record that does
 //!   not decode) or a bad file header: the reader resyncs on the next valid record, so
-//!   damage costs only the damaged records. The file is quarantined (kept as
-//!   `*.corrupt`) and rewritten with its good records; the loss is logged and counted in
+//!   damage costs only the damaged records. A copy of the file is kept as `*.corrupt`
+//!   and the file is rewritten with its good records; the loss is logged and counted in
 //!   [`StoreStats`] (`damaged_records_skipped`, `damaged_bytes_skipped`,
 //!   `damaged_files_kept`). Refusing to open would lose *all* new data; a monitoring
 //!   store keeps going and says what it lost.
@@ -42,7 +42,7 @@
 //!   inside an otherwise readable segment is found when read: the query returns
 //!   [`StoreError::Corrupt`] with the segment's path and the chunk's offset.
 //! * `incidents.log`: a torn tail is truncated like the WAL's; damage anywhere else
-//!   quarantines the file and the store keeps every record it can still read, counted
+//!   keeps a copy of the file and the store keeps every record it can still read, counted
 //!   like the WAL's (details in [`incidents`]).
 //!
 //! # Write failures
@@ -300,10 +300,10 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
 }
 
-/// Renames a damaged file to `<name>.corrupt` (or `<name>.<n>.corrupt` when that exists:
-/// earlier evidence is never overwritten).
-pub(crate) fn quarantine(path: &Path, err: &StoreError) -> Result<(), StoreError> {
-    let target = (0u32..)
+/// The first free evidence name for `path`: `<name>.corrupt`, else `<name>.<n>.corrupt`
+/// (earlier evidence is never overwritten).
+fn evidence_name(path: &Path) -> PathBuf {
+    (0u32..)
         .map(|n| {
             let mut t = path.as_os_str().to_owned();
             if n > 0 {
@@ -313,9 +313,31 @@ pub(crate) fn quarantine(path: &Path, err: &StoreError) -> Result<(), StoreError
             PathBuf::from(t)
         })
         .find(|t| !t.exists())
-        .unwrap_or_else(|| path.with_extension("corrupt"));
+        .unwrap_or_else(|| path.with_extension("corrupt"))
+}
+
+/// Renames a damaged file to `<name>.corrupt` (or `<name>.<n>.corrupt` when that exists:
+/// earlier evidence is never overwritten).
+pub(crate) fn quarantine(path: &Path, err: &StoreError) -> Result<(), StoreError> {
+    let target = evidence_name(path);
     tracing::error!(path = %path.display(), quarantined_as = %target.display(), error = %err, "quarantining damaged store file; the store continues without it");
     std::fs::rename(path, &target).map_err(io_err(path))
+}
+
+/// Keeps a copy of a damaged file as evidence (`<name>.corrupt`, named like
+/// [`quarantine`]) before the caller repairs it in place. A hard link when possible (no
+/// copy of the bytes); the original stays where it is, so a crash during the repair
+/// loses nothing — the next open finds the damage again.
+pub(crate) fn keep_copy(path: &Path, err: &StoreError) -> Result<(), StoreError> {
+    let target = evidence_name(path);
+    tracing::warn!(path = %path.display(), kept_as = %target.display(), error = %err, "damaged store file: keeping a copy, then rewriting it with its good records");
+    std::fs::hard_link(path, &target)
+        .or_else(|_| std::fs::copy(path, &target).map(|_| ()))
+        .map_err(io_err(path))?;
+    match target.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
 }
 
 impl EmbeddedStore {

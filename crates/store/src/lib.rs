@@ -89,7 +89,9 @@ pub struct PageWrite<'a> {
 ///
 /// Contract: when `append_*` returns `Ok`, the data is durable — it survives a crash or
 /// `kill -9` of the process immediately afterwards. Data is never silently dropped: a
-/// write that cannot be made durable returns an error.
+/// write that cannot be made durable returns an error. A failed write does not stop later
+/// ones: each write tries again (a full disk that is freed brings writes back), and
+/// [`write_health`](Store::write_health) says whether writes are failing meanwhile.
 pub trait Store: Send + Sync {
     /// Appends rows of samples (each row: one GPU, one time, many fields).
     fn append_samples(&self, rows: &[GpuSamples]) -> Result<(), StoreError>;

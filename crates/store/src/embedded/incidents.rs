@@ -23,8 +23,8 @@
 //!   truncated with a warning. Only the batch being written when the process died can
 //!   be in it, and it was never acknowledged.
 //! * Any other bad record (a whole one with a bad CRC, one that does not decode) or a bad
-//!   magic is damage: the file is **quarantined** (renamed to `*.corrupt` and
-//!   kept as evidence), everything readable before and after the damage is kept, and a
+//!   magic is damage: a copy of the file is kept as evidence (`*.corrupt`, a hard
+//!   link), everything readable before and after the damage is kept, and a
 //!   clean log is rewritten from it. Losing one version of some incidents beats refusing
 //!   to start a monitoring service. Records after the damage are found again by
 //!   scanning for the next frame whose CRC matches and whose payload is a JSON array.
@@ -155,7 +155,7 @@ impl IncidentLog {
                     offset: at,
                     reason: format!("{reason}; {records_lost} record(s), {bytes_lost} byte(s) lost, the rest kept"),
                 };
-                super::quarantine(&path, &err)?;
+                super::keep_copy(&path, &err)?;
                 log.rewrite(&mut inner)?;
                 damage.note(records_lost, bytes_lost);
             }

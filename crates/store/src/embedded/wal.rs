@@ -328,8 +328,8 @@ pub fn resync(buf: &[u8], from: usize, first_ok: impl Fn(u8) -> bool) -> Option<
 ///
 /// Damage costs only the damaged records: on a bad record the reader scans forward for
 /// the next valid frame (see [`resync`]) and continues; every byte skipped is counted in
-/// `damage` and logged. A damaged file is first kept as `*.corrupt` (see
-/// [`super::quarantine`]), then rewritten with its good records so the next open reads
+/// `damage` and logged. A copy of a damaged file is first kept as `*.corrupt` (see
+/// [`super::keep_copy`]), then it is rewritten with its good records so the next open reads
 /// it clean. A bad or missing header is damage too, and never blocks the open. Only a
 /// torn tail of the newest file — an incomplete last record, never acknowledged — is
 /// simply truncated.
@@ -409,7 +409,7 @@ pub fn replay(
             offset: offset as u64,
             reason: format!("{reason}; {records_lost} record(s), {bytes_lost} byte(s) lost, the rest kept"),
         };
-        super::quarantine(path, &err)?;
+        super::keep_copy(path, &err)?;
         super::write_file_atomic(path, &good)?;
         damage.note(records_lost, bytes_lost);
     } else if let Some(at) = torn_at {
