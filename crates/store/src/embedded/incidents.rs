@@ -19,7 +19,7 @@
 //!
 //! # Corruption policy
 //!
-//! * An incomplete record at the end of the file is a torn write from a crash:
+//! * An incomplete record (or only zeros) at the end of the file is a torn write from a crash:
 //!   truncated with a warning. Only the batch being written when the process died can
 //!   be in it, and it was never acknowledged.
 //! * Any other bad record (a whole one with a bad CRC, one that does not decode) or a bad
@@ -427,7 +427,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Loaded {
                 bytes_lost += (next - pos) as u64;
                 pos = next;
             }
-            None if first_damage.is_none() && wal::frame_cut_short(bytes, pos) => {
+            None if first_damage.is_none() && wal::torn_tail(bytes, pos) => {
                 return Loaded {
                     incidents,
                     outcome: Outcome::TornTail { at: pos as u64, reason },

@@ -78,6 +78,11 @@ pub fn read_frame(buf: &[u8], pos: usize) -> Frame<'_> {
     if len > MAX_RECORD {
         return Frame::Bad("record length implausible");
     }
+    if len == 0 {
+        // Never written (every payload has at least a tag or a `[`), and zeros — a file
+        // whose size reached the disk before its data — would otherwise pass the CRC.
+        return Frame::Bad("empty record (zeros)");
+    }
     let start = pos + FRAME;
     match buf.get(start..start.saturating_add(len as usize)) {
         None => Frame::Bad("record payload cut short"),
@@ -153,6 +158,13 @@ impl WalWriter {
     /// returns the error, and the next append first cuts the file back to its last good
     /// length and tries again: a full disk that is freed brings writes back.
     pub fn append(&self, payload: &[u8]) -> Result<(), StoreError> {
+        if payload.is_empty() {
+            // Replay reads a zero-length frame as zeros left by a crash, not as a record.
+            return Err(StoreError::Encoding {
+                what: "WAL record".into(),
+                reason: "an empty record cannot be told from zeros on disk; this is a bug in the caller".into(),
+            });
+        }
         if payload.len() > MAX_RECORD as usize {
             // Replay would reject it as garbage; refuse it before acknowledging anything.
             return Err(StoreError::Encoding {
@@ -314,6 +326,13 @@ pub fn frame_cut_short(buf: &[u8], pos: usize) -> bool {
     len <= MAX_RECORD && (pos + FRAME).saturating_add(len as usize) > buf.len()
 }
 
+/// Whether the bad bytes from `pos` to the end look like a crash mid-write rather than
+/// damage: an incomplete last record, or only zeros (a file whose size reached the disk
+/// before its data did).
+pub fn torn_tail(buf: &[u8], pos: usize) -> bool {
+    frame_cut_short(buf, pos) || buf.get(pos..).is_some_and(|t| t.iter().all(|&b| b == 0))
+}
+
 /// The first offset at or after `from` where a whole, CRC-valid frame starts whose
 /// payload's first byte passes `first_ok` (which rejects most false starts before
 /// any CRC is computed).
@@ -385,7 +404,7 @@ pub fn replay(
                 first_damage.get_or_insert((pos, reason));
                 pos = next;
             }
-            None if is_newest && frame_cut_short(&buf, pos) => {
+            None if is_newest && torn_tail(&buf, pos) => {
                 // A torn write from a crash: only never-acknowledged data is in it.
                 tracing::warn!(
                     path = %path.display(), offset = pos, dropped_bytes = buf.len() - pos, reason,
@@ -454,6 +473,25 @@ mod tests {
         assert_eq!(records(&path, true, &damage).unwrap(), vec![b"\x01one".to_vec()]);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), (8 + 8 + 4) as u64);
         assert_eq!(damage.snapshot(), (0, 0, 0), "a torn tail is not damage");
+    }
+
+    #[test]
+    fn zero_filled_tail_of_the_newest_file_is_torn_not_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = WalWriter::create(dir.path(), 1, true, None).unwrap();
+        w.append(b"\x01one").unwrap();
+        let path = dir.path().join(file_name(1));
+        let good = std::fs::metadata(&path).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(good + 4096)
+            .unwrap();
+        let damage = super::super::Damage::default();
+        assert_eq!(records(&path, true, &damage).unwrap(), vec![b"\x01one".to_vec()]);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
+        assert_eq!(damage.snapshot(), (0, 0, 0));
     }
 
     #[test]
