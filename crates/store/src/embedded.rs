@@ -13,7 +13,7 @@
 //!
 //! # Life of a sample
 //!
-//! `append_samples` encodes the batch as one WAL record, waits for it to be durable
+//! `append_samples` (or `append_page`, a whole scrape page) encodes the batch as one WAL record, waits for it to be durable
 //! (group commit: concurrent appenders share one `sync_data`), then inserts it into the
 //! [`memtable`](memtable) where `latest` and `range` find it. When the memtable holds
 //! [`EmbeddedOptions::memtable_max_samples`] samples or spans
@@ -26,11 +26,15 @@
 //!
 //! # Corruption policy
 //!
-//! * Torn tail of the newest WAL file (a crash mid-write): truncated with a warning; only
-//!   unacknowledged data is lost.
-//! * A bad record in an older WAL file, or a CRC-valid record that does not decode:
-//!   `open` fails with [`StoreError::Corrupt`] (path and offset). Those records were
-//!   acknowledged; dropping them silently would break the durability contract.
+//! * Torn tail of the newest WAL file (an incomplete last record, a crash mid-write):
+//!   truncated with a warning; only unacknowledged data is lost.
+//! * Any other bad WAL record (bad CRC, implausible length, a CRC-valid record that does
+//!   not decode) or a bad file header: the reader resyncs on the next valid record, so
+//!   damage costs only the damaged records. A copy of the file is kept as `*.corrupt`
+//!   and the file is rewritten with its good records; the loss is logged and counted in
+//!   [`StoreStats`] (`damaged_records_skipped`, `damaged_bytes_skipped`,
+//!   `damaged_files_kept`). Refusing to open would lose *all* new data; a monitoring
+//!   store keeps going and says what it lost.
 //! * A sealed segment (or `gpus.json`) whose header, index or footer is damaged is
 //!   **quarantined**: renamed to `*.corrupt`, logged as an error, and the store opens
 //!   without it. A monitoring store that refuses to start loses *all* new data; losing one
@@ -38,8 +42,17 @@
 //!   inside an otherwise readable segment is found when read: the query returns
 //!   [`StoreError::Corrupt`] with the segment's path and the chunk's offset.
 //! * `incidents.log`: a torn tail is truncated like the WAL's; damage anywhere else
-//!   quarantines the file and the store keeps every record it can still read (details in
-//!   [`incidents`]).
+//!   keeps a copy of the file and the store keeps every record it can still read, counted
+//!   like the WAL's (details in [`incidents`]).
+//!
+//! # Write failures
+//!
+//! A failed WAL or incident-log write (ENOSPC, EIO) returns the error and acknowledges
+//! nothing of that batch; the file is cut back to its last whole record and the next
+//! write tries again, so a disk that was full and is freed brings writes back without a
+//! restart. [`Store::write_health`] reports `Failing` from the first failed write until
+//! one succeeds. Tests inject failures through [`FaultInjector`]
+//! ([`EmbeddedStore::open_with_faults`]).
 //!
 //! A quarantined file never overwrites an earlier one: the second becomes
 //! `*.1.corrupt`, and so on.
@@ -65,6 +78,7 @@
 //! ago. Active incidents are never dropped.
 
 mod codec;
+pub mod fault;
 pub mod incidents;
 mod lock;
 mod memtable;
@@ -73,7 +87,8 @@ mod record;
 mod segment;
 mod wal;
 
-use crate::{GpuRecord, Point, Store, StoreError, StoreStats};
+use crate::{GpuRecord, PageWrite, Point, Store, StoreError, StoreStats, WriteHealth};
+pub use fault::FaultInjector;
 use gpuwarden_model::{Event, FieldName, GpuIdentity, GpuSamples, GpuUuid, Incident, TimestampMs};
 use memtable::{Frozen, MemTable};
 use parking_lot::{Mutex, RwLock};
@@ -82,6 +97,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use wal::WalWriter;
 
@@ -178,6 +194,90 @@ pub struct EmbeddedStore {
     /// One seal (or retention pass) at a time.
     seal_lock: Mutex<()>,
     incidents: incidents::IncidentLog,
+    /// What damaged files cost at open, for [`StoreStats`].
+    damage: Damage,
+    /// Whether writes reach disk, for [`Store::write_health`].
+    health: Mutex<WriteHealth>,
+}
+
+/// Counts of data lost to damaged files (records and bytes skipped, files kept as
+/// evidence), filled while files are read at open.
+#[derive(Debug, Default)]
+pub(crate) struct Damage {
+    records: AtomicU64,
+    bytes: AtomicU64,
+    files: AtomicU64,
+}
+
+impl Damage {
+    /// Notes one damaged file kept as evidence, which lost `records` records of `bytes`.
+    pub(crate) fn note(&self, records: u64, bytes: u64) {
+        self.records.fetch_add(records, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.files.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (records skipped, bytes skipped, files kept).
+    pub(crate) fn snapshot(&self) -> (u64, u64, u64) {
+        (
+            self.records.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+            self.files.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn now_ms() -> TimestampMs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as TimestampMs)
+}
+
+/// Updates the write health after a write attempt: an I/O failure starts or extends a
+/// failing run, a success ends it. Other errors (a batch too large to encode) say
+/// nothing about the disk.
+fn note_write(health: &Mutex<WriteHealth>, result: &Result<(), StoreError>) {
+    let mut h = health.lock();
+    match result {
+        Ok(()) => *h = WriteHealth::Ok,
+        Err(e @ StoreError::Io { .. }) => {
+            *h = match &*h {
+                WriteHealth::Ok => WriteHealth::Failing {
+                    since_ms: now_ms(),
+                    error: e.to_string(),
+                    failed_writes: 1,
+                },
+                WriteHealth::Failing {
+                    since_ms,
+                    failed_writes,
+                    ..
+                } => WriteHealth::Failing {
+                    since_ms: *since_ms,
+                    error: e.to_string(),
+                    failed_writes: failed_writes + 1,
+                },
+            }
+        }
+        Err(_) => {}
+    }
+}
+
+/// Replaces `path` with `bytes` durably (tmp, sync, rename, dir sync).
+pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        use std::io::Write;
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(bytes).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    match path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -200,10 +300,10 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
 }
 
-/// Renames a damaged file to `<name>.corrupt` (or `<name>.<n>.corrupt` when that exists:
-/// earlier evidence is never overwritten).
-pub(crate) fn quarantine(path: &Path, err: &StoreError) -> Result<(), StoreError> {
-    let target = (0u32..)
+/// The first free evidence name for `path`: `<name>.corrupt`, else `<name>.<n>.corrupt`
+/// (earlier evidence is never overwritten).
+fn evidence_name(path: &Path) -> PathBuf {
+    (0u32..)
         .map(|n| {
             let mut t = path.as_os_str().to_owned();
             if n > 0 {
@@ -213,9 +313,31 @@ pub(crate) fn quarantine(path: &Path, err: &StoreError) -> Result<(), StoreError
             PathBuf::from(t)
         })
         .find(|t| !t.exists())
-        .unwrap_or_else(|| path.with_extension("corrupt"));
+        .unwrap_or_else(|| path.with_extension("corrupt"))
+}
+
+/// Renames a damaged file to `<name>.corrupt` (or `<name>.<n>.corrupt` when that exists:
+/// earlier evidence is never overwritten).
+pub(crate) fn quarantine(path: &Path, err: &StoreError) -> Result<(), StoreError> {
+    let target = evidence_name(path);
     tracing::error!(path = %path.display(), quarantined_as = %target.display(), error = %err, "quarantining damaged store file; the store continues without it");
     std::fs::rename(path, &target).map_err(io_err(path))
+}
+
+/// Keeps a copy of a damaged file as evidence (`<name>.corrupt`, named like
+/// [`quarantine`]) before the caller repairs it in place. A hard link when possible (no
+/// copy of the bytes); the original stays where it is, so a crash during the repair
+/// loses nothing — the next open finds the damage again.
+pub(crate) fn keep_copy(path: &Path, err: &StoreError) -> Result<(), StoreError> {
+    let target = evidence_name(path);
+    tracing::warn!(path = %path.display(), kept_as = %target.display(), error = %err, "damaged store file: keeping a copy, then rewriting it with its good records");
+    std::fs::hard_link(path, &target)
+        .or_else(|_| std::fs::copy(path, &target).map(|_| ()))
+        .map_err(io_err(path))?;
+    match target.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
 }
 
 impl EmbeddedStore {
@@ -223,6 +345,16 @@ impl EmbeddedStore {
     ///
     /// Fails with [`StoreError::Locked`] when another process has it open.
     pub fn open(dir: &Path, options: EmbeddedOptions) -> Result<Self, StoreError> {
+        Self::open_with_faults(dir, options, None)
+    }
+
+    /// [`open`](Self::open) with a [`FaultInjector`] that can fail the store's WAL and
+    /// incident log writes: the seam tests use to simulate a full or failing disk.
+    pub fn open_with_faults(
+        dir: &Path,
+        options: EmbeddedOptions,
+        faults: Option<Arc<dyn FaultInjector>>,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let lock = lock::DirLock::acquire(dir)?;
 
@@ -254,7 +386,8 @@ impl EmbeddedStore {
         seg_ids.sort_unstable();
 
         let (gpus_upto, gpus) = load_gpus(dir)?;
-        let incidents = incidents::IncidentLog::open(dir, options.sync)?;
+        let damage = Damage::default();
+        let incidents = incidents::IncidentLog::open(dir, options.sync, &damage, faults.clone())?;
         let mut segments = Vec::new();
         for id in seg_ids {
             let path = dir.join(segment::file_name(id));
@@ -296,26 +429,17 @@ impl EmbeddedStore {
                 std::fs::remove_file(&path).map_err(io_err(&path))?;
                 continue;
             }
-            wal::replay(&path, Some(seq) == newest, |payload, offset| {
-                let rec = record::decode(payload).map_err(|e| StoreError::Corrupt {
-                    path: path.clone(),
-                    offset,
-                    reason: format!("WAL record with a valid CRC does not decode: {e}"),
-                })?;
-                match rec {
-                    record::Record::Samples(rows) => state.mem.insert_rows(&rows),
-                    record::Record::Events(evs) => state.events.extend(evs),
-                    record::Record::Gpus { seen_ms, gpus } if seq > gpus_upto => {
-                        upsert_known(&mut state.gpus, &gpus, seen_ms);
-                    }
-                    record::Record::Gpus { .. } => {}
-                }
-                Ok(())
+            wal::replay(&path, Some(seq) == newest, &damage, |payload| {
+                let Ok(rec) = record::decode(payload) else {
+                    return false;
+                };
+                apply_record(&mut state, rec, seq > gpus_upto);
+                true
             })?;
         }
 
         let next_wal = wal_seqs.iter().copied().chain([covered, gpus_upto]).max().unwrap_or(0) + 1;
-        let wal = WalWriter::create(dir, next_wal, options.sync)?;
+        let wal = WalWriter::create(dir, next_wal, options.sync, faults)?;
         tracing::info!(
             dir = %dir.display(),
             segments = state.segments.len(),
@@ -331,6 +455,8 @@ impl EmbeddedStore {
             state: RwLock::new(state),
             seal_lock: Mutex::new(()),
             incidents,
+            damage,
+            health: Mutex::new(WriteHealth::Ok),
         })
     }
 
@@ -356,7 +482,9 @@ impl EmbeddedStore {
     fn log(&self, payload: &[u8], apply: impl FnOnce(&mut State)) -> Result<(), StoreError> {
         {
             let _gate = self.gate.read();
-            self.wal.append(payload)?;
+            let written = self.wal.append(payload);
+            note_write(&self.health, &written);
+            written?;
             apply(&mut self.state.write());
         }
         self.maybe_seal();
@@ -449,6 +577,24 @@ impl EmbeddedStore {
     }
 }
 
+/// Applies one replayed WAL record to the state. `gpus_newer`: whether the record's WAL
+/// file is newer than `gpus.json` (older GPU upserts are in it already).
+fn apply_record(state: &mut State, rec: record::Record, gpus_newer: bool) {
+    match rec {
+        record::Record::Samples(rows) => state.mem.insert_rows(&rows),
+        record::Record::Events(evs) => state.events.extend(evs),
+        record::Record::Gpus { seen_ms, gpus } if gpus_newer => {
+            upsert_known(&mut state.gpus, &gpus, seen_ms);
+        }
+        record::Record::Gpus { .. } => {}
+        record::Record::Page(parts) => {
+            for p in parts {
+                apply_record(state, p, gpus_newer);
+            }
+        }
+    }
+}
+
 fn upsert_known(map: &mut HashMap<GpuUuid, KnownGpu>, gpus: &[GpuIdentity], seen_ms: TimestampMs) {
     for id in gpus {
         map.entry(id.uuid.clone())
@@ -516,6 +662,29 @@ fn write_gpus(dir: &Path, wal_upto: u64, gpus: &[KnownGpu], sync: bool) -> Resul
 }
 
 impl Store for EmbeddedStore {
+    /// One WAL record (one CRC) for the whole page: after a crash it is there whole or
+    /// not at all, and it becomes visible only once durable.
+    fn append_page(&self, page: &PageWrite<'_>) -> Result<(), StoreError> {
+        let has_rows = page.rows.iter().any(|r| !r.values.is_empty());
+        if !has_rows && page.events.is_empty() && page.gpus.is_empty() {
+            return Ok(());
+        }
+        let n: usize = page.rows.iter().map(|r| 64 + 10 * r.values.len()).sum();
+        let mut payload = Vec::with_capacity(n + 1024);
+        record::encode_page(page, &mut payload)?;
+        self.log(&payload, |st| {
+            if has_rows {
+                st.mem.insert_rows(page.rows);
+            }
+            st.events.extend_from_slice(page.events);
+            upsert_known(&mut st.gpus, page.gpus, page.seen_ms);
+        })
+    }
+
+    fn write_health(&self) -> WriteHealth {
+        self.health.lock().clone()
+    }
+
     fn append_samples(&self, rows: &[GpuSamples]) -> Result<(), StoreError> {
         if rows.iter().all(|r| r.values.is_empty()) {
             return Ok(());
@@ -675,7 +844,9 @@ impl Store for EmbeddedStore {
     }
 
     fn upsert_incidents(&self, incidents: &[Incident]) -> Result<(), StoreError> {
-        self.incidents.upsert(incidents)
+        let written = self.incidents.upsert(incidents);
+        note_write(&self.health, &written);
+        written
     }
 
     fn incidents(&self) -> Result<Vec<Incident>, StoreError> {
@@ -716,11 +887,15 @@ impl Store for EmbeddedStore {
                 series.extend(fields.keys().map(|f| (g.clone(), f.clone())));
             }
         }
+        let (damaged_records_skipped, damaged_bytes_skipped, damaged_files_kept) = self.damage.snapshot();
         Ok(StoreStats {
             bytes_on_disk,
             samples,
             series: series.len() as u64,
             events,
+            damaged_records_skipped,
+            damaged_bytes_skipped,
+            damaged_files_kept,
         })
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod embedded;
 mod error;
+pub mod testing;
 
 pub use error::StoreError;
 
@@ -43,16 +44,76 @@ pub struct StoreStats {
     pub series: u64,
     /// Events held.
     pub events: u64,
+    /// Damaged records skipped when files were read at open (WAL, incident log): data
+    /// that was lost. Zero on a healthy disk.
+    #[serde(default)]
+    pub damaged_records_skipped: u64,
+    /// Bytes those damaged records (and damaged headers) occupied.
+    #[serde(default)]
+    pub damaged_bytes_skipped: u64,
+    /// Damaged files kept as evidence (`*.corrupt`) before they were repaired.
+    #[serde(default)]
+    pub damaged_files_kept: u64,
+}
+
+/// Whether writes currently reach disk, for a readiness probe.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteHealth {
+    /// The last write attempt succeeded (or none has failed yet).
+    #[default]
+    Ok,
+    /// Writes have been failing since `since_ms` (Unix ms of the first failure of this
+    /// run of failures); `error` is the latest failure, `failed_writes` how many calls
+    /// failed since then. Cleared by the next write that succeeds.
+    Failing {
+        since_ms: TimestampMs,
+        error: String,
+        failed_writes: u64,
+    },
+}
+
+/// One scrape page, written by [`Store::append_page`] as one unit.
+#[derive(Debug, Clone, Copy)]
+pub struct PageWrite<'a> {
+    /// Sample rows of the page.
+    pub rows: &'a [GpuSamples],
+    /// Events derived from the page.
+    pub events: &'a [Event],
+    /// GPU identities seen on the page.
+    pub gpus: &'a [GpuIdentity],
+    /// When the GPUs were seen (the scrape time).
+    pub seen_ms: TimestampMs,
 }
 
 /// The store. All methods are safe to call from many threads at once.
 ///
 /// Contract: when `append_*` returns `Ok`, the data is durable — it survives a crash or
 /// `kill -9` of the process immediately afterwards. Data is never silently dropped: a
-/// write that cannot be made durable returns an error.
+/// write that cannot be made durable returns an error. A failed write does not stop later
+/// ones: each write tries again (a full disk that is freed brings writes back), and
+/// [`write_health`](Store::write_health) says whether writes are failing meanwhile.
 pub trait Store: Send + Sync {
     /// Appends rows of samples (each row: one GPU, one time, many fields).
     fn append_samples(&self, rows: &[GpuSamples]) -> Result<(), StoreError>;
+
+    /// Appends a whole scrape page: its rows, events and GPU identities.
+    ///
+    /// Implementations should make it atomic (after a crash either the whole page is
+    /// there or none of it); the embedded store writes it as one WAL record. This default
+    /// calls [`append_samples`](Store::append_samples), [`append_events`](Store::append_events)
+    /// and [`upsert_gpus`](Store::upsert_gpus) in turn and is **not atomic**: a failure
+    /// between them leaves the page half applied.
+    fn append_page(&self, page: &PageWrite<'_>) -> Result<(), StoreError> {
+        self.append_samples(page.rows)?;
+        self.append_events(page.events)?;
+        self.upsert_gpus(page.gpus, page.seen_ms)
+    }
+
+    /// Whether writes currently reach disk (for a readiness probe). The default reports
+    /// [`WriteHealth::Ok`]: implementations that can tell should override it.
+    fn write_health(&self) -> WriteHealth {
+        WriteHealth::Ok
+    }
 
     /// Appends events.
     fn append_events(&self, events: &[Event]) -> Result<(), StoreError>;

@@ -19,26 +19,31 @@
 //!
 //! # Corruption policy
 //!
-//! * A bad record at the end of the file (short, or CRC mismatch, with no valid record
-//!   after it) is a torn write from a crash: truncated with a warning. Only the batch
-//!   being written when the process died can be in it, and it was never acknowledged.
-//! * A bad record with valid records after it, a CRC-valid record that does not decode,
-//!   or a bad magic is damage: the file is **quarantined** (renamed to `*.corrupt` and
-//!   kept as evidence), everything readable before and after the damage is kept, and a
+//! * An incomplete record (or only zeros) at the end of the file is a torn write from a crash:
+//!   truncated with a warning. Only the batch being written when the process died can
+//!   be in it, and it was never acknowledged.
+//! * Any other bad record (a whole one with a bad CRC, one that does not decode) or a bad
+//!   magic is damage: a copy of the file is kept as evidence (`*.corrupt`, a hard
+//!   link), everything readable before and after the damage is kept, and a
 //!   clean log is rewritten from it. Losing one version of some incidents beats refusing
 //!   to start a monitoring service. Records after the damage are found again by
 //!   scanning for the next frame whose CRC matches and whose payload is a JSON array.
 //!
-//! Nothing read from disk can make it panic. A failed write or sync poisons the log (the
-//! file's state is unknown): later upserts fail until the store is reopened.
+//! Compaction writes one record per incident, so damage to one record costs one
+//! incident's latest version, not the whole log. Damage is counted in
+//! `StoreStats::damaged_*`.
+//!
+//! Nothing read from disk can make it panic. A failed write or sync returns the error;
+//! the next upsert cuts the file back to its last whole record and tries again, so a
+//! full disk that is freed brings upserts back without a restart.
 
-use super::wal::{self, Frame, FRAME};
+use super::fault::{self, Faults};
+use super::wal::{self, Frame};
 use crate::StoreError;
 use gpuwarden_model::{Incident, IncidentState, TimestampMs};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub const FILE: &str = "incidents.log";
@@ -57,22 +62,35 @@ struct Live {
 
 #[derive(Debug)]
 struct Inner {
-    /// Opened in append mode; `None` once poisoned.
+    /// Opened in append mode; `None` when a failed rewrite left no usable handle (the
+    /// next upsert reopens it).
     file: Option<File>,
-    poisoned: Option<String>,
-    /// Bytes of the file (all valid).
+    /// A failed write may have left part of a record after `len`, or a rewrite's rename
+    /// is not known durable: the next upsert repairs that before writing.
+    dirty: bool,
+    /// Bytes of the file that are whole records (all valid).
     len: u64,
     live: BTreeMap<String, Live>,
     live_bytes: u64,
 }
 
 /// The incident log of one store directory.
-#[derive(Debug)]
 pub struct IncidentLog {
     dir: PathBuf,
     path: PathBuf,
     sync: bool,
+    faults: Faults,
     inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for IncidentLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IncidentLog")
+            .field("path", &self.path)
+            .field("sync", &self.sync)
+            .field("faults", &self.faults.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -85,7 +103,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 impl IncidentLog {
     /// Opens (creating if needed) `dir/incidents.log`, loading every incident. Stale
     /// `*.tmp` files must have been removed by the caller.
-    pub fn open(dir: &Path, sync: bool) -> Result<Self, StoreError> {
+    pub(crate) fn open(dir: &Path, sync: bool, damage: &super::Damage, faults: Faults) -> Result<Self, StoreError> {
         let path = dir.join(FILE);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -97,9 +115,10 @@ impl IncidentLog {
             dir: dir.to_path_buf(),
             path: path.clone(),
             sync,
+            faults,
             inner: Mutex::new(Inner {
                 file: None,
-                poisoned: None,
+                dirty: false,
                 len: 0,
                 live: BTreeMap::new(),
                 live_bytes: 0,
@@ -125,14 +144,20 @@ impl IncidentLog {
                 inner.file = Some(f);
                 inner.len = at;
             }
-            Outcome::Damaged { at, reason } => {
+            Outcome::Damaged {
+                at,
+                reason,
+                records_lost,
+                bytes_lost,
+            } => {
                 let err = StoreError::Corrupt {
                     path: path.clone(),
                     offset: at,
-                    reason,
+                    reason: format!("{reason}; {records_lost} record(s), {bytes_lost} byte(s) lost, the rest kept"),
                 };
-                super::quarantine(&path, &err)?;
+                super::keep_copy(&path, &err)?;
                 log.rewrite(&mut inner)?;
+                damage.note(records_lost, bytes_lost);
             }
             // Missing or empty (a crash while creating it): start a fresh one.
             Outcome::Clean => log.rewrite(&mut inner)?,
@@ -164,19 +189,21 @@ impl IncidentLog {
         close_record(&mut json, &mut buf);
 
         let mut inner = self.inner.lock();
-        if let Some(msg) = &inner.poisoned {
-            return Err(self.poisoned(msg));
-        }
-        let Some(file) = inner.file.as_mut() else {
-            return Err(self.poisoned("incident log file handle missing"));
-        };
-        let written = file
-            .write_all(&buf)
-            .and_then(|()| if self.sync { file.sync_data() } else { Ok(()) });
+        let written = self.repair(&mut inner).and_then(|file| {
+            fault::write_all(&self.faults, file, &self.path, &buf).and_then(|()| {
+                if self.sync {
+                    fault::sync_data(&self.faults, file, &self.path)
+                } else {
+                    Ok(())
+                }
+            })
+        });
         if let Err(e) = written {
-            tracing::error!(path = %self.path.display(), error = %e, "incident log write failed; incident upserts fail until the store is reopened");
-            inner.poisoned = Some(e.to_string());
-            inner.file = None;
+            tracing::error!(path = %self.path.display(), error = %e, "incident log write failed; the upsert is refused and the next one retries");
+            // Cut the partial record off now; if that fails too, the next upsert does.
+            let len = inner.len;
+            let cut = inner.file.as_mut().is_some_and(|f| cut_to(f, len).is_ok());
+            inner.dirty = !cut;
             return Err(StoreError::Io {
                 path: self.path.clone(),
                 source: e,
@@ -221,9 +248,6 @@ impl IncidentLog {
         if expired.is_empty() {
             return Ok(0);
         }
-        if let Some(msg) = &inner.poisoned {
-            return Err(self.poisoned(msg));
-        }
         for id in &expired {
             if let Some(old) = inner.live.remove(id) {
                 inner.live_bytes = inner.live_bytes.saturating_sub(old.bytes);
@@ -243,6 +267,7 @@ impl IncidentLog {
     /// to the new inode without reopening anything.
     fn rewrite(&self, inner: &mut Inner) -> Result<(), StoreError> {
         let tmp = self.dir.join(format!("{FILE}.tmp"));
+        // One record per incident: damage to one record then costs one incident.
         let mut buf = MAGIC.to_vec();
         let mut json = Vec::new();
         for l in inner.live.values() {
@@ -250,47 +275,66 @@ impl IncidentLog {
                 what: format!("incident {}", l.incident.id),
                 reason: e.to_string(),
             })?;
-            if !json.is_empty() && json.len() + one.len() > RECORD_TARGET {
-                close_record(&mut json, &mut buf);
-            }
-            json.push(if json.is_empty() { b'[' } else { b',' });
+            json.push(b'[');
             json.extend_from_slice(&one);
+            close_record(&mut json, &mut buf);
         }
-        close_record(&mut json, &mut buf);
         let mut f = OpenOptions::new()
             .create(true)
             .truncate(true)
             .write(true)
             .open(&tmp)
             .map_err(io_err(&tmp))?;
-        f.write_all(&buf).map_err(io_err(&tmp))?;
+        fault::write_all(&self.faults, &mut f, &tmp, &buf).map_err(io_err(&tmp))?;
         if self.sync {
-            f.sync_all().map_err(io_err(&tmp))?;
+            fault::sync_data(&self.faults, &f, &tmp).map_err(io_err(&tmp))?;
         }
         std::fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
         // From here the old handle points at an unlinked file: swap before anything can fail.
         inner.file = Some(f);
         inner.len = buf.len() as u64;
+        inner.dirty = false;
         if self.sync {
             if let Err(e) = super::sync_dir(&self.dir) {
-                // The rename may not survive a crash, and with it appends to the new file:
-                // refuse further upserts rather than acknowledge them.
-                inner.poisoned = Some(e.to_string());
-                inner.file = None;
+                // The rename may not survive a crash: the next upsert syncs the
+                // directory again before it writes (see `repair`).
+                inner.dirty = true;
                 return Err(e);
             }
         }
         Ok(())
     }
 
-    fn poisoned(&self, msg: &str) -> StoreError {
-        StoreError::Io {
-            path: self.path.clone(),
-            source: std::io::Error::other(format!(
-                "an earlier incident log write failed ({msg}); reopen the store"
-            )),
+    /// Makes the file fit to append to after a failure: reopens it if needed, cuts off a
+    /// partial record and syncs the directory. Returns the handle to write to.
+    fn repair<'a>(&self, inner: &'a mut Inner) -> std::io::Result<&'a mut File> {
+        if inner.file.is_none() {
+            inner.file = Some(OpenOptions::new().append(true).open(&self.path)?);
+            inner.dirty = true;
         }
+        if inner.dirty {
+            let len = inner.len;
+            if let Some(f) = inner.file.as_mut() {
+                cut_to(f, len)?;
+            }
+            if self.sync {
+                File::open(&self.dir)?.sync_all()?;
+            }
+            inner.dirty = false;
+        }
+        inner
+            .file
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("incident log file handle missing"))
     }
+}
+/// Truncates `f` to `len` (dropping a partial record), moves the write position there
+/// (the compacted file's handle is not in append mode) and makes it durable.
+fn cut_to(f: &mut File, len: u64) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    f.set_len(len)?;
+    f.seek(SeekFrom::Start(len))?;
+    f.sync_all()
 }
 
 /// Ends the JSON array in `json` (if any) and frames it into `out`.
@@ -318,8 +362,16 @@ fn insert_live(inner: &mut Inner, inc: Incident) -> Result<(), StoreError> {
 /// What reading the file found.
 enum Outcome {
     Clean,
-    TornTail { at: u64, reason: &'static str },
-    Damaged { at: u64, reason: String },
+    TornTail {
+        at: u64,
+        reason: &'static str,
+    },
+    Damaged {
+        at: u64,
+        reason: String,
+        records_lost: u64,
+        bytes_lost: u64,
+    },
 }
 
 struct Loaded {
@@ -328,7 +380,9 @@ struct Loaded {
     outcome: Outcome,
 }
 
-/// Reads every record it can. Never fails: damage is reported in the outcome.
+/// Reads every record it can. Never fails: damage is reported in the outcome. A bad
+/// record (or header) is skipped by scanning for the next valid one, so damage costs only
+/// the damaged records.
 fn parse(path: &Path, bytes: &[u8]) -> Loaded {
     let mut incidents = Vec::new();
     if bytes.len() < MAGIC.len() && MAGIC.starts_with(bytes) {
@@ -338,48 +392,64 @@ fn parse(path: &Path, bytes: &[u8]) -> Loaded {
             outcome: Outcome::Clean,
         };
     }
-    if bytes.get(..MAGIC.len()) != Some(MAGIC.as_slice()) {
-        return Loaded {
-            incidents,
-            outcome: Outcome::Damaged {
-                at: 0,
-                reason: "not a gpuwarden incident log (bad magic)".into(),
-            },
-        };
-    }
     let mut first_damage: Option<(u64, String)> = None;
+    let (mut records_lost, mut bytes_lost) = (0u64, 0u64);
+    if bytes.get(..MAGIC.len()) != Some(MAGIC.as_slice()) {
+        tracing::error!(path = %path.display(), offset = 0, "incident log header is damaged; reading the records after it");
+        first_damage = Some((0, "not a gpuwarden incident log (bad magic)".into()));
+        bytes_lost += bytes.len().min(MAGIC.len()) as u64;
+    }
     let mut pos = MAGIC.len();
     while pos < bytes.len() {
-        match wal::read_frame(bytes, pos) {
-            Frame::Record { payload, next } => {
-                match serde_json::from_slice::<Vec<Incident>>(payload) {
-                    Ok(v) => incidents.extend(v),
-                    Err(e) => {
-                        tracing::error!(path = %path.display(), offset = pos, error = %e, "incident log record with a valid CRC does not decode; skipping it");
-                        first_damage.get_or_insert((pos as u64, format!("record does not decode: {e}")));
-                    }
+        let reason = match wal::read_frame(bytes, pos) {
+            Frame::Record { payload, next } => match serde_json::from_slice::<Vec<Incident>>(payload) {
+                Ok(v) => {
+                    incidents.extend(v);
+                    pos = next;
+                    continue;
                 }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), offset = pos, error = %e, "incident log record with a valid CRC does not decode; skipping it");
+                    first_damage.get_or_insert((pos as u64, format!("record does not decode: {e}")));
+                    records_lost += 1;
+                    bytes_lost += (next - pos) as u64;
+                    pos = next;
+                    continue;
+                }
+            },
+            Frame::Bad(reason) => reason,
+        };
+        match resync(bytes, pos + 1) {
+            Some(next) => {
+                tracing::error!(path = %path.display(), offset = pos, skipped_bytes = next - pos, reason, "damaged record in the incident log; skipping to the next valid one");
+                first_damage.get_or_insert((pos as u64, reason.to_string()));
+                records_lost += 1;
+                bytes_lost += (next - pos) as u64;
                 pos = next;
             }
-            Frame::Bad(reason) => match resync(bytes, pos + 1) {
-                Some(next) => {
-                    tracing::error!(path = %path.display(), offset = pos, skipped_bytes = next - pos, reason, "damaged record in the incident log; skipping to the next valid one");
-                    first_damage.get_or_insert((pos as u64, reason.to_string()));
-                    pos = next;
-                }
-                None if first_damage.is_none() => {
-                    return Loaded {
-                        incidents,
-                        outcome: Outcome::TornTail { at: pos as u64, reason },
-                    };
-                }
-                // Damage earlier and a bad tail: the rewrite drops the tail too.
-                None => break,
-            },
+            None if first_damage.is_none() && wal::torn_tail(bytes, pos) => {
+                return Loaded {
+                    incidents,
+                    outcome: Outcome::TornTail { at: pos as u64, reason },
+                };
+            }
+            // A whole last record that is wrong, or damage earlier and a bad tail: the
+            // rewrite drops the tail.
+            None => {
+                first_damage.get_or_insert((pos as u64, reason.to_string()));
+                records_lost += 1;
+                bytes_lost += (bytes.len() - pos) as u64;
+                break;
+            }
         }
     }
     let outcome = match first_damage {
-        Some((at, reason)) => Outcome::Damaged { at, reason },
+        Some((at, reason)) => Outcome::Damaged {
+            at,
+            reason,
+            records_lost,
+            bytes_lost,
+        },
         None => Outcome::Clean,
     };
     Loaded { incidents, outcome }
@@ -388,8 +458,5 @@ fn parse(path: &Path, bytes: &[u8]) -> Loaded {
 /// The first offset at or after `from` where a valid record holding a JSON array starts.
 /// Only frames whose payload starts with `[` are checksummed, which keeps the scan cheap.
 fn resync(bytes: &[u8], from: usize) -> Option<usize> {
-    (from..bytes.len().saturating_sub(FRAME)).find(|&p| {
-        bytes.get(p + FRAME) == Some(&b'[')
-            && matches!(wal::read_frame(bytes, p), Frame::Record { payload, .. } if payload.last() == Some(&b']'))
-    })
+    wal::resync(bytes, from, |b| b == b'[')
 }

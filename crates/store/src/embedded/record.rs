@@ -14,6 +14,10 @@ use gpuwarden_model::{DcgmField, Event, FieldName, GpuIdentity, GpuSamples, GpuU
 const TAG_SAMPLES: u8 = 1;
 const TAG_EVENTS: u8 = 2;
 const TAG_GPUS: u8 = 3;
+/// A whole scrape page: `[part count: uvarint]` then per part `[length: uvarint][a
+/// samples, events or gpus record, with its tag]`. One record, so one CRC: after a crash
+/// the page is there whole or not at all.
+const TAG_PAGE: u8 = 4;
 
 /// A decoded WAL record.
 #[derive(Debug)]
@@ -24,6 +28,63 @@ pub enum Record {
         seen_ms: TimestampMs,
         gpus: Vec<GpuIdentity>,
     },
+    /// The parts of a page (never nested pages).
+    Page(Vec<Record>),
+}
+
+/// Whether `tag` starts a record this version knows (the WAL reader's resync uses it to
+/// reject most false frame starts cheaply).
+pub fn is_known_tag(tag: u8) -> bool {
+    matches!(tag, TAG_SAMPLES | TAG_EVENTS | TAG_GPUS | TAG_PAGE)
+}
+
+/// Encodes a scrape page as one record; empty parts are left out.
+pub fn encode_page(page: &crate::PageWrite<'_>, out: &mut Vec<u8>) -> Result<(), StoreError> {
+    let mut parts: Vec<Vec<u8>> = Vec::with_capacity(3);
+    if page.rows.iter().any(|r| !r.values.is_empty()) {
+        let mut p = Vec::new();
+        encode_samples(page.rows, &mut p);
+        parts.push(p);
+    }
+    if !page.events.is_empty() {
+        let mut p = Vec::new();
+        encode_events(page.events, &mut p)?;
+        parts.push(p);
+    }
+    if !page.gpus.is_empty() {
+        let mut p = Vec::new();
+        encode_gpus(page.gpus, page.seen_ms, &mut p)?;
+        parts.push(p);
+    }
+    out.push(TAG_PAGE);
+    put_uvarint(out, parts.len() as u64);
+    for p in &parts {
+        put_uvarint(out, p.len() as u64);
+        out.extend_from_slice(p);
+    }
+    Ok(())
+}
+
+fn decode_page(body: &[u8]) -> Result<Record, CodecError> {
+    let mut pos = 0;
+    let n = get_uvarint(body, &mut pos)?;
+    if n > 3 {
+        return Err(CodecError("page record with more than 3 parts"));
+    }
+    let mut parts = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let len = get_uvarint(body, &mut pos)?;
+        let len = usize::try_from(len).map_err(|_| CodecError("page part length overflows"))?;
+        let part = get_bytes(body, &mut pos, len)?;
+        if part.first() == Some(&TAG_PAGE) {
+            return Err(CodecError("page record nested in a page"));
+        }
+        parts.push(decode(part)?);
+    }
+    if pos != body.len() {
+        return Err(CodecError("trailing bytes after page parts"));
+    }
+    Ok(Record::Page(parts))
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -129,6 +190,7 @@ pub fn decode(buf: &[u8]) -> Result<Record, CodecError> {
             let gpus = serde_json::from_slice(&body[pos..]).map_err(|_| CodecError("gpus record is not valid JSON"))?;
             Ok(Record::Gpus { seen_ms, gpus })
         }
+        TAG_PAGE => decode_page(body),
         _ => Err(CodecError("unknown record tag")),
     }
 }
@@ -242,6 +304,33 @@ mod tests {
             panic!("wrong kind")
         };
         assert_eq!((seen_ms, gpus), (9, vec![id]));
+    }
+
+    #[test]
+    fn page_round_trips_and_truncations_are_errors() {
+        let rows = vec![GpuSamples {
+            gpu: GpuUuid::new("GPU-1"),
+            ts_ms: 1,
+            values: vec![(DcgmField::GpuTemp.into(), 41.0)],
+        }];
+        let id = GpuIdentity::new(GpuUuid::new("GPU-1"), "n1");
+        let page = crate::PageWrite {
+            rows: &rows,
+            events: &[],
+            gpus: std::slice::from_ref(&id),
+            seen_ms: 5,
+        };
+        let mut buf = Vec::new();
+        encode_page(&page, &mut buf).unwrap();
+        let Record::Page(parts) = decode(&buf).unwrap() else {
+            panic!("wrong kind")
+        };
+        assert_eq!(parts.len(), 2);
+        assert!(matches!(&parts[0], Record::Samples(r) if r.len() == 1));
+        assert!(matches!(&parts[1], Record::Gpus { seen_ms: 5, gpus } if gpus == &vec![id]));
+        for n in 0..buf.len() {
+            assert!(decode(&buf[..n]).is_err());
+        }
     }
 
     #[test]
