@@ -143,7 +143,10 @@ fn forbidden_node(what: &str, node: &str) -> ApiError {
     error(
         StatusCode::FORBIDDEN,
         "node_not_allowed",
-        format!("{what} '{node}' is outside the nodes this token may write; give the agent a token scoped to it (node=… in the token file)"),
+        format!(
+            "{what} is '{node}', outside the nodes this token may write; \
+             give the agent a token scoped to it (node=… in the token file)"
+        ),
     )
 }
 
