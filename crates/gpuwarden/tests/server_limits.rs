@@ -362,6 +362,12 @@ async fn ingest_tokens_are_bound_to_their_nodes() {
         (403, Some("gpu_on_other_node")),
         "{body}"
     );
+    // ... nor write samples of it by naming it only in a row (the wire format already
+    // refuses rows of GPUs the page does not describe: 400).
+    let mut sneaky = batch("x-4", "host-b1", "GPU-b", "host-b1", ts + 1000);
+    sneaky["pages"][0]["rows"][0]["gpu"] = json!("GPU-host-a-1");
+    let (s, body) = push(&ingest, &sneaky, TOKEN_B).await;
+    assert!(s == 400 || s == 403, "{s}: {body}");
     // Its own nodes are fine.
     assert_eq!(
         push(&ingest, &batch("b-1", "host-b1", "GPU-b", "host-b1", ts), TOKEN_B)

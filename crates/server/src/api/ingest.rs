@@ -167,7 +167,7 @@ fn check_gpu_nodes<'a>(
     for g in gpus {
         if !scope.allows(&g.node) {
             return Err(forbidden_node(
-                &format!("GPU {} is labelled with node", g.uuid.as_str()),
+                &format!("the node label of GPU {}", g.uuid.as_str()),
                 &g.node,
             ));
         }
@@ -220,7 +220,15 @@ pub async fn push(
         }
     };
     let in_scope = if scope.allows(&batch.node) {
-        check_gpu_nodes(&scope, batch.pages.iter().flat_map(|p| &p.gpus))
+        check_gpu_nodes(&scope, batch.pages.iter().flat_map(|p| &p.gpus)).and_then(|()| {
+            match batch.events.iter().find(|e| !scope.allows(&e.node)) {
+                Some(e) => Err(forbidden_node(
+                    &format!("the node of an event of GPU {}", e.gpu.as_str()),
+                    &e.node,
+                )),
+                None => Ok(()),
+            }
+        })
     } else {
         Err(forbidden_node("the batch's node", &batch.node))
     };
@@ -259,19 +267,26 @@ fn apply_batch(
     // A scoped token may not take over a GPU that is known on a node outside its scope
     // (that would move the GPU's history and incidents to the attacker's node).
     if !matches!(scope, NodeScope::Any) {
-        for g in batch.pages.iter().flat_map(|p| &p.gpus) {
-            if let Some(known) = state.live.get(g.uuid.as_str(), wall_ms) {
-                if known.identity.node != g.node && !scope.allows(&known.identity.node) {
+        // Every GPU the batch writes: listed identities, sample rows and events (rows and
+        // events name their GPU on their own, so checking identities alone is not enough).
+        let gpus = batch
+            .pages
+            .iter()
+            .flat_map(|p| p.gpus.iter().map(|g| &g.uuid).chain(p.rows.iter().map(|r| &r.gpu)))
+            .chain(batch.events.iter().map(|e| &e.gpu));
+        for uuid in gpus {
+            if let Some(known) = state.live.get(uuid.as_str(), wall_ms) {
+                if !scope.allows(&known.identity.node) {
                     ingest.metrics.count("forbidden");
-                    tracing::warn!(gpu = %g.uuid.as_str(), from = %known.identity.node, to = %g.node, "refused moving a GPU");
+                    tracing::warn!(gpu = %uuid.as_str(), known_on = %known.identity.node, batch_node = %batch.node, "refused a batch writing another node's GPU");
                     return Err(error(
                         StatusCode::FORBIDDEN,
                         "gpu_on_other_node",
                         format!(
-                            "GPU {} is known on node '{}', which this token may not write; it cannot be moved to '{}' with it",
-                            g.uuid.as_str(),
+                            "GPU {} is known on node '{}', which this token may not write; it cannot be moved to or written from '{}' with it",
+                            uuid.as_str(),
                             known.identity.node,
-                            g.node
+                            batch.node
                         ),
                     ));
                 }
