@@ -368,6 +368,24 @@ async fn ingest_tokens_are_bound_to_their_nodes() {
     sneaky["pages"][0]["rows"][0]["gpu"] = json!("GPU-host-a-1");
     let (s, body) = push(&ingest, &sneaky, TOKEN_B).await;
     assert!(s == 400 || s == 403, "{s}: {body}");
+    // ... nor an XID event of it, nor an event labelled with a node outside its scope.
+    let mut event = batch("x-5", "host-b1", "GPU-b", "host-b1", ts + 1000);
+    event["events"] = json!([{"gpu": "GPU-host-a-1", "node": "host-b1", "ts_ms": ts,
+                              "kind": {"type": "xid", "code": 79}}]);
+    let (s, body) = push(&ingest, &event, TOKEN_B).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (403, Some("gpu_on_other_node")),
+        "{body}"
+    );
+    event["events"][0]["node"] = json!("host-a");
+    event["id"] = json!("x-6");
+    let (s, body) = push(&ingest, &event, TOKEN_B).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (403, Some("node_not_allowed")),
+        "{body}"
+    );
     // Its own nodes are fine.
     assert_eq!(
         push(&ingest, &batch("b-1", "host-b1", "GPU-b", "host-b1", ts), TOKEN_B)
