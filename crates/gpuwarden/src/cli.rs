@@ -167,9 +167,24 @@ pub struct ServeArgs {
     /// a non-loopback address when --ingest-token-file is given.
     #[arg(long)]
     pub ingest_listen: Option<SocketAddr>,
-    /// Bearer tokens accepted on the push endpoints (one per line).
+    /// Bearer tokens accepted on the push endpoints, one per line: `TOKEN node=HOST` or
+    /// `TOKEN nodes=GLOB,GLOB` binds a token to nodes; a bare `TOKEN` may write any node
+    /// (a warning at start). Tokens shorter than 32 characters are refused.
     #[arg(long, env = "GPUWARDEN_INGEST_TOKEN_FILE")]
     pub ingest_token_file: Option<PathBuf>,
+    /// Print a new random ingest token (256 bits, hex) and exit.
+    #[arg(long)]
+    pub generate_ingest_token: bool,
+    /// Time a client has to send a request's headers before its connection is closed
+    /// (both listeners).
+    #[arg(long, default_value = "10s")]
+    pub header_read_timeout: humantime::Duration,
+    /// Time to answer one request before it is answered 408 (both listeners).
+    #[arg(long, default_value = "60s")]
+    pub request_timeout: humantime::Duration,
+    /// Connections served at once per listener; new ones past it are closed at once.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
     /// Largest push body in bytes (remote_write: compressed size).
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub max_ingest_bytes: usize,

@@ -29,6 +29,9 @@ pub struct NotifyConfig {
     pub timeout: Option<String>,
     /// Delivered and failed entries kept in the outbox per sink, for the API (default 1000).
     pub keep_done: Option<usize>,
+    /// `[notify.silences]`: bounds on silences (count, matchers, lengths, duration).
+    #[serde(default)]
+    pub silences: crate::silence::SilenceLimits,
     /// The sinks, by name: `[notify.sinks.NAME]` with `type = "…"`.
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkConfig>,
@@ -45,6 +48,7 @@ pub struct DeliverySettings {
     pub give_up_after: Duration,
     pub timeout: Duration,
     pub keep_done: usize,
+    pub silence_limits: crate::silence::SilenceLimits,
 }
 
 impl Default for DeliverySettings {
@@ -55,6 +59,7 @@ impl Default for DeliverySettings {
             give_up_after: Duration::from_secs(24 * 3600),
             timeout: Duration::from_secs(10),
             keep_done: 1000,
+            silence_limits: Default::default(),
         }
     }
 }
@@ -97,6 +102,7 @@ impl NotifyConfig {
             give_up_after: duration("give_up_after", &self.give_up_after, d.give_up_after)?,
             timeout: duration("timeout", &self.timeout, d.timeout)?,
             keep_done: self.keep_done.unwrap_or(d.keep_done).max(1),
+            silence_limits: self.silences.clone(),
         })
     }
 }

@@ -154,7 +154,7 @@ impl Notifier {
         clock: Arc<dyn Clock>,
     ) -> Result<Notifier, NotifyError> {
         let outbox = Outbox::open(dir, settings.keep_done)?;
-        let silences = Silences::open(&dir.join("silences.json"))?;
+        let silences = Silences::open(&dir.join("silences.json"))?.with_limits(settings.silence_limits.clone());
         let metrics = NotifyMetrics::default();
         let sinks: BTreeMap<String, SinkSlot> = sinks
             .into_iter()

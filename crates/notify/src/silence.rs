@@ -15,6 +15,38 @@ use std::path::{Path, PathBuf};
 /// Expired silences are forgotten this long after their end.
 const FORGET_AFTER_MS: TimestampMs = 7 * 24 * 3600 * 1000;
 
+/// Bounds on silences, so that the API cannot grow the file (rewritten on each change)
+/// or the answers without limit. `[notify.silences]` in the configuration overrides them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SilenceLimits {
+    /// Silences kept at once (active, pending and recently expired). Default 1000.
+    pub max_count: usize,
+    /// Patterns in all matcher lists of one silence, plus its sinks. Default 100.
+    pub max_matchers: usize,
+    /// Longest single matcher pattern or sink name, in bytes. Default 256.
+    pub max_matcher_len: usize,
+    /// Longest author, in bytes. Default 256.
+    pub max_author_len: usize,
+    /// Longest comment, in bytes. Default 4096.
+    pub max_comment_len: usize,
+    /// Longest silence (end − start), in milliseconds. Default one year.
+    pub max_duration_ms: i64,
+}
+
+impl Default for SilenceLimits {
+    fn default() -> Self {
+        SilenceLimits {
+            max_count: 1000,
+            max_matchers: 100,
+            max_matcher_len: 256,
+            max_author_len: 256,
+            max_comment_len: 4096,
+            max_duration_ms: 365 * 24 * 3600 * 1000,
+        }
+    }
+}
+
 /// One silence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Silence {
@@ -91,6 +123,12 @@ pub enum SilenceError {
     MissingAuthorOrComment,
     #[error("silence names sink '{0}', which is not configured")]
     UnknownSink(String),
+    #[error("a silence may last at most {max_ms} ms (about {} days); this one lasts {got_ms} ms", max_ms / 86_400_000)]
+    TooLong { max_ms: i64, got_ms: i64 },
+    #[error("{what} is {got} long; the limit is {max}: shorten it")]
+    TooBig { what: &'static str, got: usize, max: usize },
+    #[error("there are already {0} silences, the limit: expire some (DELETE /api/v1/silences/ID) before adding more")]
+    TooMany(usize),
     #[error("no silence '{0}'")]
     NotFound(String),
     #[error("saving silences to {path}: {source}")]
@@ -101,6 +139,7 @@ pub enum SilenceError {
 pub struct Silences {
     path: PathBuf,
     list: parking_lot::RwLock<Vec<Silence>>,
+    limits: SilenceLimits,
 }
 
 impl Silences {
@@ -120,7 +159,43 @@ impl Silences {
         Ok(Silences {
             path: path.to_path_buf(),
             list: parking_lot::RwLock::new(list),
+            limits: SilenceLimits::default(),
         })
+    }
+
+    /// The same silences under other bounds (those already saved are kept as they are).
+    pub fn with_limits(mut self, limits: SilenceLimits) -> Silences {
+        self.limits = limits;
+        self
+    }
+
+    /// Refuses a silence larger than the limits before anything is stored.
+    fn check_size(&self, new: &NewSilence) -> Result<(), SilenceError> {
+        let l = &self.limits;
+        let too_big = |what, got: usize, max: usize| {
+            if got > max {
+                Err(SilenceError::TooBig { what, got, max })
+            } else {
+                Ok(())
+            }
+        };
+        too_big("the author", new.author.len(), l.max_author_len)?;
+        too_big("the comment", new.comment.len(), l.max_comment_len)?;
+        let m = &new.matchers;
+        let patterns = || {
+            m.rules
+                .iter()
+                .chain(&m.nodes)
+                .chain(&m.namespaces)
+                .chain(&m.gpus)
+                .chain(&new.sinks)
+        };
+        let count = patterns().count() + m.kinds.len() + m.transitions.len();
+        too_big("the number of matchers and sinks", count, l.max_matchers)?;
+        if let Some(p) = patterns().max_by_key(|p| p.len()) {
+            too_big("a matcher pattern or sink name", p.len(), l.max_matcher_len)?;
+        }
+        Ok(())
     }
 
     /// Adds a silence and saves; returns it with its id.
@@ -146,6 +221,15 @@ impl Silences {
         if new.author.trim().is_empty() || new.comment.trim().is_empty() {
             return Err(SilenceError::MissingAuthorOrComment);
         }
+        self.check_size(&new)?;
+        // Checked: `ends_ms - starts_ms` of two arbitrary i64 may overflow.
+        let got_ms = new.ends_ms.checked_sub(starts_ms).unwrap_or(i64::MAX);
+        if got_ms > self.limits.max_duration_ms {
+            return Err(SilenceError::TooLong {
+                max_ms: self.limits.max_duration_ms,
+                got_ms,
+            });
+        }
         if let Some(s) = new.sinks.iter().find(|s| !known_sinks.contains(s)) {
             return Err(SilenceError::UnknownSink(s.clone()));
         }
@@ -160,7 +244,10 @@ impl Silences {
             created_ms: now_ms,
         };
         let mut list = self.list.write();
-        list.retain(|s| s.ends_ms + FORGET_AFTER_MS > now_ms);
+        list.retain(|s| s.ends_ms.saturating_add(FORGET_AFTER_MS) > now_ms);
+        if list.len() >= self.limits.max_count {
+            return Err(SilenceError::TooMany(list.len()));
+        }
         list.push(silence.clone());
         self.save(&list)?;
         Ok(silence)
@@ -253,6 +340,59 @@ mod tests {
         s.expire(&sil.id, 1_200).unwrap();
         assert_eq!(s.silenced_by(&n, "am", 1_300), None);
         assert_eq!(s.list()[0].state(1_300), SilenceState::Expired);
+    }
+
+    #[test]
+    fn silences_beyond_the_limits_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = SilenceLimits {
+            max_count: 2,
+            max_matchers: 3,
+            max_matcher_len: 10,
+            max_author_len: 8,
+            max_comment_len: 20,
+            max_duration_ms: 10_000,
+        };
+        let s = Silences::open(&dir.path().join("s.json")).unwrap().with_limits(limits);
+        let sinks = vec!["am".to_string()];
+        let mut long = new(1_000 + 10_001);
+        assert!(matches!(
+            s.create(long.clone(), &sinks, 1_000),
+            Err(SilenceError::TooLong { .. })
+        ));
+        long.ends_ms = i64::MAX;
+        long.starts_ms = Some(i64::MIN + 1);
+        assert!(s.create(long, &sinks, 1_000).is_err(), "no overflow on a huge span");
+        let mut author = new(5_000);
+        author.author = "a".repeat(9);
+        assert!(matches!(
+            s.create(author, &sinks, 1_000),
+            Err(SilenceError::TooBig { .. })
+        ));
+        let mut comment = new(5_000);
+        comment.comment = "c".repeat(21);
+        assert!(matches!(
+            s.create(comment, &sinks, 1_000),
+            Err(SilenceError::TooBig { .. })
+        ));
+        let mut many = new(5_000);
+        many.matchers.nodes = vec!["a".into(), "b".into(), "c".into()];
+        assert!(matches!(
+            s.create(many, &sinks, 1_000),
+            Err(SilenceError::TooBig { .. })
+        ));
+        let mut wide = new(5_000);
+        wide.matchers.rules = vec!["x".repeat(11)];
+        assert!(matches!(
+            s.create(wide, &sinks, 1_000),
+            Err(SilenceError::TooBig { .. })
+        ));
+        s.create(new(5_000), &sinks, 1_000).unwrap();
+        s.create(new(5_000), &sinks, 1_000).unwrap();
+        assert!(matches!(
+            s.create(new(5_000), &sinks, 1_000),
+            Err(SilenceError::TooMany(2))
+        ));
     }
 
     #[test]

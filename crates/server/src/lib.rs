@@ -9,6 +9,8 @@ pub mod cache;
 pub mod derived_metrics;
 pub mod error;
 pub mod exposition;
+pub mod json_errors;
+pub mod listener;
 pub mod openapi;
 pub mod scope;
 mod time_param;
@@ -16,23 +18,16 @@ pub mod ui;
 
 pub use api::{router, AppState};
 pub use error::ApiError;
+pub use listener::{serve_with, ServeLimits};
 
-use std::net::SocketAddr;
 use tokio::sync::watch;
 
-/// Serves `router` on `listener` until `shutdown` turns true.
+/// Serves `router` on `listener` with the default [`ServeLimits`] until `shutdown` turns
+/// true.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            while !*shutdown.borrow() {
-                if shutdown.changed().await.is_err() {
-                    break;
-                }
-            }
-        })
-        .await
+    serve_with(listener, router, shutdown, ServeLimits::default()).await
 }

@@ -14,7 +14,11 @@ pub fn parse_time(s: &str, now_ms: TimestampMs) -> Result<TimestampMs, String> {
     }
     if let Some(rest) = s.strip_prefix('-') {
         let d = humantime::parse_duration(rest).map_err(|e| format!("'{s}': {e}"))?;
-        return Ok(now_ms - d.as_millis() as i64);
+        // Checked: a huge duration must be refused, not wrap around into the future.
+        return i64::try_from(d.as_millis())
+            .ok()
+            .and_then(|ms| now_ms.checked_sub(ms))
+            .ok_or_else(|| format!("'{s}' reaches too far back: use a duration of at most a few hundred years"));
     }
     let t = humantime::parse_rfc3339_weak(s).map_err(|_| {
         format!(
@@ -25,7 +29,7 @@ pub fn parse_time(s: &str, now_ms: TimestampMs) -> Result<TimestampMs, String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|_| format!("'{s}' is before 1970"))?
         .as_millis();
-    Ok(ms as i64)
+    i64::try_from(ms).map_err(|_| format!("'{s}' is too far in the future"))
 }
 
 #[cfg(test)]
@@ -39,5 +43,13 @@ mod tests {
         assert_eq!(parse_time("-1h", 3_600_000).unwrap(), 0);
         assert_eq!(parse_time("1970-01-01T00:00:01Z", 0).unwrap(), 1000);
         assert!(parse_time("yesterday-ish", 0).is_err());
+    }
+
+    #[test]
+    fn huge_relative_times_are_refused_not_wrapped() {
+        let e = parse_time("-99999999999y", 1_700_000_000_000).unwrap_err();
+        assert!(e.contains("too far back"), "{e}");
+        assert!(parse_time("-18446744073709551615s", 0).is_err());
+        assert!(parse_time("-9223372036854775807ms", -10).is_err());
     }
 }

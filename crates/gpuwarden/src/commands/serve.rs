@@ -28,6 +28,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 pub fn serve(args: ServeArgs) -> Result<ExitCode> {
+    if args.generate_ingest_token {
+        println!("{}", gpuwarden_server::api::ingest::auth::generate());
+        return Ok(ExitCode::SUCCESS);
+    }
     let file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
@@ -41,12 +45,26 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
     let tokens = match &args.ingest_token_file {
         Some(p) => IngestTokens::parse(
             &std::fs::read_to_string(p).with_context(|| format!("reading the ingest token file {}", p.display()))?,
-        ),
+        )
+        .with_context(|| format!("loading the ingest token file {}", p.display()))?,
         None => IngestTokens::default(),
     };
     if args.ingest_token_file.is_some() && tokens.is_empty() {
-        bail!("the ingest token file has no token in it");
+        bail!("the ingest token file has no token in it; generate one with `gpuwarden serve --generate-ingest-token`");
     }
+    if tokens.unscoped() > 0 {
+        tracing::warn!(
+            "{} ingest token(s) have no node scope and may write data of any node; bind each to its \
+             host with `TOKEN node=HOST` (or `nodes=GLOB`) in the token file",
+            tokens.unscoped()
+        );
+    }
+    let limits = gpuwarden_server::ServeLimits {
+        header_read_timeout: args.header_read_timeout.into(),
+        request_timeout: args.request_timeout.into(),
+        max_connections: args.max_connections.max(1),
+        ..Default::default()
+    };
     if let Some(addr) = args.ingest_listen {
         if !addr.ip().is_loopback() && tokens.is_empty() {
             bail!(
@@ -147,19 +165,26 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
             max_body_bytes: args.max_ingest_bytes,
             limits: BatchLimits::default(),
             metrics: ingest_metrics,
+            newest: Default::default(),
         })),
     };
     let push_router = ingest::ingest_router(state.clone());
     let router = gpuwarden_server::router(state, None);
-    let server_task = tokio::spawn(gpuwarden_server::serve(listener, router, shutdown_rx.clone()));
+    let server_task = tokio::spawn(gpuwarden_server::serve_with(
+        listener,
+        router,
+        shutdown_rx.clone(),
+        limits.clone(),
+    ));
     let mut ingest_addr = None;
     let ingest_server = match ingest_listener {
         Some(l) => {
             ingest_addr = l.local_addr().ok();
-            Some(tokio::spawn(gpuwarden_server::serve(
+            Some(tokio::spawn(gpuwarden_server::serve_with(
                 l,
                 push_router,
                 shutdown_rx.clone(),
+                limits,
             )))
         }
         None => None,

@@ -162,7 +162,7 @@ fn window(params_from: Option<&str>, params_to: Option<&str>, gpu: &GpuView) -> 
     };
     let from = match params_from {
         Some(s) => parse_time(s, anchor).map_err(|m| ApiError::bad_request("bad_time", format!("from: {m}")))?,
-        None => to - 3_600_000,
+        None => to.saturating_sub(3_600_000),
     };
     if from >= to {
         return Err(ApiError::bad_request("bad_time", "from must be before to"));

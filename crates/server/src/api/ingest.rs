@@ -9,7 +9,14 @@
 //!
 //! Idempotency: a batch id already in the [`ledger`] is answered `{"status":"duplicate"}`
 //! without storing anything. Pushes are applied one at a time (a mutex around check →
-//! ingest → record), so two concurrent retries of one batch cannot both be stored.
+//! ingest → record), so two concurrent retries of one batch cannot both be stored. The
+//! same samples under a new batch id are dropped too: per (GPU, source) the newest stored
+//! timestamp is kept, and rows at or before it are not stored again (in memory: after a
+//! restart only the ledger's batch ids protect against replays).
+//!
+//! Scope: a token may be bound to nodes ([`auth::NodeScope`]). A batch whose node, or
+//! whose GPUs' node labels, fall outside the token's scope is refused 403, and so is a
+//! batch that would move a GPU already known on a node outside the scope.
 
 pub mod auth;
 pub mod ledger;
@@ -17,7 +24,7 @@ pub mod remote_write;
 
 use super::AppState;
 use crate::ApiError;
-use auth::IngestTokens;
+use auth::{Access, IngestTokens, NodeScope};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -34,6 +41,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::sync::Arc;
 use utoipa::ToSchema;
 
@@ -80,6 +88,9 @@ pub struct IngestState {
     pub max_body_bytes: usize,
     pub limits: BatchLimits,
     pub metrics: IngestMetrics,
+    /// Newest stored sample timestamp per (GPU UUID, page source), for dropping samples
+    /// pushed again under a new batch id. Guarded by the ledger's lock in practice.
+    pub newest: Mutex<HashMap<(String, String), i64>>,
 }
 
 /// Answer to an accepted push.
@@ -91,8 +102,16 @@ pub struct IngestReply {
     id: String,
     /// Sample values stored (0 for a duplicate).
     samples: usize,
+    /// Sample rows dropped because they were stored before (same GPU, source and an
+    /// equal or older timestamp), e.g. a retry under a new batch id.
+    #[serde(skip_serializing_if = "is_zero")]
+    repeated_rows: usize,
     /// Events stored.
     events: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
@@ -112,15 +131,57 @@ fn ingest_state(state: &AppState) -> Result<Arc<IngestState>, ApiError> {
     })
 }
 
-async fn read_body(ingest: &IngestState, headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, ApiError> {
-    if !ingest.tokens.allows(headers) {
-        return Err(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid `Authorization: Bearer <token>` header is required",
-        ));
+fn unauthorized() -> ApiError {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "a valid `Authorization: Bearer <token>` header is required",
+    )
+}
+
+fn forbidden_node(what: &str, node: &str) -> ApiError {
+    error(
+        StatusCode::FORBIDDEN,
+        "node_not_allowed",
+        format!(
+            "{what} is '{node}', outside the nodes this token may write; \
+             give the agent a token scoped to it (node=… in the token file)"
+        ),
+    )
+}
+
+/// The scope of the request's token (`Any` when no token is configured).
+fn authorize(ingest: &IngestState, headers: &HeaderMap) -> Result<NodeScope, ApiError> {
+    match ingest.tokens.access(headers) {
+        Access::Open => Ok(NodeScope::Any),
+        Access::Token(scope) => Ok(scope),
+        Access::Denied => Err(unauthorized()),
     }
-    axum::body::to_bytes(body, ingest.max_body_bytes).await.map_err(|_| {
+}
+
+/// Refuses GPUs labelled with a node outside `scope`.
+fn check_gpu_nodes<'a>(
+    scope: &NodeScope,
+    gpus: impl IntoIterator<Item = &'a gpuwarden_model::GpuIdentity>,
+) -> Result<(), ApiError> {
+    for g in gpus {
+        if !scope.allows(&g.node) {
+            return Err(forbidden_node(
+                &format!("the node label of GPU {}", g.uuid.as_str()),
+                &g.node,
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn read_body(
+    ingest: &IngestState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(NodeScope, axum::body::Bytes), ApiError> {
+    let scope = authorize(ingest, headers)?;
+    let bytes = axum::body::to_bytes(body, ingest.max_body_bytes).await.map_err(|_| {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
@@ -129,7 +190,8 @@ async fn read_body(ingest: &IngestState, headers: &HeaderMap, body: Body) -> Res
                 ingest.max_body_bytes
             ),
         )
-    })
+    })?;
+    Ok((scope, bytes))
 }
 
 /// Accept a batch pushed by `gpuwarden agent`.
@@ -139,6 +201,7 @@ async fn read_body(ingest: &IngestState, headers: &HeaderMap, body: Body) -> Res
         (status = 200, description = "Stored, or already stored (status=duplicate)", body = IngestReply),
         (status = 400, description = "Malformed batch: do not retry", body = super::dto::ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = super::dto::ErrorBody),
+        (status = 403, description = "The batch's node or GPUs are outside the token's nodes", body = super::dto::ErrorBody),
         (status = 404, description = "Ingest is not enabled on this server", body = super::dto::ErrorBody),
         (status = 413, description = "Body larger than the limit", body = super::dto::ErrorBody),
         (status = 503, description = "The store could not take the batch: retry later", body = super::dto::ErrorBody)))]
@@ -148,7 +211,7 @@ pub async fn push(
     body: Body,
 ) -> Result<Json<IngestReply>, ApiError> {
     let ingest = ingest_state(&state)?;
-    let bytes = read_body(&ingest, &headers, body).await?;
+    let (scope, bytes) = read_body(&ingest, &headers, body).await?;
     let batch = match Batch::decode(&bytes, &ingest.limits) {
         Ok(b) => b,
         Err(e) => {
@@ -156,10 +219,28 @@ pub async fn push(
             return Err(ApiError::bad_request("bad_batch", e.to_string()));
         }
     };
+    let in_scope = if scope.allows(&batch.node) {
+        check_gpu_nodes(&scope, batch.pages.iter().flat_map(|p| &p.gpus)).and_then(|()| {
+            match batch.events.iter().find(|e| !scope.allows(&e.node)) {
+                Some(e) => Err(forbidden_node(
+                    &format!("the node of an event of GPU {}", e.gpu.as_str()),
+                    &e.node,
+                )),
+                None => Ok(()),
+            }
+        })
+    } else {
+        Err(forbidden_node("the batch's node", &batch.node))
+    };
+    if let Err(e) = in_scope {
+        ingest.metrics.count("forbidden");
+        tracing::warn!(node = %batch.node, "refused a pushed batch: {}", e.message);
+        return Err(e);
+    }
     let wall_ms = state.clock.now_ms();
     let st = state.clone();
     let ing = ingest.clone();
-    tokio::task::spawn_blocking(move || apply_batch(&st, &ing, &batch, wall_ms))
+    tokio::task::spawn_blocking(move || apply_batch(&st, &ing, &scope, batch, wall_ms))
         .await
         .map_err(|e| ApiError::internal("ingesting a batch", e))?
 }
@@ -167,7 +248,8 @@ pub async fn push(
 fn apply_batch(
     state: &AppState,
     ingest: &IngestState,
-    batch: &Batch,
+    scope: &NodeScope,
+    mut batch: Batch,
     wall_ms: i64,
 ) -> Result<Json<IngestReply>, ApiError> {
     let mut ledger = ingest.ledger.lock();
@@ -179,8 +261,39 @@ fn apply_batch(
             id,
             samples: 0,
             events: 0,
+            repeated_rows: 0,
         }));
     }
+    // A scoped token may not take over a GPU that is known on a node outside its scope
+    // (that would move the GPU's history and incidents to the attacker's node).
+    if !matches!(scope, NodeScope::Any) {
+        // Every GPU the batch writes: listed identities, sample rows and events (rows and
+        // events name their GPU on their own, so checking identities alone is not enough).
+        let gpus = batch
+            .pages
+            .iter()
+            .flat_map(|p| p.gpus.iter().map(|g| &g.uuid).chain(p.rows.iter().map(|r| &r.gpu)))
+            .chain(batch.events.iter().map(|e| &e.gpu));
+        for uuid in gpus {
+            if let Some(known) = state.live.get(uuid.as_str(), wall_ms) {
+                if !scope.allows(&known.identity.node) {
+                    ingest.metrics.count("forbidden");
+                    tracing::warn!(gpu = %uuid.as_str(), known_on = %known.identity.node, batch_node = %batch.node, "refused a batch writing another node's GPU");
+                    return Err(error(
+                        StatusCode::FORBIDDEN,
+                        "gpu_on_other_node",
+                        format!(
+                            "GPU {} is known on node '{}', which this token may not write; it cannot be moved to or written from '{}' with it",
+                            uuid.as_str(),
+                            known.identity.node,
+                            batch.node
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    let repeated_rows = drop_repeated_rows(&ingest.newest.lock(), &mut batch);
     let unavailable = |e: &dyn std::fmt::Display| {
         ingest.metrics.count("failed");
         tracing::error!(batch = %id, node = %batch.node, "storing a pushed batch: {e}");
@@ -199,6 +312,17 @@ fn apply_batch(
             .map_err(|e| unavailable(&e))?;
         samples += report.samples;
     }
+    {
+        let mut newest = ingest.newest.lock();
+        for page in &batch.pages {
+            for row in &page.rows {
+                let e = newest
+                    .entry((row.gpu.as_str().to_owned(), page.source.clone()))
+                    .or_insert(i64::MIN);
+                *e = (*e).max(row.ts_ms);
+            }
+        }
+    }
     if !batch.events.is_empty() {
         state.store.append_events(&batch.events).map_err(|e| unavailable(&e))?;
         state.analysis.observe_events(&batch.events);
@@ -214,7 +338,26 @@ fn apply_batch(
         id,
         samples,
         events: batch.events.len(),
+        repeated_rows,
     }))
+}
+
+/// Removes rows at or before the newest stored timestamp of their (GPU, source); returns
+/// how many. Rows of one batch are compared with what was stored before it, so two
+/// sources reporting one GPU at the same time are both kept.
+fn drop_repeated_rows(newest: &HashMap<(String, String), i64>, batch: &mut Batch) -> usize {
+    let mut dropped = 0;
+    for page in &mut batch.pages {
+        let before = page.rows.len();
+        let source = page.source.clone();
+        page.rows.retain(|r| {
+            newest
+                .get(&(r.gpu.as_str().to_owned(), source.clone()))
+                .is_none_or(|&ts| r.ts_ms > ts)
+        });
+        dropped += before - page.rows.len();
+    }
+    dropped
 }
 
 /// Prometheus remote_write 1.0 receiver (protobuf `WriteRequest`, snappy raw block).
@@ -224,12 +367,13 @@ fn apply_batch(
         (status = 204, description = "Samples stored"),
         (status = 400, description = "Not a snappy-compressed WriteRequest: do not retry", body = super::dto::ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = super::dto::ErrorBody),
+        (status = 403, description = "Samples of nodes outside the token's nodes", body = super::dto::ErrorBody),
         (status = 404, description = "Ingest is not enabled on this server", body = super::dto::ErrorBody),
         (status = 413, description = "Body larger than the limit", body = super::dto::ErrorBody),
         (status = 503, description = "The store could not take the samples: retry later", body = super::dto::ErrorBody)))]
 pub async fn remote_write(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let ingest = ingest_state(&state)?;
-    let bytes = read_body(&ingest, &headers, body).await?;
+    let (scope, bytes) = read_body(&ingest, &headers, body).await?;
     let wall_ms = state.clock.now_ms();
     let ing = ingest.clone();
     tokio::task::spawn_blocking(move || {
@@ -239,6 +383,9 @@ pub async fn remote_write(State(state): State<AppState>, headers: HeaderMap, bod
             .map_err(|e| ApiError::bad_request("bad_remote_write", e.to_string()))?;
         let mapped = remote_write::map_request(&req, wall_ms, &Limits::default())
             .map_err(|e| ApiError::bad_request("bad_remote_write", e.to_string()))?;
+        for m in &mapped {
+            check_gpu_nodes(&scope, &m.page.gpus)?;
+        }
         for m in mapped {
             let target = format!("remote_write://{}", m.instance);
             let report = ing.ingestor.ingest_page(&target, wall_ms, &m.page).map_err(|e| {
@@ -257,16 +404,26 @@ pub async fn remote_write(State(state): State<AppState>, headers: HeaderMap, bod
     .map_err(|e| ApiError::internal("ingesting remote_write", e))?
 }
 
+/// `/metrics` on the ingest listener: it names every GPU, node and score, so when tokens
+/// are configured it needs one (any token, whatever its nodes) like the push endpoints.
+async fn metrics_with_token(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let ingest = ingest_state(&state)?;
+    if matches!(ingest.tokens.access(&headers), Access::Denied) {
+        return Err(unauthorized());
+    }
+    Ok(super::system::metrics(State(state), headers).await?.into_response())
+}
+
 /// The router of `gpuwarden serve`'s separate ingest listener: only the push endpoints,
-/// `/healthz` and `/metrics`, so the listener can face agents without exposing the read
-/// API (which has no authentication yet).
+/// `/healthz` and `/metrics` (behind the bearer token), so the listener can face agents
+/// without exposing the read API (which has no authentication yet).
 pub fn ingest_router(state: AppState) -> axum::Router {
     use axum::routing::{get, post};
     axum::Router::new()
         .route("/api/v1/ingest", post(push))
         .route("/api/v1/write", post(remote_write))
         .route("/healthz", get(super::system::healthz))
-        .route("/metrics", get(super::system::metrics))
+        .route("/metrics", get(metrics_with_token))
         .fallback(super::system::not_found)
         .with_state(state)
 }

@@ -110,6 +110,13 @@ fn silence_error(e: SilenceError) -> ApiError {
     match e {
         SilenceError::NotFound(_) => ApiError::not_found("silence_not_found", e.to_string()),
         SilenceError::Io { .. } => ApiError::internal("saving silences", e),
+        SilenceError::TooBig { .. } => ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "silence_too_large",
+            message: e.to_string(),
+        },
+        SilenceError::TooMany(_) => ApiError::bad_request("too_many_silences", e.to_string()),
+        SilenceError::TooLong { .. } => ApiError::bad_request("silence_too_long", e.to_string()),
         other => ApiError::bad_request("bad_silence", other.to_string()),
     }
 }
@@ -128,7 +135,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<SilenceList>, Ap
 /// Create a silence.
 #[utoipa::path(post, operation_id = "create_silence", path = "/api/v1/silences", tag = "notifications",
     request_body(content = SilenceRequest, description = "Matchers, author, comment, and the end (or a duration)"),
-    responses((status = 201, description = "Created", body = SilenceView), (status = 400, description = "Bad request: the error says what is wrong", body = super::dto::ErrorBody), (status = 404, description = "Notifications are disabled", body = super::dto::ErrorBody)))]
+    responses((status = 201, description = "Created", body = SilenceView), (status = 400, description = "Bad request: the error says what is wrong (also: too many silences, too long a duration)", body = super::dto::ErrorBody), (status = 404, description = "Notifications are disabled", body = super::dto::ErrorBody), (status = 413, description = "Author, comment or matchers beyond the limits", body = super::dto::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     raw: axum::body::Bytes,
@@ -150,13 +157,25 @@ pub async fn create(
     let ends_ms = match (req.ends_ms, req.duration.as_deref()) {
         (Some(e), None) => e,
         (None, Some(d)) => {
-            let d = humantime::parse_duration(d).map_err(|_| {
+            let d = humantime::parse_duration(d.trim()).map_err(|_| {
                 ApiError::bad_request(
                     "bad_duration",
                     format!("duration \"{d}\" is not a duration (e.g. \"30m\", \"2h\")"),
                 )
             })?;
-            starts_ms.saturating_add(d.as_millis() as i64)
+            // Checked: "99999999999y" is a valid humantime duration but not an i64 of ms.
+            i64::try_from(d.as_millis())
+                .ok()
+                .and_then(|ms| starts_ms.checked_add(ms))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "bad_duration",
+                        format!(
+                            "duration \"{}\" is too long; a silence may last at most a year by default",
+                            req.duration.as_deref().unwrap_or_default()
+                        ),
+                    )
+                })?
         }
         _ => {
             return Err(ApiError::bad_request(

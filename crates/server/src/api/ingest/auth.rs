@@ -1,17 +1,74 @@
-//! Bearer-token check for the ingest endpoints.
+//! Bearer-token check for the ingest endpoints, and the nodes each token may write.
 //!
-//! Tokens come from a file (one per line, so a new token can be added before the old one
-//! is removed). The comparison is constant-time per token and every configured token is
-//! compared, so the time taken does not tell an attacker how much of a guess was right;
-//! only the length of the presented token can be learned, which a random 32-byte token
-//! makes worthless.
+//! Tokens come from a file, one per line, so a new token can be added before the old one
+//! is removed. A line is `TOKEN`, optionally followed by its scope:
+//!
+//! ```text
+//! # one host
+//! 3f9c…e1 node=host-a
+//! # a comma-separated list of node globs (`*` matches any run of characters)
+//! 7b20…4d nodes=gpu-*,dgx-01
+//! # no scope: may write any node (accepted with a warning at start)
+//! 9a1e…07
+//! ```
+//!
+//! Every token must be at least [`MIN_TOKEN_LEN`] characters: short tokens can be
+//! guessed. `gpuwarden serve --generate-ingest-token` prints a 256-bit random one.
+//!
+//! The comparison is constant-time per token and every configured token is compared, so
+//! the time taken does not tell an attacker how much of a guess was right; only the
+//! length of the presented token can be learned, which a random 32-byte token makes
+//! worthless.
 
 use axum::http::HeaderMap;
 use subtle::ConstantTimeEq;
 
+/// Shortest token accepted (characters): 32 hex digits are 128 bits.
+pub const MIN_TOKEN_LEN: usize = 32;
+
+/// Which nodes a token may write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeScope {
+    /// A bare token line: any node (kept for token files written before scopes).
+    Any,
+    /// Node name globs (`*` matches any run of characters; no `*` is an exact name).
+    Nodes(Vec<String>),
+}
+
+impl NodeScope {
+    /// Whether a token of this scope may write data of `node`.
+    pub fn allows(&self, node: &str) -> bool {
+        match self {
+            NodeScope::Any => true,
+            NodeScope::Nodes(patterns) => patterns.iter().any(|p| gpuwarden_notify::matcher::glob(p, node)),
+        }
+    }
+}
+
+/// Why a token file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    #[error(
+        "token file line {line}: the token is {len} characters; at least {MIN_TOKEN_LEN} are required \
+         (generate one with `gpuwarden serve --generate-ingest-token`)"
+    )]
+    TooShort { line: usize, len: usize },
+    #[error(
+        "token file line {line}: '{word}' is not a scope; write `TOKEN`, `TOKEN node=NAME` or \
+         `TOKEN nodes=GLOB,GLOB`"
+    )]
+    BadScope { line: usize, word: String },
+}
+
+#[derive(Clone)]
+struct Token {
+    secret: Vec<u8>,
+    scope: NodeScope,
+}
+
 /// The accepted tokens; empty means "no authentication" (loopback-only deployments).
 #[derive(Clone, Default)]
-pub struct IngestTokens(Vec<Vec<u8>>);
+pub struct IngestTokens(Vec<Token>);
 
 impl std::fmt::Debug for IngestTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -19,26 +76,78 @@ impl std::fmt::Debug for IngestTokens {
     }
 }
 
+/// What a request may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// No token configured (loopback only): anything.
+    Open,
+    /// An accepted token with this scope.
+    Token(NodeScope),
+    /// No accepted token.
+    Denied,
+}
+
 impl IngestTokens {
-    /// Parses a token file: one token per line; blank lines and `#` comments ignored.
-    pub fn parse(text: &str) -> IngestTokens {
-        IngestTokens(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(|l| l.as_bytes().to_vec())
-                .collect(),
-        )
+    /// Parses a token file: `TOKEN [node=NAME | nodes=GLOB,…]` per line; blank lines and
+    /// `#` comments ignored.
+    pub fn parse(text: &str) -> Result<IngestTokens, TokenFileError> {
+        let mut out = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line_no = i + 1;
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            let secret = words.next().unwrap_or_default();
+            if secret.chars().count() < MIN_TOKEN_LEN {
+                return Err(TokenFileError::TooShort {
+                    line: line_no,
+                    len: secret.chars().count(),
+                });
+            }
+            let mut patterns: Option<Vec<String>> = None;
+            for word in words {
+                let list = match word.split_once('=') {
+                    Some(("node", v)) if !v.is_empty() && !v.contains(',') => vec![v.to_owned()],
+                    Some(("nodes", v)) if !v.is_empty() => {
+                        v.split(',').filter(|p| !p.is_empty()).map(str::to_owned).collect()
+                    }
+                    _ => {
+                        return Err(TokenFileError::BadScope {
+                            line: line_no,
+                            word: word.to_owned(),
+                        })
+                    }
+                };
+                patterns.get_or_insert_with(Vec::new).extend(list);
+            }
+            out.push(Token {
+                secret: secret.as_bytes().to_vec(),
+                scope: patterns.map_or(NodeScope::Any, NodeScope::Nodes),
+            });
+        }
+        Ok(IngestTokens(out))
     }
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
+    /// How many tokens may write any node (bare lines), for a warning at start.
+    pub fn unscoped(&self) -> usize {
+        self.0.iter().filter(|t| t.scope == NodeScope::Any).count()
+    }
+
     /// Whether the request carries an accepted `Authorization: Bearer …`.
     pub fn allows(&self, headers: &HeaderMap) -> bool {
+        !matches!(self.access(headers), Access::Denied)
+    }
+
+    /// What the request's `Authorization: Bearer …` lets it do.
+    pub fn access(&self, headers: &HeaderMap) -> Access {
         if self.0.is_empty() {
-            return true;
+            return Access::Open;
         }
         let Some(presented) = headers
             .get(axum::http::header::AUTHORIZATION)
@@ -47,20 +156,33 @@ impl IngestTokens {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim().as_bytes())
         else {
-            return false;
+            return Access::Denied;
         };
-        let mut ok = subtle::Choice::from(0u8);
+        let mut found = None;
         for token in &self.0 {
             // `ct_eq` on slices of different lengths is false without looking at bytes.
-            ok |= token.as_slice().ct_eq(presented);
+            // Every token is compared; the branch only picks the scope once one matched.
+            let hit: bool = token.secret.as_slice().ct_eq(presented).into();
+            if hit && found.is_none() {
+                found = Some(token.scope.clone());
+            }
         }
-        ok.into()
+        found.map_or(Access::Denied, Access::Token)
     }
+}
+
+/// A new random token: 256 bits, hex.
+pub fn generate() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
     fn headers(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -70,12 +192,42 @@ mod tests {
 
     #[test]
     fn bearer_token_is_checked() {
-        let t = IngestTokens::parse("# rotate me\nold-token\n\nnew-token\n");
-        assert!(t.allows(&headers("Bearer new-token")));
-        assert!(t.allows(&headers("bearer old-token")));
-        assert!(!t.allows(&headers("Bearer new-toke")));
-        assert!(!t.allows(&headers("Basic new-token")));
+        let t = IngestTokens::parse(&format!("# rotate me\n{A}\n\n{B} node=host-b\n")).unwrap();
+        assert!(t.allows(&headers(&format!("Bearer {B}"))));
+        assert!(t.allows(&headers(&format!("bearer {A}"))));
+        assert!(!t.allows(&headers(&format!("Bearer {}", &B[1..]))));
+        assert!(!t.allows(&headers(&format!("Basic {B}"))));
         assert!(!t.allows(&HeaderMap::new()));
+        assert_eq!(t.unscoped(), 1);
+    }
+
+    #[test]
+    fn scopes_are_parsed_and_matched() {
+        let t = IngestTokens::parse(&format!("{A} node=host-a\n{B} nodes=gpu-*,dgx-01\n")).unwrap();
+        let Access::Token(a) = t.access(&headers(&format!("Bearer {A}"))) else {
+            panic!("A accepted")
+        };
+        assert!(a.allows("host-a") && !a.allows("host-b") && !a.allows("host-a2"));
+        let Access::Token(b) = t.access(&headers(&format!("Bearer {B}"))) else {
+            panic!("B accepted")
+        };
+        assert!(b.allows("gpu-17") && b.allows("dgx-01") && !b.allows("dgx-02"));
+    }
+
+    #[test]
+    fn short_tokens_and_bad_scopes_are_refused() {
+        let e = IngestTokens::parse("x\n").err().unwrap().to_string();
+        assert!(e.contains("--generate-ingest-token"), "{e}");
+        assert!(IngestTokens::parse(&format!("{A} host=a\n")).is_err());
+        assert!(IngestTokens::parse(&format!("{A} node=\n")).is_err());
+    }
+
+    #[test]
+    fn generated_tokens_are_long_and_different() {
+        let (a, b) = (generate(), generate());
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+        assert!(IngestTokens::parse(&a).is_ok());
     }
 
     #[test]

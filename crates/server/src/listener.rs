@@ -1,0 +1,131 @@
+//! The accept loop of gpuwarden's HTTP listeners, with the limits `axum::serve` lacks.
+//!
+//! - **Header-read timeout**: a connection that has not sent a complete request head
+//!   within [`ServeLimits::header_read_timeout`] is closed (hyper's
+//!   `http1::Builder::header_read_timeout`), so slow or idle clients cannot hold
+//!   connections open forever.
+//! - **Request timeout**: a request not answered within
+//!   [`ServeLimits::request_timeout`] is answered 408 with the JSON error body
+//!   (tower-http's `TimeoutLayer`; the JSON comes from [`crate::json_errors`]).
+//! - **Connection limit**: at most [`ServeLimits::max_connections`] connections are
+//!   served at once. Past it a new connection is accepted and closed at once (the client
+//!   sees a reset and may retry), rather than left waiting in the kernel backlog where
+//!   it would hold a socket and tell the client nothing.
+//! - **Graceful shutdown**: when `shutdown` turns true the loop stops accepting, asks
+//!   every connection to finish its current request, and waits at most
+//!   [`ServeLimits::shutdown_grace`] for them, so SIGTERM ends the process promptly even
+//!   with clients that never finish.
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+
+/// Limits of one listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// Time to receive a request head (request line and headers). Default 10 s.
+    pub header_read_timeout: Duration,
+    /// Time to answer one request, body included. Default 60 s.
+    pub request_timeout: Duration,
+    /// Connections served at once. Default 1024.
+    pub max_connections: usize,
+    /// Longest wait for open connections at shutdown. Default 5 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Serves `router` on `listener` under `limits` until `shutdown` turns true.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+    limits: ServeLimits,
+) -> std::io::Result<()> {
+    let router = crate::json_errors::wrap(router, limits.request_timeout);
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let refused = AtomicU64::new(0);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // Headers past the count json_errors allows still get hyper's bare 431.
+        .max_headers(crate::json_errors::MAX_HEADERS * 2);
+    loop {
+        let accepted = tokio::select! {
+            _ = wait_for(&mut shutdown) => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little instead of spinning.
+                tracing::warn!("accepting a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            let n = refused.fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    "{} connections open (the limit): closing new ones ({} so far), e.g. from {peer}",
+                    limits.max_connections,
+                    n + 1
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = tower::ServiceExt::map_request(router.clone(), move |mut req: axum::http::Request<_>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo::<SocketAddr>(peer));
+            req
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // Errors here are the client's doing (reset, timeout, bad request).
+            if let Err(e) = conn.await {
+                tracing::debug!("connection from {peer}: {e}");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "connections still open {} s after shutdown began; closing them",
+            limits.shutdown_grace.as_secs()
+        );
+    }
+    Ok(())
+}
+
+async fn wait_for(shutdown: &mut watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            // The sender is gone: as before (axum::serve), that ends serving.
+            return;
+        }
+    }
+}
