@@ -14,7 +14,7 @@
 //! capped at [`MAX_REFUSED_KEPT`] entries; [`crate::dcgm::PageSummary::refused_total`]
 //! counts them all) so the pipeline can count them per target.
 
-use gpuwarden_model::{DcgmField, GpuUuid};
+use gpuwarden_model::{DcgmField, FieldName, GpuSamples, GpuUuid};
 use serde::{Deserialize, Serialize};
 
 /// Refusals kept in detail per page; the rest are only counted. A hostile page of a
@@ -192,6 +192,31 @@ impl RefusedValue {
     }
 }
 
+/// Applies the bounds to rows that did not come through [`crate::dcgm`]'s mapping (an
+/// agent's push, Prometheus remote-write): removes every refused value from `rows`,
+/// appends up to [`MAX_REFUSED_KEPT`] of them (in total, counting what `refused`
+/// already holds) to `refused`, and returns how many were refused.
+pub fn refuse_impossible(rows: &mut [GpuSamples], refused: &mut Vec<RefusedValue>) -> usize {
+    let mut n = 0;
+    for row in rows {
+        let gpu = &row.gpu;
+        row.values.retain(|(name, v)| {
+            let FieldName::Dcgm(f) = name else { return true };
+            match check(*f, *v) {
+                Ok(()) => true,
+                Err(e) => {
+                    n += 1;
+                    if refused.len() < MAX_REFUSED_KEPT {
+                        refused.push(RefusedValue::new(gpu.clone(), &e));
+                    }
+                    false
+                }
+            }
+        });
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +280,23 @@ mod tests {
         assert!(refused(F::FanSpeed, 1_000.0));
         assert!(!refused(F::ProfSmActive, 0.98));
         assert!(refused(F::ProfSmActive, 1.5));
+    }
+
+    #[test]
+    fn refuse_impossible_cleans_pushed_rows() {
+        let mut rows = vec![GpuSamples {
+            gpu: GpuUuid::new("GPU-1"),
+            ts_ms: 1,
+            values: vec![
+                (F::GpuUtil.into(), 9_253.0),
+                (F::GpuTemp.into(), 50.0),
+                (FieldName::Other("custom".into()), -5.0),
+            ],
+        }];
+        let mut refused = Vec::new();
+        assert_eq!(refuse_impossible(&mut rows, &mut refused), 1);
+        assert_eq!(rows[0].values.len(), 2, "the valid and the unknown field stay");
+        assert_eq!(refused[0].field, "DCGM_FI_DEV_GPU_UTIL");
     }
 
     #[test]
