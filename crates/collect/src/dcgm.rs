@@ -27,9 +27,14 @@
 //!
 //! Series that name no GPU (no `UUID`, or an nvidia-smi series with labels beyond `uuid`,
 //! such as per-process ones) are kept in [`ExporterPage::other`].
+//!
+//! Physically impossible values of known fields (utilisation above 100 %, a die at
+//! −300 °C, a negative counter; see [`crate::validate`]) are refused here and recorded
+//! in [`PageSummary::refused`], so they never reach the store or the analyzers.
 
 use crate::nvsmi;
 use crate::prom::{self, Label, Limits, ParseError, ParseSummary, PromSample};
+use crate::validate::{self, RefusedValue};
 use gpuwarden_model::{DcgmField, FieldName, GpuIdentity, GpuSamples, GpuUuid, MigInstance, TimestampMs};
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -49,13 +54,20 @@ pub enum ExporterKind {
 }
 
 /// Counts describing one mapped page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PageSummary {
     pub parse: ParseSummary,
     /// Values placed in [`ExporterPage::rows`].
     pub gpu_values: usize,
     /// Series dropped because their GPU already had a value of that field at that time.
     pub duplicates: usize,
+    /// Values refused because they are physically impossible (see [`crate::validate`]),
+    /// in page order, at most [`crate::validate::MAX_REFUSED_KEPT`] of them. They are not
+    /// in [`ExporterPage::rows`]: they never reach the store or the analyzers.
+    pub refused: Vec<RefusedValue>,
+    /// Every refused value, including those beyond the cap of `refused`: the number the
+    /// pipeline should count per target.
+    pub refused_total: usize,
 }
 
 /// One exporter page, mapped.
@@ -159,6 +171,8 @@ struct PageBuilder<'a, 'n> {
     saw_nvsmi: bool,
     gpu_values: usize,
     duplicates: usize,
+    refused: Vec<RefusedValue>,
+    refused_total: usize,
 }
 
 impl<'a, 'n> PageBuilder<'a, 'n> {
@@ -178,6 +192,8 @@ impl<'a, 'n> PageBuilder<'a, 'n> {
             saw_nvsmi: false,
             gpu_values: 0,
             duplicates: 0,
+            refused: Vec::new(),
+            refused_total: 0,
         }
     }
 
@@ -317,6 +333,15 @@ impl<'a, 'n> PageBuilder<'a, 'n> {
         let row = self.row_for(slot, ts);
         let (field, scale) = self.field_for(s.name);
         let value = s.value * scale;
+        if let FieldName::Dcgm(f) = &field {
+            if let Err(e) = validate::check(*f, value) {
+                self.refused_total += 1;
+                if self.refused.len() < validate::MAX_REFUSED_KEPT {
+                    self.refused.push(RefusedValue::new(self.rows[row].gpu.clone(), &e));
+                }
+                return;
+            }
+        }
         let fresh = match &field {
             FieldName::Dcgm(f) => {
                 let bit = 1u128 << f.index();
@@ -366,6 +391,8 @@ impl<'a, 'n> PageBuilder<'a, 'n> {
                 parse,
                 gpu_values: self.gpu_values,
                 duplicates: self.duplicates,
+                refused: self.refused,
+                refused_total: self.refused_total,
             },
         }
     }
@@ -556,5 +583,70 @@ mod tests {
         assert_eq!(page.value("U", &DcgmField::GpuUtil.into()), Some(50.0));
         assert_eq!(page.value("U", &FieldName::parse("nvidia_smi_inforom_oem")), Some(2.1));
         assert_eq!(page.other.len(), 2);
+    }
+
+    #[test]
+    fn impossible_values_are_refused_with_a_reason() {
+        let body = format!(
+            "DCGM_FI_DEV_GPU_UTIL{{{GPU0}}} 9253\nDCGM_FI_DEV_GPU_TEMP{{{GPU0}}} 45\n\
+             DCGM_FI_DEV_ECC_SBE_VOL_TOTAL{{{GPU0}}} -3\nDCGM_FI_DEV_POWER_USAGE{{{GPU0}}} +Inf\n"
+        );
+        let page = map(&body);
+        assert_eq!(page.value("GPU-a", &DcgmField::GpuUtil.into()), None);
+        assert_eq!(page.value("GPU-a", &DcgmField::EccSbeVolTotal.into()), None);
+        assert_eq!(page.value("GPU-a", &DcgmField::PowerUsage.into()), None);
+        assert_eq!(page.value("GPU-a", &DcgmField::GpuTemp.into()), Some(45.0));
+        assert_eq!(page.summary.refused_total, 3);
+        let r = &page.summary.refused[0];
+        assert_eq!(
+            (r.gpu.as_str(), r.field.as_str(), r.value),
+            ("GPU-a", "DCGM_FI_DEV_GPU_UTIL", 9253.0)
+        );
+        assert!(r.reason.contains("0 to 100"), "{}", r.reason);
+        assert_eq!(page.summary.gpu_values, 1);
+    }
+
+    #[test]
+    fn refusals_kept_in_detail_are_capped() {
+        let mut body = String::new();
+        for i in 0..(crate::validate::MAX_REFUSED_KEPT + 10) {
+            body.push_str(&format!("DCGM_FI_DEV_GPU_TEMP{{UUID=\"GPU-{i}\"}} 900\n"));
+        }
+        let page = map(&body);
+        assert_eq!(page.summary.refused.len(), crate::validate::MAX_REFUSED_KEPT);
+        assert_eq!(page.summary.refused_total, crate::validate::MAX_REFUSED_KEPT + 10);
+    }
+
+    #[test]
+    fn nvidia_smi_values_are_checked_after_scaling() {
+        // 0.5 as a ratio is 50 %: accepted; 92.53 as a ratio is 9,253 %: refused.
+        let page = map("nvidia_smi_utilization_gpu_ratio{uuid=\"U\"} 92.53\n");
+        assert_eq!(page.value("U", &DcgmField::GpuUtil.into()), None);
+        assert_eq!(page.summary.refused_total, 1);
+    }
+
+    /// Every real capture in `testdata/exporters` maps without a single refusal: the
+    /// bounds refuse the impossible, not what real GPUs report.
+    #[test]
+    fn real_captures_refuse_nothing() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/exporters");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "md") {
+                continue;
+            }
+            let body = std::fs::read(&path).unwrap();
+            let page = map_exporter_page(&body, "n", 1_000, &Limits::default()).unwrap();
+            assert_eq!(
+                page.summary.refused_total,
+                0,
+                "{}: {:?}",
+                path.display(),
+                page.summary.refused
+            );
+            seen += 1;
+        }
+        assert!(seen >= 10, "{seen} captures");
     }
 }

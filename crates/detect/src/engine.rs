@@ -32,10 +32,12 @@ pub struct GpuHealth {
     /// `modelName`, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    /// 0–100, `None` when the data is stale or missing.
+    /// 0–100, the minimum over measured dimensions; `None` when the data is stale or
+    /// missing, or no dimension is measured (then `state` is `unknown`).
     pub score: Option<f64>,
     pub state: HealthState,
-    /// Per-dimension scores (all five keys; `None` when unknown).
+    /// Per-dimension scores (all five keys; `None` when unknown or not measured: no
+    /// input field for it on this GPU, see [`crate::measured`]).
     pub dimensions: BTreeMap<Dimension, Option<f64>>,
     /// Every point taken off, and why.
     pub deductions: Vec<Deduction>,
@@ -245,16 +247,33 @@ impl HealthEngine {
                 out.findings.push(h.finding(Some(uuid), &s.node, now_ms));
             }
             let health = if known {
-                let dims = score::dimensions(&hits);
+                let dims = score::dimensions(&hits, &crate::measured::measured(s));
                 let total = score::overall(&dims);
                 let worst = hits.iter().map(|h| h.severity).max();
+                let unmeasured: Vec<&str> = dims
+                    .iter()
+                    .filter(|(_, v)| v.is_none())
+                    .map(|(d, _)| d.as_str())
+                    .collect();
+                if total.is_none() {
+                    notes.push(
+                        "score unknown: the data has no measured value for any health dimension \
+                         (no temperature, power, ECC/remap, PCIe/NVLink error or clock/XID field)"
+                            .to_string(),
+                    );
+                } else if !unmeasured.is_empty() {
+                    notes.push(format!(
+                        "not measured (no input on this GPU): {}",
+                        unmeasured.join(", ")
+                    ));
+                }
                 GpuHealth {
                     uuid: uuid.clone(),
                     node: s.node.clone(),
                     model: s.model.clone(),
-                    score: Some(total),
-                    state: score::state(total, worst, &self.rules.score),
-                    dimensions: dims.into_iter().map(|(d, v)| (d, Some(v))).collect(),
+                    score: total,
+                    state: total.map_or(HealthState::Unknown, |t| score::state(t, worst, &self.rules.score)),
+                    dimensions: dims,
                     deductions: hits.iter().filter(|h| h.points > 0.0).map(Hit::deduction).collect(),
                     freshness: f,
                     notes,

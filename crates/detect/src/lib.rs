@@ -17,6 +17,7 @@ pub mod engine;
 pub mod error;
 pub mod hit;
 pub mod limits;
+pub mod measured;
 pub mod rules;
 pub mod score;
 pub mod snapshot;

@@ -2,11 +2,25 @@
 //!
 //! DCGM counters (ECC totals, NVLink and PCIe error totals, remapped rows) only go up,
 //! except when the driver reloads or the GPU is reset, when they restart from zero.
-//! [`CounterWindow`] folds raw readings into a monotone running total of increases (a
-//! decrease is a reset: the new reading is the increase since it), and keeps snapshots of
+//! [`CounterWindow`] folds raw readings into a monotone running total of increases, and
+//! keeps snapshots of
 //! that total at most once per `bucket_ms`. A window of W with buckets of W/60 holds about
 //! 61 snapshots whatever the scrape interval, so memory per GPU is bounded; the price is
 //! that "the last hour" may reach back up to one bucket further.
+//!
+//! ## Decreases
+//!
+//! Prometheus's `rate()`/`increase()` read any decrease as a reset and count the new
+//! value as the increase since it (the counter restarted from 0). We keep that for a
+//! real restart, and only for it: a reading that fell to at most half of the previous
+//! one is a restart, and its value is the increase since (a volatile DBE total that
+//! read 5, then 1 after a driver reload, had one new error). A reading that fell by less
+//! than that cannot be a restart from 0 (it would have had to climb back to more than
+//! half of the old total within one scrape interval, e.g. 110 million ECC errors in
+//! 55 s): it is a counter that went backwards (exporter bug, wrapped or rewritten
+//! value), and that step counts 0, re-basing on the new reading. Either way a decrease
+//! never yields a negative increase, and a counter sliding down 1,000 per scrape never
+//! yields a burst of errors.
 
 use gpuwarden_model::TimestampMs;
 use std::collections::VecDeque;
@@ -43,6 +57,20 @@ impl Increase {
     pub fn per_minute(&self, min_span_ms: i64) -> f64 {
         let span = self.span_ms.max(min_span_ms).max(1) as f64;
         self.amount / span * 60_000.0
+    }
+}
+
+/// The increase from `prev` to `raw` of a counter that only goes up except at a restart
+/// from zero (see the module doc, "Decreases"). Both are finite and non-negative.
+pub fn reset_aware_delta(prev: f64, raw: f64) -> f64 {
+    if raw >= prev {
+        raw - prev
+    } else if raw <= prev / 2.0 {
+        // Restarted from zero and has counted `raw` since.
+        raw
+    } else {
+        // Went backwards without restarting: no increase for this step.
+        0.0
     }
 }
 
@@ -95,8 +123,7 @@ impl CounterWindow {
         if ts <= last.ts {
             return;
         }
-        // A decrease is a reset: the counter restarted from zero and now reads `raw`.
-        let delta = if raw >= last.raw { raw - last.raw } else { raw };
+        let delta = reset_aware_delta(last.raw, raw);
         let s = Snap {
             ts,
             acc: last.acc + delta,
@@ -183,6 +210,33 @@ mod tests {
         let mut w = CounterWindow::new(60 * MIN, false);
         w.observe(0, 100.0);
         w.observe(5_000, 3.0);
+        assert_eq!(w.increase().unwrap().amount, 3.0);
+    }
+
+    #[test]
+    fn counter_sliding_down_is_not_an_error_burst() {
+        let mut w = CounterWindow::new(60 * MIN, false);
+        let mut v = 110_000_000.0;
+        for i in 0..20 {
+            w.observe(i * 55_000, v);
+            v -= 1_000.0;
+        }
+        assert_eq!(w.increase().unwrap().amount, 0.0);
+    }
+
+    #[test]
+    fn reset_then_real_increase_is_counted() {
+        let mut w = CounterWindow::new(60 * MIN, false);
+        w.observe(0, 5_000.0);
+        w.observe(5_000, 0.0);
+        assert_eq!(w.increase().unwrap().amount, 0.0);
+        w.observe(10_000, 4.0);
+        assert_eq!(w.increase().unwrap().amount, 4.0);
+        // Slid down, then rose again: only the rise counts.
+        let mut w = CounterWindow::new(60 * MIN, false);
+        w.observe(0, 1_000_000.0);
+        w.observe(5_000, 999_000.0);
+        w.observe(10_000, 999_003.0);
         assert_eq!(w.increase().unwrap().amount, 3.0);
     }
 

@@ -34,7 +34,10 @@ pub enum Command {
     Run(RunArgs),
     /// Serve a simulated fleet's dcgm-exporter endpoints, without scraping them.
     Simulate(SimulateArgs),
-    /// One-shot health report of an exporter endpoint (exit code 1 when a GPU is unhealthy).
+    /// One-shot health report of an exporter endpoint. Exit code: 0 when no GPU is
+    /// unhealthy, 1 when at least one is, 2 on error (e.g. the scrape failed), 3 when
+    /// nothing could be judged (no GPU has a measured health dimension: the page has no
+    /// temperature, power, ECC/remap, PCIe/NVLink error or clock/XID field).
     Scrape(ScrapeArgs),
     /// Notifications: send a test message to a sink, manage silences, show the outbox,
     /// measure delivery.

@@ -25,6 +25,9 @@ pub struct Feat {
     /// Largest of NVLink TX and RX, bytes per second. `Some(0)` when the board has no
     /// NVLink fields but PCIe is known (nothing can cross a link that is not there).
     pub nvlink_bps: Option<f64>,
+    /// Whether this row carried any NVLink series at all. When false, `nvlink_bps` is
+    /// an inferred `Some(0)`, which findings must not print as a measured "0 B/s".
+    pub nvlink_measured: bool,
     pub anomaly: Option<f64>,
 }
 
@@ -99,6 +102,7 @@ pub fn extract(row: &GpuSamples, counters: &mut Counters) -> Feat {
             (None, false) if pcie.is_some() => Some(0.0),
             (None, _) => None,
         },
+        nvlink_measured: has_nvlink_fields,
         anomaly: finite(row.get(&FieldName::Other(ANOMALY_SCORE_FIELD.into()))),
     }
 }

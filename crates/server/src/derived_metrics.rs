@@ -7,6 +7,8 @@
 //! Rendered at scrape time from the latest evaluation and the live staleness (a collector,
 //! not gauges updated in place): a stale GPU is `unknown` here exactly when it is
 //! `unknown` in the API, and it has no score series at all rather than a stale number.
+//! A dimension the GPU's data does not measure (e.g. `memory` on an exporter without
+//! ECC fields; `null` in the API) has no series either: absent, never a full-marks 100.
 
 use gpuwarden_model::{Clock, HealthState, Severity};
 use gpuwarden_pipeline::{Analysis, LiveFleet};
@@ -45,7 +47,7 @@ impl Collector for DerivedMetrics {
 
         let mut scores = encoder.encode_descriptor(
             "gpuwarden_gpu_health_score",
-            "GPU health score 0-100, overall and per dimension (absent while the GPU's data is stale)",
+            "GPU health score 0-100, overall and per dimension (absent while the GPU's data is stale, and for a dimension the GPU's data does not measure)",
             None,
             MetricType::Gauge,
         )?;

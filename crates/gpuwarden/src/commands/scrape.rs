@@ -1,6 +1,10 @@
 //! `gpuwarden scrape URL`: a one-shot health report of any dcgm-exporter (or
 //! nvidia_gpu_exporter) endpoint — a table in the terminal or JSON — with an exit code a
-//! script can use: 0 when no GPU is unhealthy, 1 when at least one is.
+//! script can use: 0 when no GPU is unhealthy, 1 when at least one is, 3 when it could
+//! judge nothing ([`EXIT_NOTHING_JUDGED`]: no GPU has a measured health dimension, e.g.
+//! an exporter that exposes only utilisation). Errors exit 2 (from `main`). The table
+//! and the JSON say, per GPU, which of the five dimensions could be judged: a dimension
+//! with no input field on the page is "not measured", never a full-marks 100.
 //!
 //! One page has no history, so rules that need a rate over time (ECC single-bit rate,
 //! NVLink/PCIe error rates, stragglers) cannot fire here; everything a single page shows
@@ -10,9 +14,32 @@ use crate::cli::ScrapeArgs;
 use anyhow::Result;
 use gpuwarden_collect::prom::Limits;
 use gpuwarden_collect::scrape::{scrape_once, ScrapeConfig, TargetSpec};
+use gpuwarden_detect::GpuHealth;
 use gpuwarden_detect::{evaluate_snapshot, HealthRules, XidCatalog};
 use gpuwarden_model::{DcgmField, FieldName, HealthState, SystemClock};
 use std::process::ExitCode;
+
+/// Exit code when no GPU on the page has a single measured health dimension: nothing
+/// was judged, and a script must not read that as "all healthy".
+pub const EXIT_NOTHING_JUDGED: u8 = 3;
+
+/// The dimensions a GPU's health could judge (`thermal,power`), or `none`.
+fn judged(h: Option<&GpuHealth>) -> String {
+    let dims: Vec<&str> = h
+        .map(|h| {
+            h.dimensions
+                .iter()
+                .filter(|(_, v)| v.is_some())
+                .map(|(d, _)| d.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    if dims.is_empty() {
+        "none".into()
+    } else {
+        dims.join(",")
+    }
+}
 
 fn value(page: &gpuwarden_collect::dcgm::ExporterPage, uuid: &str, f: DcgmField) -> Option<f64> {
     page.value(uuid, &FieldName::Dcgm(f))
@@ -38,6 +65,7 @@ pub fn scrape(args: ScrapeArgs) -> Result<ExitCode> {
         .iter()
         .filter(|g| g.state == HealthState::Unhealthy)
         .count();
+    let judged_any = evaluation.gpus.iter().any(|g| g.score.is_some());
 
     if args.json {
         let gpus: Vec<_> = page
@@ -52,7 +80,17 @@ pub fn scrape(args: ScrapeArgs) -> Result<ExitCode> {
                     .map(|(f, v)| (f.as_str().to_string(), serde_json::json!(v)))
                     .collect();
                 let health = evaluation.gpus.iter().find(|h| h.uuid == g.uuid);
-                serde_json::json!({ "identity": g, "values": values, "health": health })
+                let (measured, not_measured): (Vec<gpuwarden_model::Dimension>, Vec<_>) =
+                    gpuwarden_model::Dimension::ALL
+                        .iter()
+                        .partition(|d| health.is_some_and(|h| h.dimensions.get(d).copied().flatten().is_some()));
+                serde_json::json!({
+                    "identity": g,
+                    "values": values,
+                    "health": health,
+                    "measured_dimensions": measured,
+                    "not_measured_dimensions": not_measured,
+                })
             })
             .collect();
         let report = serde_json::json!({
@@ -61,6 +99,10 @@ pub fn scrape(args: ScrapeArgs) -> Result<ExitCode> {
             "nodes": evaluation.nodes,
             "findings": evaluation.findings,
             "note": "single scrape: rate-based rules (SBE rate, NVLink/PCIe error rates, stragglers) need history and were not evaluated",
+            "judged_any": judged_any,
+            // Physically impossible values refused at mapping (capped list; total count).
+            "refused": page.summary.refused,
+            "refused_total": page.summary.refused_total,
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -72,8 +114,8 @@ pub fn scrape(args: ScrapeArgs) -> Result<ExitCode> {
             outcome.duration.as_secs_f64() * 1000.0
         );
         println!(
-            "{:<42} {:<14} {:<24} {:<9} {:>5} {:>6} {:>7} {:>5} {:>5}  why",
-            "GPU", "node", "model", "state", "score", "temp", "power", "util", "XID"
+            "{:<42} {:<14} {:<24} {:<9} {:>5} {:>6} {:>7} {:>5} {:>5}  {:<40} why",
+            "GPU", "node", "model", "state", "score", "temp", "power", "util", "XID", "judged"
         );
         for g in &page.gpus {
             let uuid = g.uuid.as_str();
@@ -87,7 +129,7 @@ pub fn scrape(args: ScrapeArgs) -> Result<ExitCode> {
                 .map(|d| d.reason.clone())
                 .unwrap_or_default();
             println!(
-                "{:<42} {:<14} {:<24} {:<9} {:>5} {:>6} {:>7} {:>5} {:>5}  {}",
+                "{:<42} {:<14} {:<24} {:<9} {:>5} {:>6} {:>7} {:>5} {:>5}  {:<40} {}",
                 uuid,
                 g.node,
                 g.model.as_deref().unwrap_or("-"),
@@ -97,6 +139,7 @@ pub fn scrape(args: ScrapeArgs) -> Result<ExitCode> {
                 cell(value(&page, uuid, DcgmField::PowerUsage), 0),
                 cell(value(&page, uuid, DcgmField::GpuUtil), 0),
                 cell(value(&page, uuid, DcgmField::XidErrors), 0),
+                judged(health),
                 why
             );
         }
@@ -112,9 +155,26 @@ pub fn scrape(args: ScrapeArgs) -> Result<ExitCode> {
         if unhealthy > 0 {
             println!("{unhealthy} GPU(s) unhealthy");
         }
+        if page.summary.refused_total > 0 {
+            println!(
+                "{} value(s) refused as physically impossible (not shown, not judged):",
+                page.summary.refused_total
+            );
+            for r in &page.summary.refused {
+                println!("  {}: {}", r.gpu, r.reason);
+            }
+        }
+        if !judged_any {
+            println!(
+                "nothing judged: no GPU has a measured health dimension (no temperature, power, \
+                 ECC/remap, PCIe/NVLink error or clock/XID field); exit code {EXIT_NOTHING_JUDGED}"
+            );
+        }
     }
     Ok(if unhealthy > 0 {
         ExitCode::from(1)
+    } else if !judged_any {
+        ExitCode::from(EXIT_NOTHING_JUDGED)
     } else {
         ExitCode::SUCCESS
     })

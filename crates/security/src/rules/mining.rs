@@ -66,6 +66,9 @@ pub fn evaluate(rule: &Rule, ctx: &Ctx) -> Option<Hit> {
     }
     let max_pcie = run.iter().filter_map(|f| f.pcie_bps).fold(0.0, f64::max);
     let max_nv = run.iter().filter_map(|f| f.nvlink_bps).fold(0.0, f64::max);
+    // With no NVLink series in the run, "NVLink at most 0 B/s" would be a measurement
+    // nobody made: the board (or exporter) has no NVLink telemetry, and the text says so.
+    let nvlink_measured = run.iter().any(|f| f.nvlink_measured);
     if !(max_pcie <= rule.p("pcie_max_bytes_per_s") && max_nv <= rule.p("nvlink_max_bytes_per_s")) {
         return None;
     }
@@ -101,12 +104,16 @@ pub fn evaluate(rule: &Rule, ctx: &Ctx) -> Option<Hit> {
         summary: format!(
             "mining signature ({variant}): SM active {sm_mean:.2} and DRAM active {dram_mean:.2} in {on_n} of {} samples \
              over {span_s} s (duty {:.0}%, {switches} on/off switches), power flat at {p_mean:.0} W (CV {:.1}%), \
-             PCIe at most {}, NVLink at most {}",
+             PCIe at most {}, {}",
             run.len(),
             duty * 100.0,
             power_cv * 100.0,
             bps(max_pcie),
-            bps(max_nv),
+            if nvlink_measured {
+                format!("NVLink at most {}", bps(max_nv))
+            } else {
+                "no NVLink telemetry".to_string()
+            },
         ),
         evidence: vec![
             ev("DCGM_FI_PROF_SM_ACTIVE", sm_mean, Some(rule.p("sm_active_min")), now),
@@ -116,8 +123,13 @@ pub fn evaluate(rule: &Rule, ctx: &Ctx) -> Option<Hit> {
             ev("mining.switches", switches as f64, None, now),
             ev("DCGM_FI_DEV_POWER_USAGE.cv", power_cv, Some(rule.p("power_cv_max")), now),
             ev("pcie.max_bytes_per_s", max_pcie, Some(rule.p("pcie_max_bytes_per_s")), now),
-            ev("nvlink.max_bytes_per_s", max_nv, Some(rule.p("nvlink_max_bytes_per_s")), now),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            nvlink_measured
+                .then(|| ev("nvlink.max_bytes_per_s", max_nv, Some(rule.p("nvlink_max_bytes_per_s")), now)),
+        )
+        .collect(),
         labels: vec![("gpuwarden.mining.variant".into(), variant.into())],
     })
 }
@@ -258,5 +270,42 @@ mod tests {
             t.row(miner_on(ts));
         }
         assert!(t.eval(11 * 60_000 + STEP).is_none());
+    }
+
+    /// A miner on a PCIe-only board (no NVLink series at all) is still found, and the
+    /// finding says there was no NVLink telemetry instead of "NVLink at most 0 B/s".
+    #[test]
+    fn missing_nvlink_series_is_not_printed_as_zero() {
+        let mut t = Tk::new(super::ID);
+        let no_nvlink = |ts| {
+            let mut r = miner_on(ts);
+            r.values.retain(|(n, _)| {
+                !matches!(
+                    n,
+                    gpuwarden_model::FieldName::Dcgm(
+                        gpuwarden_model::DcgmField::ProfNvlinkTxBytes | gpuwarden_model::DcgmField::ProfNvlinkRxBytes
+                    )
+                )
+            });
+            r
+        };
+        let at = t.feed_until(6 * 60_000, STEP, no_nvlink);
+        assert!(at.is_some(), "a PCIe-only miner is still a miner");
+        let f = t.last.clone().unwrap();
+        assert!(f.summary.contains("no NVLink telemetry"), "{}", f.summary);
+        assert!(!f.summary.contains("NVLink at most"), "{}", f.summary);
+        assert!(
+            !f.evidence.iter().any(|e| e.signal.contains("nvlink")),
+            "no NVLink evidence without NVLink series: {:?}",
+            f.evidence
+        );
+    }
+
+    #[test]
+    fn measured_nvlink_is_still_printed() {
+        let mut t = Tk::new(super::ID);
+        t.feed_until(6 * 60_000, STEP, miner_on);
+        let f = t.last.clone().unwrap();
+        assert!(f.summary.contains("NVLink at most 0 B/s"), "{}", f.summary);
     }
 }

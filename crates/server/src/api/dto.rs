@@ -42,7 +42,8 @@ pub struct Health {
     pub score: Option<f64>,
     pub state: HealthState,
     /// Score per dimension (thermal, power, memory, interconnect, compute); null when
-    /// unknown.
+    /// unknown or not measured (the GPU's data has no input field for that dimension,
+    /// e.g. no ECC counters: the dimension is not judged, and not counted in `score`).
     pub dimensions: BTreeMap<String, Option<f64>>,
     pub reasons: Vec<Reason>,
 }
@@ -238,4 +239,43 @@ pub struct ErrorDetail {
     /// Stable machine-readable code, e.g. `gpu_not_found`, `bad_query`.
     pub code: String,
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpuwarden_model::GpuUuid;
+
+    /// A dimension the engine could not measure reaches the API as `null`, never 100,
+    /// and the score is the measured dimensions' minimum.
+    #[test]
+    fn not_measured_dimension_is_null_in_the_api() {
+        let uuid = GpuUuid::new("GPU-1");
+        let view = GpuView {
+            identity: GpuIdentity::new(uuid.clone(), "n"),
+            target: "t".into(),
+            last_seen_ms: 1,
+            stale: false,
+            staleness: Freshness::Fresh,
+            latest: BTreeMap::new(),
+        };
+        let mut dims: BTreeMap<Dimension, Option<f64>> = Dimension::ALL.iter().map(|d| (*d, None)).collect();
+        dims.insert(Dimension::Thermal, Some(100.0));
+        let h = GpuHealth {
+            uuid,
+            node: "n".into(),
+            model: None,
+            score: Some(100.0),
+            state: HealthState::Healthy,
+            dimensions: dims,
+            deductions: vec![],
+            freshness: Freshness::Fresh,
+            notes: vec![],
+        };
+        let json = serde_json::to_value(Health::for_gpu(&view, Some(&h), &[])).unwrap();
+        assert_eq!(json["dimensions"]["thermal"], serde_json::json!(100.0));
+        for d in ["power", "memory", "interconnect", "compute"] {
+            assert!(json["dimensions"][d].is_null(), "{d}: {json}");
+        }
+    }
 }

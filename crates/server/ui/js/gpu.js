@@ -233,22 +233,28 @@ function renderHealth(el, g) {
       'table',
       { class: 'dims' },
       h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Dimension'), h('th', { scope: 'col' }, 'Score'), h('th', { scope: 'col' }, 'Deductions'))),
-      h('tbody', {}, DIMENSIONS.map((d) => dimRow(d, g.stale ? null : dims[d], reasons.filter((r) => r.dimension === d)))),
+      h('tbody', {}, DIMENSIONS.map((d) => dimRow(d, g.stale ? null : dims[d], reasons.filter((r) => r.dimension === d), measuredNull(g, d)))),
     ),
   );
 }
 
-function dimRow(dim, value, reasons) {
+// A dimension the server sent as null for a GPU with fresh data and a verdict was not
+// measured: the exporter has no input field for it. Shown as such, never as a green 100.
+function measuredNull(g, d) {
+  return !g.stale && !!g.health && g.health.dimensions?.[d] == null;
+}
+
+function dimRow(dim, value, reasons, notMeasured = false) {
   const pct = typeof value === 'number' ? Math.max(0, Math.min(100, value)) : 0;
   return h(
     'tr',
     { dataset: { dimension: dim } },
     h('th', { scope: 'row' }, dim),
-    h('td', { class: 'dimscore' }, fmtScore(value), h('span', { class: 'bar', 'aria-hidden': 'true' }, h('span', { class: bar(value), style: `width:${pct}%` }))),
+    h('td', { class: 'dimscore' }, notMeasured ? 'not measured' : fmtScore(value), h('span', { class: 'bar', 'aria-hidden': 'true' }, h('span', { class: bar(value), style: `width:${pct}%` }))),
     h('td', {}, reasons.length
       ? h('ul', { class: 'reasons' }, reasons.sort((a, b) => b.points - a.points).map((r) =>
           h('li', {}, r.reason, ' ', h('code', { class: 'muted' }, r.rule), evidence(r.evidence))))
-      : h('span', { class: 'muted' }, typeof value === 'number' ? 'none' : 'no data')),
+      : h('span', { class: 'muted' }, typeof value === 'number' ? 'none' : notMeasured ? 'no input field for this dimension on this GPU' : 'no data')),
   );
 }
 
