@@ -43,7 +43,7 @@ async fn prometheus_remote_write_delivers_dcgm_samples_with_scrape_identities() 
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let token = "rw-token-42";
+    let token = "rw-token-42-0123456789abcdef0123456789";
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, token).unwrap();
 

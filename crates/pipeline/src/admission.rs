@@ -24,6 +24,7 @@
 //! view; it allocates a filtered copy only when something is refused.
 
 use gpuwarden_collect::dcgm::ExporterPage;
+use gpuwarden_collect::validate;
 use gpuwarden_model::{FieldName, GpuUuid, TimestampMs};
 use serde::Serialize;
 use std::borrow::Cow;
@@ -161,8 +162,25 @@ pub fn admit<'a>(
         }
     }
 
+    // Impossible values: the exporter mapping already refused (and counted) those of a
+    // scraped page; rows that bypassed it (an agent's push, remote-write) are checked
+    // here, so every source passes the same physical bounds.
+    let mapped_refusals = page.summary.refused_total;
+    refused.add(Refusal::ImpossibleValue, mapped_refusals as u64);
+    if let Some(first) = page.summary.refused.first() {
+        refused.reasons.push(format!(
+            "{mapped_refusals} value(s) refused as physically impossible, e.g. {}",
+            first.reason
+        ));
+    }
+    let possible = |f: &FieldName, v: f64| match f {
+        FieldName::Dcgm(d) => validate::check(*d, v).is_ok(),
+        FieldName::Other(_) => true,
+    };
+
     let time_ok = |ts: TimestampMs| ts >= oldest_ok && ts <= newest_ok;
     let clean = dropped == 0
+        && page.rows.iter().all(|r| r.values.iter().all(|(f, v)| possible(f, *v)))
         && page.rows.iter().all(|r| time_ok(r.ts_ms))
         && page.rows.iter().all(|r| r.values.len() <= limits.max_series_per_gpu);
     // The series limit needs the GPU's known names only when a row could pass it: a
@@ -190,8 +208,9 @@ pub fn admit<'a>(
             .collect(),
         rows: Vec::with_capacity(page.rows.len()),
         other: page.other.clone(),
-        summary: page.summary,
+        summary: page.summary.clone(),
     };
+    let mut first_impossible: Option<String> = None;
     // Distinct names per GPU: what it had, plus what this page adds.
     let mut names: HashMap<&GpuUuid, HashSet<FieldName>> = HashMap::new();
     for row in &page.rows {
@@ -212,6 +231,15 @@ pub fn admit<'a>(
             .or_insert_with(|| series(&row.gpu).unwrap_or_default());
         let mut kept = row.clone();
         let before = kept.values.len();
+        kept.values.retain(|(f, v)| possible(f, *v));
+        let impossible = before - kept.values.len();
+        if impossible > 0 {
+            if let Some((f, v)) = row.values.iter().find(|(f, v)| !possible(f, *v)) {
+                first_impossible.get_or_insert_with(|| format!("{} = {v} on {}", f.as_str(), row.gpu));
+            }
+            refused.add(Refusal::ImpossibleValue, impossible as u64);
+        }
+        let before = kept.values.len();
         kept.values.retain(|(f, _)| {
             if has.contains(f) {
                 true
@@ -226,6 +254,11 @@ pub fn admit<'a>(
         if !kept.values.is_empty() {
             out.rows.push(kept);
         }
+    }
+    if let Some(example) = first_impossible {
+        refused.reasons.push(format!(
+            "pushed values outside their physical range refused, e.g. {example}"
+        ));
     }
     refused.gpus_dropped = dropped;
     if dropped > 0 {
@@ -298,6 +331,29 @@ mod tests {
         let a = admit(&p, 1_000_000, &IngestLimits::default(), 0, &none, &no_series);
         assert!(matches!(a.page, Cow::Borrowed(_)));
         assert!(a.refused.is_empty());
+    }
+
+    #[test]
+    fn impossible_pushed_values_are_refused_whatever_the_source() {
+        // A pushed page (no exporter mapping ran): 9,253 % utilisation and -300 °C.
+        let mut p = page(&["GPU-a"], 1000, 0);
+        p.rows[0].values.push((FieldName::Dcgm(DcgmField::GpuUtil), 9253.0));
+        p.rows[0].values[0].1 = -300.0;
+        let a = admit(&p, 1000, &IngestLimits::default(), 0, &none, &no_series);
+        assert_eq!(a.refused.counts.get(&Refusal::ImpossibleValue), Some(&2));
+        assert!(a.page.rows.is_empty(), "nothing possible was left on the row");
+        assert!(a.refused.reasons.iter().any(|r| r.contains("physical")));
+        // NaN is "not measured", not impossible.
+        let mut p = page(&["GPU-a"], 1000, 0);
+        p.rows[0].values[0].1 = f64::NAN;
+        let a = admit(&p, 1000, &IngestLimits::default(), 0, &none, &no_series);
+        assert!(a.refused.is_empty());
+        // A scraped page's mapping refusals are counted too.
+        let mut p = page(&["GPU-a"], 1000, 0);
+        p.summary.refused_total = 3;
+        let a = admit(&p, 1000, &IngestLimits::default(), 0, &none, &no_series);
+        assert_eq!(a.refused.counts.get(&Refusal::ImpossibleValue), Some(&3));
+        assert_eq!(a.page.rows.len(), 1);
     }
 
     #[test]

@@ -235,7 +235,8 @@ impl Analysis {
         }
     }
 
-    /// Evaluates the fleet, updates incidents and persists changes. Blocking (store I/O).
+    /// Evaluates the fleet, updates incidents and persists changes, and publishes the
+    /// evaluation (also when a write failed; the error is returned after). Blocking.
     pub fn evaluate(&self) -> Result<Arc<Evaluation>, StoreError> {
         let now = self.now_ms();
         let wall = self.clock.now_ms();
@@ -261,19 +262,31 @@ impl Analysis {
         };
         let mut engine = self.incidents.lock();
         let changes = engine.apply_changes_holding(now, &evaluation.findings, &unknown);
+        // A failed write does not stop the evaluation from being published: the health
+        // view is derived from what was stored and must age (stale → unknown) while the
+        // store is down, not freeze on the last evaluation that wrote cleanly. The first
+        // failure is returned after publishing.
+        let mut failure: Option<StoreError> = None;
         if !changes.is_empty() {
             let changed: Vec<Incident> = changes.iter().map(|c| c.incident.clone()).collect();
-            if let Err(e) = self.store.upsert_incidents(&changed) {
-                self.reload_incidents(&mut engine);
-                return Err(e);
-            }
-            drop(engine);
-            // Only after they are persisted: a notification never announces an incident
-            // that a crash could make disappear.
-            let notable: Vec<IncidentChange> = changes.into_iter().filter(|c| c.is_notable()).collect();
-            if !notable.is_empty() {
-                for sink in self.sinks.read().iter() {
-                    sink.incidents_changed(&notable);
+            match self.store.upsert_incidents(&changed) {
+                Err(e) => {
+                    // Not persisted, so not applied and not announced: the next
+                    // evaluation derives the same changes again and retries.
+                    self.reload_incidents(&mut engine);
+                    failure = Some(e);
+                    drop(engine);
+                }
+                Ok(()) => {
+                    drop(engine);
+                    // Only after they are persisted: a notification never announces an
+                    // incident that a crash could make disappear.
+                    let notable: Vec<IncidentChange> = changes.into_iter().filter(|c| c.is_notable()).collect();
+                    if !notable.is_empty() {
+                        for sink in self.sinks.read().iter() {
+                            sink.incidents_changed(&notable);
+                        }
+                    }
                 }
             }
         } else {
@@ -297,11 +310,17 @@ impl Analysis {
                 })
             })
             .collect();
-        self.store.append_samples(&rows)?;
+        if let Err(e) = self.store.append_samples(&rows) {
+            // Score history has a gap; the scores themselves are still right.
+            failure.get_or_insert(e);
+        }
         let evaluation = Arc::new(evaluation);
         *self.latest.write() = evaluation.clone();
         self.bump();
-        Ok(evaluation)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(evaluation),
+        }
     }
 
     /// The latest evaluation (empty before the first one).

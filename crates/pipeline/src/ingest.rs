@@ -17,7 +17,7 @@ use gpuwarden_collect::dcgm::ExporterPage;
 use gpuwarden_collect::scrape::ScrapeOutcome;
 use gpuwarden_collect::xid::XidTracker;
 use gpuwarden_model::{Clock, Event, EventKind};
-use gpuwarden_store::{Store, StoreError};
+use gpuwarden_store::{PageWrite, Store, StoreError};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -145,7 +145,7 @@ impl Ingestor {
             gpus: &page.gpus,
             seen_ms: event_ts,
         };
-        if let Err(e) = append_page(self.store.as_ref(), &write) {
+        if let Err(e) = self.store.append_page(&write) {
             self.metrics.store_write_errors.inc();
             tracing::error!("writing the page of {target} to the store: {e}");
             return Err(e);
@@ -213,27 +213,12 @@ impl Ingestor {
         self.metrics.gpus_stale.set(stale as i64);
         if let Ok(stats) = self.store.stats() {
             self.metrics.store_bytes.set(stats.bytes_on_disk);
+            self.metrics.store_damaged_records.set(stats.damaged_records_skipped);
+            self.metrics.store_damaged_files.set(stats.damaged_files_kept);
         }
+        let failing = !matches!(self.store.write_health(), gpuwarden_store::WriteHealth::Ok);
+        self.metrics.store_write_failing.set(i64::from(failing));
     }
-}
-
-// TEMP until the store's atomic append_page lands.
-struct PageWrite<'a> {
-    rows: &'a [gpuwarden_model::GpuSamples],
-    events: &'a [Event],
-    gpus: &'a [gpuwarden_model::GpuIdentity],
-    seen_ms: i64,
-}
-
-fn append_page(store: &dyn Store, w: &PageWrite<'_>) -> Result<(), StoreError> {
-    if !w.gpus.is_empty() {
-        store.upsert_gpus(w.gpus, w.seen_ms)?;
-    }
-    store.append_samples(w.rows)?;
-    if !w.events.is_empty() {
-        store.append_events(w.events)?;
-    }
-    Ok(())
 }
 
 /// Short name of an event kind, for metric labels.

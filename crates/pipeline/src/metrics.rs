@@ -1,5 +1,6 @@
 //! The pipeline's own metrics (exposed on `/metrics`): samples ingested, scrape
-//! duration and errors per target, store write failures, GPUs by freshness.
+//! duration and errors per target, samples refused, store write failures and damage,
+//! GPUs by freshness.
 //!
 //! Names follow `gpuwarden_<subject>_<unit>[_total]`.
 
@@ -46,6 +47,13 @@ pub struct PipelineMetrics {
     pub gpus: Gauge,
     pub gpus_stale: Gauge,
     pub store_bytes: Gauge<u64, AtomicU64>,
+    /// 1 while the store's writes are failing (cleared by the next write that succeeds).
+    pub store_write_failing: Gauge,
+    /// Damaged records the store skipped when reading its files (a flipped byte, a
+    /// torn write), since it opened.
+    pub store_damaged_records: Gauge<u64, AtomicU64>,
+    /// Damaged files the store set aside (kept as `.corrupt` copies) since it opened.
+    pub store_damaged_files: Gauge<u64, AtomicU64>,
 }
 
 impl Default for PipelineMetrics {
@@ -62,6 +70,9 @@ impl Default for PipelineMetrics {
             gpus: Gauge::default(),
             gpus_stale: Gauge::default(),
             store_bytes: Gauge::default(),
+            store_write_failing: Gauge::default(),
+            store_damaged_records: Gauge::default(),
+            store_damaged_files: Gauge::default(),
         }
     }
 }
@@ -116,6 +127,21 @@ impl PipelineMetrics {
             "store_size_bytes",
             "Bytes the store occupies on disk",
             self.store_bytes.clone(),
+        );
+        r.register(
+            "store_write_failing",
+            "1 while the store's writes fail (disk full, I/O error); /readyz answers 503 then",
+            self.store_write_failing.clone(),
+        );
+        r.register(
+            "store_damaged_records",
+            "Damaged records (flipped bytes, torn writes) the store skipped while reading its files",
+            self.store_damaged_records.clone(),
+        );
+        r.register(
+            "store_damaged_files",
+            "Damaged store files kept aside as .corrupt copies",
+            self.store_damaged_files.clone(),
         );
     }
 }

@@ -326,7 +326,9 @@ impl GpuFeatureState {
             let Some(v) = get(row, *field) else { continue };
             let prev = self.last_counter[i];
             if prev.is_finite() {
-                let inc = if v >= prev { v - prev } else { v };
+                // A counter that slides back a little is a glitch, not a restart: it
+                // adds nothing (a restart from zero adds what was counted since).
+                let inc = gpuwarden_detect::window::reset_aware_delta(prev, v);
                 self.cum[*slot] += inc;
             }
             self.last_counter[i] = v;

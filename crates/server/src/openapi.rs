@@ -15,6 +15,7 @@ Errors are JSON `{\"error\": {\"code\", \"message\"}}` with stable codes; lists 
     ),
     paths(
         system::healthz,
+        system::readyz,
         system::metrics,
         system::targets,
         gpus::list,

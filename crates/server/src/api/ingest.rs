@@ -423,6 +423,7 @@ pub fn ingest_router(state: AppState) -> axum::Router {
         .route("/api/v1/ingest", post(push))
         .route("/api/v1/write", post(remote_write))
         .route("/healthz", get(super::system::healthz))
+        .route("/readyz", get(super::system::readyz))
         .route("/metrics", get(metrics_with_token))
         .fallback(super::system::not_found)
         .with_state(state)

@@ -78,6 +78,7 @@ impl AppState {
 pub fn router(state: AppState, extra: Option<Router>) -> Router {
     let api = Router::new()
         .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
         .route("/api/v1/gpus", get(gpus::list))
         .route("/api/v1/gpus/{uuid}", get(gpus::get_one))

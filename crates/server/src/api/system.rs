@@ -1,4 +1,4 @@
-//! `/healthz`, `/metrics`, `/api/v1/targets`, the JSON 404, and the documentation of
+//! `/healthz`, `/readyz`, `/metrics`, `/api/v1/targets`, the JSON 404, and the documentation of
 //! the simulator's routes (served by the simulator's own router when it runs).
 
 use super::AppState;
@@ -31,6 +31,57 @@ pub async fn healthz(State(state): State<AppState>) -> Json<Healthz> {
         gpus,
         gpus_stale: stale,
     })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Readyz {
+    /// `ready`, or `not_ready` while the store's writes fail.
+    status: &'static str,
+    /// `ok`, or `failing` (disk full, I/O error: new data is not being kept).
+    store: &'static str,
+    /// When writes began failing (Unix ms), the latest error, and how many failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failing_since_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed_writes: Option<u64>,
+}
+
+/// Readiness: 200 while the store accepts writes, 503 while they fail (a full disk, an
+/// I/O error), so an orchestrator stops routing pushes to a replica that cannot keep
+/// them and an operator's probe turns red. Liveness stays `/healthz`: a failing disk is
+/// not cured by a restart, and killing the process would lose what it still holds.
+#[utoipa::path(get, operation_id = "readyz", path = "/readyz", tag = "system", responses(
+    (status = 200, description = "Ready: the store accepts writes", body = Readyz),
+    (status = 503, description = "Not ready: the store's writes are failing", body = Readyz)))]
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.store.write_health() {
+        gpuwarden_store::WriteHealth::Ok => (
+            axum::http::StatusCode::OK,
+            Json(Readyz {
+                status: "ready",
+                store: "ok",
+                failing_since_ms: None,
+                error: None,
+                failed_writes: None,
+            }),
+        ),
+        gpuwarden_store::WriteHealth::Failing {
+            since_ms,
+            error,
+            failed_writes,
+        } => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(Readyz {
+                status: "not_ready",
+                store: "failing",
+                failing_since_ms: Some(since_ms),
+                error: Some(error),
+                failed_writes: Some(failed_writes),
+            }),
+        ),
+    }
 }
 
 /// gpuwarden's own metrics and the derived health state: OpenMetrics text when the
