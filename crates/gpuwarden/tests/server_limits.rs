@@ -182,14 +182,24 @@ async fn connections_past_the_limit_are_closed_and_healthz_recovers() {
         c.write_all(b"GET / HT").unwrap();
         idle.push(c);
     }
-    // The 21st is accepted and closed at once.
+    // Connections past the limit are accepted and closed at once. One may still get an
+    // answer on a loaded machine: the readiness probe's connection can hold its permit
+    // until the server notices it closed; the one that takes that permit keeps it
+    // (it stays open here), so every later one must be closed.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut extra = std::net::TcpStream::connect(&addr).unwrap();
-    extra.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n");
-    let mut buf = [0u8; 64];
-    let n = extra.read(&mut buf).unwrap_or(0);
-    assert_eq!(n, 0, "a connection past the limit got an answer");
+    let mut extras = Vec::new();
+    let mut answered = 0;
+    for _ in 0..5 {
+        let mut extra = std::net::TcpStream::connect(&addr).unwrap();
+        extra.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n");
+        let mut buf = [0u8; 64];
+        if extra.read(&mut buf).unwrap_or(0) > 0 {
+            answered += 1;
+        }
+        extras.push(extra);
+    }
+    assert!(answered <= 1, "{answered} of 5 connections past the limit got an answer");
     // Once the header timeout closed the idle ones, /healthz answers again.
     common::wait_for(
         Duration::from_secs(10),
@@ -198,6 +208,7 @@ async fn connections_past_the_limit_are_closed_and_healthz_recovers() {
     )
     .await;
     drop(idle);
+    drop(extras);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

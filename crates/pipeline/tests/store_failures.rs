@@ -166,7 +166,7 @@ fn a_page_whose_write_failed_changes_nothing_and_its_retry_counts_once() {
     let stored_at_t1 = r
         .failing
         .inner()
-        .range(&gpu(), &FieldName::Dcgm(DcgmField::GpuTemp), t1, t1 + 1)
+        .range(&gpu(), &FieldName::Dcgm(DcgmField::GpuTemp), t1, t1 + 1, 100)
         .unwrap();
     assert!(stored_at_t1.is_empty());
 
@@ -187,7 +187,7 @@ fn a_page_whose_write_failed_changes_nothing_and_its_retry_counts_once() {
     let stored_at_t1 = r
         .failing
         .inner()
-        .range(&gpu(), &FieldName::Dcgm(DcgmField::GpuTemp), t1, t1 + 1)
+        .range(&gpu(), &FieldName::Dcgm(DcgmField::GpuTemp), t1, t1 + 1, 100)
         .unwrap();
     assert_eq!(stored_at_t1.len(), 1);
     r.analysis.evaluate().unwrap();

@@ -44,6 +44,9 @@ struct Counters {
     fail: [u64; OPS],
     /// Calls failed per op.
     failed: [u64; OPS],
+    /// The write health its injected failures imply (like the embedded store's: set by
+    /// a failure, cleared by the next write that succeeds).
+    health: WriteHealth,
 }
 
 /// A [`Store`] wrapper that fails chosen operations on demand. See the module docs.
@@ -99,39 +102,67 @@ impl FailingStore {
         }
         c.fail[i] -= 1;
         c.failed[i] += 1;
+        let error = format!("injected failure of {op:?} (FailingStore::fail_next)");
+        c.health = match std::mem::take(&mut c.health) {
+            WriteHealth::Failing {
+                since_ms, failed_writes, ..
+            } => WriteHealth::Failing {
+                since_ms,
+                error: error.clone(),
+                failed_writes: failed_writes + 1,
+            },
+            WriteHealth::Ok => WriteHealth::Failing {
+                since_ms: now_ms(),
+                error: error.clone(),
+                failed_writes: 1,
+            },
+        };
         Err(StoreError::Io {
             path: PathBuf::from("<FailingStore>"),
-            source: std::io::Error::new(
-                std::io::ErrorKind::StorageFull,
-                format!("injected failure of {op:?} (FailingStore::fail_next)"),
-            ),
+            source: std::io::Error::new(std::io::ErrorKind::StorageFull, error),
         })
     }
+
+    /// Forwards a write that was not failed; its success clears the injected health.
+    fn forward(&self, op: Op, write: impl FnOnce() -> Result<(), StoreError>) -> Result<(), StoreError> {
+        self.enter(op)?;
+        let r = write();
+        if r.is_ok() {
+            self.counters.lock().health = WriteHealth::Ok;
+        }
+        r
+    }
+}
+
+fn now_ms() -> TimestampMs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as TimestampMs)
 }
 
 impl Store for FailingStore {
     fn append_page(&self, page: &PageWrite<'_>) -> Result<(), StoreError> {
-        self.enter(Op::AppendPage)?;
-        self.inner.append_page(page)
+        self.forward(Op::AppendPage, || self.inner.append_page(page))
     }
 
+    /// The injected failures' health while they last, else the wrapped store's.
     fn write_health(&self) -> WriteHealth {
-        self.inner.write_health()
+        match &self.counters.lock().health {
+            WriteHealth::Ok => self.inner.write_health(),
+            failing => failing.clone(),
+        }
     }
 
     fn append_samples(&self, rows: &[GpuSamples]) -> Result<(), StoreError> {
-        self.enter(Op::AppendSamples)?;
-        self.inner.append_samples(rows)
+        self.forward(Op::AppendSamples, || self.inner.append_samples(rows))
     }
 
     fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {
-        self.enter(Op::AppendEvents)?;
-        self.inner.append_events(events)
+        self.forward(Op::AppendEvents, || self.inner.append_events(events))
     }
 
     fn upsert_gpus(&self, gpus: &[GpuIdentity], seen_ms: TimestampMs) -> Result<(), StoreError> {
-        self.enter(Op::UpsertGpus)?;
-        self.inner.upsert_gpus(gpus, seen_ms)
+        self.forward(Op::UpsertGpus, || self.inner.upsert_gpus(gpus, seen_ms))
     }
 
     fn gpus(&self) -> Result<Vec<GpuRecord>, StoreError> {
@@ -158,8 +189,7 @@ impl Store for FailingStore {
     }
 
     fn upsert_incidents(&self, incidents: &[Incident]) -> Result<(), StoreError> {
-        self.enter(Op::UpsertIncidents)?;
-        self.inner.upsert_incidents(incidents)
+        self.forward(Op::UpsertIncidents, || self.inner.upsert_incidents(incidents))
     }
 
     fn incidents(&self) -> Result<Vec<Incident>, StoreError> {
@@ -171,8 +201,7 @@ impl Store for FailingStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.enter(Op::Flush)?;
-        self.inner.flush()
+        self.forward(Op::Flush, || self.inner.flush())
     }
 
     fn stats(&self) -> Result<StoreStats, StoreError> {
