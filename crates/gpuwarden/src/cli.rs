@@ -287,6 +287,10 @@ pub enum BenchCommand {
     /// Security rule pack on labelled simulated fleets: recall, precision, detection delay and
     /// false alarms per 1,000 GPU-hours per rule.
     Security(BenchSecurityArgs),
+    /// The real binary against a hostile exporter: pages with 100,000 metric names per GPU
+    /// and pages of fresh GPU UUIDs on every scrape. Prints /healthz latency while they
+    /// arrive, memory, the data directory's size and how long SIGTERM takes.
+    Hostile(BenchHostileArgs),
     /// Parse + store throughput, bytes per stored sample, and Prometheus scraping the same
     /// simulated endpoints side by side.
     Ingest(BenchIngestArgs),
@@ -389,6 +393,25 @@ pub struct BenchSecurityArgs {
     /// One abuse or drift scenario starts this often.
     #[arg(long, default_value = "2h")]
     pub scenario_every: humantime::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchHostileArgs {
+    /// Distinct metric names on the exporter's one GPU, one scenario each (0: none).
+    #[arg(long, value_delimiter = ',', default_value = "12500,25000,50000,100000")]
+    pub names: Vec<usize>,
+    /// Fresh GPU UUIDs on every page of the churn scenario (0: skip it).
+    #[arg(long, default_value_t = 20_000)]
+    pub churn: usize,
+    /// How long each scenario runs before SIGTERM.
+    #[arg(long, default_value = "30s")]
+    pub duration: humantime::Duration,
+    /// Scrape interval of the gpuwarden under test.
+    #[arg(long, default_value = "1s")]
+    pub interval: humantime::Duration,
+    /// The gpuwarden binary to run (default: this one), e.g. an older build to compare.
+    #[arg(long)]
+    pub binary: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

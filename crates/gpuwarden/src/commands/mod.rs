@@ -28,6 +28,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Notify(cmd) => notify::notify(cmd),
         Command::Bench(BenchCommand::Ingest(args)) => bench::ingest(args),
         Command::Bench(BenchCommand::Security(args)) => bench::security(args),
+        Command::Bench(BenchCommand::Hostile(args)) => bench::hostile(args),
         Command::Rules(cmd) => rules::rules(cmd),
         Command::Forensics(cmd) => forensics::forensics(cmd),
         Command::Bench(BenchCommand::Api(args)) => bench::api(args),

@@ -4,6 +4,7 @@
 mod api;
 mod cpu;
 mod detect;
+mod hostile;
 mod ingest;
 mod nab;
 mod predict;
@@ -12,6 +13,7 @@ mod security;
 
 pub use api::api;
 pub use detect::detect;
+pub use hostile::hostile;
 pub use ingest::ingest;
 pub use nab::nab;
 pub use predict::predict;
