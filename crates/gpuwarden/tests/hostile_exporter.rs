@@ -47,7 +47,9 @@ async fn exporter(page: PageFn) -> Exporter {
 }
 
 fn gpu_lines(out: &mut String, uuid: &str, index: usize, node: &str, temp: f64, xid: u32, ts: Option<i64>) {
-    let labels = format!(r#"gpu="{index}",UUID="{uuid}",device="nvidia{index}",modelName="NVIDIA H100 80GB HBM3",Hostname="{node}""#);
+    let labels = format!(
+        r#"gpu="{index}",UUID="{uuid}",device="nvidia{index}",modelName="NVIDIA H100 80GB HBM3",Hostname="{node}""#
+    );
     let ts = ts.map(|t| format!(" {t}")).unwrap_or_default();
     out.push_str(&format!("DCGM_FI_DEV_GPU_TEMP{{{labels}}} {temp}{ts}\n"));
     out.push_str(&format!("DCGM_FI_DEV_POWER_USAGE{{{labels}}} 300{ts}\n"));
@@ -124,7 +126,10 @@ async fn a_far_future_or_pre_1970_timestamp_is_refused_and_resolves_nothing() {
             ingest["refused"][reason].as_u64().unwrap_or(0) >= 3,
             "{reason} refusals are counted per target: {ingest}"
         );
-        assert!(!ingest["last_refusal_reasons"].as_array().unwrap().is_empty(), "{ingest}");
+        assert!(
+            !ingest["last_refusal_reasons"].as_array().unwrap().is_empty(),
+            "{ingest}"
+        );
     }
     hostile.store(0, Ordering::SeqCst);
     // Past the 5 s auto-resolve window, the XID incident is still open and GPU-a is not
@@ -170,7 +175,15 @@ async fn fresh_uuids_on_every_scrape_stay_bounded_and_open_one_target_incident()
     let page: PageFn = Arc::new(Mutex::new(Box::new(move |scrape| {
         let mut s = String::with_capacity(2_000 * 600);
         for i in 0..2_000 {
-            gpu_lines(&mut s, &format!("GPU-churn-{scrape}-{i}"), i, "node-churn", 40.0, 0, None);
+            gpu_lines(
+                &mut s,
+                &format!("GPU-churn-{scrape}-{i}"),
+                i,
+                "node-churn",
+                40.0,
+                0,
+                None,
+            );
         }
         s
     })));
@@ -184,7 +197,10 @@ async fn fresh_uuids_on_every_scrape_stay_bounded_and_open_one_target_incident()
     wait_scrapes(&e, 8).await;
 
     let health = get_json(&format!("{}/healthz", gw.base)).await.unwrap();
-    assert_eq!(health["gpus"], 64, "the live view holds at most the target's limit: {health}");
+    assert_eq!(
+        health["gpus"], 64,
+        "the live view holds at most the target's limit: {health}"
+    );
     let targets = get_json(&format!("{}/api/v1/targets", gw.base)).await.unwrap();
     let ingest = &targets["ingest"][0];
     assert!(ingest["refused"]["gpu_limit"].as_u64().unwrap() > 10_000, "{ingest}");
@@ -193,9 +209,7 @@ async fn fresh_uuids_on_every_scrape_stay_bounded_and_open_one_target_incident()
     // One target-level incident, no per-GPU fallen-off-bus storm.
     let all = wait_for(Duration::from_secs(20), "the target-level incident", || async {
         let all = incidents(&gw.base).await;
-        all.iter()
-            .any(|i| i["rule"] == "target.gpus_vanished")
-            .then_some(all)
+        all.iter().any(|i| i["rule"] == "target.gpus_vanished").then_some(all)
     })
     .await;
     let vanished = all.iter().filter(|i| i["rule"] == "target.gpus_vanished").count();
@@ -207,7 +221,10 @@ async fn fresh_uuids_on_every_scrape_stay_bounded_and_open_one_target_incident()
     let rss_kb = std::fs::read_to_string(format!("/proc/{}/status", gw.child.id()))
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").parse::<u64>().unwrap()))
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")
+                .map(|v| v.trim().trim_end_matches(" kB").parse::<u64>().unwrap())
+        })
         .unwrap();
     assert!(rss_kb < 400_000, "RSS {rss_kb} kB");
 }
@@ -236,7 +253,10 @@ async fn a_page_with_tens_of_thousands_of_names_keeps_the_series_limit() {
     assert!(targets["ingest"][0]["refused"]["series_limit"].as_u64().unwrap() > 50_000);
     // SIGTERM still ends it (bounded wait; the figure is in `gpuwarden bench hostile`).
     let pid = gw.child.id().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     let status = wait_for(Duration::from_secs(30), "exit after SIGTERM", || {
         let s = gw.child.try_wait().ok().flatten();
         async move { s }

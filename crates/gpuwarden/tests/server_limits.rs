@@ -199,7 +199,10 @@ async fn connections_past_the_limit_are_closed_and_healthz_recovers() {
         }
         extras.push(extra);
     }
-    assert!(answered <= 1, "{answered} of 5 connections past the limit got an answer");
+    assert!(
+        answered <= 1,
+        "{answered} of 5 connections past the limit got an answer"
+    );
     // Once the header timeout closed the idle ones, /healthz answers again.
     common::wait_for(
         Duration::from_secs(10),
@@ -428,6 +431,47 @@ async fn the_same_samples_under_a_new_batch_id_are_stored_once() {
     );
     let series = common::get_json(&url).await.unwrap();
     assert_eq!(series["points"].as_array().unwrap().len(), 1, "{series}");
+}
+
+/// An agent batch stamped in the year 2100 (its rows and an XID event) is refused and
+/// counted against the agent; it neither blocks the GPU's later rows as "repeats" nor
+/// stores an event from the future.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_far_future_agent_batch_is_refused_and_blocks_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, ingest) = serve_with_ingest(dir.path(), &[]).await;
+    let year_2100 = 4_102_444_800_000_i64;
+    let mut future = batch("future-id", "host-a", "GPU-f", "host-a", year_2100);
+    future["events"] = json!([{"gpu": "GPU-f", "node": "host-a", "ts_ms": year_2100,
+        "kind": {"type": "xid", "code": 79, "message": null, "pid": null, "process": null}}]);
+    let (s, reply) = push(&ingest, &future, TOKEN_A).await;
+    assert_eq!(s, 200, "{reply}");
+    assert_eq!(reply["samples"], 0, "{reply}");
+    assert_eq!(reply["refused_events"], 1, "{reply}");
+
+    // A normal batch right after is stored: the refused row set no dedup mark.
+    let ts = now_ms();
+    let (s, reply) = push(&ingest, &batch("now-id", "host-a", "GPU-f", "host-a", ts), TOKEN_A).await;
+    assert_eq!((s, reply["samples"].as_u64()), (200, Some(1)), "{reply}");
+
+    let targets = common::get_json(&format!("{}/api/v1/targets", server.base))
+        .await
+        .unwrap();
+    let ahead: u64 = targets["ingest"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["target"].as_str().unwrap_or("").starts_with("agent://host-a"))
+        .filter_map(|t| t["refused"]["too_far_ahead"].as_u64())
+        .sum();
+    assert_eq!(ahead, 2, "one row and one event refused: {targets}");
+    let events = common::get_json(&format!("{}/api/v1/gpus/GPU-f/events?from=0&to=now", server.base))
+        .await
+        .unwrap();
+    assert!(
+        !events.to_string().contains(&year_2100.to_string()),
+        "an event from 2100 was stored: {events}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -114,7 +114,7 @@ impl Refused {
         self.counts.values().all(|c| *c == 0) && self.gpus_dropped == 0
     }
 
-    fn add(&mut self, why: Refusal, n: u64) {
+    pub(crate) fn add(&mut self, why: Refusal, n: u64) {
         if n > 0 {
             *self.counts.entry(why).or_default() += n;
         }

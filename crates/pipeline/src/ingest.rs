@@ -101,6 +101,60 @@ impl Ingestor {
         }
     }
 
+    /// The sample times this receiver accepts now: `(oldest, newest)`, inclusive.
+    pub fn time_bounds(&self) -> (i64, i64) {
+        let now = self.time.now_ms();
+        (
+            now.saturating_sub(self.limits.max_sample_age_ms),
+            now.saturating_add(self.limits.max_clock_ahead_ms),
+        )
+    }
+
+    /// Admits events that arrive without a page (an agent's NVML or kernel-log events):
+    /// drops those whose time is out of [`time_bounds`](Self::time_bounds), counts them
+    /// against `target` like refused samples, and returns how many were dropped. An
+    /// event stamped in 2100 would otherwise open incidents "in the future" and, read as
+    /// the latest news of its GPU, hold every other condition of it open forever.
+    pub fn admit_events(&self, target: &str, events: &mut Vec<Event>, wall_ms: i64) -> usize {
+        let (oldest, newest) = self.time_bounds();
+        let mut refused = crate::admission::Refused::default();
+        events.retain(|e| {
+            if e.ts_ms > newest {
+                refused.add(crate::admission::Refusal::TooFarAhead, 1);
+                false
+            } else if e.ts_ms < oldest {
+                refused.add(crate::admission::Refusal::TooOld, 1);
+                false
+            } else {
+                true
+            }
+        });
+        let dropped: u64 = refused.counts.values().sum();
+        if dropped > 0 {
+            refused.reasons.push(format!(
+                "{dropped} event(s) refused: timestamps outside [{oldest}, {newest}] (check the sender's clock)"
+            ));
+            self.count_refused(target, &refused, wall_ms);
+        }
+        dropped as usize
+    }
+
+    fn count_refused(&self, target: &str, refused: &crate::admission::Refused, wall_ms: i64) {
+        for (why, n) in &refused.counts {
+            self.metrics
+                .samples_refused
+                .get_or_create(&RefusalLabel {
+                    target: target.to_string(),
+                    reason: why.as_str().to_string(),
+                })
+                .inc_by(*n);
+        }
+        for reason in &refused.reasons {
+            tracing::warn!(target = %target, "{reason}");
+        }
+        self.live.record_refused(target, refused, wall_ms);
+    }
+
     /// Ingests one parsed page from `target`, scraped (or received) at wall time
     /// `wall_ms`. The page is admitted (refusals counted against the target), written as
     /// one store write, and only once stored applied to the live view, the XID memory
@@ -108,19 +162,7 @@ impl Ingestor {
     pub fn ingest_page(&self, target: &str, wall_ms: i64, page: &ExporterPage) -> Result<IngestReport, StoreError> {
         let admitted = self.live.admit(target, page, self.time.now_ms(), &self.limits);
         if !admitted.refused.is_empty() {
-            for (why, n) in &admitted.refused.counts {
-                self.metrics
-                    .samples_refused
-                    .get_or_create(&RefusalLabel {
-                        target: target.to_string(),
-                        reason: why.as_str().to_string(),
-                    })
-                    .inc_by(*n);
-            }
-            for reason in &admitted.refused.reasons {
-                tracing::warn!(target = %target, "{reason}");
-            }
-            self.live.record_refused(target, &admitted.refused, wall_ms);
+            self.count_refused(target, &admitted.refused, wall_ms);
         }
         let page: &ExporterPage = &admitted.page;
 

@@ -76,8 +76,8 @@ fn rig() -> Rig {
     );
     let sink = Arc::new(Recorder::default());
     analysis.add_incident_sink(sink.clone());
-    let ingest = Ingestor::new(store, live.clone(), PipelineMetrics::default(), clock.clone())
-        .with_analysis(analysis.clone());
+    let ingest =
+        Ingestor::new(store, live.clone(), PipelineMetrics::default(), clock.clone()).with_analysis(analysis.clone());
     Rig {
         _dir: dir,
         failing,
@@ -220,7 +220,14 @@ fn incident_changes_that_could_not_be_persisted_are_not_shown_or_announced_until
             .count(),
         1
     );
-    let announced: Vec<_> = r.sink.0.lock().iter().filter(|(rule, _)| rule == "xid.79").cloned().collect();
+    let announced: Vec<_> = r
+        .sink
+        .0
+        .lock()
+        .iter()
+        .filter(|(rule, _)| rule == "xid.79")
+        .cloned()
+        .collect();
     assert_eq!(announced.len(), 1, "{announced:?}");
 
     // A manual resolve whose write fails is not applied either.

@@ -105,7 +105,9 @@ impl FailingStore {
         let error = format!("injected failure of {op:?} (FailingStore::fail_next)");
         c.health = match std::mem::take(&mut c.health) {
             WriteHealth::Failing {
-                since_ms, failed_writes, ..
+                since_ms,
+                failed_writes,
+                ..
             } => WriteHealth::Failing {
                 since_ms,
                 error: error.clone(),

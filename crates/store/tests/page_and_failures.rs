@@ -474,9 +474,19 @@ fn failing_store_fails_the_next_n_calls_and_counts() {
     }
     assert_eq!(s.calls(Op::UpsertIncidents), 2);
     assert_eq!(s.incidents().expect("incidents"), vec![incident(1)]);
-    assert_eq!(
-        s.write_health(),
-        WriteHealth::Ok,
-        "injected failures never touch the disk"
-    );
+    // Injected failures never touch the disk, but they do show in the write health,
+    // as a real failure would (readiness tests depend on it) …
+    assert_eq!(s.inner().write_health(), WriteHealth::Ok, "the disk was never touched");
+    match s.write_health() {
+        WriteHealth::Failing {
+            failed_writes, error, ..
+        } => {
+            assert_eq!(failed_writes, 3);
+            assert!(error.contains("UpsertGpus"), "{error}");
+        }
+        WriteHealth::Ok => panic!("injected failures must show as Failing"),
+    }
+    // … until the next write succeeds.
+    s.append_samples(&rows).expect("append");
+    assert_eq!(s.write_health(), WriteHealth::Ok);
 }

@@ -108,6 +108,10 @@ pub struct IngestReply {
     repeated_rows: usize,
     /// Events stored.
     events: usize,
+    /// Events refused because their time is too far ahead of this server's clock or too
+    /// old (counted per sender in `/api/v1/targets`).
+    #[serde(skip_serializing_if = "is_zero")]
+    refused_events: usize,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -262,6 +266,7 @@ fn apply_batch(
             samples: 0,
             events: 0,
             repeated_rows: 0,
+            refused_events: 0,
         }));
     }
     // A scoped token may not take over a GPU that is known on a node outside its scope
@@ -303,6 +308,10 @@ fn apply_batch(
             "the store could not take the batch; keep it and retry",
         )
     };
+    // Events are bounded in time like samples (they bypass the pages' admission).
+    let refused_events = ingest
+        .ingestor
+        .admit_events(&format!("agent://{}", batch.node), &mut batch.events, wall_ms);
     let mut samples = 0;
     for page in &batch.pages {
         let target = format!("agent://{}/{}", batch.node, page.source);
@@ -313,9 +322,12 @@ fn apply_batch(
         samples += report.samples;
     }
     {
+        // Only rows that could have been admitted move the dedup mark: a row stamped in
+        // 2100 was refused, and must not make every later row of its GPU a "repeat".
+        let (_, newest_ok) = ingest.ingestor.time_bounds();
         let mut newest = ingest.newest.lock();
         for page in &batch.pages {
-            for row in &page.rows {
+            for row in page.rows.iter().filter(|r| r.ts_ms <= newest_ok) {
                 let e = newest
                     .entry((row.gpu.as_str().to_owned(), page.source.clone()))
                     .or_insert(i64::MIN);
@@ -339,6 +351,7 @@ fn apply_batch(
         samples,
         events: batch.events.len(),
         repeated_rows,
+        refused_events,
     }))
 }
 

@@ -42,3 +42,14 @@ impl DirLock {
         Ok(DirLock { _file: file })
     }
 }
+
+impl Drop for DirLock {
+    /// Unlocks explicitly rather than only closing the file: a child process forked
+    /// meanwhile (a test spawning a command, a collector running `nvidia-smi`) shares
+    /// the open file description until it execs, and closing our descriptor alone would
+    /// leave the lock held by it for that moment, so a store closed and reopened at once
+    /// in this process could find itself `Locked`.
+    fn drop(&mut self) {
+        let _ = rustix::fs::flock(&self._file, rustix::fs::FlockOperation::Unlock);
+    }
+}

@@ -339,7 +339,12 @@ pub fn hostile(a: BenchHostileArgs) -> Result<ExitCode> {
     if duration.is_zero() || interval.is_zero() {
         bail!("--duration and --interval must be positive");
     }
-    let mut scenarios: Vec<Scenario> = a.names.iter().filter(|n| **n > 0).map(|n| Scenario::Names(*n)).collect();
+    let mut scenarios: Vec<Scenario> = a
+        .names
+        .iter()
+        .filter(|n| **n > 0)
+        .map(|n| Scenario::Names(*n))
+        .collect();
     if a.churn > 0 {
         scenarios.push(Scenario::Churn(a.churn));
     }
@@ -388,6 +393,9 @@ pub fn hostile(a: BenchHostileArgs) -> Result<ExitCode> {
                 .unwrap_or_else(|| "> 120 s (killed)".into()),
         );
     }
-    println!("\nReproduce: gpuwarden bench hostile --duration {}s", duration.as_secs());
+    println!(
+        "\nReproduce: gpuwarden bench hostile --duration {}s",
+        duration.as_secs()
+    );
     Ok(ExitCode::SUCCESS)
 }
