@@ -37,7 +37,7 @@ use crate::prom::{self, Label, Limits, ParseError, ParseSummary, PromSample};
 use crate::validate::{self, RefusedValue};
 use gpuwarden_model::{DcgmField, FieldName, GpuIdentity, GpuSamples, GpuUuid, MigInstance, TimestampMs};
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// Which exporter a page came from, judged by the metric names it held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -144,6 +144,10 @@ struct Slot<'a> {
     gpu: usize,
     /// `(timestamp, index into rows)` of this GPU's rows.
     rows: Vec<(TimestampMs, usize)>,
+    /// The same, by timestamp, once the GPU has more than a few rows: a page with
+    /// thousands of distinct timestamps per GPU (hostile or broken) must not cost a
+    /// scan of every earlier row per sample.
+    rows_by_ts: HashMap<TimestampMs, usize>,
 }
 
 impl Slot<'_> {
@@ -157,6 +161,9 @@ struct PageBuilder<'a, 'n> {
     default_ts: TimestampMs,
     slots: Vec<Slot<'a>>,
     last_slot: usize,
+    /// Slot by (UUID, MIG instance), for pages whose series do not come GPU by GPU or
+    /// family by family (the common orders are found without it, see `find_slot`).
+    slot_index: HashMap<(Cow<'a, str>, Option<Cow<'a, str>>), usize>,
     gpus: Vec<GpuIdentity>,
     rows: Vec<GpuSamples>,
     /// Per row: which known fields it already has.
@@ -181,6 +188,7 @@ impl<'a, 'n> PageBuilder<'a, 'n> {
             target_node,
             default_ts,
             slots: Vec::new(),
+            slot_index: HashMap::new(),
             last_slot: 0,
             gpus: Vec::new(),
             rows: Vec::new(),
@@ -272,29 +280,42 @@ impl<'a, 'n> PageBuilder<'a, 'n> {
         // dcgm-exporter writes a family GPU by GPU, nvidia_gpu_exporter a whole page for
         // one GPU: the next slot or the same one is almost always right.
         let next = if self.last_slot + 1 < n { self.last_slot + 1 } else { 0 };
-        let found = [next, self.last_slot]
+        let found = match [next, self.last_slot]
             .into_iter()
             .find(|&i| self.slots[i].is(uuid, mig))
-            .or_else(|| self.slots.iter().position(|s| s.is(uuid, mig)))?;
+        {
+            Some(i) => i,
+            None => *self.slot_index.get(&(Cow::Borrowed(uuid), mig.map(Cow::Borrowed)))?,
+        };
         self.last_slot = found;
         Some(found)
     }
 
     fn new_slot(&mut self, uuid: Cow<'a, str>, mig: Option<Cow<'a, str>>, identity: GpuIdentity) -> usize {
         self.gpus.push(identity);
+        self.slot_index.insert((uuid.clone(), mig.clone()), self.slots.len());
         self.slots.push(Slot {
             uuid,
             mig,
             gpu: self.gpus.len() - 1,
             rows: Vec::new(),
+            rows_by_ts: HashMap::new(),
         });
         self.last_slot = self.slots.len() - 1;
         self.last_slot
     }
 
     fn row_for(&mut self, slot: usize, ts: TimestampMs) -> usize {
+        /// Rows kept in the plain list before the map takes over (a scrape has one row
+        /// per GPU; pushes with history a handful).
+        const SCAN: usize = 8;
         let s = &mut self.slots[slot];
-        if let Some(&(_, row)) = s.rows.iter().rev().find(|(t, _)| *t == ts) {
+        let found = if s.rows.len() <= SCAN {
+            s.rows.iter().rev().find(|(t, _)| *t == ts).map(|&(_, row)| row)
+        } else {
+            s.rows_by_ts.get(&ts).copied()
+        };
+        if let Some(row) = found {
             return row;
         }
         let uuid = self.gpus[s.gpu].uuid.clone();
@@ -307,6 +328,13 @@ impl<'a, 'n> PageBuilder<'a, 'n> {
         self.row_fields.push(0);
         let index = self.rows.len() - 1;
         s.rows.push((ts, index));
+        if s.rows.len() > SCAN {
+            if s.rows_by_ts.is_empty() {
+                s.rows_by_ts.extend(s.rows.iter().map(|&(t, r)| (t, r)));
+            } else {
+                s.rows_by_ts.insert(ts, index);
+            }
+        }
         index
     }
 
@@ -502,6 +530,52 @@ mod tests {
         assert_eq!(page.gpus.len(), 1);
         let ts: Vec<_> = page.rows.iter().map(|r| r.ts_ms).collect();
         assert_eq!(ts, [5000, 1000]);
+    }
+
+    /// Series in no useful order (GPUs interleaved at random, many timestamps per GPU)
+    /// map to the same rows as an orderly page: the slot index and the per-GPU row map
+    /// that keep such pages linear must not change what is mapped.
+    #[test]
+    fn shuffled_series_and_many_timestamps_map_like_an_orderly_page() {
+        let gpus = 40;
+        let stamps = 30;
+        let mut lines = Vec::new();
+        for g in 0..gpus {
+            for t in 0..stamps {
+                let labels = format!(r#"gpu="{g}",UUID="GPU-{g}",Hostname="host1""#);
+                lines.push(format!(
+                    "DCGM_FI_DEV_GPU_TEMP{{{labels}}} {} {}",
+                    30 + t,
+                    10_000 + t * 1000
+                ));
+                lines.push(format!(
+                    "DCGM_FI_DEV_POWER_USAGE{{{labels}}} {} {}",
+                    100 + g,
+                    10_000 + t * 1000
+                ));
+            }
+        }
+        let orderly = map(&(lines.join("\n") + "\n"));
+        // A fixed shuffle (multiplicative step through the lines).
+        let n = lines.len();
+        let shuffled: Vec<&str> = (0..n).map(|i| lines[(i * 7919) % n].as_str()).collect();
+        let mixed = map(&(shuffled.join("\n") + "\n"));
+        assert_eq!(mixed.gpus.len(), gpus);
+        assert_eq!(mixed.rows.len(), gpus * stamps);
+        let key = |p: &ExporterPage| {
+            let mut rows: Vec<(String, i64, Vec<(FieldName, u64)>)> = p
+                .rows
+                .iter()
+                .map(|r| {
+                    let mut v: Vec<_> = r.values.iter().map(|(f, x)| (f.clone(), x.to_bits())).collect();
+                    v.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+                    (r.gpu.as_str().to_string(), r.ts_ms, v)
+                })
+                .collect();
+            rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+            rows
+        };
+        assert_eq!(key(&mixed), key(&orderly));
     }
 
     #[test]

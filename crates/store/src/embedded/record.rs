@@ -111,11 +111,12 @@ fn get_str<'a>(buf: &'a [u8], pos: &mut usize) -> Result<&'a str, CodecError> {
 /// Encodes a batch of sample rows.
 pub fn encode_samples(rows: &[GpuSamples], out: &mut Vec<u8>) {
     out.push(TAG_SAMPLES);
-    // Dictionary: dense slot per known field, a short list for unknown names.
+    // Dictionary: dense slot per known field, a hash map for other names (a page may
+    // carry tens of thousands of them; a list searched per value made that quadratic).
     const NONE: u32 = u32::MAX;
     let mut dcgm_slot = [NONE; DcgmField::ALL.len()];
     let mut names: Vec<&FieldName> = Vec::new();
-    let mut other: Vec<(&str, u32)> = Vec::new();
+    let mut other: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
     let mut slots: Vec<u32> = Vec::with_capacity(rows.iter().map(|r| r.values.len()).sum());
     for row in rows {
         for (f, _) in &row.values {
@@ -128,15 +129,10 @@ pub fn encode_samples(rows: &[GpuSamples], out: &mut Vec<u8>) {
                     }
                     *s
                 }
-                FieldName::Other(name) => match other.iter().find(|(n, _)| *n == &**name) {
-                    Some(&(_, s)) => s,
-                    None => {
-                        let s = names.len() as u32;
-                        other.push((name, s));
-                        names.push(f);
-                        s
-                    }
-                },
+                FieldName::Other(name) => *other.entry(&**name).or_insert_with(|| {
+                    names.push(f);
+                    (names.len() - 1) as u32
+                }),
             };
             slots.push(slot);
         }
