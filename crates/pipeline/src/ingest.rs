@@ -27,6 +27,9 @@ use tokio::sync::mpsc;
 pub struct IngestReport {
     pub samples: usize,
     pub events: Vec<Event>,
+    /// The newest stored row time per GPU of the page (after admission): what a
+    /// deduplicating receiver may remember, and nothing admission refused.
+    pub newest_rows: Vec<(gpuwarden_model::GpuUuid, i64)>,
 }
 
 /// The ingest stage.
@@ -214,7 +217,18 @@ impl Ingestor {
         }
         // The GPU gauges are refreshed when /metrics is read (`refresh_gauges`): counting
         // the fleet on every page would make a round of pages quadratic in fleet size.
-        Ok(IngestReport { samples, events })
+        let mut newest_rows: Vec<(gpuwarden_model::GpuUuid, i64)> = Vec::new();
+        for r in &page.rows {
+            match newest_rows.last_mut() {
+                Some((g, ts)) if *g == r.gpu => *ts = (*ts).max(r.ts_ms),
+                _ => newest_rows.push((r.gpu.clone(), r.ts_ms)),
+            }
+        }
+        Ok(IngestReport {
+            samples,
+            events,
+            newest_rows,
+        })
     }
 
     /// Consumes outcomes until the channel closes.

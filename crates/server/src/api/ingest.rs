@@ -320,19 +320,15 @@ fn apply_batch(
             .ingest_page(&target, wall_ms, &page.to_exporter_page())
             .map_err(|e| unavailable(&e))?;
         samples += report.samples;
-    }
-    {
-        // Only rows that could have been admitted move the dedup mark: a row stamped in
-        // 2100 was refused, and must not make every later row of its GPU a "repeat".
-        let (_, newest_ok) = ingest.ingestor.time_bounds();
+        // Only stored rows move the dedup mark: a row stamped in 2100 was refused and
+        // must not make every later row of its GPU a "repeat", and a GPU dropped by the
+        // identity limits must not grow this map.
         let mut newest = ingest.newest.lock();
-        for page in &batch.pages {
-            for row in page.rows.iter().filter(|r| r.ts_ms <= newest_ok) {
-                let e = newest
-                    .entry((row.gpu.as_str().to_owned(), page.source.clone()))
-                    .or_insert(i64::MIN);
-                *e = (*e).max(row.ts_ms);
-            }
+        for (gpu, ts) in report.newest_rows {
+            let e = newest
+                .entry((gpu.as_str().to_owned(), page.source.clone()))
+                .or_insert(i64::MIN);
+            *e = (*e).max(ts);
         }
     }
     if !batch.events.is_empty() {
