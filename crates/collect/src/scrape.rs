@@ -261,20 +261,24 @@ pub async fn scrape_once(
 ) -> ScrapeOutcome {
     let started_ms = clock.now_ms();
     let start = Instant::now();
-    let result =
-        match tokio::time::timeout(config.timeout, fetch(client, &target.url, config.limits.max_body_bytes)).await {
-            Err(_) => Err(ScrapeError::Timeout {
+    let result = match tokio::time::timeout(
+        config.timeout,
+        fetch(client, &target.url, config.limits.max_body_bytes, config.timeout),
+    )
+    .await
+    {
+        Err(_) => Err(ScrapeError::Timeout {
+            url: target.url.clone(),
+            timeout: config.timeout,
+        }),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(body)) => map_exporter_page(&body, &target.node_hint, started_ms, &config.limits).map_err(|source| {
+            ScrapeError::Parse {
                 url: target.url.clone(),
-                timeout: config.timeout,
-            }),
-            Ok(Err(e)) => Err(e),
-            Ok(Ok(body)) => map_exporter_page(&body, &target.node_hint, started_ms, &config.limits).map_err(|source| {
-                ScrapeError::Parse {
-                    url: target.url.clone(),
-                    source,
-                }
-            }),
-        };
+                source,
+            }
+        }),
+    };
     ScrapeOutcome {
         target,
         started_ms,
@@ -283,10 +287,22 @@ pub async fn scrape_once(
     }
 }
 
-async fn fetch(client: &reqwest::Client, url: &str, limit: usize) -> Result<Vec<u8>, ScrapeError> {
-    let request_error = |source| ScrapeError::Request {
-        url: url.to_string(),
-        source,
+async fn fetch(client: &reqwest::Client, url: &str, limit: usize, timeout: Duration) -> Result<Vec<u8>, ScrapeError> {
+    // The client's own timeout (the same length as the scrape's) can fire first, while
+    // the body is being read; reqwest reports that as a body/decoding error. It is a
+    // timeout, and says so.
+    let request_error = |source: reqwest::Error| {
+        if source.is_timeout() {
+            ScrapeError::Timeout {
+                url: url.to_string(),
+                timeout,
+            }
+        } else {
+            ScrapeError::Request {
+                url: url.to_string(),
+                source,
+            }
+        }
     };
     let mut resp = client
         .get(url)

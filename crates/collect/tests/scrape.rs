@@ -75,6 +75,46 @@ async fn slow_target_times_out() {
     assert!(outcome.duration < Duration::from_secs(3));
 }
 
+/// A page that starts and never ends (headers sent, a line every 50 ms, far under the
+/// body limit) is a timeout, whichever timer fires first: the scrape's own or the HTTP
+/// client's (which reqwest reports as "error decoding response body").
+#[tokio::test]
+async fn never_ending_page_is_a_timeout() {
+    // A raw HTTP/1.1 server: chunked body, one small chunk every 50 ms, forever.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n";
+                if conn.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                for i in 0u64.. {
+                    let line = format!("# line {i}\n");
+                    let chunk = format!("{:x}\r\n{line}\r\n", line.len());
+                    if conn.write_all(chunk.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            });
+        }
+    });
+    let cfg = config(400);
+    // The same client settings as the scraper's: its timeout equals the scrape's.
+    let client = reqwest::Client::builder().timeout(cfg.timeout).build().unwrap();
+    for _ in 0..3 {
+        let outcome = scrape_once(&client, &cfg, target(&url), &SystemClock).await;
+        let err = outcome.result.err().expect("a never-ending page fails");
+        assert!(matches!(err, ScrapeError::Timeout { .. }), "{err}");
+        assert!(err.to_string().contains("timed out"), "{err}");
+    }
+}
+
 #[tokio::test]
 async fn oversized_body_is_refused() {
     let big = "x".repeat(2 * 1024 * 1024);
