@@ -563,7 +563,8 @@ mod tests {
         assert_eq!(mixed.gpus.len(), gpus);
         assert_eq!(mixed.rows.len(), gpus * stamps);
         let key = |p: &ExporterPage| {
-            let mut rows: Vec<(String, i64, Vec<(FieldName, u64)>)> = p
+            type Row = (String, i64, Vec<(FieldName, u64)>);
+            let mut rows: Vec<Row> = p
                 .rows
                 .iter()
                 .map(|r| {

@@ -109,7 +109,7 @@ async fn never_ending_page_is_a_timeout() {
     let client = reqwest::Client::builder().timeout(cfg.timeout).build().unwrap();
     for _ in 0..3 {
         let outcome = scrape_once(&client, &cfg, target(&url), &SystemClock).await;
-        let err = outcome.result.err().expect("a never-ending page fails");
+        let err = outcome.result.expect_err("a never-ending page fails");
         assert!(matches!(err, ScrapeError::Timeout { .. }), "{err}");
         assert!(err.to_string().contains("timed out"), "{err}");
     }
