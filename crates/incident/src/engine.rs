@@ -32,8 +32,6 @@ pub struct IncidentEngine {
     /// Incident id → `last_seen_ms` as last returned to the caller (to bound how stale
     /// the persisted copy gets; see `refresh_interval`).
     returned_seen: HashMap<String, TimestampMs>,
-    /// Sequence number of the next incident id.
-    next_seq: u64,
 }
 
 /// A condition not yet old enough to open an incident.
@@ -44,9 +42,9 @@ struct Pending {
 }
 
 impl IncidentEngine {
-    /// Builds the engine over the incidents loaded from the store. Ids continue after the
-    /// highest `inc-NNNNNN` among them; active incidents stay active (and auto-resolve
-    /// normally once their condition is absent).
+    /// Builds the engine over the incidents loaded from the store (old sequential ids,
+    /// `inc-000042`, stay as they are); active incidents stay active (and auto-resolve
+    /// normally once their condition is absent). New incidents get ids from [`new_id`].
     pub fn new(config: IncidentConfig, existing: Vec<Incident>) -> Self {
         let limits = Limits::from(&config);
         let mut incidents: BTreeMap<String, Incident> = BTreeMap::new();
@@ -59,7 +57,6 @@ impl IncidentEngine {
                 incidents.insert(inc.id.clone(), inc);
             }
         }
-        let next_seq = incidents.keys().filter_map(|id| seq_of(id)).max().unwrap_or(0) + 1;
 
         let mut by_key: HashMap<String, String> = HashMap::new();
         for inc in incidents.values() {
@@ -96,7 +93,6 @@ impl IncidentEngine {
             cleared,
             pending: HashMap::new(),
             returned_seen,
-            next_seq,
         }
     }
 
@@ -180,10 +176,11 @@ impl IncidentEngine {
         self.incidents.get(id)
     }
 
-    /// Incidents matching `filter`, newest (latest opened) first.
+    /// Incidents matching `filter`, newest (latest opened) first; among incidents opened
+    /// in the same millisecond, by [`order_key`] of the id, descending.
     pub fn list(&self, filter: &IncidentFilter) -> Vec<&Incident> {
         let mut out: Vec<&Incident> = self.incidents.values().filter(|i| filter.matches(i)).collect();
-        out.sort_by(|a, b| (b.opened_ms, seq_of(&b.id), &b.id).cmp(&(a.opened_ms, seq_of(&a.id), &a.id)));
+        out.sort_by(|a, b| (b.opened_ms, order_key(&b.id)).cmp(&(a.opened_ms, order_key(&a.id))));
         out
     }
 
@@ -219,14 +216,40 @@ pub(crate) fn is_active(i: &Incident) -> bool {
     i.state != IncidentState::Resolved
 }
 
-/// The number in `inc-000042`; `None` for ids of another form.
+/// A new incident id: `inc-` and a ULID (26 Crockford base32 characters) whose time part
+/// is `opened_ms` and whose other 80 bits are random, so that ids cannot be guessed (an
+/// API without sign-in must not let a page that guesses `inc-000012` act on it; see
+/// the server's `request_guard`). Ids used to be sequential (`inc-000042`); those stay
+/// valid.
+pub fn new_id(opened_ms: TimestampMs) -> String {
+    const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let time = (opened_ms.max(0) as u128) & ((1 << 48) - 1);
+    let random: u128 = rand::random::<u128>() & ((1 << 80) - 1);
+    let mut value = (time << 80) | random;
+    let mut out = [0u8; 26];
+    for c in out.iter_mut().rev() {
+        *c = CROCKFORD[(value & 31) as usize];
+        value >>= 5;
+    }
+    format!("inc-{}", std::str::from_utf8(&out).expect("ASCII"))
+}
+
+/// The number in an old sequential id (`inc-000042`); `None` for ids of another form.
 fn seq_of(id: &str) -> Option<u64> {
     id.strip_prefix("inc-")?.parse().ok()
 }
 
+/// How ids of incidents opened in the same millisecond are ordered (deterministic): old
+/// sequential ids by number and before new ones, new ones (ULIDs, which sort as text)
+/// by text.
+fn order_key(id: &str) -> (bool, Option<u64>, &str) {
+    let seq = seq_of(id);
+    (seq.is_none(), seq, id)
+}
+
 /// Which of two incidents with one key findings should go to: active first, then latest.
-fn rank(i: &Incident) -> (bool, TimestampMs, Option<u64>) {
-    (is_active(i), i.opened_ms, seq_of(&i.id))
+fn rank(i: &Incident) -> (bool, TimestampMs, (bool, Option<u64>, &str)) {
+    (is_active(i), i.opened_ms, order_key(&i.id))
 }
 
 fn not_found(id: &str) -> IncidentError {

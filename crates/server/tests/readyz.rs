@@ -20,7 +20,7 @@ use tower::ServiceExt;
 async fn get(app: &axum::Router, path: &str) -> (StatusCode, String) {
     let resp = app
         .clone()
-        .oneshot(Request::get(path).body(Body::empty()).unwrap())
+        .oneshot(Request::get(path).header("host", "127.0.0.1").body(Body::empty()).unwrap())
         .await
         .unwrap();
     let status = resp.status();
@@ -66,6 +66,7 @@ async fn readyz_is_503_while_store_writes_fail_and_recovers_by_itself() {
             notifier: None,
             cache: Default::default(),
             predictor: None,
+            allowed_hosts: Default::default(),
         },
         None,
     );

@@ -173,8 +173,7 @@ impl IncidentEngine {
         self.pending.remove(key);
 
         let f = group.first;
-        let id = format!("inc-{:06}", self.next_seq);
-        self.next_seq += 1;
+        let id = super::new_id(now_ms);
         let mut detail = group.worst.summary.clone();
         if since < now_ms {
             detail.push_str(&format!(" (present since {since})"));

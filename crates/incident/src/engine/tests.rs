@@ -32,6 +32,18 @@ fn engine() -> IncidentEngine {
     IncidentEngine::new(IncidentConfig::default(), Vec::new())
 }
 
+/// The id of the incident findings of `key` go to.
+fn id(e: &IncidentEngine, key: &str) -> String {
+    e.by_key.get(key).cloned().unwrap_or_else(|| panic!("no incident for {key}"))
+}
+
+/// A new-style id: `inc-` and 26 Crockford base32 characters.
+fn is_new_id(id: &str) -> bool {
+    id.strip_prefix("inc-").is_some_and(|u| {
+        u.len() == 26 && u.bytes().all(|b| b"0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(&b))
+    })
+}
+
 fn active(e: &IncidentEngine) -> Vec<&Incident> {
     e.list(&IncidentFilter::active())
 }
@@ -42,7 +54,7 @@ fn first_finding_opens_an_incident() {
     let changed = e.apply(1_000, &[xid("GPU-1")]);
     assert_eq!(changed.len(), 1);
     let inc = &changed[0];
-    assert_eq!(inc.id, "inc-000001");
+    assert!(is_new_id(&inc.id), "{}", inc.id);
     assert_eq!(inc.dedup_key, "xid.79@GPU-1");
     assert_eq!(inc.state, IncidentState::Open);
     assert_eq!(inc.severity, Severity::Critical);
@@ -50,7 +62,7 @@ fn first_finding_opens_an_incident() {
     assert_eq!(inc.finding_count, 1);
     assert_eq!(inc.timeline.len(), 1);
     assert_eq!(inc.timeline[0].what, "opened");
-    assert_eq!(e.get("inc-000001"), Some(inc));
+    assert_eq!(e.get(&inc.id), Some(inc));
 }
 
 #[test]
@@ -68,13 +80,16 @@ fn same_rule_and_gpu_dedups_different_gpu_opens_another() {
     let changed = e.apply(30_000, &[xid("GPU-1"), xid("GPU-1")]);
     assert!(changed.is_empty(), "repeats are bookkeeping only: {changed:?}");
     assert_eq!(active(&e).len(), 1);
-    assert_eq!(e.get("inc-000001").map(|i| i.finding_count), Some(3));
-    assert_eq!(e.get("inc-000001").map(|i| i.timeline.len()), Some(1));
+    let first = id(&e, "xid.79@GPU-1");
+    assert_eq!(e.get(&first).map(|i| i.finding_count), Some(3));
+    assert_eq!(e.get(&first).map(|i| i.timeline.len()), Some(1));
 
     let changed = e.apply(2 * MIN, &[xid("GPU-1"), xid("GPU-2")]);
     assert_eq!(changed.len(), 2, "new incident for GPU-2, refresh of GPU-1");
     assert_eq!(active(&e).len(), 2);
-    assert_eq!(e.get("inc-000002").map(|i| i.dedup_key.as_str()), Some("xid.79@GPU-2"));
+    let second = id(&e, "xid.79@GPU-2");
+    assert_ne!(second, first);
+    assert_eq!(e.get(&second).map(|i| i.dedup_key.as_str()), Some("xid.79@GPU-2"));
 }
 
 #[test]
@@ -112,7 +127,7 @@ fn severity_and_action_escalate_and_never_decrease() {
     );
 
     e.apply(2 * MIN, &[finding("ecc", Some("GPU-1"), Severity::Info, Action::None)]);
-    let inc = e.get("inc-000001").expect("incident");
+    let inc = e.get(&id(&e, "ecc@GPU-1")).expect("incident");
     assert_eq!(inc.severity, Severity::Critical);
     assert_eq!(inc.action, Action::ResetGpu);
     assert_eq!(inc.timeline.len(), 2, "opened + one escalation");
@@ -141,7 +156,7 @@ fn auto_resolves_after_configured_absence_and_not_before() {
     assert_eq!(cleared[0].incident.state, IncidentState::Open);
     for t in 3..6 {
         assert!(e.apply(t * MIN, &[]).is_empty());
-        assert_eq!(e.get("inc-000001").map(|i| i.state), Some(IncidentState::Open));
+        assert_eq!(e.get(&id(&e, "xid.79@GPU-1")).map(|i| i.state), Some(IncidentState::Open));
     }
     // Last seen at 1 min: absent for 5 min at 6 min.
     let resolved = e.apply_changes(6 * MIN, &[]);
@@ -188,11 +203,11 @@ fn incidents_whose_condition_cannot_be_judged_do_not_resolve() {
 #[test]
 fn flap_before_resolution_is_counted_in_the_same_incident() {
     let mut e = engine();
-    e.apply(0, &[xid("GPU-1")]);
+    let first = e.apply(0, &[xid("GPU-1")])[0].id.clone();
     e.apply(MIN, &[]);
     let back = e.apply_changes(2 * MIN, &[xid("GPU-1")]);
     assert_eq!(back[0].kinds, vec![ChangeKind::Flapped]);
-    assert_eq!(back[0].incident.id, "inc-000001");
+    assert_eq!(back[0].incident.id, first);
     assert_eq!(back[0].incident.flaps, 1);
     assert_eq!(
         back[0].incident.timeline.last().map(|t| t.what.as_str()),
@@ -204,14 +219,14 @@ fn flap_before_resolution_is_counted_in_the_same_incident() {
 #[test]
 fn return_within_flap_window_after_resolution_reopens_same_incident() {
     let mut e = engine();
-    e.apply(0, &[xid("GPU-1")]);
+    let first = e.apply(0, &[xid("GPU-1")])[0].id.clone();
     e.apply(10 * MIN, &[]);
-    assert_eq!(e.get("inc-000001").map(|i| i.state), Some(IncidentState::Resolved));
+    assert_eq!(e.get(&first).map(|i| i.state), Some(IncidentState::Resolved));
     let back = e.apply_changes(35 * MIN, &[xid("GPU-1")]);
     assert_eq!(back.len(), 1);
     assert_eq!(back[0].kinds, vec![ChangeKind::Reopened]);
     let inc = &back[0].incident;
-    assert_eq!(inc.id, "inc-000001");
+    assert_eq!(inc.id, first);
     assert_eq!(inc.state, IncidentState::Open);
     assert_eq!(inc.flaps, 1);
     assert_eq!(inc.resolved_ms, None);
@@ -222,21 +237,21 @@ fn return_within_flap_window_after_resolution_reopens_same_incident() {
 #[test]
 fn return_after_flap_window_opens_a_new_incident() {
     let mut e = engine();
-    e.apply(0, &[xid("GPU-1")]);
+    let first = e.apply(0, &[xid("GPU-1")])[0].id.clone();
     e.apply(10 * MIN, &[]);
     let back = e.apply(40 * MIN, &[xid("GPU-1")]);
     assert_eq!(back.len(), 1);
-    assert_eq!(back[0].id, "inc-000002");
+    assert!(is_new_id(&back[0].id) && back[0].id != first, "{}", back[0].id);
     assert_eq!(back[0].flaps, 0);
-    assert_eq!(e.get("inc-000001").map(|i| i.state), Some(IncidentState::Resolved));
+    assert_eq!(e.get(&first).map(|i| i.state), Some(IncidentState::Resolved));
     assert_eq!(active(&e).len(), 1);
 }
 
 #[test]
 fn acknowledge_is_idempotent_and_refused_when_resolved() {
     let mut e = engine();
-    e.apply(0, &[xid("GPU-1")]);
-    let ack = e.acknowledge("inc-000001", "alice", Some("looking"), MIN).expect("ack");
+    let first = e.apply(0, &[xid("GPU-1")])[0].id.clone();
+    let ack = e.acknowledge(&first, "alice", Some("looking"), MIN).expect("ack");
     assert_eq!(ack.state, IncidentState::Acknowledged);
     assert_eq!(ack.acknowledged_by.as_deref(), Some("alice"));
     assert_eq!(ack.acknowledged_ms, Some(MIN));
@@ -244,22 +259,22 @@ fn acknowledge_is_idempotent_and_refused_when_resolved() {
         ack.timeline.last().map(|t| t.detail.as_str()),
         Some("by alice: looking")
     );
-    let again = e.acknowledge("inc-000001", "bob", None, 2 * MIN).expect("idempotent");
+    let again = e.acknowledge(&first, "bob", None, 2 * MIN).expect("idempotent");
     assert_eq!(again, ack);
 
-    e.resolve("inc-000001", "alice", None, 3 * MIN).expect("resolve");
-    let err = e.acknowledge("inc-000001", "bob", None, 4 * MIN).unwrap_err();
+    e.resolve(&first, "alice", None, 3 * MIN).expect("resolve");
+    let err = e.acknowledge(&first, "bob", None, 4 * MIN).unwrap_err();
     assert_eq!(
         err,
         IncidentError::InvalidTransition {
-            id: "inc-000001".into(),
+            id: first.clone(),
             from: IncidentState::Resolved,
             to: IncidentState::Acknowledged
         }
     );
     assert_eq!(
         err.to_string(),
-        "incident inc-000001 cannot go from resolved to acknowledged"
+        format!("incident {first} cannot go from resolved to acknowledged")
     );
 }
 
@@ -267,8 +282,9 @@ fn acknowledge_is_idempotent_and_refused_when_resolved() {
 fn resolve_from_open_or_acknowledged_and_errors() {
     let mut e = engine();
     e.apply(0, &[xid("GPU-1"), xid("GPU-2")]);
-    e.acknowledge("inc-000002", "alice", None, MIN).expect("ack");
-    for id in ["inc-000001", "inc-000002"] {
+    let (first, second) = (id(&e, "xid.79@GPU-1"), id(&e, "xid.79@GPU-2"));
+    e.acknowledge(&second, "alice", None, MIN).expect("ack");
+    for id in [&first, &second] {
         let r = e.resolve(id, "bob", Some("fixed"), 2 * MIN).expect("resolve");
         assert_eq!(r.state, IncidentState::Resolved);
         assert_eq!(
@@ -280,7 +296,7 @@ fn resolve_from_open_or_acknowledged_and_errors() {
         );
     }
     assert!(matches!(
-        e.resolve("inc-000001", "bob", None, 3 * MIN),
+        e.resolve(&first, "bob", None, 3 * MIN),
         Err(IncidentError::InvalidTransition { .. })
     ));
     let missing = e.resolve("inc-999999", "bob", None, 3 * MIN).unwrap_err();
@@ -300,8 +316,8 @@ fn resolve_from_open_or_acknowledged_and_errors() {
 #[test]
 fn manually_resolved_incident_still_present_reopens_after_grace() {
     let mut e = engine();
-    e.apply(0, &[xid("GPU-1")]);
-    e.resolve("inc-000001", "bob", None, MIN).expect("resolve");
+    let first = e.apply(0, &[xid("GPU-1")])[0].id.clone();
+    e.resolve(&first, "bob", None, MIN).expect("resolve");
     // Still present every minute: stays resolved for the 30 min grace.
     for t in 2..31 {
         assert!(e.apply(t * MIN, &[xid("GPU-1")]).is_empty(), "t={t}");
@@ -309,7 +325,7 @@ fn manually_resolved_incident_still_present_reopens_after_grace() {
     let back = e.apply_changes(31 * MIN, &[xid("GPU-1")]);
     assert_eq!(back.len(), 1);
     assert_eq!(back[0].kinds, vec![ChangeKind::Reopened]);
-    assert_eq!(back[0].incident.id, "inc-000001");
+    assert_eq!(back[0].incident.id, first);
     assert_eq!(back[0].incident.state, IncidentState::Open);
     assert_eq!(back[0].incident.flaps, 1);
     assert_eq!(back[0].incident.acknowledged_by, None);
@@ -354,7 +370,7 @@ fn min_duration_delays_warnings_but_not_critical() {
 }
 
 #[test]
-fn ids_continue_after_restart_and_state_is_kept() {
+fn ids_stay_after_restart_and_state_is_kept() {
     let mut e = engine();
     e.apply(0, &[xid("GPU-1"), xid("GPU-2"), xid("GPU-3")]);
     e.apply(MIN, &[xid("GPU-1"), xid("GPU-2")]); // GPU-3 cleared
@@ -362,11 +378,11 @@ fn ids_continue_after_restart_and_state_is_kept() {
 
     let mut e = IncidentEngine::new(IncidentConfig::default(), saved);
     let changed = e.apply_changes(2 * MIN, &[xid("GPU-1"), xid("GPU-3"), xid("GPU-4")]);
-    let by_id: BTreeMap<_, _> = changed.iter().map(|c| (c.incident.id.as_str(), &c.kinds)).collect();
-    assert_eq!(by_id.get("inc-000004"), Some(&&vec![ChangeKind::Opened]));
+    let by_id: BTreeMap<_, _> = changed.iter().map(|c| (c.incident.id.clone(), &c.kinds)).collect();
+    assert_eq!(by_id.get(&id(&e, "xid.79@GPU-4")), Some(&&vec![ChangeKind::Opened]));
     // GPU-3 was cleared before the restart: its return is a flap.
-    assert_eq!(by_id.get("inc-000003"), Some(&&vec![ChangeKind::Flapped]));
-    assert_eq!(by_id.get("inc-000002"), Some(&&vec![ChangeKind::Cleared]));
+    assert_eq!(by_id.get(&id(&e, "xid.79@GPU-3")), Some(&&vec![ChangeKind::Flapped]));
+    assert_eq!(by_id.get(&id(&e, "xid.79@GPU-2")), Some(&&vec![ChangeKind::Cleared]));
     assert_eq!(active(&e).len(), 4);
 }
 
@@ -385,43 +401,45 @@ fn list_filters_and_sorts_newest_first() {
     sec.kind = FindingKind::Security;
     sec.node = "node-b".into();
     e.apply(2 * MIN, &[xid("GPU-1"), sec]);
-    e.acknowledge("inc-000001", "a", None, 2 * MIN).expect("ack");
+    let (i1, i2, i3) = (
+        id(&e, "xid.79@GPU-1"),
+        id(&e, "thermal@GPU-2"),
+        id(&e, "mining@node:node-b"),
+    );
+    e.acknowledge(&i1, "a", None, 2 * MIN).expect("ack");
 
     let ids = |f: IncidentFilter| -> Vec<String> { e.list(&f).iter().map(|i| i.id.clone()).collect() };
-    assert_eq!(
-        ids(IncidentFilter::default()),
-        ["inc-000003", "inc-000002", "inc-000001"]
-    );
+    assert_eq!(ids(IncidentFilter::default()), [i3.as_str(), &i2, &i1]);
     let acked = IncidentFilter {
         states: vec![IncidentState::Acknowledged],
         ..Default::default()
     };
-    assert_eq!(ids(acked), ["inc-000001"]);
+    assert_eq!(ids(acked), [i1.as_str()]);
     let crit = IncidentFilter {
         min_severity: Some(Severity::Critical),
         ..Default::default()
     };
-    assert_eq!(ids(crit), ["inc-000003", "inc-000001"]);
+    assert_eq!(ids(crit), [i3.as_str(), &i1]);
     let node = IncidentFilter {
         node: Some("node-b".into()),
         ..Default::default()
     };
-    assert_eq!(ids(node), ["inc-000003"]);
+    assert_eq!(ids(node), [i3.as_str()]);
     let gpu = IncidentFilter {
         gpu: Some(GpuUuid::new("GPU-2")),
         ..Default::default()
     };
-    assert_eq!(ids(gpu), ["inc-000002"]);
+    assert_eq!(ids(gpu), [i2.as_str()]);
     let kind = IncidentFilter {
         kind: Some(FindingKind::Security),
         ..Default::default()
     };
-    assert_eq!(ids(kind), ["inc-000003"]);
+    assert_eq!(ids(kind), [i3.as_str()]);
     let rule = IncidentFilter {
         rule: Some("thermal".into()),
         ..Default::default()
     };
-    assert_eq!(ids(rule), ["inc-000002"]);
+    assert_eq!(ids(rule), [i2.as_str()]);
 }
 
 #[test]
@@ -460,7 +478,7 @@ fn flapping_incident_timeline_stays_bounded() {
         let findings = if t % 2 == 0 { vec![xid("GPU-1")] } else { vec![] };
         e.apply(t * 1_000, &findings);
     }
-    let inc = e.get("inc-000001").expect("incident");
+    let inc = e.get(&id(&e, "xid.79@GPU-1")).expect("incident");
     assert_eq!(inc.flaps, 999);
     assert!(inc.timeline.len() <= 200);
     assert_eq!(inc.timeline[0].what, "opened");
@@ -470,18 +488,20 @@ fn flapping_incident_timeline_stays_bounded() {
 fn prune_resolved_forgets_old_resolved_incidents() {
     let mut e = engine();
     e.apply(0, &[xid("GPU-1"), xid("GPU-2")]);
+    let (first, second) = (id(&e, "xid.79@GPU-1"), id(&e, "xid.79@GPU-2"));
     e.apply(20 * MIN, &[xid("GPU-2")]);
     assert_eq!(e.prune_resolved(30 * MIN), 1);
-    assert!(e.get("inc-000001").is_none());
-    assert!(e.get("inc-000002").is_some());
-    // The key is free again: a new incident, and ids never go back.
+    assert!(e.get(&first).is_none());
+    assert!(e.get(&second).is_some());
+    // The key is free again: a new incident, with a new id.
     let changed = e.apply_changes(31 * MIN, &[xid("GPU-1"), xid("GPU-2")]);
     let opened: Vec<_> = changed
         .iter()
         .filter(|c| c.kinds.contains(&ChangeKind::Opened))
         .collect();
     assert_eq!(opened.len(), 1);
-    assert_eq!(opened[0].incident.id, "inc-000003");
+    assert!(is_new_id(&opened[0].incident.id));
+    assert!(opened[0].incident.id != first && opened[0].incident.id != second);
 }
 
 /// One step of a random history: time advance, which keys are present, manual actions.
@@ -569,4 +589,59 @@ fn finding_labels_travel_to_the_incident_and_update() {
     let inc = active(&e)[0];
     assert_eq!(inc.labels.get("threat.technique.id").map(String::as_str), Some("T1496"));
     assert_eq!(inc.labels.get("gpuwarden.pod").map(String::as_str), Some("miner-2"));
+}
+
+#[test]
+fn new_ids_are_random_ulids_with_the_opening_time() {
+    let ids: std::collections::BTreeSet<String> = (0..1_000).map(|_| new_id(1_700_000_000_000)).collect();
+    assert_eq!(ids.len(), 1_000, "no two ids alike");
+    for i in &ids {
+        assert!(is_new_id(i), "{i}");
+        assert!(seq_of(i).is_none(), "{i} is not a sequence number");
+        // The first 10 characters are the time (48 bits), the rest is random.
+        assert_eq!(&i[4..14], &new_id(1_700_000_000_000)[4..14]);
+    }
+    // Later opening time sorts later as text.
+    assert!(new_id(1_700_000_000_001) > new_id(1_700_000_000_000));
+    assert!(new_id(-5).starts_with("inc-0000000000"));
+}
+
+#[test]
+fn old_sequential_ids_stay_readable_addressable_and_ordered() {
+    let mut e = engine();
+    e.apply(MIN, &[xid("GPU-1"), xid("GPU-2")]);
+    let mut saved: Vec<Incident> = e.list(&IncidentFilter::default()).into_iter().cloned().collect();
+    // As stored by an older version: sequential ids, inc-000009 and inc-000010.
+    saved.sort_by(|a, b| a.dedup_key.cmp(&b.dedup_key));
+    saved[0].id = "inc-000009".into();
+    saved[1].id = "inc-000010".into();
+    let mut e = IncidentEngine::new(IncidentConfig::default(), saved);
+    assert_eq!(e.get("inc-000009").map(|i| i.dedup_key.as_str()), Some("xid.79@GPU-1"));
+    // Findings still go to the old incident.
+    e.apply(2 * MIN, &[xid("GPU-1"), xid("GPU-2"), xid("GPU-3")]);
+    assert_eq!(id(&e, "xid.79@GPU-1"), "inc-000009");
+    assert_eq!(e.get("inc-000009").map(|i| i.finding_count), Some(2));
+    e.acknowledge("inc-000010", "a", None, 2 * MIN).expect("ack");
+    // Newest opened first; same opening time: old ids by number, descending.
+    let third = id(&e, "xid.79@GPU-3");
+    assert!(is_new_id(&third));
+    let ids: Vec<String> = e.list(&IncidentFilter::default()).iter().map(|i| i.id.clone()).collect();
+    assert_eq!(ids, [third.as_str(), "inc-000010", "inc-000009"]);
+}
+
+#[test]
+fn incidents_opened_in_one_millisecond_list_in_a_stable_order() {
+    let mut e = engine();
+    let gpus: Vec<String> = (0..20).map(|i| format!("GPU-{i}")).collect();
+    let findings: Vec<Finding> = gpus.iter().map(|g| xid(g)).collect();
+    e.apply(MIN, &findings);
+    let ids: Vec<String> = e.list(&IncidentFilter::default()).iter().map(|i| i.id.clone()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(ids, sorted, "same opening time: by id, descending");
+    // The same after a restart.
+    let saved: Vec<Incident> = e.list(&IncidentFilter::default()).into_iter().cloned().collect();
+    let e = IncidentEngine::new(IncidentConfig::default(), saved);
+    let again: Vec<String> = e.list(&IncidentFilter::default()).iter().map(|i| i.id.clone()).collect();
+    assert_eq!(again, ids);
 }

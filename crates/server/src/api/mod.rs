@@ -40,6 +40,8 @@ pub struct AppState {
     pub cache: Arc<crate::cache::JsonCache>,
     /// Live failure prediction (`gpuwarden run`); `None` answers its routes with 404.
     pub predictor: Option<Arc<gpuwarden_predict::Predictor>>,
+    /// The names the `Host` header may carry (see [`crate::request_guard`]).
+    pub allowed_hosts: Arc<crate::request_guard::AllowedHosts>,
 }
 
 impl AppState {
@@ -74,8 +76,10 @@ impl AppState {
     }
 }
 
-/// The API router. `extra` is merged in (e.g. the simulator's control routes).
+/// The API router. `extra` is merged in (e.g. the simulator's control routes). All of
+/// it is behind [`crate::request_guard`] (content type, `Origin`, `Host`).
 pub fn router(state: AppState, extra: Option<Router>) -> Router {
+    let hosts = state.allowed_hosts.clone();
     let api = Router::new()
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
@@ -106,8 +110,9 @@ pub fn router(state: AppState, extra: Option<Router>) -> Router {
         // Serves the document at /api/openapi.json and Swagger UI (assets in the binary)
         // at /api/docs.
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", crate::openapi::document()));
-    match extra {
+    let api = match extra {
         Some(extra) => api.merge(extra),
         None => api,
-    }
+    };
+    crate::request_guard::wrap(api, hosts)
 }

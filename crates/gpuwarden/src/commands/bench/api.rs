@@ -118,6 +118,7 @@ pub fn api(args: BenchApiArgs) -> Result<ExitCode> {
         notifier: None,
         cache: Default::default(),
         predictor: None,
+        allowed_hosts: Default::default(),
     };
     let rt = crate::commands::runtime()?;
     let results = rt.block_on(async move {
