@@ -166,6 +166,11 @@ pub struct ServeArgs {
     /// TOML configuration (same as `run`); configured targets are scraped, no simulator.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
+    /// Another host name the API/UI answers to (repeatable), besides `localhost`,
+    /// `127.0.0.1`, `[::1]` and the listen address: the name a reverse proxy forwards in
+    /// `Host`. Requests for other names are refused (DNS rebinding); see docs/api.md.
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    pub allowed_host: Vec<String>,
     /// Separate listener that serves only the push endpoints, /healthz and /metrics; may be
     /// a non-loopback address when --ingest-token-file is given.
     #[arg(long)]
@@ -248,6 +253,11 @@ pub struct RunArgs {
     /// simulator starts.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
+    /// Another host name the API/UI answers to (repeatable), besides `localhost`,
+    /// `127.0.0.1`, `[::1]` and the listen address: the name a reverse proxy forwards in
+    /// `Host`. Requests for other names are refused (DNS rebinding); see docs/api.md.
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    pub allowed_host: Vec<String>,
     /// Seconds between scrapes of each target. Default 5.
     #[arg(long)]
     pub scrape_interval: Option<humantime::Duration>,

@@ -18,6 +18,10 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     /// Data directory (default ./gpuwarden-data).
     pub data_dir: Option<PathBuf>,
+    /// Host names the API/UI answers to besides the loopback names and the listen
+    /// address (the `Host` check against DNS rebinding; see docs/api.md).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
     #[serde(default)]
     pub scrape: ScrapeSection,
     #[serde(default)]
@@ -99,6 +103,8 @@ impl FileConfig {
 pub struct RunConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// `allowed_hosts`, checked and normalized (lower case, IPv6 in brackets).
+    pub allowed_hosts: Vec<String>,
     pub scrape_interval: Duration,
     pub scrape_timeout: Duration,
     pub max_body_bytes: usize,
@@ -181,6 +187,12 @@ pub fn build(
              loopback (127.0.0.1 or ::1). Put it behind an authenticating reverse proxy, or use --listen 127.0.0.1:PORT"
         );
     }
+    let allowed_hosts = file
+        .allowed_hosts
+        .iter()
+        .map(|h| gpuwarden_server::request_guard::normalize_name(h))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("allowed_hosts: {e}"))?;
     let interval = match (interval, file.scrape.interval.as_deref()) {
         (Some(d), _) => d,
         (None, Some(s)) => duration("scrape.interval", s)?,
@@ -200,6 +212,7 @@ pub fn build(
     };
     Ok(RunConfig {
         listen,
+        allowed_hosts,
         data_dir: data_dir
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("./gpuwarden-data")),
@@ -289,6 +302,16 @@ mod tests {
             toml::from_str("[security]\napproved_namespaces = [\"ml-*\"]\n[security.rules.\"sec.mining.telemetry\"]\nsm_active_min = 0.7\n")
                 .unwrap();
         assert!(build(file, None, None, None).is_ok());
+    }
+
+    #[test]
+    fn allowed_hosts_are_checked() {
+        let file: FileConfig = toml::from_str("allowed_hosts = [\"GPUwarden.example.com\", \"::1\"]\n").unwrap();
+        let c = build(file, None, None, None).unwrap();
+        assert_eq!(c.allowed_hosts, ["gpuwarden.example.com", "[::1]"]);
+        let file: FileConfig = toml::from_str("allowed_hosts = [\"https://gpuwarden.example.com\"]\n").unwrap();
+        let err = build(file, None, None, None).unwrap_err();
+        assert!(format!("{err:#}").contains("allowed_hosts"), "{err:#}");
     }
 
     #[test]

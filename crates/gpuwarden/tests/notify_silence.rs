@@ -200,6 +200,7 @@ async fn a_silence_holds_back_its_matches_and_expires_on_time() {
     let id2 = sil2["id"].as_str().unwrap();
     let resp = reqwest::Client::new()
         .delete(format!("{}/api/v1/silences/{id2}", gw.base))
+        .header("content-type", "application/json")
         .send()
         .await
         .unwrap();
@@ -208,6 +209,7 @@ async fn a_silence_holds_back_its_matches_and_expires_on_time() {
     assert_eq!(v["state"], "expired", "{v}");
     let resp = reqwest::Client::new()
         .delete(format!("{}/api/v1/silences/sil-nope", gw.base))
+        .header("content-type", "application/json")
         .send()
         .await
         .unwrap();

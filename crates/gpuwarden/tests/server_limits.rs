@@ -192,7 +192,7 @@ async fn connections_past_the_limit_are_closed_and_healthz_recovers() {
     for _ in 0..5 {
         let mut extra = std::net::TcpStream::connect(&addr).unwrap();
         extra.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n");
+        let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n");
         let mut buf = [0u8; 64];
         if extra.read(&mut buf).unwrap_or(0) > 0 {
             answered += 1;
@@ -250,7 +250,14 @@ async fn every_framework_error_status_is_json() {
     let c = client();
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
         (c.get(format!("{b}/api/v1/nope")), 404, "not_found"),
-        (c.delete(format!("{b}/api/v1/gpus")), 405, "method_not_allowed"),
+        // (A state-changing method without the JSON content type is 415 first; see
+        // csrf_host.rs.)
+        (
+            c.delete(format!("{b}/api/v1/gpus"))
+                .header("content-type", "application/json"),
+            405,
+            "method_not_allowed",
+        ),
         (
             c.get(format!("{b}/api/v1/gpus?x={}", "a".repeat(9000))),
             414,
@@ -272,12 +279,12 @@ async fn every_framework_error_status_is_json() {
     // 413: a body over the route's limit (2 MiB for silences), over a raw socket so that
     // the early answer is read whatever happens to the rest of the upload.
     let addr = b.trim_start_matches("http://").to_owned();
-    let head = "POST /api/v1/silences HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 3145728\r\nconnection: close\r\n\r\n";
+    let head = "POST /api/v1/silences HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 3145728\r\nconnection: close\r\n\r\n";
     let answer = raw_request(&addr, head, 3 << 20).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("\"payload_too_large\""), "{answer}");
     // 408: a body announced but never sent finishes past the request timeout.
-    let head = "POST /api/v1/silences HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\nconnection: close\r\n\r\n{";
+    let head = "POST /api/v1/silences HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 100\r\nconnection: close\r\n\r\n{";
     let answer = raw_request(&addr, head, 0).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("\"request_timeout\""), "{answer}");

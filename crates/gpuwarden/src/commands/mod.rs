@@ -41,6 +41,16 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// The host names the API/UI of `run` and `serve` answers to: loopback, the listen
+/// address, and `allowed_hosts` / `--allowed-host` (see the server's `request_guard`).
+pub(crate) fn allowed_hosts(
+    cfg: &crate::config::RunConfig,
+) -> Result<std::sync::Arc<gpuwarden_server::request_guard::AllowedHosts>> {
+    let hosts = gpuwarden_server::request_guard::AllowedHosts::new(Some(cfg.listen), &cfg.allowed_hosts)
+        .map_err(|e| anyhow::anyhow!("--allowed-host: {e}"))?;
+    Ok(std::sync::Arc::new(hosts))
+}
+
 /// A multi-threaded runtime for the long-running commands.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)

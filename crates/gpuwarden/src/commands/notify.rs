@@ -272,6 +272,9 @@ async fn expire(id: &str, s: ServerArgs) -> Result<ExitCode> {
     let v = answer(
         client()
             .delete(&url)
+            // Required on every state-changing call, body or not (see docs/api.md,
+            // "Browser safety").
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
             .send()
             .await
             .with_context(|| format!("DELETE {url}"))?,

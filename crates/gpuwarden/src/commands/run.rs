@@ -26,6 +26,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         args.scrape_interval.map(Into::into),
     )?;
     merge_sim_flags(&mut cfg, &args);
+    cfg.allowed_hosts.extend(args.allowed_host.iter().cloned());
     super::runtime()?.block_on(run_async(cfg, args))
 }
 
@@ -40,6 +41,7 @@ fn merge_sim_flags(cfg: &mut RunConfig, args: &RunArgs) {
 
 async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let allowed_hosts = super::allowed_hosts(&cfg)?;
     let store = super::stage::open_store(&cfg)?;
 
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| {
@@ -135,6 +137,7 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
         ingest: None,
         cache: Default::default(),
         predictor: Some(predictor),
+        allowed_hosts,
     };
     let extra = sim_handle.as_ref().map(|h| gpuwarden_sim::control_router(h.clone()));
     let router = gpuwarden_server::router(state, extra);

@@ -36,7 +36,8 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
-    let cfg = config::build(file, args.listen, args.data_dir.clone(), None)?;
+    let mut cfg = config::build(file, args.listen, args.data_dir.clone(), None)?;
+    cfg.allowed_hosts.extend(args.allowed_host.iter().cloned());
     super::runtime()?.block_on(serve_async(cfg, args))
 }
 
@@ -73,6 +74,7 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
             );
         }
     }
+    let allowed_hosts = super::allowed_hosts(&cfg)?;
     let store = super::stage::open_store(&cfg)?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -158,6 +160,7 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
         notifier: Some(notifier.clone()),
         cache: Default::default(),
         predictor: Some(predictor),
+        allowed_hosts,
         ingest: Some(Arc::new(IngestState {
             ingestor: ingestor.clone(),
             tokens,

@@ -11,6 +11,9 @@ export class ApiError extends Error {
 
 async function call(method, path, body) {
   const init = { method, headers: { accept: 'application/json' } };
+  // Every state-changing call says JSON, even without a body: the server refuses changes
+  // without it (what a page of another origin cannot send without a CORS preflight).
+  if (method !== 'GET' && method !== 'HEAD') init.headers['content-type'] = 'application/json';
   if (body !== undefined) {
     init.headers['content-type'] = 'application/json';
     init.body = JSON.stringify(body);
