@@ -284,6 +284,7 @@ mod tests {
         let file: FileConfig = toml::from_str(&readme[start..end]).expect("README config parses");
         let c = build(file, None, None, None).expect("README config validates");
         assert_eq!(c.targets.len(), 2);
+        assert_eq!(c.allowed_hosts, ["gpuwarden.example.com"]);
     }
 
     #[test]

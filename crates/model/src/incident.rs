@@ -58,7 +58,8 @@ pub struct TimelineEntry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Incident {
-    /// Stable id, e.g. `inc-000042`.
+    /// Stable id: `inc-` and a random ULID (e.g. `inc-01JEXQ7RZ4M2V9K3T8N6PBCWDH`);
+    /// older incidents keep their sequential ids (`inc-000042`).
     pub id: String,
     /// Findings with the same key belong to the same incident: `rule@gpu` or `rule@node`.
     pub dedup_key: String,

@@ -99,7 +99,7 @@ pub async fn list(
 
 /// One incident with its timeline.
 #[utoipa::path(get, operation_id = "get_incident", path = "/api/v1/incidents/{id}", tag = "incidents",
-    params(("id" = String, Path, description = "Incident id, e.g. inc-000001")),
+    params(("id" = String, Path, description = "Incident id, e.g. inc-01JEXQ7RZ4M2V9K3T8N6PBCWDH (older ids: inc-000001)")),
     responses((status = 200, description = "Success", body = Incident), (status = 404, description = "Not found", body = super::dto::ErrorBody)))]
 pub async fn get_one(
     State(state): State<AppState>,
