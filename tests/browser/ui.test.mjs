@@ -11,7 +11,9 @@
 // acknowledges it (in the page and in the API); the incident detail shows its timeline;
 // a GPU that fell off the bus turns grey "unknown", never healthy, and loses its risk
 // ("risk —", never a made-up 0%); the page makes no request outside the server and
-// throws no script error. Screenshots of every page go to target/browser-screenshots/
+// throws no script error; a page of another origin cannot resolve, acknowledge or
+// silence (form post, `text/plain` fetch, JSON fetch) and a DNS-rebound host name is
+// refused (421). Screenshots of every page go to target/browser-screenshots/
 // (or $GPUWARDEN_SCREENSHOTS). Exits 0 on success, 1 on failure.
 //
 // Preconditions: an open incident with a GPU exists (the Rust test injects a fault first;
@@ -20,6 +22,7 @@
 
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,6 +36,8 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const shots = process.env.GPUWARDEN_SCREENSHOTS || path.resolve(here, '../../target/browser-screenshots');
 const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 const TOTAL_MS = 170_000;
+// A name the browser resolves to 127.0.0.1 (as a DNS rebinding attacker's would).
+const REBOUND = 'rebound.gpuwarden.test';
 
 const STATE_ORDER = ['unhealthy', 'degraded', 'unknown', 'healthy'];
 const BANDS = ['low', 'elevated', 'high', 'critical'];
@@ -95,15 +100,19 @@ async function main() {
     args: [
       '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      `--host-resolver-rules=MAP ${REBOUND} 127.0.0.1`,
     ],
   });
   const external = [];
   const pageErrors = [];
+  // Origins the browser may reach besides the server: the "other web page" step's.
+  const alsoAllowed = [];
   try {
     // Anything not addressed to the server is recorded and refused.
     await context.route('**/*', (route) => {
       const url = route.request().url();
       if (url.startsWith(`${base}/`) || url === base || url.startsWith('data:')) return route.continue();
+      if (alsoAllowed.some((o) => url.startsWith(`${o}/`))) return route.continue();
       external.push(url);
       return route.abort();
     });
@@ -294,6 +303,9 @@ async function main() {
     assert(entries.length >= 1 || after.timeline.length === 0, 'timeline entries shown');
     await shot(page, 'incident');
 
+    step('another web page cannot change anything; a rebound host name is refused');
+    await otherOrigin(context, alsoAllowed, incident);
+
     step('stale GPU is grey "unknown"');
     const gpus = (await api('GET', '/api/v1/gpus')).gpus;
     const victim = gpus.find((g) => !g.stale && g.identity.node !== gpu.identity.node);
@@ -344,6 +356,77 @@ async function main() {
   } finally {
     await context.close();
     fs.rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+// A page on a second origin (another loopback port) tries what any web site could: an
+// auto-submitted form, `text/plain` fetches (no preflight) and a JSON fetch (preflight,
+// never approved). The server must refuse each (415, 415, and no request at all) and
+// nothing may change. Then the API is read through a DNS-rebound name: 421.
+async function otherOrigin(context, alsoAllowed, incident) {
+  const before = await api('GET', `/api/v1/incidents/${incident.id}`);
+  const silencesBefore = (await api('GET', '/api/v1/silences')).silences.length;
+  const target = (p) => `${base}${p}`;
+  const resolve = target(`/api/v1/incidents/${encodeURIComponent(incident.id)}/resolve`);
+  const silences = target('/api/v1/silences');
+  const silence = JSON.stringify({ matchers: { rules: ['*'] }, author: 'evil', comment: 'shh', duration: '8760h' });
+  const evilHtml = `<!doctype html><title>evil</title>
+<iframe name="sink"></iframe>
+<form id="f" method="POST" action="${resolve}" target="sink"><input name="actor" value="evil"></form>
+<script>
+window.results = {};
+(async () => {
+  document.getElementById('f').submit();
+  const tries = {
+    resolve_text: () => fetch(${JSON.stringify(resolve)}, { method: 'POST', mode: 'no-cors', headers: { 'content-type': 'text/plain' }, body: '{}' }),
+    silence_text: () => fetch(${JSON.stringify(silences)}, { method: 'POST', mode: 'no-cors', headers: { 'content-type': 'text/plain' }, body: ${JSON.stringify(silence)} }),
+    silence_json: () => fetch(${JSON.stringify(silences)}, { method: 'POST', headers: { 'content-type': 'application/json' }, body: ${JSON.stringify(silence)} }),
+  };
+  for (const [k, f] of Object.entries(tries)) {
+    try { const r = await f(); window.results[k] = r.type + ':' + r.status; } catch (e) { window.results[k] = 'error:' + e.name; }
+  }
+  window.done = true;
+})();
+</script>`;
+  const server = http.createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/html' });
+    res.end(evilHtml);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const evil = `http://127.0.0.1:${server.address().port}`;
+  alsoAllowed.push(evil, base.replace(/127\.0\.0\.1|localhost/, REBOUND));
+  const page = await context.newPage();
+  // What the server answered to the other page's requests (the page itself cannot see).
+  const answers = [];
+  page.on('response', (r) => {
+    const u = r.url();
+    if (u.startsWith(`${base}/api/`)) answers.push({ method: r.request().method(), url: u.slice(base.length), status: r.status() });
+  });
+  try {
+    await page.goto(`${evil}/`);
+    await page.waitForFunction(() => window.done === true, null, { timeout: 20_000 });
+    await new Promise((r) => setTimeout(r, 500)); // the form's answer into the iframe
+    const results = await page.evaluate(() => window.results);
+    console.log(`    other page saw ${JSON.stringify(results)}; server answered ${JSON.stringify(answers)}`);
+    // The JSON fetch needs a preflight, which the server does not approve: a network error.
+    assert(results.silence_json === 'error:TypeError', `JSON fetch from another origin fails, got ${results.silence_json}`);
+    const posts = answers.filter((a) => a.method === 'POST');
+    assert(posts.length >= 3, `the form and both text/plain fetches reached the server: ${JSON.stringify(answers)}`);
+    for (const a of posts) assert(a.status === 415, `refused with 415: ${JSON.stringify(a)}`);
+    const after = await api('GET', `/api/v1/incidents/${incident.id}`);
+    assert(after.state === before.state && after.updated_ms === before.updated_ms, `incident unchanged: ${before.state} → ${after.state}`);
+    const silencesAfter = (await api('GET', '/api/v1/silences')).silences.length;
+    assert(silencesAfter === silencesBefore, `no silence created (${silencesBefore} → ${silencesAfter})`);
+
+    // DNS rebinding: the attacker's name now points at 127.0.0.1.
+    const rebound = base.replace(/127\.0\.0\.1|localhost/, REBOUND);
+    const resp = await page.goto(`${rebound}/api/v1/gpus`);
+    assert(resp.status() === 421, `GET through ${REBOUND}: 421, got ${resp.status()}`);
+    const body = JSON.parse(await resp.text());
+    assert(body.error?.code === 'host_not_allowed', `code host_not_allowed: ${JSON.stringify(body)}`);
+  } finally {
+    await page.close();
+    server.close();
   }
 }
 
