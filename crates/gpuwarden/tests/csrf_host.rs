@@ -140,7 +140,10 @@ async fn other_pages_cannot_change_anything_and_rebinding_hosts_are_refused() {
         send(
             c.post(&resolve)
                 .header(HOST, format!("evil.example.com:{}", host.rsplit(':').next().unwrap()))
-                .header(ORIGIN, format!("http://evil.example.com:{}", host.rsplit(':').next().unwrap()))
+                .header(
+                    ORIGIN,
+                    format!("http://evil.example.com:{}", host.rsplit(':').next().unwrap()),
+                )
                 .json(&json!({})),
         )
         .await,
@@ -151,7 +154,11 @@ async fn other_pages_cannot_change_anything_and_rebinding_hosts_are_refused() {
     assert_eq!(now["state"], "open", "{now}");
 
     // Done right: loopback names, the configured name, JSON, same or no Origin.
-    for h in [host.clone(), format!("localhost:{}", host.rsplit(':').next().unwrap()), "gpuwarden.example.com".into()] {
+    for h in [
+        host.clone(),
+        format!("localhost:{}", host.rsplit(':').next().unwrap()),
+        "gpuwarden.example.com".into(),
+    ] {
         let (s, b) = send(c.get(format!("{base}/api/v1/gpus")).header(HOST, h.as_str())).await;
         assert_eq!(s, 200, "Host {h}: {b}");
     }
@@ -166,7 +173,10 @@ async fn other_pages_cannot_change_anything_and_rebinding_hosts_are_refused() {
     let (s, sil) = send(
         c.post(&silences)
             .header(CONTENT_TYPE, "application/json; charset=utf-8")
-            .body(json!({"matchers": {"rules": ["xid.*"]}, "author": "bob", "comment": "rollout", "duration": "1h"}).to_string()),
+            .body(
+                json!({"matchers": {"rules": ["xid.*"]}, "author": "bob", "comment": "rollout", "duration": "1h"})
+                    .to_string(),
+            ),
     )
     .await;
     assert_eq!(s, 201, "{sil}");
@@ -196,7 +206,19 @@ async fn other_pages_cannot_change_anything_and_rebinding_hosts_are_refused() {
 
     // The CLI sends what the guard asks for.
     let out = std::process::Command::new(common::binary())
-        .args(["notify", "silence", "create", "--server", &base, "--rule", "xid.*", "--duration", "1h", "--comment", "rollout"])
+        .args([
+            "notify",
+            "silence",
+            "create",
+            "--server",
+            &base,
+            "--rule",
+            "xid.*",
+            "--duration",
+            "1h",
+            "--comment",
+            "rollout",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -88,7 +88,7 @@ impl AllowedHosts {
 
     /// Whether `authority` (a `Host` value, `host[:port]`) names an allowed host.
     pub fn allows(&self, authority: &str) -> bool {
-        split_authority(authority).is_some_and(|(h, _)| self.names.iter().any(|n| *n == h))
+        split_authority(authority).is_some_and(|(h, _)| self.names.contains(&h))
     }
 }
 
@@ -104,7 +104,9 @@ pub fn normalize_name(raw: &str) -> Result<String, String> {
         && s.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
     if ok {
         Ok(s)
@@ -175,7 +177,12 @@ fn request_host(headers: &HeaderMap, uri: &axum::http::Uri) -> Option<String> {
 }
 
 /// The `Host` check alone (every method).
-pub fn check_host(hosts: &AllowedHosts, path: &str, headers: &HeaderMap, uri: &axum::http::Uri) -> Result<(), ApiError> {
+pub fn check_host(
+    hosts: &AllowedHosts,
+    path: &str,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+) -> Result<(), ApiError> {
     if host_exempt(path) {
         return Ok(());
     }
@@ -226,9 +233,13 @@ pub fn check_state_change(
     let refuse = |why: String| ApiError {
         status: StatusCode::FORBIDDEN,
         code: "cross_origin",
-        message: format!("{why}; changes are accepted only from gpuwarden's own pages or from clients that send no Origin"),
+        message: format!(
+            "{why}; changes are accepted only from gpuwarden's own pages or from clients that send no Origin"
+        ),
     };
-    let origin = origin.to_str().map_err(|_| refuse("the Origin header is not readable".into()))?;
+    let origin = origin
+        .to_str()
+        .map_err(|_| refuse("the Origin header is not readable".into()))?;
     let Some(host) = request_host(headers, uri) else {
         return Err(refuse("the request has an Origin but no Host".into()));
     };

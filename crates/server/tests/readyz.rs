@@ -20,7 +20,12 @@ use tower::ServiceExt;
 async fn get(app: &axum::Router, path: &str) -> (StatusCode, String) {
     let resp = app
         .clone()
-        .oneshot(Request::get(path).header("host", "127.0.0.1").body(Body::empty()).unwrap())
+        .oneshot(
+            Request::get(path)
+                .header("host", "127.0.0.1")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     let status = resp.status();

@@ -34,14 +34,16 @@ fn engine() -> IncidentEngine {
 
 /// The id of the incident findings of `key` go to.
 fn id(e: &IncidentEngine, key: &str) -> String {
-    e.by_key.get(key).cloned().unwrap_or_else(|| panic!("no incident for {key}"))
+    e.by_key
+        .get(key)
+        .cloned()
+        .unwrap_or_else(|| panic!("no incident for {key}"))
 }
 
 /// A new-style id: `inc-` and 26 Crockford base32 characters.
 fn is_new_id(id: &str) -> bool {
-    id.strip_prefix("inc-").is_some_and(|u| {
-        u.len() == 26 && u.bytes().all(|b| b"0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(&b))
-    })
+    id.strip_prefix("inc-")
+        .is_some_and(|u| u.len() == 26 && u.bytes().all(|b| b"0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(&b)))
 }
 
 fn active(e: &IncidentEngine) -> Vec<&Incident> {
@@ -156,7 +158,10 @@ fn auto_resolves_after_configured_absence_and_not_before() {
     assert_eq!(cleared[0].incident.state, IncidentState::Open);
     for t in 3..6 {
         assert!(e.apply(t * MIN, &[]).is_empty());
-        assert_eq!(e.get(&id(&e, "xid.79@GPU-1")).map(|i| i.state), Some(IncidentState::Open));
+        assert_eq!(
+            e.get(&id(&e, "xid.79@GPU-1")).map(|i| i.state),
+            Some(IncidentState::Open)
+        );
     }
     // Last seen at 1 min: absent for 5 min at 6 min.
     let resolved = e.apply_changes(6 * MIN, &[]);
@@ -625,7 +630,11 @@ fn old_sequential_ids_stay_readable_addressable_and_ordered() {
     // Newest opened first; same opening time: old ids by number, descending.
     let third = id(&e, "xid.79@GPU-3");
     assert!(is_new_id(&third));
-    let ids: Vec<String> = e.list(&IncidentFilter::default()).iter().map(|i| i.id.clone()).collect();
+    let ids: Vec<String> = e
+        .list(&IncidentFilter::default())
+        .iter()
+        .map(|i| i.id.clone())
+        .collect();
     assert_eq!(ids, [third.as_str(), "inc-000010", "inc-000009"]);
 }
 
@@ -635,13 +644,21 @@ fn incidents_opened_in_one_millisecond_list_in_a_stable_order() {
     let gpus: Vec<String> = (0..20).map(|i| format!("GPU-{i}")).collect();
     let findings: Vec<Finding> = gpus.iter().map(|g| xid(g)).collect();
     e.apply(MIN, &findings);
-    let ids: Vec<String> = e.list(&IncidentFilter::default()).iter().map(|i| i.id.clone()).collect();
+    let ids: Vec<String> = e
+        .list(&IncidentFilter::default())
+        .iter()
+        .map(|i| i.id.clone())
+        .collect();
     let mut sorted = ids.clone();
     sorted.sort_by(|a, b| b.cmp(a));
     assert_eq!(ids, sorted, "same opening time: by id, descending");
     // The same after a restart.
     let saved: Vec<Incident> = e.list(&IncidentFilter::default()).into_iter().cloned().collect();
     let e = IncidentEngine::new(IncidentConfig::default(), saved);
-    let again: Vec<String> = e.list(&IncidentFilter::default()).iter().map(|i| i.id.clone()).collect();
+    let again: Vec<String> = e
+        .list(&IncidentFilter::default())
+        .iter()
+        .map(|i| i.id.clone())
+        .collect();
     assert_eq!(again, ids);
 }

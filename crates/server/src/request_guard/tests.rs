@@ -19,11 +19,22 @@ fn app() -> axum::Router {
     wrap(r, Arc::new(hosts()))
 }
 
-/// (method, path, content type, Origin, Host) → status.
+/// (method, path, content type, Origin, Host, expected status).
+type Case = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+    u16,
+);
+
+/// method × content type × Origin × Host → status.
 #[tokio::test]
 async fn method_content_type_origin_host_table() {
     let json = Some("application/json");
-    let cases: &[(&str, &str, Option<&str>, Option<&str>, Option<&str>, u16)] = &[
+    #[rustfmt::skip]
+    let cases: &[Case] = &[
         // Reads: any content type, any Origin; Host must be allowed.
         ("GET", "/api/v1/things", None, None, Some("127.0.0.1:9470"), 200),
         ("GET", "/api/v1/things", None, Some("https://evil.example"), Some("localhost:9470"), 200),
@@ -115,7 +126,14 @@ fn host_names_are_checked_and_normalized() {
     assert_eq!(normalize_name("::1").unwrap(), "[::1]");
     assert_eq!(normalize_name("[fd00::1]").unwrap(), "[fd00::1]");
     assert_eq!(normalize_name("10.0.0.1").unwrap(), "10.0.0.1");
-    for bad in ["", "http://x.example", "x.example:9470", "*.example.com", "x.example/path", "a..b"] {
+    for bad in [
+        "",
+        "http://x.example",
+        "x.example:9470",
+        "*.example.com",
+        "x.example/path",
+        "a..b",
+    ] {
         assert!(normalize_name(bad).is_err(), "{bad:?}");
     }
     // A wildcard listen address adds nothing; a literal one adds its IP.
