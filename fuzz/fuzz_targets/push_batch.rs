@@ -40,7 +40,10 @@ fuzz_target!(|data: &[u8]| {
     let pages: Vec<_> = batch.pages.iter().map(|p| p.to_exporter_page()).collect();
     let mut tracker = XidTracker::new();
     for (wire, page) in batch.pages.iter().zip(&pages) {
-        assert_eq!(page.sample_count(), wire.rows.iter().map(|r| r.values.len()).sum::<usize>());
+        assert_eq!(
+            page.sample_count(),
+            wire.rows.iter().map(|r| r.values.len()).sum::<usize>()
+        );
         let _ = tracker.observe_page(page);
         common::ingest(&format!("agent://{}/{}", batch.node, wire.source), &[page, page]);
     }

@@ -10,9 +10,7 @@
 
 use gpuwarden_collect::dcgm::ExporterPage;
 use gpuwarden_collect::validate;
-use gpuwarden_model::{
-    Clock, Event, FieldName, GpuIdentity, GpuSamples, GpuUuid, Incident, TimestampMs,
-};
+use gpuwarden_model::{Clock, Event, FieldName, GpuIdentity, GpuSamples, GpuUuid, Incident, TimestampMs};
 use gpuwarden_pipeline::{IngestLimits, Ingestor, LiveFleet, PipelineMetrics};
 use gpuwarden_store::{GpuRecord, PageWrite, Point, Store, StoreError, StoreStats};
 use std::sync::atomic::{AtomicUsize, Ordering};

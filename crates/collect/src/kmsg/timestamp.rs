@@ -237,7 +237,9 @@ mod tests {
     // `+99:99` (or `+0:0:00`) was accepted and moved the time by more than four days.
     #[test]
     fn fuzz_zone_offset_must_be_a_real_offset() {
-        for bad in ["+99:99", "+2400", "+0060", "+0:0:00", "+00:0:0", "+12:3", "+1:30", "-:0000"] {
+        for bad in [
+            "+99:99", "+2400", "+0060", "+0:0:00", "+00:0:0", "+12:3", "+1:30", "-:0000",
+        ] {
             assert_eq!(
                 from_prefix(&format!("1970-01-01T00:00:00{bad} host kernel: ")),
                 None,
