@@ -42,6 +42,9 @@ impl CheckingStore {
                 "admission let through a row stamped {} (now {NOW_MS})",
                 row.ts_ms
             );
+            // One value per field in a row, and at most the series limit of them.
+            let distinct: std::collections::HashSet<&FieldName> = row.values.iter().map(|(f, _)| f).collect();
+            assert_eq!(distinct.len(), row.values.len(), "a stored row lists a field twice");
             assert!(
                 row.values.len() <= limits.max_series_per_gpu,
                 "admission let through a row of {} values",
