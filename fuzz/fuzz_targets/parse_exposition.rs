@@ -2,10 +2,14 @@
 //!
 //! Beyond "never panics", it checks that the two agree (the mapping parses with the same
 //! parser, so it must succeed exactly when the parser does), that every parsed series
-//! renders back to text that parses to the same name and labels, and that the XID
-//! tracker accepts whatever the mapping produced.
+//! renders back to text that parses to the same name and labels, that the mapped page
+//! keeps its promises (only physically possible values, counts that add up), and that
+//! what a scrape feeds next accepts it: the XID tracker and the whole ingest stage
+//! (admission, live view) with a store that checks what admission let through.
 
 #![no_main]
+
+mod common;
 
 use gpuwarden_collect::{dcgm, prom, xid};
 use libfuzzer_sys::fuzz_target;
@@ -30,17 +34,20 @@ fuzz_target!(|data: &[u8]| {
             .collect();
         rendered.push((series, s.name.to_owned(), labels));
     });
-    let mapped = dcgm::map_exporter_page(data, "fuzz-node", 0, &limits);
+    let mapped = dcgm::map_exporter_page(data, "fuzz-node", common::NOW_MS, &limits);
     match (&parsed, &mapped) {
         (Ok(summary), Ok(page)) => {
             assert_eq!(summary, &page.summary.parse);
+            common::check_mapped_page(page);
             let mut tracker = xid::XidTracker::new();
             let _ = tracker.observe_page(page);
+            // Twice: the second page meets the GPUs the first one made known.
+            common::ingest("http://fuzz-node:9400/metrics", &[page, page]);
         }
         (Err(a), Err(b)) => assert_eq!(a, b),
         _ => panic!(
             "parser and mapping disagree: {parsed:?} vs {:?}",
-            mapped.as_ref().map(|p| p.summary)
+            mapped.as_ref().map(|p| &p.summary)
         ),
     }
     for (series, name, labels) in rendered {

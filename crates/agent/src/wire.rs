@@ -44,6 +44,8 @@ pub enum WireError {
     },
     #[error("row of GPU {gpu} is not described by an identity in its page")]
     UnknownGpu { gpu: String },
+    #[error("row of GPU {gpu} at {ts_ms} lists field {field} more than once")]
+    DuplicateField { gpu: String, ts_ms: i64, field: String },
 }
 
 /// An idempotency id: random, chosen by the agent when the batch is made, kept with the
@@ -198,6 +200,7 @@ impl Batch {
             }
         };
         check("pages", self.pages.len(), limits.max_pages)?;
+        let mut seen = std::collections::HashSet::new();
         check("events", self.events.len(), limits.max_events)?;
         for page in &self.pages {
             check("GPUs in a page", page.gpus.len(), limits.max_gpus_per_page)?;
@@ -208,6 +211,17 @@ impl Batch {
                 if !page.gpus.iter().any(|g| g.uuid == row.gpu) {
                     return Err(WireError::UnknownGpu {
                         gpu: row.gpu.to_string(),
+                    });
+                }
+                // A row holds one value per field (as a scraped page's rows do): a field
+                // listed twice has no one value, and repeats would pass the server's
+                // distinct-names series limit unbounded.
+                seen.clear();
+                if let Some((field, _)) = row.values.iter().find(|(f, _)| !seen.insert(f)) {
+                    return Err(WireError::DuplicateField {
+                        gpu: row.gpu.to_string(),
+                        ts_ms: row.ts_ms,
+                        field: field.to_string(),
                     });
                 }
             }
@@ -274,6 +288,36 @@ mod tests {
             Batch::decode(&b.encode(), &BatchLimits::default()),
             Err(WireError::UnknownGpu { .. })
         ));
+    }
+
+    // Caught by the `push_batch` fuzz target: a pushed row listing one field 551 times
+    // (31 distinct names) was stored whole, since the server's series limit counts
+    // distinct names. Scraped rows never hold a field twice; pushed ones may not either.
+    #[test]
+    fn fuzz_row_listing_a_field_twice_is_refused() {
+        let mut b = batch();
+        b.pages[0].rows[0].values.push((DcgmField::GpuTemp.into(), 42.0));
+        assert!(matches!(
+            Batch::decode(&b.encode(), &BatchLimits::default()),
+            Err(WireError::DuplicateField { ref field, .. }) if field == "DCGM_FI_DEV_GPU_TEMP"
+        ));
+        let mut b = batch();
+        let values = &mut b.pages[0].rows[0].values;
+        values.clear();
+        for i in 0..551 {
+            values.push((gpuwarden_model::FieldName::parse(&format!("m{}", i % 31)), 1.0));
+        }
+        assert!(matches!(
+            Batch::decode(&b.encode(), &BatchLimits::default()),
+            Err(WireError::DuplicateField { .. })
+        ));
+        // Distinct fields, known or not, are fine.
+        let mut b = batch();
+        b.pages[0].rows[0].values.push((DcgmField::PowerUsage.into(), 300.0));
+        b.pages[0].rows[0]
+            .values
+            .push((gpuwarden_model::FieldName::parse("my_metric"), 1.0));
+        assert!(Batch::decode(&b.encode(), &BatchLimits::default()).is_ok());
     }
 
     #[test]

@@ -388,9 +388,24 @@ impl<'a, 'n> PageBuilder<'a, 'n> {
             field,
             FieldName::Dcgm(DcgmField::ExpXidErrorsCount | DcgmField::ExpClockEventsCount)
         ) {
-            // Broken down by `xid` / `clock_event`: the GPU's total is the sum.
-            if let Some((_, total)) = values.iter_mut().find(|(f, _)| *f == field) {
-                *total += value;
+            // Broken down by `xid` / `clock_event`: the GPU's total is the sum. Parts too
+            // large to add up (each possible, the sum +Inf) are refused like any
+            // impossible value; the total keeps the parts added so far.
+            let Some((_, total)) = values.iter_mut().find(|(f, _)| *f == field) else {
+                return;
+            };
+            let sum = *total + value;
+            if !sum.is_infinite() {
+                *total = sum;
+                return;
+            }
+            if let FieldName::Dcgm(f) = field {
+                if let Err(e) = validate::check(f, sum) {
+                    self.refused_total += 1;
+                    if self.refused.len() < validate::MAX_REFUSED_KEPT {
+                        self.refused.push(RefusedValue::new(self.rows[row].gpu.clone(), &e));
+                    }
+                }
             }
         } else {
             self.duplicates += 1;
@@ -698,6 +713,22 @@ mod tests {
         let page = map("nvidia_smi_utilization_gpu_ratio{uuid=\"U\"} 92.53\n");
         assert_eq!(page.value("U", &DcgmField::GpuUtil.into()), None);
         assert_eq!(page.summary.refused_total, 1);
+    }
+
+    // Caught by the `parse_exposition` fuzz target's "the mapping keeps only possible
+    // values" check: two window counts of 1e308 summed to +Inf in the GPU's total.
+    #[test]
+    fn fuzz_window_counts_too_large_to_sum_are_refused_not_infinite() {
+        let body = format!(
+            "DCGM_EXP_XID_ERRORS_COUNT{{{GPU0},xid=\"43\"}} 1e308\n\
+             DCGM_EXP_XID_ERRORS_COUNT{{{GPU0},xid=\"31\"}} 1e308\n\
+             DCGM_EXP_XID_ERRORS_COUNT{{{GPU0},xid=\"13\"}} 2\n"
+        );
+        let page = map(&body);
+        let total = page.value("GPU-a", &DcgmField::ExpXidErrorsCount.into());
+        assert_eq!(total, Some(1e308 + 2.0));
+        assert_eq!(page.summary.refused_total, 1);
+        assert!(page.summary.refused[0].value.is_infinite());
     }
 
     /// Every real capture in `testdata/exporters` maps without a single refusal: the

@@ -487,9 +487,11 @@ fn build_gpu(
     );
     put(
         DcgmField::Pstate,
+        // `P0` … `P15`: a state number, not a float (`PNaN` or `Pinf` is not a state).
         top("Performance State")
             .and_then(|p| p.strip_prefix('P'))
-            .and_then(|n| n.parse().ok()),
+            .and_then(|n| n.parse::<u8>().ok())
+            .map(f64::from),
     );
     put(DcgmField::FanSpeed, top("Fan Speed").and_then(number));
 
@@ -550,7 +552,9 @@ fn build_gpu(
                 return Some(v);
             }
             let vals: Vec<f64> = parts.iter().filter_map(|p| num_at(&["ECC Errors", scope, p])).collect();
-            (!vals.is_empty()).then(|| vals.iter().sum())
+            // Parts too large to add up (a corrupted counter) give no total, not +Inf.
+            let total: f64 = vals.iter().sum();
+            (!vals.is_empty() && total.is_finite()).then_some(total)
         };
         put(sbe, sum("Single Bit", &["SRAM Correctable", "DRAM Correctable"]));
         put(
@@ -779,5 +783,38 @@ GPU 00000000:07:00.0
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A GPU block of `SMALL`'s shape with `lines` (indented four spaces) in it.
+    fn one_gpu(lines: &str) -> NvsmiQuery {
+        let text = format!(
+            "==============NVSMI LOG==============\nAttached GPUs : 1\nGPU 00000000:3B:00.0\n    GPU UUID : GPU-a\n{lines}    Processes : None\n"
+        );
+        parse_query(&text, "n", 0).unwrap()
+    }
+
+    // Caught by the `nvsmi_query` fuzz target's "every mapped value is finite" check:
+    // the performance state was read as a float, so `PNaN` became NaN and `Pinf` +Inf.
+    #[test]
+    fn fuzz_performance_state_is_a_state_number_not_a_float() {
+        for bad in ["PNaN", "Pinf", "P-1", "P1.5", "P1e1", "P256"] {
+            let q = one_gpu(&format!("    Performance State : {bad}\n"));
+            assert_eq!(q.gpus[0].value(DcgmField::Pstate), None, "{bad}");
+        }
+        let q = one_gpu("    Performance State : P8\n");
+        assert_eq!(q.gpus[0].value(DcgmField::Pstate), Some(8.0));
+    }
+
+    // Caught by the same check: ECC parts are finite one by one but their sum is not.
+    #[test]
+    fn fuzz_ecc_total_of_huge_parts_is_absent_not_infinite() {
+        let q = one_gpu(
+            "    ECC Errors\n        Volatile\n            SRAM Correctable : 1e308\n            DRAM Correctable : 1e308\n",
+        );
+        assert_eq!(q.gpus[0].value(DcgmField::EccSbeVolTotal), None);
+        let q = one_gpu(
+            "    ECC Errors\n        Volatile\n            SRAM Correctable : 2\n            DRAM Correctable : 3\n",
+        );
+        assert_eq!(q.gpus[0].value(DcgmField::EccSbeVolTotal), Some(5.0));
     }
 }

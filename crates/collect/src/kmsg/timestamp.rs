@@ -133,12 +133,20 @@ fn iso8601(t: &str) -> Option<KernelTimestamp> {
                 b'-' => -1,
                 _ => return None,
             };
-            let z = rest[1..].replace(':', "");
-            if z.len() != 4 || !z.bytes().all(|c| c.is_ascii_digit()) {
+            // `+HH:MM` or `+HHMM`, a real offset (hours below 24, minutes below 60).
+            let z = &rest[1..];
+            let (hh, mm) = match z.len() {
+                4 => (z.get(..2)?, z.get(2..)?),
+                5 if z.as_bytes()[2] == b':' => (z.get(..2)?, z.get(3..)?),
+                _ => return None,
+            };
+            if !(hh.bytes().chain(mm.bytes()).all(|c| c.is_ascii_digit())) {
                 return None;
             }
-            let hh: i64 = z[..2].parse().ok()?;
-            let mm: i64 = z[2..].parse().ok()?;
+            let (hh, mm): (i64, i64) = (hh.parse().ok()?, mm.parse().ok()?);
+            if hh > 23 || mm > 59 {
+                return None;
+            }
             sign * (hh * 60 + mm)
         }
     };
@@ -223,5 +231,28 @@ mod tests {
         assert_eq!(from_prefix("Nov 15 12:02:03 host kernel: "), None);
         assert_eq!(from_prefix(""), None);
         assert_eq!(from_prefix("[abc]"), None);
+    }
+
+    // Caught by the `kmsg_line` fuzz target's timestamp range check: an offset of
+    // `+99:99` (or `+0:0:00`) was accepted and moved the time by more than four days.
+    #[test]
+    fn fuzz_zone_offset_must_be_a_real_offset() {
+        for bad in [
+            "+99:99", "+2400", "+0060", "+0:0:00", "+00:0:0", "+12:3", "+1:30", "-:0000",
+        ] {
+            assert_eq!(
+                from_prefix(&format!("1970-01-01T00:00:00{bad} host kernel: ")),
+                None,
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            from_prefix("1970-01-01T10:30:00+10:30 "),
+            Some(KernelTimestamp::Utc { ts_ms: 0 })
+        );
+        assert_eq!(
+            from_prefix("1970-01-01T00:00:00-2359 "),
+            Some(KernelTimestamp::Utc { ts_ms: 86_340_000 })
+        );
     }
 }
