@@ -17,7 +17,7 @@
 //! a scraped one.
 
 use gpuwarden_collect::dcgm::{ExporterKind, ExporterPage, PageSummary};
-use gpuwarden_model::{Event, GpuIdentity, GpuSamples};
+use gpuwarden_model::{Event, GpuIdentity, GpuSamples, GpuUuid};
 use serde::{Deserialize, Serialize};
 
 /// The wire version this build writes and reads.
@@ -207,8 +207,11 @@ impl Batch {
             check("rows in a page", page.rows.len(), limits.max_rows_per_page)?;
             // A row without an identity would create a GPU the inventory knows nothing
             // about; refuse the batch rather than guess.
+            // A set, not a scan: at the limits (1,024 identities, 100,000 rows) a scan
+            // per row is ~10^8 string comparisons a page.
+            let known: std::collections::HashSet<&GpuUuid> = page.gpus.iter().map(|g| &g.uuid).collect();
             for row in &page.rows {
-                if !page.gpus.iter().any(|g| g.uuid == row.gpu) {
+                if !known.contains(&row.gpu) {
                     return Err(WireError::UnknownGpu {
                         gpu: row.gpu.to_string(),
                     });

@@ -216,7 +216,13 @@ pub async fn push(
 ) -> Result<Json<IngestReply>, ApiError> {
     let ingest = ingest_state(&state)?;
     let (scope, bytes) = read_body(&ingest, &headers, body).await?;
-    let batch = match Batch::decode(&bytes, &ingest.limits) {
+    // Decoding a 16 MiB batch at the limits is CPU work: off the async workers, so
+    // one large push does not stall every other request on this thread.
+    let limits = ingest.limits;
+    let decoded = tokio::task::spawn_blocking(move || Batch::decode(&bytes, &limits))
+        .await
+        .map_err(|e| ApiError::internal("decoding a pushed batch", e))?;
+    let batch = match decoded {
         Ok(b) => b,
         Err(e) => {
             ingest.metrics.count("rejected");
