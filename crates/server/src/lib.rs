@@ -12,6 +12,7 @@ pub mod exposition;
 pub mod json_errors;
 pub mod listener;
 pub mod openapi;
+pub mod principal;
 pub mod request_guard;
 pub mod scope;
 mod time_param;

@@ -53,7 +53,13 @@ impl CallerScope {
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CallerScope {
     type Rejection = crate::ApiError;
 
-    async fn from_request_parts(_parts: &mut axum::http::request::Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(CallerScope::all())
+    /// The scope authentication put into the request's extensions; without one
+    /// (authentication off, loopback only) everything.
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<CallerScope>()
+            .cloned()
+            .unwrap_or_else(CallerScope::all))
     }
 }
