@@ -3,6 +3,23 @@
 
 use gpuwarden_model::GpuIdentity;
 
+/// A tenant as the configuration defines it (`[auth.tenants.NAME]`): the parts of the
+/// fleet its principals may see. Empty lists do not restrict; a tenant with every list
+/// empty is refused by the configuration loader (it would see the whole fleet).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantDef {
+    /// Kubernetes namespaces whose workloads' GPUs the tenant sees.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Slurm accounts whose jobs' GPUs the tenant sees.
+    #[serde(default)]
+    pub slurm_accounts: Vec<String>,
+    /// Nodes whose GPUs the tenant sees.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+}
+
 /// The set of GPUs a caller may see.
 #[derive(Debug, Clone, Default)]
 pub struct CallerScope {
@@ -32,6 +49,15 @@ impl CallerScope {
             Some(list) => list.iter().any(|n| n == &gpu.node),
         };
         ns_ok && node_ok
+    }
+
+    /// The scope of a principal confined to `tenant`.
+    pub fn for_tenant(tenant: &TenantDef) -> Self {
+        let some = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+        CallerScope {
+            namespaces: some(&tenant.namespaces),
+            nodes: some(&tenant.nodes),
+        }
     }
 
     /// A short string that differs between scopes, for keys of cached answers.
