@@ -38,6 +38,11 @@ if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
     echo "==> pip install aiosmtpd"
     python3 -m pip install --quiet --disable-pip-version-check aiosmtpd==1.4.6
 fi
+# schemathesis (PyPI): the API against its OpenAPI document (crates/gpuwarden/tests/schemathesis.rs).
+if ! python3 -c 'import schemathesis' >/dev/null 2>&1; then
+    echo "==> pip install schemathesis"
+    python3 -m pip install --quiet --disable-pip-version-check schemathesis==4.32.5
+fi
 # Schemas of the Kubernetes API, bundled (no network at test time), for deploy/kubernetes.
 if ! command -v kubernetes-validate >/dev/null 2>&1; then
     echo "==> pip install kubernetes-validate"

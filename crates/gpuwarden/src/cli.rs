@@ -258,7 +258,7 @@ pub struct RunArgs {
     /// `Host`. Requests for other names are refused (DNS rebinding); see docs/api.md.
     #[arg(long = "allowed-host", value_name = "NAME")]
     pub allowed_host: Vec<String>,
-    /// Seconds between scrapes of each target. Default 5.
+    /// Time between scrapes of each target, with a unit: `5s`, `500ms`. Default 5s.
     #[arg(long)]
     pub scrape_interval: Option<humantime::Duration>,
     #[command(flatten)]

@@ -57,5 +57,93 @@ pub struct ApiDoc;
 
 /// The document as JSON.
 pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    add_guard_responses(&mut doc);
+    doc
+}
+
+/// Routes served without the request guard's `Host` check (probes).
+const PROBES: [&str; 2] = ["/healthz", "/readyz"];
+/// State-changing routes exempt from the content-type and Origin checks (they take
+/// their own formats from agents and Prometheus, with a bearer token).
+const PUSH_ROUTES: [&str; 2] = ["/api/v1/ingest", "/api/v1/write"];
+/// Operations whose request body is optional (an empty body means "no actor, no comment").
+const OPTIONAL_BODIES: [&str; 2] = ["ack_incident", "resolve_incident"];
+
+/// Documents, on every operation, the answers that come from layers around the handlers
+/// rather than from the handlers themselves, so that the document states everything the
+/// server may answer (checked by schemathesis in `crates/gpuwarden/tests/schemathesis.rs`):
+/// `421` from the `Host` check ([`crate::request_guard`]) on every route but the probes,
+/// `403`/`415` from the Origin and content-type checks on state-changing routes, and
+/// `400` on every operation that takes query parameters or a body (a malformed query
+/// string or an unknown parameter is refused, not ignored).
+fn add_guard_responses(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::Operation;
+    use utoipa::openapi::{Ref, RefOr, Required, ResponseBuilder};
+
+    let error = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    let add = |op: &mut Operation, code: &str, description: &str| {
+        op.responses
+            .responses
+            .entry(code.to_string())
+            .or_insert_with(|| error(description));
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let probe = PROBES.contains(&path.as_str());
+        let push = PUSH_ROUTES.contains(&path.as_str());
+        let ops = [
+            (false, item.get.as_mut()),
+            (false, item.head.as_mut()),
+            (true, item.post.as_mut()),
+            (true, item.put.as_mut()),
+            (true, item.patch.as_mut()),
+            (true, item.delete.as_mut()),
+        ];
+        for (changes, op) in ops {
+            let Some(op) = op else { continue };
+            if !probe {
+                add(
+                    op,
+                    "421",
+                    "The `Host` header names a host this server does not answer to (DNS rebinding guard)",
+                );
+            }
+            if changes && !push {
+                add(op, "415", "Not `Content-Type: application/json` (required on every state-changing request, even without a body)");
+                add(op, "403", "A cross-origin browser request (`Origin` not this server)");
+            }
+            let has_query = op.parameters.as_ref().is_some_and(|ps| {
+                ps.iter()
+                    .any(|p| matches!(p, RefOr::T(p) if p.parameter_in == utoipa::openapi::path::ParameterIn::Query))
+            });
+            if has_query || op.request_body.is_some() {
+                add(
+                    op,
+                    "400",
+                    "Bad request: the error names the parameter and what is expected",
+                );
+            }
+            if op
+                .operation_id
+                .as_deref()
+                .is_some_and(|id| OPTIONAL_BODIES.contains(&id))
+            {
+                if let Some(RefOr::T(body)) = op.request_body.as_mut() {
+                    body.required = Some(Required::False);
+                }
+            }
+        }
+    }
 }

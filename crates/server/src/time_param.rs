@@ -3,6 +3,30 @@
 
 use gpuwarden_model::TimestampMs;
 
+/// The forms [`parse_time`] takes, as the OpenAPI document states them: `now`,
+/// milliseconds since the epoch, a duration back from now in ms/s/m/h/d (up to three
+/// digits), or an RFC 3339 UTC time from 1970. Narrower than what the parser accepts
+/// (any day of any month, longer durations): a client that follows the document is
+/// never refused.
+pub const TIME_PATTERN: &str = r"^(now|-?[0-9]{1,15}|-[0-9]{1,3}(ms|s|m|h|d)|(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?Z)$";
+
+/// The schema of a time query parameter in the OpenAPI document.
+pub struct TimeString;
+
+impl utoipa::PartialSchema for TimeString {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(TIME_PATTERN))
+            .description(Some(
+                "A time: ms since the epoch, RFC 3339 UTC (2026-11-24T10:00:00Z), `now`, or a duration before now (`-1h`, `-15m`)",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for TimeString {}
+
 /// Parses a time parameter relative to `now_ms`.
 pub fn parse_time(s: &str, now_ms: TimestampMs) -> Result<TimestampMs, String> {
     let s = s.trim();
@@ -43,6 +67,26 @@ mod tests {
         assert_eq!(parse_time("-1h", 3_600_000).unwrap(), 0);
         assert_eq!(parse_time("1970-01-01T00:00:01Z", 0).unwrap(), 1000);
         assert!(parse_time("yesterday-ish", 0).is_err());
+    }
+
+    /// Every form the document's pattern admits parses (the pattern is never wider than
+    /// the parser).
+    #[test]
+    fn documented_forms_parse() {
+        for s in [
+            "now",
+            "0",
+            "-5",
+            "999999999999999",
+            "-999ms",
+            "-1s",
+            "-15m",
+            "-999d",
+            "1970-01-01T00:00:00Z",
+            "2999-12-28T23:59:59.123456789Z",
+        ] {
+            assert!(parse_time(s, 1_700_000_000_000).is_ok(), "{s}");
+        }
     }
 
     #[test]

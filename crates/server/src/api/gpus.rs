@@ -39,6 +39,19 @@ pub(crate) fn check_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     Ok(limit)
 }
 
+/// The largest `offset` the document admits (2^53 - 1, exact in every JSON client).
+const MAX_OFFSET: usize = (1 << 53) - 1;
+
+pub(crate) fn check_offset(offset: Option<usize>) -> Result<usize, ApiError> {
+    match offset.unwrap_or(0) {
+        o if o > MAX_OFFSET => Err(ApiError::bad_request(
+            "bad_offset",
+            format!("offset must be at most {MAX_OFFSET}"),
+        )),
+        o => Ok(o),
+    }
+}
+
 /// Every GPU the caller may see, with health, sorted by node then index.
 pub(crate) fn all_items(state: &AppState, scope: &CallerScope) -> Vec<GpuItem> {
     let evaluation = state.analysis.latest();
@@ -73,8 +86,10 @@ pub struct ListParams {
     /// Only GPUs in this health state (healthy, degraded, unhealthy, unknown).
     state: Option<HealthState>,
     /// Page size (1–10000, default 100).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
     /// Items to skip.
+    #[param(maximum = 9007199254740991_u64)]
     offset: Option<usize>,
 }
 
@@ -90,7 +105,7 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
     let limit = check_limit(params.limit)?;
-    let offset = params.offset.unwrap_or(0);
+    let offset = check_offset(params.offset)?;
     let key = format!("gpus?{}|{}", raw.unwrap_or_default(), scope.cache_key());
     state.cached_json(&key, gzip, || {
         let all: Vec<GpuItem> = all_items(&state, &scope)
@@ -143,12 +158,16 @@ pub async fn get_one(
 #[serde(deny_unknown_fields)]
 pub struct SeriesParams {
     /// dcgm-exporter field name, e.g. `DCGM_FI_DEV_GPU_TEMP` (required).
+    #[param(required = true, min_length = 1)]
     field: Option<String>,
     /// Start: ms since the epoch, RFC 3339, `now`, or `-1h` (default: 1 h before `to`).
+    #[param(value_type = Option<crate::time_param::TimeString>, inline)]
     from: Option<String>,
     /// End (exclusive): same forms (default: just after the GPU's latest sample).
+    #[param(value_type = Option<crate::time_param::TimeString>, inline)]
     to: Option<String>,
     /// Downsample to at most this many points (default 1000).
+    #[param(minimum = 1, maximum = 9007199254740991_u64)]
     max_points: Option<usize>,
 }
 
@@ -222,8 +241,10 @@ pub async fn series(
 #[serde(deny_unknown_fields)]
 pub struct EventParams {
     /// Start (default: all).
+    #[param(value_type = Option<crate::time_param::TimeString>, inline)]
     from: Option<String>,
     /// End (default: all).
+    #[param(value_type = Option<crate::time_param::TimeString>, inline)]
     to: Option<String>,
 }
 
@@ -257,10 +278,13 @@ pub async fn events(
 #[serde(deny_unknown_fields)]
 pub struct HistoryParams {
     /// Start (default: 1 h before `to`).
+    #[param(value_type = Option<crate::time_param::TimeString>, inline)]
     from: Option<String>,
     /// End (default: just after the latest sample).
+    #[param(value_type = Option<crate::time_param::TimeString>, inline)]
     to: Option<String>,
     /// Downsample to at most this many points per series (default 500).
+    #[param(minimum = 1, maximum = 9007199254740991_u64)]
     max_points: Option<usize>,
 }
 

@@ -20,7 +20,9 @@ use utoipa::IntoParams;
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct IncidentParams {
-    /// open, acknowledged, resolved, or `active` (open + acknowledged). Default: all.
+    /// open, acknowledged, resolved, or `active` (open + acknowledged); several
+    /// separated by commas. Default: all.
+    #[param(pattern = "^(open|acknowledged|resolved|active)(,(open|acknowledged|resolved|active))*$")]
     state: Option<String>,
     /// Minimum severity: info, warning, critical, fatal.
     severity: Option<Severity>,
@@ -30,7 +32,10 @@ pub struct IncidentParams {
     kind: Option<FindingKind>,
     /// Rule id, e.g. `ecc.dbe`.
     rule: Option<String>,
+    /// Page size (1–10000, default 100).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
+    #[param(maximum = 9007199254740991_u64)]
     offset: Option<usize>,
 }
 
@@ -62,7 +67,7 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
     let limit = check_limit(params.limit)?;
-    let offset = params.offset.unwrap_or(0);
+    let offset = super::gpus::check_offset(params.offset)?;
     let filter = IncidentFilter {
         states: match params.state.as_deref() {
             Some(s) => parse_states(s)?,

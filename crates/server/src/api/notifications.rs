@@ -15,6 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 #[serde(deny_unknown_fields)]
 pub struct NotificationParams {
     /// Latest entries listed per sink (default 20, at most 1000).
+    #[param(maximum = 1000)]
     recent: Option<usize>,
 }
 

@@ -149,7 +149,8 @@ pub struct FaultRequest {
     /// GPU UUID.
     gpu: String,
     kind: gpuwarden_model::FaultKind,
-    /// Optional duration in seconds (default depends on the kind).
+    /// Optional duration in seconds (default depends on the kind), at most 30 days.
+    #[schema(exclusive_minimum = 0, maximum = 2592000)]
     duration_s: Option<f64>,
 }
 
