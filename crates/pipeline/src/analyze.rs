@@ -164,6 +164,12 @@ impl Analysis {
         self
     }
 
+    /// A number that changes whenever new data reached the live view (a scrape or push
+    /// applied, a target down): the evaluation loop evaluates soon after it moves.
+    pub fn data_generation(&self) -> u64 {
+        self.live.generation()
+    }
+
     /// A number that changes after every evaluation and incident action.
     pub fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::Acquire)

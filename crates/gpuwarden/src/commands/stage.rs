@@ -154,21 +154,87 @@ fn security_engine(cfg: &RunConfig) -> Result<gpuwarden_security::SecurityEngine
     gpuwarden_security::SecurityEngine::from_config(&sec).context("building the security rule pack")
 }
 
-/// Evaluates the fleet every `interval`: a fault that shows in a scrape or push is scored
-/// within one interval of arriving.
+/// When the evaluation loop evaluates. A timer alone fires at an arbitrary phase of the
+/// scrape round — just before a round lands, a fault visible in a sample waits a whole
+/// interval to be judged — so the loop follows the data instead: it evaluates once new
+/// data has arrived and the round has gone quiet for `settle` (all targets of a round
+/// land within a few hundred ms of each other), or `max_wait` after the first new data
+/// when pushes keep arriving (agents push at their own phases); never more often than
+/// `min_gap` (evaluation costs O(GPUs)), and at least every `interval` without new data
+/// (so silent GPUs age into `unknown`).
+#[derive(Debug, Clone, Copy)]
+pub struct EvalSchedule {
+    pub interval: Duration,
+    pub settle: Duration,
+    pub max_wait: Duration,
+    pub min_gap: Duration,
+}
+
+impl EvalSchedule {
+    /// For a scrape/push interval: settle 200 ms (at most a tenth of the interval),
+    /// at most half an interval of waiting or between evaluations.
+    pub fn for_interval(interval: Duration) -> Self {
+        EvalSchedule {
+            interval,
+            settle: (interval / 10).min(Duration::from_millis(200)),
+            max_wait: interval / 2,
+            min_gap: interval / 2,
+        }
+    }
+
+    /// Whether to evaluate now. `since_eval`: time since the last evaluation;
+    /// `pending`: for new data not yet evaluated, the time since its first and its
+    /// latest change.
+    pub fn due(&self, since_eval: Duration, pending: Option<(Duration, Duration)>) -> bool {
+        if since_eval >= self.interval {
+            return true;
+        }
+        match pending {
+            Some((since_first, since_latest)) => {
+                since_eval >= self.min_gap && (since_latest >= self.settle || since_first >= self.max_wait)
+            }
+            None => false,
+        }
+    }
+}
+
+/// Evaluates the fleet soon after new data lands (see [`EvalSchedule`]), so a fault that
+/// shows in a scrape or push is judged within the same interval, and at least every
+/// `interval`.
 pub fn spawn_evaluation(
     analysis: Arc<Analysis>,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
+    let schedule = EvalSchedule::for_interval(interval);
+    // Polling an atomic counter is cheaper and simpler than a notification from every
+    // ingest path (scrapes, pushes, remote_write, target-down).
+    let poll = (schedule.settle / 4).clamp(Duration::from_millis(5), Duration::from_millis(50));
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_eval = tokio::time::Instant::now();
+        let mut seen = analysis.data_generation();
+        // (first, latest) change not yet evaluated.
+        let mut pending: Option<(tokio::time::Instant, tokio::time::Instant)> = None;
         loop {
             tokio::select! {
-                _ = tick.tick() => {}
+                _ = tokio::time::sleep(poll) => {}
                 _ = shutdown.changed() => return,
             }
+            let now = tokio::time::Instant::now();
+            let generation = analysis.data_generation();
+            if generation != seen {
+                seen = generation;
+                pending = Some(match pending {
+                    Some((first, _)) => (first, now),
+                    None => (now, now),
+                });
+            }
+            let since = pending.map(|(first, latest)| (now - first, now - latest));
+            if !schedule.due(now - last_eval, since) {
+                continue;
+            }
+            last_eval = now;
+            pending = None;
             let a = analysis.clone();
             match tokio::task::spawn_blocking(move || a.evaluate()).await {
                 Ok(Ok(_)) => {}
@@ -202,4 +268,51 @@ pub fn spawn_retention(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn a_quiet_round_is_evaluated_after_settling_not_a_whole_interval_later() {
+        let s = EvalSchedule::for_interval(Duration::from_secs(10));
+        // A round landed 50 ms ago, 6 s after the last evaluation: not yet settled.
+        assert!(!s.due(ms(6000), Some((ms(50), ms(50)))));
+        // 200 ms of quiet: evaluate now, 3.8 s before the timer would have.
+        assert!(s.due(ms(6200), Some((ms(200), ms(200)))));
+    }
+
+    #[test]
+    fn evaluations_are_at_least_half_an_interval_apart() {
+        let s = EvalSchedule::for_interval(Duration::from_secs(10));
+        assert!(!s.due(ms(1000), Some((ms(900), ms(900)))));
+        assert!(s.due(ms(5000), Some((ms(900), ms(900)))));
+    }
+
+    #[test]
+    fn pushes_that_never_go_quiet_wait_at_most_half_an_interval() {
+        let s = EvalSchedule::for_interval(Duration::from_secs(10));
+        // New data every 50 ms: never quiet for 200 ms.
+        assert!(!s.due(ms(6000), Some((ms(4000), ms(50)))));
+        assert!(s.due(ms(6000), Some((ms(5000), ms(50)))));
+    }
+
+    #[test]
+    fn without_new_data_the_interval_still_evaluates() {
+        let s = EvalSchedule::for_interval(Duration::from_secs(10));
+        assert!(!s.due(ms(9999), None));
+        assert!(s.due(ms(10_000), None));
+    }
+
+    #[test]
+    fn short_intervals_settle_in_a_tenth_of_the_interval() {
+        let s = EvalSchedule::for_interval(ms(500));
+        assert_eq!(s.settle, ms(50));
+        assert!(s.due(ms(300), Some((ms(60), ms(60)))));
+    }
 }
