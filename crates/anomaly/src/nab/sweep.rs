@@ -65,6 +65,19 @@ impl FileRows {
             })
             .collect();
         bounds.sort_unstable();
+        // Overlapping windows are one anomaly span: merged, so a window that
+        // starts inside another is neither skipped nor does it stop every later window of
+        // the file from being seen (NAB's own labels never overlap; other corpora do).
+        let before_merge = bounds.len();
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(bounds.len());
+        for (l, r) in bounds {
+            match merged.last_mut() {
+                Some(last) if l <= last.1 => last.1 = last.1.max(r),
+                _ => merged.push((l, r)),
+            }
+        }
+        let merged_away = before_merge - merged.len();
+        let bounds = merged;
         let mut classes = Vec::with_capacity(n);
         let mut unweighted = Vec::with_capacity(n);
         let mut next = 0usize;
@@ -117,7 +130,7 @@ impl FileRows {
             classes,
             unweighted,
             scored_windows: window_has_scored_row.iter().filter(|&&b| b).count() as u32,
-            labelled_windows: windows.len() as u32,
+            labelled_windows: (windows.len() - merged_away) as u32,
         }
     }
 
@@ -330,6 +343,34 @@ mod tests {
 
     fn std_profile() -> Profile {
         Profile::nab_defaults().remove(0)
+    }
+
+    #[test]
+    fn overlapping_windows_are_merged_and_later_windows_still_count() {
+        let ts: Vec<i64> = (0..100).collect();
+        let w = |a: i64, b: i64| Window { start_ms: a, end_ms: b };
+        // 40..=50 starts inside 30..=45; 80..=85 comes after both.
+        let rows = FileRows::new("f", &ts, &[w(30, 45), w(40, 50), w(80, 85)]);
+        assert_eq!(rows.labelled_windows, 2);
+        assert_eq!(rows.scored_windows, 2);
+        for i in 30..=50 {
+            assert!(
+                matches!(rows.classes[i], RowClass::Window(0)),
+                "row {i}: {:?}",
+                rows.classes[i]
+            );
+        }
+        for i in 80..=85 {
+            assert!(
+                matches!(rows.classes[i], RowClass::Window(1)),
+                "row {i}: {:?}",
+                rows.classes[i]
+            );
+        }
+        assert!(matches!(rows.classes[60], RowClass::Outside));
+        // Unmerged, the same windows in another order give the same rows.
+        let again = FileRows::new("f", &ts, &[w(80, 85), w(40, 50), w(30, 45)]);
+        assert_eq!(again.classes, rows.classes);
     }
 
     #[test]
