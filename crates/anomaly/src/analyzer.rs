@@ -153,14 +153,13 @@ const WATCHED: &[Watched] = &[
         Some((30.0, 0.03)),
         Action::None,
     ),
-    w(
-        DcgmField::GpuUtil,
-        "gpu_util",
-        Kind::Load,
-        Dimension::Compute,
-        Some((8.0, 0.0)),
-        Action::None,
-    ),
+    // No cohort on utilisation: being busier (or idler) than your peers is not a fault.
+    // Pods beside each other serve different traffic, and even in one synchronous job
+    // the slow GPU is the *busy* one while its peers wait. On real production traffic
+    // (Alibaba GenTD26, one pod per GPU) a utilisation cohort flagged 23% of GPUs;
+    // stragglers show where physics says they must: clocks under the same load, and heat
+    // for the power drawn.
+    w(DcgmField::GpuUtil, "gpu_util", Kind::Load, Dimension::Compute, None, Action::None),
     w(
         DcgmField::MemCopyUtil,
         "mem_copy_util",
