@@ -3,6 +3,7 @@
 mod agent;
 mod bench;
 mod dashboards;
+mod listen;
 pub(crate) mod forensics;
 pub(crate) mod notify;
 pub(crate) mod rules;
