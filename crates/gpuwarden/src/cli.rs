@@ -472,6 +472,10 @@ pub struct BenchApiArgs {
     /// Requests per client per endpoint.
     #[arg(long, default_value_t = 20)]
     pub requests: usize,
+    /// Serve without the rate-limit layer. By default the layer runs with limits too high
+    /// to refuse anything, loopback not exempt, so its cost is part of the figures.
+    #[arg(long)]
+    pub no_rate_limit: bool,
 }
 
 #[derive(Debug, Args)]

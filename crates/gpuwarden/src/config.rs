@@ -246,7 +246,9 @@ pub fn tls_files(section: &str, t: &TlsSection) -> Result<Option<gpuwarden_serve
             client_ca: t.client_ca.clone(),
         })),
         (None, None) if t.client_ca.is_none() => Ok(None),
-        (None, None) => bail!("{section}: client_ca needs cert and key too (client certificates are checked only over TLS)"),
+        (None, None) => {
+            bail!("{section}: client_ca needs cert and key too (client certificates are checked only over TLS)")
+        }
         (Some(_), None) => bail!("{section}: cert is set but key is not; give both (PEM files)"),
         (None, Some(_)) => bail!("{section}: key is set but cert is not; give both (PEM files)"),
     }
@@ -406,7 +408,10 @@ mod tests {
         let file: FileConfig = toml::from_str("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n").unwrap();
         let c = build(file, None, None, None).unwrap();
         assert_eq!(c.tls.as_ref().unwrap().cert, PathBuf::from("c.pem"));
-        assert_eq!(c.ingest_tls, c.tls, "the ingest listener shares [tls] without [ingest.tls]");
+        assert_eq!(
+            c.ingest_tls, c.tls,
+            "the ingest listener shares [tls] without [ingest.tls]"
+        );
 
         let file: FileConfig = toml::from_str(
             "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n[ingest.tls]\ncert = \"i.pem\"\nkey = \"ik.pem\"\nclient_ca = \"ca.pem\"\nreload_interval = \"2s\"\n",
@@ -414,7 +419,10 @@ mod tests {
         .unwrap();
         let c = build(file, None, None, None).unwrap();
         let i = c.ingest_tls.unwrap();
-        assert_eq!((i.cert, i.client_ca), (PathBuf::from("i.pem"), Some(PathBuf::from("ca.pem"))));
+        assert_eq!(
+            (i.cert, i.client_ca),
+            (PathBuf::from("i.pem"), Some(PathBuf::from("ca.pem")))
+        );
         assert_eq!(c.tls_reload_interval, Duration::from_secs(2));
 
         for bad in [
@@ -431,10 +439,14 @@ mod tests {
     #[test]
     fn rate_limit_section_is_validated() {
         let file: FileConfig =
-            toml::from_str("[api.rate_limit]\nclient_rate = 5.0\nclient_burst = 10\nexempt_loopback = false\n").unwrap();
+            toml::from_str("[api.rate_limit]\nclient_rate = 5.0\nclient_burst = 10\nexempt_loopback = false\n")
+                .unwrap();
         let r = build(file, None, None, None).unwrap().rate_limit.unwrap();
         assert_eq!((r.client.rate, r.client.burst, r.exempt_loopback), (5.0, 10, false));
-        assert_eq!(r.principal, gpuwarden_server::rate_limit::RateLimitConfig::default().principal);
+        assert_eq!(
+            r.principal,
+            gpuwarden_server::rate_limit::RateLimitConfig::default().principal
+        );
         let file: FileConfig = toml::from_str("[api.rate_limit]\nenabled = false\n").unwrap();
         assert!(build(file, None, None, None).unwrap().rate_limit.is_none());
         for bad in ["client_rate = 0.0", "principal_burst = 0", "client_rate = -1.0"] {

@@ -71,14 +71,8 @@ pub struct RateLimitConfig {
 impl Default for RateLimitConfig {
     fn default() -> Self {
         RateLimitConfig {
-            client: Limit {
-                rate: 20.0,
-                burst: 200,
-            },
-            principal: Limit {
-                rate: 50.0,
-                burst: 500,
-            },
+            client: Limit { rate: 20.0, burst: 200 },
+            principal: Limit { rate: 50.0, burst: 500 },
             exempt_loopback: true,
             max_tracked: 100_000,
         }

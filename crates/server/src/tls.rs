@@ -64,7 +64,10 @@ pub enum TlsError {
         path: PathBuf,
         problem: String,
     },
-    #[error("the certificate {cert} and key {key} do not form a usable pair: {problem}")]
+    #[error(
+        "the certificate {cert} and key {key} cannot be used: {problem} (is the certificate valid PEM, \
+         and the key the certificate's own?)"
+    )]
     Pair {
         cert: PathBuf,
         key: PathBuf,
@@ -201,13 +204,11 @@ pub fn load(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| TlsError::Pair {
-            cert: files.cert.clone(),
-            key: files.key.clone(),
-            problem: e.to_string(),
-        })?;
+    let mut config = builder.with_single_cert(chain, key).map_err(|e| TlsError::Pair {
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        problem: e.to_string(),
+    })?;
     // The accept loop speaks HTTP/1.1 only.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
@@ -323,20 +324,16 @@ impl TlsReloader {
                 if *shutdown.borrow() {
                     return;
                 }
-                let result = if forced {
-                    me.reload()
-                } else {
-                    me.reload_if_changed()
-                };
+                let result = if forced { me.reload() } else { me.reload_if_changed() };
                 match result {
                     Ok(true) => tracing::info!(
                         cert = %me.files.cert.display(),
                         "TLS certificate reloaded; new connections use it"
                     ),
                     Ok(false) => {}
-                    Err(e) => tracing::error!(
-                        "reloading TLS files failed, still serving the previous certificate: {e}"
-                    ),
+                    Err(e) => {
+                        tracing::error!("reloading TLS files failed, still serving the previous certificate: {e}")
+                    }
                 }
             }
         })

@@ -101,7 +101,13 @@ mod tests {
     #[test]
     fn flags_override_sections_and_the_ingest_listener_follows_the_api() {
         let mut c = cfg("");
-        apply_flags(&mut c, (Some("a.pem".into()), Some("ak.pem".into())), (None, None), None).unwrap();
+        apply_flags(
+            &mut c,
+            (Some("a.pem".into()), Some("ak.pem".into())),
+            (None, None),
+            None,
+        )
+        .unwrap();
         assert_eq!(c.tls.as_ref().unwrap().cert, PathBuf::from("a.pem"));
         assert_eq!(c.ingest_tls, c.tls);
 
@@ -114,8 +120,15 @@ mod tests {
         )
         .unwrap();
         let i = c.ingest_tls.unwrap();
-        assert_eq!((i.cert, i.client_ca), (PathBuf::from("i.pem"), Some(PathBuf::from("ca.pem"))));
-        assert_eq!(c.tls.unwrap().client_ca, None, "the client CA is the ingest listener's only");
+        assert_eq!(
+            (i.cert, i.client_ca),
+            (PathBuf::from("i.pem"), Some(PathBuf::from("ca.pem")))
+        );
+        assert_eq!(
+            c.tls.unwrap().client_ca,
+            None,
+            "the client CA is the ingest listener's only"
+        );
 
         let mut c = cfg("");
         let e = apply_flags(&mut c, (None, None), (None, None), Some("ca.pem".into())).unwrap_err();

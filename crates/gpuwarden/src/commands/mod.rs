@@ -3,8 +3,8 @@
 mod agent;
 mod bench;
 mod dashboards;
-mod listen;
 pub(crate) mod forensics;
+mod listen;
 pub(crate) mod notify;
 pub(crate) mod rules;
 mod run;

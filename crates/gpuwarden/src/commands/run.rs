@@ -185,12 +185,7 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_banner(
-    cfg: &RunConfig,
-    listen: std::net::SocketAddr,
-    scheme: &str,
-    sim: Option<&gpuwarden_sim::SimHandle>,
-) {
+fn print_banner(cfg: &RunConfig, listen: std::net::SocketAddr, scheme: &str, sim: Option<&gpuwarden_sim::SimHandle>) {
     let base = format!("{scheme}://{listen}");
     println!("gpuwarden {} is running", env!("CARGO_PKG_VERSION"));
     match sim {

@@ -29,14 +29,14 @@ pub mod ledger;
 pub mod remote_write;
 
 use super::AppState;
+use crate::tls::ClientCertificate;
 use crate::ApiError;
 use auth::{Access, IngestTokens, NodeScope};
 use axum::body::Body;
 use axum::extract::State;
-use axum::Extension;
-use crate::tls::ClientCertificate;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use gpuwarden_agent::wire::BatchLimits;
 use gpuwarden_agent::Batch;
@@ -182,7 +182,11 @@ fn forbidden_node(scope: &NodeScope, what: &str, node: &str) -> ApiError {
 
 /// The scope of the request's token (`Any` when no token is configured), narrowed to the
 /// client certificate's names when the agent presented one.
-fn authorize(ingest: &IngestState, headers: &HeaderMap, cert: Option<&ClientCertificate>) -> Result<NodeScope, ApiError> {
+fn authorize(
+    ingest: &IngestState,
+    headers: &HeaderMap,
+    cert: Option<&ClientCertificate>,
+) -> Result<NodeScope, ApiError> {
     let scope = match ingest.tokens.access(headers) {
         Access::Open => NodeScope::Any,
         Access::Token(scope) => scope,

@@ -40,7 +40,9 @@ fn retry_after_rounds_up_to_whole_seconds() {
     l.check_client(a, t0).unwrap();
     assert_eq!(l.check_client(a, t0).unwrap_err().retry_after_secs, 10);
     assert_eq!(
-        l.check_client(a, t0 + Duration::from_millis(2500)).unwrap_err().retry_after_secs,
+        l.check_client(a, t0 + Duration::from_millis(2500))
+            .unwrap_err()
+            .retry_after_secs,
         8
     );
 }
@@ -64,7 +66,10 @@ fn ipv6_is_keyed_by_its_64_and_mapped_v4_by_the_v4_address() {
         ClientKey::of(ip("2001:db8:1:2::1")),
         ClientKey::of(ip("2001:db8:1:2:ffff::9"))
     );
-    assert_ne!(ClientKey::of(ip("2001:db8:1:2::1")), ClientKey::of(ip("2001:db8:1:3::1")));
+    assert_ne!(
+        ClientKey::of(ip("2001:db8:1:2::1")),
+        ClientKey::of(ip("2001:db8:1:3::1"))
+    );
     assert_eq!(ClientKey::of(ip("::ffff:192.0.2.7")), ClientKey::of(ip("192.0.2.7")));
 }
 
@@ -130,7 +135,8 @@ fn idle_buckets_are_forgotten() {
     let l = limits(10.0, 10, 1000);
     let t = Instant::now();
     for i in 0..100u32 {
-        l.check_client(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i)), t).unwrap();
+        l.check_client(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i)), t)
+            .unwrap();
     }
     assert_eq!(l.tracked().0, 100);
     // Two refill times later, two new callers rotate the idle ones out.
@@ -144,19 +150,17 @@ fn app(l: Arc<RateLimits>) -> axum::Router {
         .route("/api/v1/gpus", get(|| async { "ok" }))
         .route("/healthz", get(|| async { "ok" }));
     // A stand-in for the authentication layer: the principal from a test header.
-    let r = wrap_principals(r, l.clone()).layer(axum::middleware::from_fn(
-        |mut req: Request, next: Next| async move {
-            if let Some(id) = req.headers().get("x-test-principal").and_then(|v| v.to_str().ok()) {
-                let p = Principal {
-                    id: id.to_owned(),
-                    role: crate::principal::Role::Viewer,
-                    tenant: None,
-                };
-                req.extensions_mut().insert(p);
-            }
-            next.run(req).await
-        },
-    ));
+    let r = wrap_principals(r, l.clone()).layer(axum::middleware::from_fn(|mut req: Request, next: Next| async move {
+        if let Some(id) = req.headers().get("x-test-principal").and_then(|v| v.to_str().ok()) {
+            let p = Principal {
+                id: id.to_owned(),
+                role: crate::principal::Role::Viewer,
+                tenant: None,
+            };
+            req.extensions_mut().insert(p);
+        }
+        next.run(req).await
+    }));
     wrap_addresses(r, l)
 }
 
@@ -194,10 +198,19 @@ async fn middleware_limits_a_principal_across_addresses() {
     let l = limits(1.0, 2, 1000);
     let app = app(l);
     // One principal from three addresses (each address has budget left).
-    assert_eq!(call(&app, "192.0.2.1:1", "/api/v1/gpus", Some("tok-1")).await.status(), 200);
-    assert_eq!(call(&app, "192.0.2.2:1", "/api/v1/gpus", Some("tok-1")).await.status(), 200);
+    assert_eq!(
+        call(&app, "192.0.2.1:1", "/api/v1/gpus", Some("tok-1")).await.status(),
+        200
+    );
+    assert_eq!(
+        call(&app, "192.0.2.2:1", "/api/v1/gpus", Some("tok-1")).await.status(),
+        200
+    );
     let r = call(&app, "192.0.2.3:1", "/api/v1/gpus", Some("tok-1")).await;
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
-    assert_eq!(call(&app, "192.0.2.3:1", "/api/v1/gpus", Some("tok-2")).await.status(), 200);
+    assert_eq!(
+        call(&app, "192.0.2.3:1", "/api/v1/gpus", Some("tok-2")).await.status(),
+        200
+    );
 }

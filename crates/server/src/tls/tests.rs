@@ -196,12 +196,18 @@ async fn replaced_files_are_used_by_new_connections_and_garbage_keeps_the_old_on
     replace(&files.cert, &cert2);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while presented(s.addr, &ca).await != der2 {
-        assert!(std::time::Instant::now() < deadline, "the new certificate was not picked up");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate was not picked up"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     // Garbage in the certificate file: the reload fails, the last good one keeps serving.
-    replace(&files.cert, "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n");
+    replace(
+        &files.cert,
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n",
+    );
     assert!(tls.reload().is_err());
     assert_eq!(presented(s.addr, &ca).await, der2);
     // A key that does not match the certificate: refused too.

@@ -35,10 +35,7 @@ pub enum NodeScope {
     Nodes(Vec<String>),
     /// The agent presented a client certificate: only the nodes it names (common name or
     /// DNS name, exact, ASCII case-insensitive), and only those the token allows.
-    Certified {
-        names: Vec<String>,
-        token: Box<NodeScope>,
-    },
+    Certified { names: Vec<String>, token: Box<NodeScope> },
 }
 
 impl NodeScope {
@@ -55,8 +52,14 @@ impl NodeScope {
 
     /// This scope narrowed to the names of the client certificate the agent presented.
     pub fn bound_to(self, cert: &crate::tls::ClientCertificate) -> NodeScope {
+        let mut names: Vec<String> = Vec::new();
+        for n in cert.names() {
+            if !names.iter().any(|m| m.eq_ignore_ascii_case(n)) {
+                names.push(n.to_owned());
+            }
+        }
         NodeScope::Certified {
-            names: cert.names().map(str::to_owned).collect(),
+            names,
             token: Box::new(self),
         }
     }
@@ -217,7 +220,10 @@ mod tests {
         // The token's scope still applies inside the certificate's names.
         let token = NodeScope::Nodes(vec!["node-b*".into()]).bound_to(&cert);
         assert!(!token.allows("node-a"));
-        assert!(!token.certificate_refuses("node-a"), "the token refuses it, not the certificate");
+        assert!(
+            !token.certificate_refuses("node-a"),
+            "the token refuses it, not the certificate"
+        );
         // A wildcard DNS name is not expanded.
         let wild = NodeScope::Any.bound_to(&crate::tls::ClientCertificate {
             common_names: vec![],
