@@ -479,6 +479,12 @@ mod tests {
         let c = build(file, None, None, None).expect("README config validates");
         assert_eq!(c.targets.len(), 2);
         assert_eq!(c.allowed_hosts, ["gpuwarden.example.com"]);
+        assert!(c.tls.is_some() && c.ingest_tls.as_ref().unwrap().client_ca.is_some());
+        assert_eq!(
+            c.rate_limit,
+            Some(gpuwarden_server::rate_limit::RateLimitConfig::default()),
+            "the README shows the defaults"
+        );
     }
 
     #[test]
