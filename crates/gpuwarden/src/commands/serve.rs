@@ -48,10 +48,10 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
         (args.ingest_tls_cert.clone(), args.ingest_tls_key.clone()),
         args.ingest_client_ca.clone(),
     )?;
-    if cfg.ingest_tls.as_ref().is_some_and(|t| t.client_ca.is_some()) && args.ingest_listen.is_none() {
+    if args.ingest_client_ca.is_some() && args.ingest_listen.is_none() {
         bail!(
-            "a client CA for agents is configured but there is no ingest listener: give --ingest-listen \
-             (client certificates are required there, not on the API/UI listener)"
+            "--ingest-client-ca applies to the ingest listener, and there is none: give --ingest-listen \
+             (for client certificates on the API/UI listener, set client_ca in [tls])"
         );
     }
     super::runtime()?.block_on(serve_async(cfg, args))
