@@ -116,6 +116,7 @@ pub async fn serve_tls(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         let handshake_timeout = limits.header_read_timeout;
+        let mut stopping = shutdown.clone();
         tokio::spawn(async move {
             let Some(tls) = tls else {
                 serve_connection(&builder, watcher, stream, router, peer, None).await;
@@ -138,7 +139,13 @@ pub async fn serve_tls(
                     }
                 }
             };
-            match tokio::time::timeout(handshake_timeout, handshake).await {
+            // Shutdown does not wait for handshakes (hyper's graceful shutdown only knows
+            // connections it serves).
+            let handshake = tokio::select! {
+                r = tokio::time::timeout(handshake_timeout, handshake) => r,
+                _ = wait_for(&mut stopping) => Ok(None),
+            };
+            match handshake {
                 Ok(Some(stream)) => {
                     let cert = stream
                         .get_ref()
@@ -203,7 +210,11 @@ async fn starts_with_tls_record(stream: &tokio::net::TcpStream) -> bool {
 /// Tells a plain-HTTP client on a TLS port what went wrong, instead of a reset it cannot
 /// explain, and closes the connection.
 async fn answer_plain_http(mut stream: tokio::net::TcpStream) {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Read what the client sent first: closing a socket with unread data resets it, and
+    // the client would see the reset instead of the answer.
+    let mut head = [0u8; 8192];
+    let _ = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut head)).await;
     let body = r#"{"error":{"code":"tls_required","message":"this port speaks HTTPS only; use an https:// URL"}}"#;
     let answer = format!(
         "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

@@ -272,3 +272,25 @@ async fn a_silent_client_holds_its_slot_only_until_the_header_timeout() {
     assert_eq!(presented(s.addr, &ca).await, der);
     drop(silent);
 }
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_silent_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let (cert, key, _) = ca.leaf(&["localhost"], false);
+    let tls = TlsReloader::new(write_files(dir.path(), &cert, &key)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = watch::channel(false);
+    let server = tokio::spawn(serve_tls(listener, router(), rx, ServeLimits::default(), Some(tls)));
+    let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = std::time::Instant::now();
+    tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(3), server)
+        .await
+        .expect("serve_tls ended within 3 s (the grace is 5 s, the handshake timeout 10 s)")
+        .unwrap()
+        .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+}
