@@ -20,6 +20,6 @@ pub mod push;
 pub mod spool;
 pub mod wire;
 
-pub use push::{PushError, PushOutcome, Pusher};
+pub use push::{PushError, PushOutcome, PushTls, Pusher};
 pub use spool::{Spool, SpoolError, SpoolLimits};
 pub use wire::{Batch, BatchId, WireError, WirePage};

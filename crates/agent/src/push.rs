@@ -45,10 +45,38 @@ pub struct Pusher {
     token: Option<String>,
 }
 
+/// TLS settings of the pushes beyond the system's trust store.
+#[derive(Debug, Clone, Default)]
+pub struct PushTls {
+    /// PEM CA certificate(s) to trust besides the system's (a private CA).
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM client certificate chain followed by its private key (mutual TLS).
+    pub identity_pem: Option<Vec<u8>>,
+}
+
 impl Pusher {
     /// `server` is the base URL (`https://gpuwarden:9471`); the ingest path is appended.
     pub fn new(server: &str, token: Option<String>, timeout: Duration) -> Result<Pusher, reqwest::Error> {
-        let client = reqwest::Client::builder().timeout(timeout).build()?;
+        Self::with_tls(server, token, timeout, &PushTls::default())
+    }
+
+    /// [`Pusher::new`] with a private CA and/or a client certificate.
+    pub fn with_tls(
+        server: &str,
+        token: Option<String>,
+        timeout: Duration,
+        tls: &PushTls,
+    ) -> Result<Pusher, reqwest::Error> {
+        let mut builder = reqwest::Client::builder().timeout(timeout);
+        if let Some(pem) = &tls.ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let Some(pem) = &tls.identity_pem {
+            builder = builder.identity(reqwest::Identity::from_pem(pem)?);
+        }
+        let client = builder.build()?;
         Ok(Pusher {
             client,
             url: format!("{}/api/v1/ingest", server.trim_end_matches('/')),

@@ -159,7 +159,14 @@ const WATCHED: &[Watched] = &[
     // (Alibaba GenTD26, one pod per GPU) a utilisation cohort flagged 23% of GPUs;
     // stragglers show where physics says they must: clocks under the same load, and heat
     // for the power drawn.
-    w(DcgmField::GpuUtil, "gpu_util", Kind::Load, Dimension::Compute, None, Action::None),
+    w(
+        DcgmField::GpuUtil,
+        "gpu_util",
+        Kind::Load,
+        Dimension::Compute,
+        None,
+        Action::None,
+    ),
     w(
         DcgmField::MemCopyUtil,
         "mem_copy_util",

@@ -110,6 +110,17 @@ pub struct AgentArgs {
     /// File holding the bearer token for the server (one line).
     #[arg(long, env = "GPUWARDEN_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// PEM CA certificate(s) to trust for an https --server (a private CA), besides the
+    /// system's trust store.
+    #[arg(long, value_name = "FILE", env = "GPUWARDEN_CA")]
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (the server's `client_ca`); its common name
+    /// or a DNS name must be this host's node name. Needs --client-key.
+    #[arg(long, value_name = "FILE", env = "GPUWARDEN_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, value_name = "FILE", env = "GPUWARDEN_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
     /// Node name sent with every batch. Default: this host's name.
     #[arg(long, env = "GPUWARDEN_NODE")]
     pub node: Option<String>,
@@ -175,6 +186,25 @@ pub struct ServeArgs {
     /// a non-loopback address when --ingest-token-file is given.
     #[arg(long)]
     pub ingest_listen: Option<SocketAddr>,
+    /// PEM certificate chain of the API/UI listener (with --tls-key: serve HTTPS; the
+    /// files are re-read when they change and on SIGHUP). Overrides `[tls]`.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM certificate chain of the ingest listener (default: --tls-cert / `[tls]`).
+    /// Overrides `[ingest.tls]`.
+    #[arg(long, value_name = "FILE", requires = "ingest_tls_key")]
+    pub ingest_tls_cert: Option<PathBuf>,
+    /// PEM private key of --ingest-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "ingest_tls_cert")]
+    pub ingest_tls_key: Option<PathBuf>,
+    /// PEM CA of agent client certificates: the ingest listener then requires one, and a
+    /// batch is accepted only for the node named by the certificate (common name or DNS
+    /// name). Needs TLS on the ingest listener.
+    #[arg(long, value_name = "FILE")]
+    pub ingest_client_ca: Option<PathBuf>,
     /// Bearer tokens accepted on the push endpoints, one per line: `TOKEN node=HOST` or
     /// `TOKEN nodes=GLOB,GLOB` binds a token to nodes; a bare `TOKEN` may write any node
     /// (a warning at start). Tokens shorter than 32 characters are refused.
@@ -261,6 +291,13 @@ pub struct RunArgs {
     /// Time between scrapes of each target, with a unit: `5s`, `500ms`. Default 5s.
     #[arg(long)]
     pub scrape_interval: Option<humantime::Duration>,
+    /// PEM certificate chain of the API/UI listener (with --tls-key: serve HTTPS; the
+    /// files are re-read when they change and on SIGHUP). Overrides `[tls]`.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub sim: SimArgs,
 }
@@ -435,6 +472,10 @@ pub struct BenchApiArgs {
     /// Requests per client per endpoint.
     #[arg(long, default_value_t = 20)]
     pub requests: usize,
+    /// Serve without the rate-limit layer. By default the layer runs with limits too high
+    /// to refuse anything, loopback not exempt, so its cost is part of the figures.
+    #[arg(long)]
+    pub no_rate_limit: bool,
 }
 
 #[derive(Debug, Args)]

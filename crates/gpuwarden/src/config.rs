@@ -45,6 +45,64 @@ pub struct FileConfig {
     /// docs/simulator.md, "Failure model"). `GPUWARDEN_PREDICT_*` variables override it.
     #[serde(default)]
     pub predict: gpuwarden_predict::PredictConfig,
+    /// TLS of the API/UI listener (and of `serve`'s ingest listener unless `[ingest.tls]`
+    /// is given).
+    pub tls: Option<TlsSection>,
+    /// `serve`'s ingest listener: `[ingest.tls]`.
+    #[serde(default)]
+    pub ingest: IngestSection,
+    /// The API/UI listener: `[api.rate_limit]`.
+    #[serde(default)]
+    pub api: ApiSection,
+}
+
+/// `[tls]` / `[ingest.tls]`: PEM files, re-read when they change.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Certificate chain (leaf first).
+    pub cert: Option<PathBuf>,
+    /// Private key of the leaf.
+    pub key: Option<PathBuf>,
+    /// CA of the client certificates to require (mutual TLS); on the ingest listener an
+    /// agent's certificate binds it to its node (common name or DNS name).
+    pub client_ca: Option<PathBuf>,
+    /// How often the files' modification times are checked (default "5s"; SIGHUP also
+    /// reloads).
+    pub reload_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSection {
+    pub tls: Option<TlsSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    #[serde(default)]
+    pub rate_limit: RateLimitSection,
+}
+
+/// `[api.rate_limit]`: token buckets per client address and per principal.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSection {
+    /// false turns both limits off (default true).
+    pub enabled: Option<bool>,
+    /// Requests per second per client address (IPv6: per /64). Default 20.
+    pub client_rate: Option<f64>,
+    /// Requests at once per client address after a pause. Default 200.
+    pub client_burst: Option<u32>,
+    /// Requests per second per authenticated principal. Default 50.
+    pub principal_rate: Option<f64>,
+    /// Requests at once per principal. Default 500.
+    pub principal_burst: Option<u32>,
+    /// Loopback clients skip the per-address limit. Default true.
+    pub exempt_loopback: Option<bool>,
+    /// Most buckets kept per kind. Default 100000.
+    pub max_tracked: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +180,14 @@ pub struct RunConfig {
     pub notify: gpuwarden_notify::NotifyConfig,
     /// `[predict]` with the `GPUWARDEN_PREDICT_*` overrides applied.
     pub predict: gpuwarden_predict::PredictConfig,
+    /// TLS of the API/UI listener; `None`: plain HTTP.
+    pub tls: Option<gpuwarden_server::tls::TlsFiles>,
+    /// TLS of `serve`'s ingest listener (`[ingest.tls]`, else `[tls]`).
+    pub ingest_tls: Option<gpuwarden_server::tls::TlsFiles>,
+    /// How often certificate files are checked for changes.
+    pub tls_reload_interval: Duration,
+    /// `[api.rate_limit]`; `None`: off.
+    pub rate_limit: Option<gpuwarden_server::rate_limit::RateLimitConfig>,
 }
 
 impl RunConfig {
@@ -171,6 +237,55 @@ fn ingest_limits(s: &ScrapeSection) -> Result<gpuwarden_pipeline::IngestLimits> 
     Ok(l)
 }
 
+/// A `[tls]` section checked: cert and key together, or neither (`None`).
+pub fn tls_files(section: &str, t: &TlsSection) -> Result<Option<gpuwarden_server::tls::TlsFiles>> {
+    match (&t.cert, &t.key) {
+        (Some(cert), Some(key)) => Ok(Some(gpuwarden_server::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: t.client_ca.clone(),
+        })),
+        (None, None) if t.client_ca.is_none() => Ok(None),
+        (None, None) => {
+            bail!("{section}: client_ca needs cert and key too (client certificates are checked only over TLS)")
+        }
+        (Some(_), None) => bail!("{section}: cert is set but key is not; give both (PEM files)"),
+        (None, Some(_)) => bail!("{section}: key is set but cert is not; give both (PEM files)"),
+    }
+}
+
+/// `[api.rate_limit]` checked; `None` when disabled.
+fn rate_limit(s: &RateLimitSection) -> Result<Option<gpuwarden_server::rate_limit::RateLimitConfig>> {
+    use gpuwarden_server::rate_limit::{Limit, RateLimitConfig};
+    if s.enabled == Some(false) {
+        return Ok(None);
+    }
+    let d = RateLimitConfig::default();
+    let limit = |name: &str, rate: Option<f64>, burst: Option<u32>, default: Limit| -> Result<Limit> {
+        let l = Limit {
+            rate: rate.unwrap_or(default.rate),
+            burst: burst.unwrap_or(default.burst),
+        };
+        if !(l.rate.is_finite() && l.rate > 0.0) {
+            bail!("api.rate_limit.{name}_rate = {} must be a positive number of requests per second (or set enabled = false)", l.rate);
+        }
+        if l.burst == 0 {
+            bail!("api.rate_limit.{name}_burst = 0 would refuse every request; use at least 1");
+        }
+        Ok(l)
+    };
+    let max_tracked = s.max_tracked.unwrap_or(d.max_tracked);
+    if max_tracked < 2 {
+        bail!("api.rate_limit.max_tracked = {max_tracked} is too small; use at least 1000");
+    }
+    Ok(Some(RateLimitConfig {
+        client: limit("client", s.client_rate, s.client_burst, d.client)?,
+        principal: limit("principal", s.principal_rate, s.principal_burst, d.principal)?,
+        exempt_loopback: s.exempt_loopback.unwrap_or(d.exempt_loopback),
+        max_tracked,
+    }))
+}
+
 /// Merges the file with the command line (the command line wins) and validates.
 pub fn build(
     file: FileConfig,
@@ -206,6 +321,25 @@ pub fn build(
         None => (interval.mul_f64(0.8)).min(Duration::from_secs(10)),
     };
     let ingest_limits = ingest_limits(&file.scrape)?;
+    let tls = match &file.tls {
+        Some(t) => tls_files("[tls]", t)?,
+        None => None,
+    };
+    let ingest_tls = match &file.ingest.tls {
+        Some(t) => tls_files("[ingest.tls]", t)?,
+        None => tls.clone(),
+    };
+    let tls_reload_interval = match file
+        .ingest
+        .tls
+        .as_ref()
+        .and_then(|t| t.reload_interval.as_deref())
+        .or(file.tls.as_ref().and_then(|t| t.reload_interval.as_deref()))
+    {
+        Some(s) => duration("tls.reload_interval", s)?,
+        None => gpuwarden_server::tls::DEFAULT_RELOAD_INTERVAL,
+    };
+    let rate_limit = rate_limit(&file.api.rate_limit)?;
     let retention = match file.store.retention.as_deref() {
         Some(s) => duration("store.retention", s)?,
         None => Duration::from_secs(7 * 24 * 3600),
@@ -239,6 +373,10 @@ pub fn build(
             file.notify
         },
         predict: file.predict.with_env_overrides(),
+        tls,
+        ingest_tls,
+        tls_reload_interval,
+        rate_limit,
     })
 }
 
@@ -259,6 +397,62 @@ mod tests {
     fn non_loopback_listen_is_refused_without_auth() {
         let err = build(FileConfig::default(), Some("0.0.0.0:9470".parse().unwrap()), None, None).unwrap_err();
         assert!(err.to_string().contains("refusing to listen"), "{err}");
+    }
+
+    #[test]
+    fn tls_sections_need_cert_and_key_and_ingest_inherits_tls() {
+        let c = build(FileConfig::default(), None, None, None).unwrap();
+        assert!(c.tls.is_none() && c.ingest_tls.is_none());
+        assert!(c.rate_limit.is_some(), "rate limits are on by default");
+
+        let file: FileConfig = toml::from_str("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n").unwrap();
+        let c = build(file, None, None, None).unwrap();
+        assert_eq!(c.tls.as_ref().unwrap().cert, PathBuf::from("c.pem"));
+        assert_eq!(
+            c.ingest_tls, c.tls,
+            "the ingest listener shares [tls] without [ingest.tls]"
+        );
+
+        let file: FileConfig = toml::from_str(
+            "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n[ingest.tls]\ncert = \"i.pem\"\nkey = \"ik.pem\"\nclient_ca = \"ca.pem\"\nreload_interval = \"2s\"\n",
+        )
+        .unwrap();
+        let c = build(file, None, None, None).unwrap();
+        let i = c.ingest_tls.unwrap();
+        assert_eq!(
+            (i.cert, i.client_ca),
+            (PathBuf::from("i.pem"), Some(PathBuf::from("ca.pem")))
+        );
+        assert_eq!(c.tls_reload_interval, Duration::from_secs(2));
+
+        for bad in [
+            "[tls]\ncert = \"c.pem\"\n",
+            "[tls]\nkey = \"k.pem\"\n",
+            "[ingest.tls]\nclient_ca = \"ca.pem\"\n",
+        ] {
+            let file: FileConfig = toml::from_str(bad).unwrap();
+            let err = build(file, None, None, None).unwrap_err().to_string();
+            assert!(err.contains("tls"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn rate_limit_section_is_validated() {
+        let file: FileConfig =
+            toml::from_str("[api.rate_limit]\nclient_rate = 5.0\nclient_burst = 10\nexempt_loopback = false\n")
+                .unwrap();
+        let r = build(file, None, None, None).unwrap().rate_limit.unwrap();
+        assert_eq!((r.client.rate, r.client.burst, r.exempt_loopback), (5.0, 10, false));
+        assert_eq!(
+            r.principal,
+            gpuwarden_server::rate_limit::RateLimitConfig::default().principal
+        );
+        let file: FileConfig = toml::from_str("[api.rate_limit]\nenabled = false\n").unwrap();
+        assert!(build(file, None, None, None).unwrap().rate_limit.is_none());
+        for bad in ["client_rate = 0.0", "principal_burst = 0", "client_rate = -1.0"] {
+            let file: FileConfig = toml::from_str(&format!("[api.rate_limit]\n{bad}\n")).unwrap();
+            assert!(build(file, None, None, None).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -285,6 +479,12 @@ mod tests {
         let c = build(file, None, None, None).expect("README config validates");
         assert_eq!(c.targets.len(), 2);
         assert_eq!(c.allowed_hosts, ["gpuwarden.example.com"]);
+        assert!(c.tls.is_some() && c.ingest_tls.as_ref().unwrap().client_ca.is_some());
+        assert_eq!(
+            c.rate_limit,
+            Some(gpuwarden_server::rate_limit::RateLimitConfig::default()),
+            "the README shows the defaults"
+        );
     }
 
     #[test]

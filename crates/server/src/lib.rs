@@ -13,14 +13,16 @@ pub mod json_errors;
 pub mod listener;
 pub mod openapi;
 pub mod principal;
+pub mod rate_limit;
 pub mod request_guard;
 pub mod scope;
 mod time_param;
+pub mod tls;
 pub mod ui;
 
 pub use api::{router, AppState};
 pub use error::ApiError;
-pub use listener::{serve_with, ServeLimits};
+pub use listener::{serve_tls, serve_with, ServeLimits};
 
 use tokio::sync::watch;
 

@@ -15,6 +15,12 @@
 //!   every connection to finish its current request, and waits at most
 //!   [`ServeLimits::shutdown_grace`] for them, so SIGTERM ends the process promptly even
 //!   with clients that never finish.
+//! - **TLS** (optional, [`crate::tls`]): the handshake runs inside the connection's slot
+//!   and under the header-read timeout, so a client that connects and says nothing, or
+//!   handshakes slowly, holds a slot no longer than one that never sends its headers. A
+//!   connection whose first byte is not a TLS handshake record gets a plain-HTTP 400
+//!   telling the client to use https. A verified client certificate's names go into
+//!   every request's extensions ([`crate::tls::ClientCertificate`]).
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -53,8 +59,20 @@ impl Default for ServeLimits {
 pub async fn serve_with(
     listener: tokio::net::TcpListener,
     router: axum::Router,
+    shutdown: watch::Receiver<bool>,
+    limits: ServeLimits,
+) -> std::io::Result<()> {
+    serve_tls(listener, router, shutdown, limits, None).await
+}
+
+/// [`serve_with`], over TLS when `tls` is given (its current configuration at each
+/// handshake, so reloaded certificates apply to new connections).
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
     mut shutdown: watch::Receiver<bool>,
     limits: ServeLimits,
+    tls: Option<Arc<crate::tls::TlsReloader>>,
 ) -> std::io::Result<()> {
     let router = crate::json_errors::wrap(router, limits.request_timeout);
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -93,17 +111,52 @@ pub async fn serve_with(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let svc = tower::ServiceExt::map_request(router.clone(), move |mut req: axum::http::Request<_>| {
-            req.extensions_mut()
-                .insert(axum::extract::ConnectInfo::<SocketAddr>(peer));
-            req
-        });
-        let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
-        let conn = graceful.watch(conn);
+        let router = router.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        let handshake_timeout = limits.header_read_timeout;
+        let mut stopping = shutdown.clone();
         tokio::spawn(async move {
-            // Errors here are the client's doing (reset, timeout, bad request).
-            if let Err(e) = conn.await {
-                tracing::debug!("connection from {peer}: {e}");
+            let Some(tls) = tls else {
+                serve_connection(&builder, watcher, stream, router, peer, None).await;
+                drop(permit);
+                return;
+            };
+            // The handshake counts against the header-read timeout: a silent or slow
+            // client may not hold its slot longer than a plain one could.
+            let handshake = async {
+                if !starts_with_tls_record(&stream).await {
+                    answer_plain_http(stream).await;
+                    return None;
+                }
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+                match acceptor.accept(stream).await {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::debug!("TLS handshake with {peer} failed: {e}");
+                        None
+                    }
+                }
+            };
+            // Shutdown does not wait for handshakes (hyper's graceful shutdown only knows
+            // connections it serves).
+            let handshake = tokio::select! {
+                r = tokio::time::timeout(handshake_timeout, handshake) => r,
+                _ = wait_for(&mut stopping) => Ok(None),
+            };
+            match handshake {
+                Ok(Some(stream)) => {
+                    let cert = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(|c| crate::tls::ClientCertificate::from_der(c));
+                    serve_connection(&builder, watcher, stream, router, peer, cert).await;
+                }
+                Ok(None) => {}
+                Err(_) => tracing::debug!("TLS handshake with {peer} timed out"),
             }
             drop(permit);
         });
@@ -119,6 +172,56 @@ pub async fn serve_with(
         );
     }
     Ok(())
+}
+
+/// Serves one connection (plain or TLS) until it ends or shutdown closes it.
+async fn serve_connection<I>(
+    builder: &hyper::server::conn::http1::Builder,
+    watcher: hyper_util::server::graceful::Watcher,
+    io: I,
+    router: axum::Router,
+    peer: SocketAddr,
+    cert: Option<crate::tls::ClientCertificate>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = tower::ServiceExt::map_request(router, move |mut req: axum::http::Request<_>| {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo::<SocketAddr>(peer));
+        if let Some(c) = &cert {
+            req.extensions_mut().insert(c.clone());
+        }
+        req
+    });
+    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(svc));
+    // Errors here are the client's doing (reset, timeout, bad request).
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!("connection from {peer}: {e}");
+    }
+}
+
+/// Whether the client's first byte is a TLS handshake record (0x16). Waits for it (the
+/// caller bounds the wait); `false` when the client closed without sending anything.
+async fn starts_with_tls_record(stream: &tokio::net::TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(stream.peek(&mut first).await, Ok(1) if first[0] == 0x16)
+}
+
+/// Tells a plain-HTTP client on a TLS port what went wrong, instead of a reset it cannot
+/// explain, and closes the connection.
+async fn answer_plain_http(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Read what the client sent first: closing a socket with unread data resets it, and
+    // the client would see the reset instead of the answer.
+    let mut head = [0u8; 8192];
+    let _ = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut head)).await;
+    let body = r#"{"error":{"code":"tls_required","message":"this port speaks HTTPS only; use an https:// URL"}}"#;
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(answer.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
 
 async fn wait_for(shutdown: &mut watch::Receiver<bool>) {

@@ -59,6 +59,7 @@ pub struct ApiDoc;
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     add_guard_responses(&mut doc);
+    add_rate_limit_answers(&mut doc);
     doc
 }
 
@@ -145,5 +146,60 @@ fn add_guard_responses(doc: &mut utoipa::openapi::OpenApi) {
                 }
             }
         }
+    }
+}
+
+/// Every operation but the probes may be answered 429 by the rate limits
+/// ([`crate::rate_limit`]); documented once here instead of on each handler.
+fn add_rate_limit_answers(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{header::HeaderBuilder, ObjectBuilder, Ref, ResponseBuilder, Type};
+    let response = ResponseBuilder::new()
+        .description("Too many requests from this client address or principal: retry after Retry-After seconds")
+        .header(
+            "Retry-After",
+            HeaderBuilder::new()
+                .schema(Some(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1))))
+                .description(Some("Whole seconds until a request will be allowed again"))
+                .build(),
+        )
+        .content(
+            "application/json",
+            utoipa::openapi::ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build();
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if matches!(path.as_str(), "/healthz" | "/readyz") {
+            continue;
+        }
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            op.responses
+                .responses
+                .entry("429".to_string())
+                .or_insert_with(|| response.clone().into());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_operation_but_the_probes_documents_429() {
+        let doc = serde_json::to_value(super::document()).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        assert!(paths["/healthz"]["get"]["responses"].get("429").is_none());
+        let r = &paths["/api/v1/gpus"]["get"]["responses"]["429"];
+        assert!(r["headers"]["Retry-After"].is_object(), "{r}");
+        assert!(paths["/api/v1/incidents/{id}/ack"]["post"]["responses"]["429"].is_object());
     }
 }

@@ -13,7 +13,7 @@ mod kernel;
 use crate::cli::AgentArgs;
 use anyhow::{bail, Context, Result};
 use gpuwarden_agent::drain::{self, DrainStats};
-use gpuwarden_agent::{Pusher, Spool, SpoolLimits};
+use gpuwarden_agent::{PushTls, Pusher, Spool, SpoolLimits};
 use gpuwarden_collect::nvml::device::NvmlSource;
 use gpuwarden_collect::nvml::fixture::{Fixture, FixtureSource};
 use gpuwarden_collect::nvml::GpuSource;
@@ -95,6 +95,15 @@ async fn run(args: AgentArgs) -> Result<ExitCode> {
     if token.is_none() && !server.starts_with("http://127.") && !server.starts_with("http://localhost") {
         tracing::warn!("pushing to {server} without a token (--token-file); the server will refuse unless it has none");
     }
+    let loopback = ["http://127.", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|p| server.starts_with(p));
+    if server.starts_with("http://") && !loopback {
+        tracing::warn!(
+            "pushing to {server} over plain HTTP: the token and the fleet data cross the network unencrypted; \
+             serve the ingest listener over TLS and use an https:// URL"
+        );
+    }
     let node = args.node.clone().unwrap_or_else(hostname);
     let interval: Duration = args.interval.into();
     if interval < Duration::from_millis(100) {
@@ -110,7 +119,25 @@ async fn run(args: AgentArgs) -> Result<ExitCode> {
         )
         .with_context(|| format!("opening the spool {}", args.spool_dir.display()))?,
     );
-    let pusher = Pusher::new(&server, token, Duration::from_secs(30)).context("building the HTTP client")?;
+    let read = |what: &str, p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("reading the {what} {}", p.display()))
+    };
+    let mut push_tls = PushTls::default();
+    if let Some(p) = &args.ca {
+        push_tls.ca_pem = Some(read("CA file (--ca)", p)?);
+    }
+    if let (Some(c), Some(k)) = (&args.client_cert, &args.client_key) {
+        let mut pem = read("client certificate (--client-cert)", c)?;
+        pem.push(b'\n');
+        pem.extend(read("client key (--client-key)", k)?);
+        push_tls.identity_pem = Some(pem);
+    }
+    if (push_tls.ca_pem.is_some() || push_tls.identity_pem.is_some()) && !server.starts_with("https://") {
+        bail!("--ca / --client-cert apply to TLS only: use an https:// --server URL (got {server})");
+    }
+    let pusher = Pusher::with_tls(&server, token, Duration::from_secs(30), &push_tls).context(
+        "building the HTTP client (are --ca, --client-cert and --client-key PEM files, the key matching the certificate?)",
+    )?;
 
     let source = gpu_source(&args)?;
     let mut collector = collect::HostCollector::new(&args, node.clone(), source)?;

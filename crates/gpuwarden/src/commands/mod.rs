@@ -4,6 +4,7 @@ mod agent;
 mod bench;
 mod dashboards;
 pub(crate) mod forensics;
+mod listen;
 pub(crate) mod notify;
 pub(crate) mod rules;
 mod run;

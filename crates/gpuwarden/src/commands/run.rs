@@ -27,6 +27,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     )?;
     merge_sim_flags(&mut cfg, &args);
     cfg.allowed_hosts.extend(args.allowed_host.iter().cloned());
+    super::listen::apply_flags(
+        &mut cfg,
+        (args.tls_cert.clone(), args.tls_key.clone()),
+        (None, None),
+        None,
+    )?;
     super::runtime()?.block_on(run_async(cfg, args))
 }
 
@@ -103,6 +109,8 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     let target_states = scraper.states();
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let tls = super::listen::start_tls(cfg.tls.as_ref(), &cfg, "API/UI listener", shutdown_rx.clone())?;
+    super::listen::warn_if_plain(listen, tls.is_some(), "API/UI listener");
     // Failure prediction: every GPU scored each period with the model in data_dir/models.
     let predictor = super::train::attach_predictor(
         &analysis,
@@ -140,10 +148,17 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
         allowed_hosts,
     };
     let extra = sim_handle.as_ref().map(|h| gpuwarden_sim::control_router(h.clone()));
-    let router = gpuwarden_server::router(state, extra);
-    let server_task = tokio::spawn(gpuwarden_server::serve(listener, router, shutdown_rx.clone()));
+    let router = super::listen::rate_limited(gpuwarden_server::router(state, extra), &cfg);
+    let scheme = super::listen::scheme(&tls);
+    let server_task = tokio::spawn(gpuwarden_server::serve_tls(
+        listener,
+        router,
+        shutdown_rx.clone(),
+        gpuwarden_server::ServeLimits::default(),
+        tls,
+    ));
 
-    print_banner(&cfg, listen, sim_handle.as_ref());
+    print_banner(&cfg, listen, scheme, sim_handle.as_ref());
 
     super::shutdown_signal().await;
     eprintln!("shutting down: finishing the current scrape and flushing the store…");
@@ -170,8 +185,8 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_banner(cfg: &RunConfig, listen: std::net::SocketAddr, sim: Option<&gpuwarden_sim::SimHandle>) {
-    let base = format!("http://{listen}");
+fn print_banner(cfg: &RunConfig, listen: std::net::SocketAddr, scheme: &str, sim: Option<&gpuwarden_sim::SimHandle>) {
+    let base = format!("{scheme}://{listen}");
     println!("gpuwarden {} is running", env!("CARGO_PKG_VERSION"));
     match sim {
         Some(h) => {

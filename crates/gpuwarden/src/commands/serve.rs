@@ -7,6 +7,10 @@
 //! `/metrics`. The ingest listener may face the network only when push tokens are
 //! configured, so exposing it never exposes the unauthenticated read API.
 //!
+//! Either listener may speak TLS (`[tls]`, `[ingest.tls]`, `--tls-cert`, …; see
+//! `commands/listen.rs`); with a client CA on the ingest listener every agent needs a
+//! certificate, and its batches are accepted only for the node the certificate names.
+//!
 //! The analysis stage (analyzers, incidents, notifications), the background loops and
 //! failure prediction (`train::attach_predictor`) are shared with `run`
 //! (`commands/stage.rs`); the two differ in where GPUs come from and in the ingest state.
@@ -38,6 +42,18 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     };
     let mut cfg = config::build(file, args.listen, args.data_dir.clone(), None)?;
     cfg.allowed_hosts.extend(args.allowed_host.iter().cloned());
+    super::listen::apply_flags(
+        &mut cfg,
+        (args.tls_cert.clone(), args.tls_key.clone()),
+        (args.ingest_tls_cert.clone(), args.ingest_tls_key.clone()),
+        args.ingest_client_ca.clone(),
+    )?;
+    if args.ingest_client_ca.is_some() && args.ingest_listen.is_none() {
+        bail!(
+            "--ingest-client-ca applies to the ingest listener, and there is none: give --ingest-listen \
+             (for client certificates on the API/UI listener, set client_ca in [tls])"
+        );
+    }
     super::runtime()?.block_on(serve_async(cfg, args))
 }
 
@@ -118,6 +134,16 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
         .with_context(|| format!("opening the batch ledger {}", ledger_path.display()))?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let tls = super::listen::start_tls(cfg.tls.as_ref(), &cfg, "API/UI listener", shutdown_rx.clone())?;
+    super::listen::warn_if_plain(listen, tls.is_some(), "API/UI listener");
+    let ingest_tls = match &ingest_listener {
+        Some(l) => {
+            let t = super::listen::start_tls(cfg.ingest_tls.as_ref(), &cfg, "ingest listener", shutdown_rx.clone())?;
+            super::listen::warn_if_plain(l.local_addr()?, t.is_some(), "ingest listener");
+            t
+        }
+        None => None,
+    };
     // Failure prediction, as in `run`: every GPU scored each period with the model in
     // data_dir/models (none yet: nothing is scored until `gpuwarden train` writes one).
     let predictor = super::train::attach_predictor(
@@ -169,34 +195,42 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
             limits: BatchLimits::default(),
             metrics: ingest_metrics,
             newest: Default::default(),
+            require_client_certificate: cfg.ingest_tls.as_ref().is_some_and(|t| t.client_ca.is_some())
+                && args.ingest_listen.is_some(),
         })),
     };
     let push_router = ingest::ingest_router(state.clone());
-    let router = gpuwarden_server::router(state, None);
-    let server_task = tokio::spawn(gpuwarden_server::serve_with(
+    let router = super::listen::rate_limited(gpuwarden_server::router(state, None), &cfg);
+    let scheme = super::listen::scheme(&tls);
+    let ingest_scheme = super::listen::scheme(&ingest_tls);
+    let server_task = tokio::spawn(gpuwarden_server::serve_tls(
         listener,
         router,
         shutdown_rx.clone(),
         limits.clone(),
+        tls,
     ));
     let mut ingest_addr = None;
     let ingest_server = match ingest_listener {
         Some(l) => {
             ingest_addr = l.local_addr().ok();
-            Some(tokio::spawn(gpuwarden_server::serve_with(
+            Some(tokio::spawn(gpuwarden_server::serve_tls(
                 l,
                 push_router,
                 shutdown_rx.clone(),
                 limits,
+                ingest_tls,
             )))
         }
         None => None,
     };
 
     println!("gpuwarden {} serve is running", env!("CARGO_PKG_VERSION"));
-    println!("  API, UI:  http://{listen}/ (pushes accepted here too)");
+    println!("  API, UI:  {scheme}://{listen}/ (pushes accepted here too)");
     if let Some(a) = ingest_addr {
-        println!("  pushes:   http://{a}/api/v1/ingest (agents), http://{a}/api/v1/write (remote_write)");
+        println!(
+            "  pushes:   {ingest_scheme}://{a}/api/v1/ingest (agents), {ingest_scheme}://{a}/api/v1/write (remote_write)"
+        );
     }
     println!(
         "  targets:  {} static, {} files; data: {}",

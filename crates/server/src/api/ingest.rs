@@ -17,18 +17,26 @@
 //! Scope: a token may be bound to nodes ([`auth::NodeScope`]). A batch whose node, or
 //! whose GPUs' node labels, fall outside the token's scope is refused 403, and so is a
 //! batch that would move a GPU already known on a node outside the scope.
+//!
+//! Client certificates: on a listener with `client_ca` (mutual TLS), the agent's node is
+//! bound to its certificate: the scope is narrowed to the certificate's common name and
+//! DNS names ([`NodeScope::bound_to`]), so a batch for another node is refused 403 even
+//! with a valid token. remote_write is not bound that way (one Prometheus sends many
+//! nodes); its token's scope applies.
 
 pub mod auth;
 pub mod ledger;
 pub mod remote_write;
 
 use super::AppState;
+use crate::tls::ClientCertificate;
 use crate::ApiError;
 use auth::{Access, IngestTokens, NodeScope};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use gpuwarden_agent::wire::BatchLimits;
 use gpuwarden_agent::Batch;
@@ -91,6 +99,10 @@ pub struct IngestState {
     /// Newest stored sample timestamp per (GPU UUID, page source), for dropping samples
     /// pushed again under a new batch id. Guarded by the ledger's lock in practice.
     pub newest: Mutex<HashMap<(String, String), i64>>,
+    /// Agents must present a client certificate (the ingest listener has a client CA):
+    /// a push on a listener without one (the API/UI listener) is refused 403, so the
+    /// binding of agents to their nodes cannot be bypassed there.
+    pub require_client_certificate: bool,
 }
 
 /// Answer to an accepted push.
@@ -143,7 +155,21 @@ fn unauthorized() -> ApiError {
     )
 }
 
-fn forbidden_node(what: &str, node: &str) -> ApiError {
+fn forbidden_node(scope: &NodeScope, what: &str, node: &str) -> ApiError {
+    if scope.certificate_refuses(node) {
+        let names = match scope {
+            NodeScope::Certified { names, .. } => names.join(", "),
+            _ => String::new(),
+        };
+        return error(
+            StatusCode::FORBIDDEN,
+            "node_not_certified",
+            format!(
+                "{what} is '{node}', but the client certificate is for {names}; \
+                 give the agent a certificate whose common name or DNS name is its node"
+            ),
+        );
+    }
     error(
         StatusCode::FORBIDDEN,
         "node_not_allowed",
@@ -154,13 +180,22 @@ fn forbidden_node(what: &str, node: &str) -> ApiError {
     )
 }
 
-/// The scope of the request's token (`Any` when no token is configured).
-fn authorize(ingest: &IngestState, headers: &HeaderMap) -> Result<NodeScope, ApiError> {
-    match ingest.tokens.access(headers) {
-        Access::Open => Ok(NodeScope::Any),
-        Access::Token(scope) => Ok(scope),
-        Access::Denied => Err(unauthorized()),
-    }
+/// The scope of the request's token (`Any` when no token is configured), narrowed to the
+/// client certificate's names when the agent presented one.
+fn authorize(
+    ingest: &IngestState,
+    headers: &HeaderMap,
+    cert: Option<&ClientCertificate>,
+) -> Result<NodeScope, ApiError> {
+    let scope = match ingest.tokens.access(headers) {
+        Access::Open => NodeScope::Any,
+        Access::Token(scope) => scope,
+        Access::Denied => return Err(unauthorized()),
+    };
+    Ok(match cert {
+        Some(c) => scope.bound_to(c),
+        None => scope,
+    })
 }
 
 /// Refuses GPUs labelled with a node outside `scope`.
@@ -171,6 +206,7 @@ fn check_gpu_nodes<'a>(
     for g in gpus {
         if !scope.allows(&g.node) {
             return Err(forbidden_node(
+                scope,
                 &format!("the node label of GPU {}", g.uuid.as_str()),
                 &g.node,
             ));
@@ -182,9 +218,10 @@ fn check_gpu_nodes<'a>(
 async fn read_body(
     ingest: &IngestState,
     headers: &HeaderMap,
+    cert: Option<&ClientCertificate>,
     body: Body,
 ) -> Result<(NodeScope, axum::body::Bytes), ApiError> {
-    let scope = authorize(ingest, headers)?;
+    let scope = authorize(ingest, headers, cert)?;
     let bytes = axum::body::to_bytes(body, ingest.max_body_bytes).await.map_err(|_| {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -205,17 +242,27 @@ async fn read_body(
         (status = 200, description = "Stored, or already stored (status=duplicate)", body = IngestReply),
         (status = 400, description = "Malformed batch: do not retry", body = super::dto::ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = super::dto::ErrorBody),
-        (status = 403, description = "The batch's node or GPUs are outside the token's nodes", body = super::dto::ErrorBody),
+        (status = 403, description = "The batch's node or GPUs are outside the token's nodes, or not named by the client certificate (or none was presented where one is required)", body = super::dto::ErrorBody),
         (status = 404, description = "Ingest is not enabled on this server", body = super::dto::ErrorBody),
         (status = 413, description = "Body larger than the limit", body = super::dto::ErrorBody),
         (status = 503, description = "The store could not take the batch: retry later", body = super::dto::ErrorBody)))]
 pub async fn push(
     State(state): State<AppState>,
+    cert: Option<Extension<ClientCertificate>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestReply>, ApiError> {
     let ingest = ingest_state(&state)?;
-    let (scope, bytes) = read_body(&ingest, &headers, body).await?;
+    if ingest.require_client_certificate && cert.is_none() {
+        ingest.metrics.count("forbidden");
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "client_certificate_required",
+            "agents must push over TLS with a client certificate (the ingest listener has a client CA); \
+             push to the ingest listener with --client-cert and --client-key",
+        ));
+    }
+    let (scope, bytes) = read_body(&ingest, &headers, cert.as_ref().map(|c| &c.0), body).await?;
     // Decoding a 16 MiB batch at the limits is CPU work: off the async workers, so
     // one large push does not stall every other request on this thread.
     let limits = ingest.limits;
@@ -233,6 +280,7 @@ pub async fn push(
         check_gpu_nodes(&scope, batch.pages.iter().flat_map(|p| &p.gpus)).and_then(|()| {
             match batch.events.iter().find(|e| !scope.allows(&e.node)) {
                 Some(e) => Err(forbidden_node(
+                    &scope,
                     &format!("the node of an event of GPU {}", e.gpu.as_str()),
                     &e.node,
                 )),
@@ -240,7 +288,7 @@ pub async fn push(
             }
         })
     } else {
-        Err(forbidden_node("the batch's node", &batch.node))
+        Err(forbidden_node(&scope, "the batch's node", &batch.node))
     };
     if let Err(e) = in_scope {
         ingest.metrics.count("forbidden");
@@ -388,7 +436,10 @@ fn drop_repeated_rows(newest: &HashMap<(String, String), i64>, batch: &mut Batch
         (status = 503, description = "The store could not take the samples: retry later", body = super::dto::ErrorBody)))]
 pub async fn remote_write(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let ingest = ingest_state(&state)?;
-    let (scope, bytes) = read_body(&ingest, &headers, body).await?;
+    // A client certificate is not bound to nodes here: one Prometheus forwards many
+    // nodes' series (its certificate only got it through the handshake); the token's
+    // node scope still applies.
+    let (scope, bytes) = read_body(&ingest, &headers, None, body).await?;
     let wall_ms = state.clock.now_ms();
     let ing = ingest.clone();
     tokio::task::spawn_blocking(move || {

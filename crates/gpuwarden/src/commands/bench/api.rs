@@ -32,8 +32,11 @@ pub fn api(args: BenchApiArgs) -> Result<ExitCode> {
     println!("# gpuwarden bench api");
     println!("machine: {}", super::machine_line());
     println!(
-        "command: gpuwarden bench api --gpus {} --clients {} --requests {}",
-        args.gpus, args.clients, args.requests
+        "command: gpuwarden bench api --gpus {} --clients {} --requests {}{}",
+        args.gpus,
+        args.clients,
+        args.requests,
+        if args.no_rate_limit { " --no-rate-limit" } else { "" }
     );
     println!();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -125,11 +128,26 @@ pub fn api(args: BenchApiArgs) -> Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (_tx, rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(gpuwarden_server::serve(
-            listener,
-            gpuwarden_server::router(state, None),
-            rx,
-        ));
+        let router = gpuwarden_server::router(state, None);
+        let router = if args.no_rate_limit {
+            router
+        } else {
+            // Every request goes through a bucket lookup, none is refused: the layer's
+            // cost without its effect.
+            use gpuwarden_server::rate_limit::{Limit, RateLimitConfig, RateLimits};
+            let unlimited = Limit {
+                rate: 1e9,
+                burst: u32::MAX,
+            };
+            let config = RateLimitConfig {
+                client: unlimited,
+                principal: unlimited,
+                exempt_loopback: false,
+                ..Default::default()
+            };
+            gpuwarden_server::rate_limit::wrap(router, RateLimits::new(config))
+        };
+        tokio::spawn(gpuwarden_server::serve(listener, router, rx));
         let mut out = Vec::new();
         for path in ["/api/v1/fleet/summary", "/api/v1/gpus"] {
             let url = format!("http://{addr}{path}");

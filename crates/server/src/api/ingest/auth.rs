@@ -33,6 +33,9 @@ pub enum NodeScope {
     Any,
     /// Node name globs (`*` matches any run of characters; no `*` is an exact name).
     Nodes(Vec<String>),
+    /// The agent presented a client certificate: only the nodes it names (common name or
+    /// DNS name, exact, ASCII case-insensitive), and only those the token allows.
+    Certified { names: Vec<String>, token: Box<NodeScope> },
 }
 
 impl NodeScope {
@@ -41,7 +44,30 @@ impl NodeScope {
         match self {
             NodeScope::Any => true,
             NodeScope::Nodes(patterns) => patterns.iter().any(|p| gpuwarden_notify::matcher::glob(p, node)),
+            NodeScope::Certified { names, token } => {
+                names.iter().any(|n| n.eq_ignore_ascii_case(node)) && token.allows(node)
+            }
         }
+    }
+
+    /// This scope narrowed to the names of the client certificate the agent presented.
+    pub fn bound_to(self, cert: &crate::tls::ClientCertificate) -> NodeScope {
+        let mut names: Vec<String> = Vec::new();
+        for n in cert.names() {
+            if !names.iter().any(|m| m.eq_ignore_ascii_case(n)) {
+                names.push(n.to_owned());
+            }
+        }
+        NodeScope::Certified {
+            names,
+            token: Box::new(self),
+        }
+    }
+
+    /// Whether the client certificate (if any) is what refuses `node`, rather than the
+    /// token: the answer then says to fix the certificate, not the token.
+    pub fn certificate_refuses(&self, node: &str) -> bool {
+        matches!(self, NodeScope::Certified { names, .. } if !names.iter().any(|n| n.eq_ignore_ascii_case(node)))
     }
 }
 
@@ -180,6 +206,31 @@ pub fn generate() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_certificate_narrows_the_scope_to_its_names() {
+        let cert = crate::tls::ClientCertificate {
+            common_names: vec!["node-a".into()],
+            dns_names: vec!["node-a.dc1.example.com".into()],
+        };
+        let any = NodeScope::Any.bound_to(&cert);
+        assert!(any.allows("node-a") && any.allows("NODE-A") && any.allows("node-a.dc1.example.com"));
+        assert!(!any.allows("node-b"));
+        assert!(any.certificate_refuses("node-b"));
+        // The token's scope still applies inside the certificate's names.
+        let token = NodeScope::Nodes(vec!["node-b*".into()]).bound_to(&cert);
+        assert!(!token.allows("node-a"));
+        assert!(
+            !token.certificate_refuses("node-a"),
+            "the token refuses it, not the certificate"
+        );
+        // A wildcard DNS name is not expanded.
+        let wild = NodeScope::Any.bound_to(&crate::tls::ClientCertificate {
+            common_names: vec![],
+            dns_names: vec!["*.example.com".into()],
+        });
+        assert!(!wild.allows("node-a.example.com"));
+    }
 
     const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
