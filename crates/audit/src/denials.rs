@@ -177,10 +177,11 @@ impl Aggregator {
 }
 
 impl AuditLog {
-    /// Records a denied request: aggregated (see the module doc) and never blocking. With
-    /// a writer thread ([`AuditLog::spawn_writer`]) the records go through its queue;
-    /// without one (a CLI command) they are written here, and a failure is logged.
-    pub fn denied(&self, entry: Entry) {
+    /// Records a denied request, or a failed attempt at a change — anything an attacker
+    /// could repeat at will: aggregated (see the module doc) and, with a writer thread
+    /// ([`AuditLog::spawn_writer`]), never blocking. Without one (a CLI command) the
+    /// record is written here; a failure is logged, not returned.
+    pub fn best_effort(&self, entry: Entry) {
         let now = now_ms();
         let (due, first) = {
             let mut agg = self.denials.lock();
@@ -192,9 +193,13 @@ impl AuditLog {
         }
     }
 
-    /// Records a best-effort entry (a failed change attempt, a denial summary): queued
-    /// for the writer thread when there is one, else written at once.
-    pub fn submit(&self, entry: Entry) {
+    /// Whether a writer thread takes the best-effort records.
+    pub fn has_writer(&self) -> bool {
+        self.queue.lock().is_some()
+    }
+
+    /// Queues a record for the writer thread when there is one, else writes it at once.
+    fn submit(&self, entry: Entry) {
         let queue = self.queue.lock().clone();
         match queue {
             Some(tx) => match tx.try_send(entry) {
@@ -211,7 +216,7 @@ impl AuditLog {
         }
     }
 
-    /// Starts the writer thread for [`AuditLog::denied`] and [`AuditLog::submit`]; it
+    /// Starts the writer thread for [`AuditLog::best_effort`] and [`AuditLog::submit`]; it
     /// also writes each window's summaries when the window ends. Stop it with
     /// [`AuditWriter::stop`] (or by dropping it): what is counted is written first.
     pub fn spawn_writer(self: &Arc<Self>) -> Result<AuditWriter, AuditError> {

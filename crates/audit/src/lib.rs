@@ -3,7 +3,7 @@
 //!
 //! - [`AuditLog`] appends records durably (fsync before the change is acknowledged),
 //!   serialized across threads and processes, continuing the chain after a restart.
-//! - [`AuditLog::denied`] records refused requests aggregated per window, so a flood of
+//! - [`AuditLog::best_effort`] records refused requests (and failed attempts) aggregated per window, so a flood of
 //!   them cannot fill the disk or slow the API ([`denials`]).
 //! - [`verify()`] finds modified, removed, inserted and reordered records.
 //! - [`query()`] lists records, newest first, with filters.

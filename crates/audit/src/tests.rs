@@ -282,7 +282,7 @@ fn a_flood_of_denials_is_bounded_on_disk_and_does_not_block() {
     let n = 200_000u32;
     for i in 0..n {
         let ip = format!("10.{}.{}.{}:4444", (i >> 16) & 255, (i >> 8) & 255, i & 255);
-        log.denied(
+        log.best_effort(
             Entry::new("anonymous", "request.denied", Outcome::Denied)
                 .client(ip)
                 .status(403)

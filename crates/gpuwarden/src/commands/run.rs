@@ -43,6 +43,7 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let allowed_hosts = super::allowed_hosts(&cfg)?;
     let store = super::stage::open_store(&cfg)?;
+    let (audit, audit_writer) = super::audit::open_for_server(&cfg.data_dir)?;
 
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| {
         format!(
@@ -138,6 +139,7 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
         cache: Default::default(),
         predictor: Some(predictor),
         allowed_hosts,
+        audit: Some(audit.clone()),
     };
     let extra = sim_handle.as_ref().map(|h| gpuwarden_sim::control_router(h.clone()));
     let router = gpuwarden_server::router(state, extra);
@@ -162,6 +164,8 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     if let Some(h) = sim_handle {
         h.shutdown().await;
     }
+    // What the writer holds (counted denials) is written before the process ends.
+    tokio::task::spawn_blocking(move || audit_writer.stop()).await?;
     let s = store.clone();
     tokio::task::spawn_blocking(move || s.flush())
         .await?

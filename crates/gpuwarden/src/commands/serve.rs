@@ -76,6 +76,7 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
     }
     let allowed_hosts = super::allowed_hosts(&cfg)?;
     let store = super::stage::open_store(&cfg)?;
+    let (audit, audit_writer) = super::audit::open_for_server(&cfg.data_dir)?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("listening on {}", cfg.listen))?;
@@ -161,6 +162,7 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
         cache: Default::default(),
         predictor: Some(predictor),
         allowed_hosts,
+        audit: Some(audit.clone()),
         ingest: Some(Arc::new(IngestState {
             ingestor: ingestor.clone(),
             tokens,
@@ -171,7 +173,8 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
             newest: Default::default(),
         })),
     };
-    let push_router = ingest::ingest_router(state.clone());
+    // The push listener records its refusals (bad or missing token) too.
+    let push_router = gpuwarden_server::audit::wrap(ingest::ingest_router(state.clone()), Some(audit.clone()));
     let router = gpuwarden_server::router(state, None);
     let server_task = tokio::spawn(gpuwarden_server::serve_with(
         listener,
@@ -226,6 +229,8 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
     for t in notify_tasks {
         let _ = t.await;
     }
+    // What the writer holds (counted denials) is written before the process ends.
+    tokio::task::spawn_blocking(move || audit_writer.stop()).await?;
     let s = store.clone();
     tokio::task::spawn_blocking(move || s.flush())
         .await?
