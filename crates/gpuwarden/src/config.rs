@@ -45,6 +45,18 @@ pub struct FileConfig {
     /// docs/simulator.md, "Failure model"). `GPUWARDEN_PREDICT_*` variables override it.
     #[serde(default)]
     pub predict: gpuwarden_predict::PredictConfig,
+    /// The audit trail (always kept in `data_dir/audit`): where else to send it.
+    #[serde(default)]
+    pub audit: AuditSection,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// Names of `[notify.sinks.NAME]` that receive every audit record (e.g. a syslog/CEF,
+    /// Splunk, Elastic or webhook sink of the SIEM), regardless of routes and silences.
+    #[serde(default)]
+    pub forward: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +134,8 @@ pub struct RunConfig {
     pub notify: gpuwarden_notify::NotifyConfig,
     /// `[predict]` with the `GPUWARDEN_PREDICT_*` overrides applied.
     pub predict: gpuwarden_predict::PredictConfig,
+    /// `[audit] forward`: configured sink names.
+    pub audit_forward: Vec<String>,
 }
 
 impl RunConfig {
@@ -210,6 +224,16 @@ pub fn build(
         Some(s) => duration("store.retention", s)?,
         None => Duration::from_secs(7 * 24 * 3600),
     };
+    for name in &file.audit.forward {
+        if !file.notify.sinks.contains_key(name) {
+            let known: Vec<&str> = file.notify.sinks.keys().map(String::as_str).collect();
+            bail!(
+                "[audit] forward names the sink {name:?}, which is not configured (configured: {}); \
+                 add a [notify.sinks.{name}] section or remove it",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            );
+        }
+    }
     Ok(RunConfig {
         listen,
         allowed_hosts,
@@ -239,6 +263,7 @@ pub fn build(
             file.notify
         },
         predict: file.predict.with_env_overrides(),
+        audit_forward: file.audit.forward,
     })
 }
 
@@ -313,6 +338,18 @@ mod tests {
         let file: FileConfig = toml::from_str("allowed_hosts = [\"https://gpuwarden.example.com\"]\n").unwrap();
         let err = build(file, None, None, None).unwrap_err();
         assert!(format!("{err:#}").contains("allowed_hosts"), "{err:#}");
+    }
+
+    #[test]
+    fn audit_forward_must_name_configured_sinks() {
+        let file: FileConfig = toml::from_str("[audit]\nforward = [\"siem\"]\n").unwrap();
+        let err = build(file, None, None, None).unwrap_err();
+        assert!(format!("{err:#}").contains("\"siem\""), "{err:#}");
+        let file: FileConfig = toml::from_str(
+            "[audit]\nforward = [\"siem\"]\n[notify.sinks.siem]\ntype = \"ecs_file\"\npath = \"/tmp/x.ndjson\"\n",
+        )
+        .unwrap();
+        assert_eq!(build(file, None, None, None).unwrap().audit_forward, ["siem"]);
     }
 
     #[test]

@@ -165,3 +165,89 @@ pub fn record_cli(data_dir: &Path, entry: Entry) -> Result<()> {
         .with_context(|| format!("writing the audit record to {}", dir.display()))?;
     Ok(())
 }
+
+/// Forwards every audit record, once durable, to the sinks named in `[audit] forward`
+/// (bypassing routes and silences; delivered through the outbox with its retries).
+pub fn forward_to(log: &AuditLog, notifier: Arc<gpuwarden_notify::Notifier>, sinks: Vec<String>) {
+    if sinks.is_empty() {
+        return;
+    }
+    log.set_observer(Arc::new(move |r: &gpuwarden_audit::Record| {
+        notifier.forward(notification(r), &sinks);
+    }));
+}
+
+/// An audit record as the notification every sink formats: a `detected` security event
+/// of rule `audit.<action>`, its fields as ECS-style labels (`user.name`,
+/// `source.address`, `event.action`, `event.outcome`, …) and one delivery key per record
+/// (`audit:<seq>#1`), so receivers can dedupe retries.
+pub fn notification(r: &gpuwarden_audit::Record) -> gpuwarden_notify::Notification {
+    use gpuwarden_model::{Action, FindingKind, Severity};
+    use gpuwarden_notify::{Status, Transition};
+    let mut labels = std::collections::BTreeMap::new();
+    let mut put = |k: &str, v: Option<String>| {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            labels.insert(k.to_string(), v);
+        }
+    };
+    put("user.name", Some(r.actor.clone()));
+    put("user.roles", Some(r.role.clone()));
+    put("gpuwarden.tenant", r.tenant.clone());
+    put("source.address", r.client.clone());
+    put("event.action", Some(r.action.clone()));
+    put(
+        "event.outcome",
+        Some(
+            match r.result {
+                Outcome::Ok => "success",
+                Outcome::Denied | Outcome::Error => "failure",
+            }
+            .into(),
+        ),
+    );
+    put("http.response.status_code", r.status.map(|s| s.to_string()));
+    put("audit.target", r.target.clone());
+    put("audit.detail", r.detail.clone());
+    put("audit.seq", Some(r.seq.to_string()));
+    put("audit.count", Some(r.count.to_string()));
+    put("audit.hash", Some(r.hash.clone()));
+    put("audit.prev", Some(r.prev.clone()));
+    let summary = format!(
+        "audit: {} {}{} → {}{}{}",
+        r.actor,
+        r.action,
+        r.target.as_deref().map(|t| format!(" {t}")).unwrap_or_default(),
+        r.result.as_str(),
+        r.status.map(|s| format!(" ({s})")).unwrap_or_default(),
+        r.client.as_deref().map(|c| format!(" from {c}")).unwrap_or_default(),
+    );
+    let incident = format!("audit:{}", r.seq);
+    gpuwarden_notify::Notification {
+        schema: gpuwarden_notify::message::SCHEMA_VERSION,
+        delivery_key: format!("{incident}#1"),
+        incident,
+        seq: 1,
+        transition: Transition::Detected,
+        transitions: vec![Transition::Detected],
+        status: Status::Firing,
+        kind: FindingKind::Security,
+        severity: if r.result == Outcome::Ok {
+            Severity::Info
+        } else {
+            Severity::Warning
+        },
+        rule: format!("audit.{}", r.action),
+        node: "gpuwarden".into(),
+        gpu: None,
+        namespace: None,
+        summary,
+        action: Action::None,
+        action_text: Action::None.describe().to_string(),
+        started_ms: r.ts_ms,
+        ts_ms: r.ts_ms,
+        ended_ms: None,
+        acknowledged_by: None,
+        labels,
+        url: None,
+    }
+}

@@ -113,6 +113,7 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
         shutdown_rx.clone(),
     );
     let notify_tasks = notifier.spawn(shutdown_rx.clone());
+    super::audit::forward_to(&audit, notifier.clone(), cfg.audit_forward.clone());
     let (tx, rx) = mpsc::channel(64);
     let scrape_task = tokio::spawn(scraper.run(tx, shutdown_rx.clone()));
     let ingest_task = tokio::spawn(ingestor.clone().run(rx));

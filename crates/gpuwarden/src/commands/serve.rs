@@ -144,6 +144,7 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
     let retention_task =
         super::stage::spawn_retention(store.clone(), cfg.retention, clock.clone(), shutdown_rx.clone());
     let notify_tasks = notifier.spawn(shutdown_rx.clone());
+    super::audit::forward_to(&audit, notifier.clone(), cfg.audit_forward.clone());
 
     let before_metrics = {
         let ingestor = ingestor.clone();
