@@ -247,7 +247,9 @@ impl AuditLog {
                 if dropped > 0 {
                     let mut e = Entry::new("gpuwarden", "audit.dropped", Outcome::Error)
                         .role("system")
-                        .detail(format!("{dropped} best-effort records dropped: the audit writer's queue was full"));
+                        .detail(format!(
+                            "{dropped} best-effort records dropped: the audit writer's queue was full"
+                        ));
                     e.count = dropped;
                     batch.push(e);
                 }
@@ -317,10 +319,14 @@ mod tests {
         assert!(a.observe(denial("10.0.0.1:1000", 403, "cross_origin"), 0).is_some());
         // Same host, another port: the same key.
         for i in 0..99 {
-            assert!(a.observe(denial(&format!("10.0.0.1:{}", 2000 + i), 403, "cross_origin"), 10).is_none());
+            assert!(a
+                .observe(denial(&format!("10.0.0.1:{}", 2000 + i), 403, "cross_origin"), 10)
+                .is_none());
         }
         // Another reason: another key.
-        assert!(a.observe(denial("10.0.0.1:1000", 421, "host_not_allowed"), 20).is_some());
+        assert!(a
+            .observe(denial("10.0.0.1:1000", 421, "host_not_allowed"), 20)
+            .is_some());
         assert!(a.roll(999, false).is_empty(), "the window has not ended");
         let out = a.roll(1000, false);
         assert_eq!(out.len(), 1, "{out:?}");

@@ -15,7 +15,11 @@ pub enum AuditError {
          Run `gpuwarden audit verify` to see every problem, keep the directory as evidence, \
          and move it aside to start a new trail"
     )]
-    Corrupt { path: PathBuf, line: usize, problem: String },
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        problem: String,
+    },
 }
 
 impl AuditError {

@@ -286,8 +286,14 @@ impl AuditLog {
             .map_err(AuditError::io(path, "opening to cut the torn tail"))?;
         f.set_len(keep).map_err(AuditError::io(path, "cutting the torn tail"))?;
         f.sync_all().map_err(AuditError::io(path, "syncing"))?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let saved_name = saved.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let saved_name = saved
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         tracing::warn!(
             "audit log {}: cut off an unfinished last record ({} bytes at offset {keep}, left by a crash during a write; \
              it was never acknowledged); its bytes are kept in {}",
@@ -345,7 +351,8 @@ impl AuditLog {
                 line: 0,
                 problem: "the current file is not open".into(),
             })?;
-            f.write_all(line.as_bytes()).map_err(AuditError::io(path.as_path(), "writing a record"))?;
+            f.write_all(line.as_bytes())
+                .map_err(AuditError::io(path.as_path(), "writing a record"))?;
             *len += line.len() as u64;
             t.seq = seq;
             t.hash = rec.hash.clone();

@@ -128,10 +128,11 @@ impl Entry {
         cut(&mut self.actor, MAX_FIELD_CHARS);
         cut(&mut self.role, MAX_FIELD_CHARS);
         cut(&mut self.action, MAX_FIELD_CHARS);
-        for f in [&mut self.tenant, &mut self.client, &mut self.target] {
-            if let Some(s) = f {
-                cut(s, MAX_FIELD_CHARS);
-            }
+        for s in [&mut self.tenant, &mut self.client, &mut self.target]
+            .into_iter()
+            .flatten()
+        {
+            cut(s, MAX_FIELD_CHARS);
         }
         if let Some(d) = &mut self.detail {
             cut(d, MAX_DETAIL_CHARS);

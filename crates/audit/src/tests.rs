@@ -77,7 +77,11 @@ fn verify_names_a_modified_record() {
     rewrite(&path, &l);
     let rep = verify(dir.path()).unwrap();
     assert_eq!(rep.problems.len(), 1, "{:?}", rep.problems);
-    assert!(matches!(&rep.problems[0], Problem::Modified { seq: 3, at } if at.line == 3), "{:?}", rep.problems);
+    assert!(
+        matches!(&rep.problems[0], Problem::Modified { seq: 3, at } if at.line == 3),
+        "{:?}",
+        rep.problems
+    );
     assert!(rep.problems[0].to_string().contains("record 3"), "{}", rep.problems[0]);
 }
 
@@ -95,7 +99,11 @@ fn verify_names_a_removed_record() {
     l.remove(0);
     rewrite(&path, &l);
     let rep = verify(dir.path()).unwrap();
-    assert!(rep.problems.contains(&Problem::Missing { from: 1, to: 2 }), "{:?}", rep.problems);
+    assert!(
+        rep.problems.contains(&Problem::Missing { from: 1, to: 2 }),
+        "{:?}",
+        rep.problems
+    );
 }
 
 #[test]
@@ -138,7 +146,9 @@ fn verify_names_an_inserted_record_even_with_a_correct_own_hash() {
     rewrite(&path, &l);
     let rep = verify(dir.path()).unwrap();
     assert!(
-        rep.problems.iter().any(|p| matches!(p, Problem::BrokenLink { seq: 4, .. })),
+        rep.problems
+            .iter()
+            .any(|p| matches!(p, Problem::BrokenLink { seq: 4, .. })),
         "{:?}",
         rep.problems
     );
@@ -162,7 +172,11 @@ fn a_torn_tail_is_cut_off_recorded_and_kept_as_evidence() {
     std::io::Write::write_all(&mut f, b"{\"seq\":4,\"ts_ms\":1,\"act").unwrap();
     drop(f);
     let rep = verify(dir.path()).unwrap();
-    assert!(matches!(rep.problems[..], [Problem::TornTail { bytes: 23, .. }]), "{:?}", rep.problems);
+    assert!(
+        matches!(rep.problems[..], [Problem::TornTail { bytes: 23, .. }]),
+        "{:?}",
+        rep.problems
+    );
 
     let log = AuditLog::open(dir.path()).unwrap();
     let r = log.append(entry(5)).unwrap();
@@ -180,7 +194,11 @@ fn a_torn_tail_is_cut_off_recorded_and_kept_as_evidence() {
     )
     .unwrap();
     assert_eq!(page.records.len(), 1);
-    assert!(page.records[0].detail.as_deref().unwrap().contains("23 bytes"), "{:?}", page.records[0]);
+    assert!(
+        page.records[0].detail.as_deref().unwrap().contains("23 bytes"),
+        "{:?}",
+        page.records[0]
+    );
     let kept: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .filter_map(|e| e.ok())
@@ -223,7 +241,11 @@ fn the_chain_continues_across_files() {
     // Removing a whole middle file is found.
     std::fs::remove_file(&segs[2]).unwrap();
     let rep = verify(dir.path()).unwrap();
-    assert!(matches!(rep.problems[..], [Problem::Missing { .. }]), "{:?}", rep.problems);
+    assert!(
+        matches!(rep.problems[..], [Problem::Missing { .. }]),
+        "{:?}",
+        rep.problems
+    );
     let page = query(
         dir.path(),
         &Query {
@@ -293,7 +315,10 @@ fn a_flood_of_denials_is_bounded_on_disk_and_does_not_block() {
     let per_call = t0.elapsed() / n;
     // Recording is a map update, not a write: far below a millisecond per denial even
     // on a slow debug build.
-    assert!(per_call < std::time::Duration::from_micros(200), "{per_call:?} per denial");
+    assert!(
+        per_call < std::time::Duration::from_micros(200),
+        "{per_call:?} per denial"
+    );
     writer.stop();
     let rep = verify(dir.path()).unwrap();
     assert!(rep.is_intact(), "{:?}", rep.problems);

@@ -55,12 +55,18 @@ impl fmt::Display for Problem {
         match self {
             Problem::Unreadable { at, why } => write!(f, "{at}: not a record ({why})"),
             Problem::Modified { seq, at } => {
-                write!(f, "record {seq} ({at}) was modified: its content does not match its hash")
+                write!(
+                    f,
+                    "record {seq} ({at}) was modified: its content does not match its hash"
+                )
             }
             Problem::Missing { from, to } if from == to => write!(f, "record {from} is missing (removed)"),
             Problem::Missing { from, to } => write!(f, "records {from} to {to} are missing (removed)"),
             Problem::OutOfOrder { seq, after, at } => {
-                write!(f, "record {seq} ({at}) is out of order: it comes after record {after} (moved)")
+                write!(
+                    f,
+                    "record {seq} ({at}) is out of order: it comes after record {after} (moved)"
+                )
             }
             Problem::Duplicate { seq, at } => write!(f, "record {seq} ({at}) appears twice (inserted)"),
             Problem::BrokenLink { seq, at } => write!(
@@ -68,7 +74,10 @@ impl fmt::Display for Problem {
                 "record {seq} ({at}) does not link to the record before it: one of the two was replaced or inserted"
             ),
             Problem::TornTail { file, bytes } => {
-                write!(f, "{file} ends in an unfinished record of {bytes} bytes (a crash during a write)")
+                write!(
+                    f,
+                    "{file} ends in an unfinished record of {bytes} bytes (a crash during a write)"
+                )
             }
         }
     }
@@ -109,7 +118,10 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, AuditError> {
     // Every readable record in file order, with where it is.
     let mut all: Vec<(Record, Place)> = Vec::new();
     for p in &segs {
-        let file = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let file = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let bytes = std::fs::read(p).map_err(AuditError::io(p, "reading"))?;
         let (lines, rest) = segments::lines(&bytes);
         for (i, line) in lines.iter().enumerate() {

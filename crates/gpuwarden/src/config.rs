@@ -230,7 +230,11 @@ pub fn build(
             bail!(
                 "[audit] forward names the sink {name:?}, which is not configured (configured: {}); \
                  add a [notify.sinks.{name}] section or remove it",
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             );
         }
     }

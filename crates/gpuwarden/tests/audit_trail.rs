@@ -143,7 +143,11 @@ async fn changes_and_denials_are_recorded_listed_forwarded_and_verified() {
     // Denials are written by the writer thread: wait for them.
     let all = wait_for(Duration::from_secs(10), "the denials in the audit trail", || async {
         let b = get_json(&format!("{base}/api/v1/audit?limit=100")).await.ok()?;
-        let denied = b["records"].as_array()?.iter().filter(|r| r["result"] == "denied").count();
+        let denied = b["records"]
+            .as_array()?
+            .iter()
+            .filter(|r| r["result"] == "denied")
+            .count();
         (denied == 2).then_some(b)
     })
     .await;
@@ -174,8 +178,13 @@ async fn changes_and_denials_are_recorded_listed_forwarded_and_verified() {
         form_denial["target"],
         format!("POST /api/v1/incidents/{incident}/ack").as_str()
     );
-    assert!(form_denial["client"].as_str().is_some_and(|c| c.starts_with("127.0.0.1:")));
-    let cross = denials.iter().find(|r| r["status"] == 403).expect("the cross-origin post");
+    assert!(form_denial["client"]
+        .as_str()
+        .is_some_and(|c| c.starts_with("127.0.0.1:")));
+    let cross = denials
+        .iter()
+        .find(|r| r["status"] == 403)
+        .expect("the cross-origin post");
     assert_eq!(cross["detail"], "cross_origin");
     // Newest first, chained.
     let seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
@@ -183,7 +192,9 @@ async fn changes_and_denials_are_recorded_listed_forwarded_and_verified() {
     assert_eq!(records[0]["prev"], records[1]["hash"]);
 
     // Filters and paging.
-    let silences = get_json(&format!("{base}/api/v1/audit?action=silence.*")).await.unwrap();
+    let silences = get_json(&format!("{base}/api/v1/audit?action=silence.*"))
+        .await
+        .unwrap();
     assert_eq!(silences["records"].as_array().unwrap().len(), 2, "{silences}");
     let denied = get_json(&format!("{base}/api/v1/audit?result=denied")).await.unwrap();
     assert_eq!(denied["records"].as_array().unwrap().len(), 2, "{denied}");
@@ -191,7 +202,9 @@ async fn changes_and_denials_are_recorded_listed_forwarded_and_verified() {
     assert_eq!(mine["records"].as_array().unwrap().len(), 0, "{mine}");
     let page1 = get_json(&format!("{base}/api/v1/audit?limit=2")).await.unwrap();
     let next = page1["next_before"].as_u64().expect("a next page");
-    let page2 = get_json(&format!("{base}/api/v1/audit?limit=2&before={next}")).await.unwrap();
+    let page2 = get_json(&format!("{base}/api/v1/audit?limit=2&before={next}"))
+        .await
+        .unwrap();
     assert_eq!(page2["records"][0]["seq"].as_u64(), Some(next - 1), "{page2}");
     let future = get_json(&format!("{base}/api/v1/audit?from=-1m&to=now")).await.unwrap();
     assert_eq!(future["records"].as_array().unwrap().len(), records.len());
@@ -199,7 +212,11 @@ async fn changes_and_denials_are_recorded_listed_forwarded_and_verified() {
         let r = c.get(format!("{base}/api/v1/audit?result=maybe")).send().await.unwrap();
         (r.status().as_u16(), r.json::<Value>().await.unwrap())
     };
-    assert_eq!((status, bad["error"]["code"].as_str()), (400, Some("bad_result")), "{bad}");
+    assert_eq!(
+        (status, bad["error"]["code"].as_str()),
+        (400, Some("bad_result")),
+        "{bad}"
+    );
 
     // The SIEM sink got the records, the silence notwithstanding.
     let forwarded = wait_for(Duration::from_secs(20), "the audit records in the SIEM file", || {
@@ -215,7 +232,8 @@ async fn changes_and_denials_are_recorded_listed_forwarded_and_verified() {
                 .iter()
                 .filter_map(|d| d["gpuwarden"]["labels"]["event.action"].as_str().map(str::to_string))
                 .collect();
-            (actions.iter().any(|a| a == "silence.create") && actions.iter().filter(|a| *a == "request.denied").count() == 2)
+            (actions.iter().any(|a| a == "silence.create")
+                && actions.iter().filter(|a| *a == "request.denied").count() == 2)
                 .then_some(docs)
         }
     })
@@ -234,7 +252,10 @@ async fn changes_and_denials_are_recorded_listed_forwarded_and_verified() {
     assert!(out.contains("intact") && out.contains("head hash"), "{out}");
     let (code, out) = audit(&["show", "--limit", "3", "--action", "request.denied"], &data);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("cross_origin") && out.contains("unsupported_media_type"), "{out}");
+    assert!(
+        out.contains("cross_origin") && out.contains("unsupported_media_type"),
+        "{out}"
+    );
 
     let path = trail_file(&data);
     let original = std::fs::read_to_string(&path).unwrap();

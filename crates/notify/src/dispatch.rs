@@ -297,7 +297,9 @@ impl Notifier {
                     }
                 }
             }
-            Err(e) => tracing::error!("a forwarded record could not be written to the outbox and will not be sent: {e}"),
+            Err(e) => {
+                tracing::error!("a forwarded record could not be written to the outbox and will not be sent: {e}")
+            }
         }
     }
 

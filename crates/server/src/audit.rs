@@ -60,7 +60,10 @@ fn is_push(path: &str) -> bool {
 
 /// A path segment usable in an action name (routes are lower-case words).
 fn word(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 40 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    !s.is_empty()
+        && s.len() <= 40
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 fn singular(s: &str) -> &str {
@@ -111,10 +114,7 @@ async fn peek(resp: Response) -> (Response, Option<serde_json::Value>) {
         }
         Err(e) => {
             tracing::warn!("audit: reading an answer body: {e}");
-            (
-                ApiError::internal("reading the answer", e).into_response(),
-                None,
-            )
+            (ApiError::internal("reading the answer", e).into_response(), None)
         }
     }
 }
@@ -149,7 +149,10 @@ pub async fn record(State(log): State<Arc<AuditLog>>, req: Request, next: Next) 
         .as_ref()
         .and_then(|j| j["error"]["code"].as_str())
         .map(str::to_string);
-    let mut entry = Entry::new(actor, "", Outcome::Ok).role(role).tenant(tenant).status(status.as_u16());
+    let mut entry = Entry::new(actor, "", Outcome::Ok)
+        .role(role)
+        .tenant(tenant)
+        .status(status.as_u16());
     entry.client = client;
     entry.detail = code;
     if denied {

@@ -109,13 +109,15 @@ fn show(a: ShowArgs) -> Result<ExitCode> {
         limit: a.limit.max(1),
         ..Query::default()
     };
-    let page = gpuwarden_audit::query(&dir, &q).with_context(|| format!("reading the audit trail in {}", dir.display()))?;
+    let page =
+        gpuwarden_audit::query(&dir, &q).with_context(|| format!("reading the audit trail in {}", dir.display()))?;
     for r in &page.records {
         if a.json {
             println!("{}", r.to_line());
             continue;
         }
-        let when = humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(r.ts_ms.max(0) as u64));
+        let when =
+            humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(r.ts_ms.max(0) as u64));
         println!(
             "{:>6}  {when}  {:<16} {:<8} {:<22} {:<7} {:>3}  {:<21} {}{}{}",
             r.seq,
@@ -127,7 +129,11 @@ fn show(a: ShowArgs) -> Result<ExitCode> {
             r.client.as_deref().unwrap_or("-"),
             r.target.as_deref().unwrap_or("-"),
             r.detail.as_deref().map(|d| format!("  ({d})")).unwrap_or_default(),
-            if r.count > 1 { format!("  ×{}", r.count) } else { String::new() }
+            if r.count > 1 {
+                format!("  ×{}", r.count)
+            } else {
+                String::new()
+            }
         );
     }
     if page.records.is_empty() {

@@ -170,7 +170,10 @@ async fn test(a: TestArgs) -> Result<ExitCode> {
 /// directory exists (a test run from anywhere must not create one).
 fn record_test(data_dir: &std::path::Path, sink: &str, error: Option<String>) -> Result<()> {
     if !data_dir.is_dir() {
-        tracing::debug!("no data directory {}: the test is not recorded in an audit trail", data_dir.display());
+        tracing::debug!(
+            "no data directory {}: the test is not recorded in an audit trail",
+            data_dir.display()
+        );
         return Ok(());
     }
     let result = if error.is_some() {

@@ -116,7 +116,10 @@ pub async fn list(
         return Err(ApiError {
             status: StatusCode::FORBIDDEN,
             code: "forbidden",
-            message: format!("reading the audit trail needs the admin role; {} is {}", principal.id, principal.role),
+            message: format!(
+                "reading the audit trail needs the admin role; {} is {}",
+                principal.id, principal.role
+            ),
         });
     }
     let params = query(params)?;

@@ -26,10 +26,7 @@ fn app(log: Arc<AuditLog>) -> axum::Router {
             }),
         )
         .route("/api/v1/ingest", post(|| async { "ok" }));
-    wrap(
-        request_guard::wrap(api, Arc::new(AllowedHosts::default())),
-        Some(log),
-    )
+    wrap(request_guard::wrap(api, Arc::new(AllowedHosts::default())), Some(log))
 }
 
 fn req(method: &str, uri: &str, ct: Option<&str>, origin: Option<&str>) -> HttpRequest<Body> {
@@ -73,41 +70,68 @@ async fn changes_and_denials_are_recorded_with_who_what_where() {
     let app = app(log.clone());
     let send = |r| app.clone().oneshot(r);
 
-    let resp = send(req("POST", "/api/v1/incidents/inc-01ABC/resolve", JSON, None)).await.unwrap();
+    let resp = send(req("POST", "/api/v1/incidents/inc-01ABC/resolve", JSON, None))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     // A change is on disk before its answer leaves.
     let recs = all(dir.path());
     assert_eq!(recs.len(), 1);
     let r = &recs[0];
     assert_eq!(
-        (r.action.as_str(), r.target.as_deref(), r.actor.as_str(), r.role.as_str()),
+        (
+            r.action.as_str(),
+            r.target.as_deref(),
+            r.actor.as_str(),
+            r.role.as_str()
+        ),
         ("incident.resolve", Some("inc-01ABC"), "anonymous", "admin")
     );
-    assert_eq!((r.result, r.status, r.client.as_deref()), (Outcome::Ok, Some(200), Some("192.0.2.7:40000")));
+    assert_eq!(
+        (r.result, r.status, r.client.as_deref()),
+        (Outcome::Ok, Some(200), Some("192.0.2.7:40000"))
+    );
 
     // The created id comes from the answer; the body reaches the client unchanged.
     let resp = send(req("POST", "/api/v1/silences", JSON, None)).await.unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
     let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap()["id"], "sil-42");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["id"],
+        "sil-42"
+    );
     // The principal the authentication middleware left in the answer is the actor.
     send(req("POST", "/api/v1/tokens", JSON, None)).await.unwrap();
     // Refused by the guard: a form post, a foreign Origin, a rebinding Host.
-    let form = send(req("POST", "/api/v1/incidents/inc-01ABC/resolve", Some("application/x-www-form-urlencoded"), None))
+    let form = send(req(
+        "POST",
+        "/api/v1/incidents/inc-01ABC/resolve",
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(form.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let foreign = send(req("POST", "/api/v1/silences", JSON, Some("https://evil.example")))
         .await
         .unwrap();
-    assert_eq!(form.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let foreign = send(req("POST", "/api/v1/silences", JSON, Some("https://evil.example"))).await.unwrap();
     assert_eq!(foreign.status(), StatusCode::FORBIDDEN);
     let mut rebound = req("GET", "/api/v1/gpus", None, None);
-    rebound.headers_mut().insert(header::HOST, "evil.example.com".parse().unwrap());
+    rebound
+        .headers_mut()
+        .insert(header::HOST, "evil.example.com".parse().unwrap());
     assert_eq!(send(rebound).await.unwrap().status(), StatusCode::MISDIRECTED_REQUEST);
     // A failed change, a push (data, not a change), a read: the first is recorded.
     assert_eq!(
-        send(req("DELETE", "/api/v1/silences/sil-nope", JSON, None)).await.unwrap().status(),
+        send(req("DELETE", "/api/v1/silences/sil-nope", JSON, None))
+            .await
+            .unwrap()
+            .status(),
         StatusCode::NOT_FOUND
     );
-    send(req("POST", "/api/v1/ingest", Some("application/x-protobuf"), None)).await.unwrap();
+    send(req("POST", "/api/v1/ingest", Some("application/x-protobuf"), None))
+        .await
+        .unwrap();
     writer.stop();
 
     let recs = all(dir.path());
@@ -118,7 +142,10 @@ async fn changes_and_denials_are_recorded_with_who_what_where() {
     };
     assert_eq!(find("silence.create", 201).target.as_deref(), Some("sil-42"));
     let tok = find("token.create", 201);
-    assert_eq!((tok.actor.as_str(), tok.tenant.as_deref()), ("tok-admin", Some("team-a")));
+    assert_eq!(
+        (tok.actor.as_str(), tok.tenant.as_deref()),
+        ("tok-admin", Some("team-a"))
+    );
     let d = find("request.denied", 415);
     assert_eq!(d.result, Outcome::Denied);
     assert_eq!(d.detail.as_deref(), Some("unsupported_media_type"));
@@ -159,15 +186,35 @@ async fn a_change_whose_record_cannot_be_written_is_answered_503() {
 #[test]
 fn actions_are_named_from_routes() {
     let cases = [
-        (Method::POST, "/api/v1/incidents/inc-1/ack", "incident.ack", Some("inc-1")),
+        (
+            Method::POST,
+            "/api/v1/incidents/inc-1/ack",
+            "incident.ack",
+            Some("inc-1"),
+        ),
         (Method::POST, "/api/v1/silences", "silence.create", None),
-        (Method::DELETE, "/api/v1/silences/sil-1", "silence.expire", Some("sil-1")),
+        (
+            Method::DELETE,
+            "/api/v1/silences/sil-1",
+            "silence.expire",
+            Some("sil-1"),
+        ),
         (Method::POST, "/api/v1/tokens", "token.create", None),
         (Method::DELETE, "/api/v1/tokens/tok-1", "token.delete", Some("tok-1")),
         (Method::PUT, "/api/v1/config", "config.update", None),
-        (Method::POST, "/api/v1/models/m-1/activate", "model.activate", Some("m-1")),
+        (
+            Method::POST,
+            "/api/v1/models/m-1/activate",
+            "model.activate",
+            Some("m-1"),
+        ),
         (Method::POST, "/api/v1/notifications/test", "notification.test", None),
-        (Method::POST, "/api/v1/simulation/faults", "simulation.fault_inject", None),
+        (
+            Method::POST,
+            "/api/v1/simulation/faults",
+            "simulation.fault_inject",
+            None,
+        ),
         (Method::POST, "/api/v1/<script>/x", "request.post", None),
         (Method::POST, "/api/v1/incidents/x/<b>", "request.post", None),
     ];
