@@ -7,6 +7,7 @@
 //!   them cannot fill the disk or slow the API ([`denials`]).
 //! - [`verify()`] finds modified, removed, inserted and reordered records.
 //! - [`query()`] lists records, newest first, with filters.
+//! - [`snapshot()`] copies a log consistently while it is written (backups).
 //!
 //! A CLI command records its own change like this:
 //!
@@ -30,6 +31,7 @@ pub mod log;
 pub mod query;
 pub mod record;
 mod segments;
+pub mod snapshot;
 pub mod verify;
 
 pub use denials::{AuditWriter, DenialLimits};
@@ -37,6 +39,7 @@ pub use error::AuditError;
 pub use log::{audit_dir, AuditLog, Observer, Options};
 pub use query::{query, Page, Query};
 pub use record::{Entry, Outcome, Record, GENESIS};
+pub use snapshot::snapshot;
 pub use verify::{verify, Place, Problem, VerifyReport};
 
 #[cfg(test)]

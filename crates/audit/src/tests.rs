@@ -341,3 +341,28 @@ fn a_flood_of_denials_is_bounded_on_disk_and_does_not_block() {
         .sum();
     assert!(bytes < 64 << 10, "{bytes} bytes on disk");
 }
+
+#[test]
+fn a_snapshot_taken_while_appending_is_a_verified_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(AuditLog::open(dir.path()).unwrap());
+    log.append(entry(0)).unwrap();
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for i in 1..200 {
+                log.append(entry(i)).unwrap();
+            }
+        })
+    };
+    let copy = tempfile::tempdir().unwrap();
+    let rep = snapshot(dir.path(), &copy.path().join("audit")).unwrap();
+    writer.join().unwrap();
+    assert!(rep.is_intact(), "{:?}", rep.problems);
+    assert!(rep.records >= 1 && rep.records <= 200);
+    // Not into a directory that already holds a trail.
+    assert!(snapshot(dir.path(), &copy.path().join("audit")).is_err());
+    // The copy continues as a log of its own.
+    let restored = AuditLog::open(&copy.path().join("audit")).unwrap();
+    assert_eq!(restored.append(entry(999)).unwrap().seq, rep.records + 1);
+}

@@ -3,7 +3,8 @@
 //! recorded with who, what, from where and the result; `GET /api/v1/audit` lists and
 //! filters them; the records reach the SIEM sink named in `[audit] forward` even while a
 //! silence matches everything; `gpuwarden audit verify` passes on the intact trail and
-//! names the record when one is modified, removed or two are swapped.
+//! names the record when one is modified, removed or two are swapped. A CLI change
+//! (`gpuwarden notify test`) joins the same chain.
 
 mod common;
 
@@ -245,8 +246,47 @@ async fn changes_and_denials_are_recorded_listed_forwarded_and_verified() {
     assert_eq!(created["gpuwarden"]["labels"]["user.name"], "anonymous", "{created}");
     assert_eq!(created["gpuwarden"]["labels"]["event.outcome"], "success", "{created}");
 
-    // Intact.
+    // A change made by a command on the host (`notify test`) joins the same chain.
     drop(gw);
+    let cli_config = dir.path().join("cli.toml");
+    std::fs::write(
+        &cli_config,
+        format!(
+            "data_dir = \"{}\"\n[notify.sinks.siem]\ntype = \"ecs_file\"\npath = \"{}\"\n",
+            data.display(),
+            siem.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .args(["notify", "test", "siem", "--config"])
+        .arg(&cli_config)
+        .env("USER", "carol")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, out) = audit(&["show", "--json", "--action", "notification.test"], &data);
+    assert_eq!(code, 0, "{out}");
+    let rec: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (
+            &rec["actor"],
+            &rec["role"],
+            &rec["client"],
+            &rec["target"],
+            &rec["result"]
+        ),
+        (
+            &json!("cli:carol"),
+            &json!("local"),
+            &json!("cli"),
+            &json!("siem"),
+            &json!("ok")
+        ),
+        "{rec}"
+    );
+
+    // Intact.
     let (code, out) = audit(&["verify"], &data);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("intact") && out.contains("head hash"), "{out}");

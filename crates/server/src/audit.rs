@@ -15,8 +15,8 @@
 //!   on a blocking thread *before* the answer leaves. If that write fails the client gets
 //!   `503 audit_unavailable` instead of its answer and the failure is logged: the change
 //!   itself was already made (the record is written after the handler ran, because only
-//!   then is the result known), but it is not acknowledged as done, and `/readyz`-style
-//!   monitoring sees the error in the log. A change that failed (4xx, 5xx) changed
+//!   then is the result known), but it is not acknowledged as done; the failure is
+//!   logged at error level. A change that failed (4xx, 5xx) changed
 //!   nothing and is recorded best-effort, aggregated like denials.
 //! - **Denials** (401, 403, 415, 421, 429 on any method and route, the push routes
 //!   included): best-effort and aggregated per client and reason

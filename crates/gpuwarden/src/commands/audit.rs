@@ -154,6 +154,13 @@ pub fn open_for_server(data_dir: &Path) -> Result<(Arc<AuditLog>, gpuwarden_audi
     Ok((log, writer))
 }
 
+/// An entry for a change made by a command run on this machine: actor `cli:$USER`, role
+/// `local` (whoever can run it has the data directory), client `cli`. Add `.target(…)`
+/// and `.detail(…)`, then [`record_cli`] it.
+pub fn cli_entry(action: &str, result: Outcome) -> Entry {
+    Entry::new(cli_actor(), action, result).role("local").client("cli")
+}
+
 /// The actor of a command run on this machine: `cli:$USER`.
 pub fn cli_actor() -> String {
     let user = std::env::var("USER")
@@ -162,8 +169,11 @@ pub fn cli_actor() -> String {
     format!("cli:{user}")
 }
 
-/// Records a change made by a CLI command in `data_dir`'s trail (durably). Used by
-/// commands that change state without going through the API.
+/// Records a change made by a CLI command in `data_dir`'s trail, durably, before the
+/// command reports success. Safe while `run`/`serve` use the same data directory (the
+/// trail is locked per append and the chain continues from whoever wrote last). Used by
+/// commands that change state without going through the API, e.g.
+/// `record_cli(&data_dir, cli_entry("token.create", Outcome::Ok).target(&id))?`.
 pub fn record_cli(data_dir: &Path, entry: Entry) -> Result<()> {
     let dir = audit_dir(data_dir);
     AuditLog::open(&dir)

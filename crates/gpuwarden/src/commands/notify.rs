@@ -181,9 +181,7 @@ fn record_test(data_dir: &std::path::Path, sink: &str, error: Option<String>) ->
     } else {
         gpuwarden_audit::Outcome::Ok
     };
-    let mut entry = gpuwarden_audit::Entry::new(super::audit::cli_actor(), "notification.test", result)
-        .client("cli")
-        .target(sink);
+    let mut entry = super::audit::cli_entry("notification.test", result).target(sink);
     entry.detail = error;
     super::audit::record_cli(data_dir, entry)
 }
