@@ -183,6 +183,36 @@ async fn a_change_whose_record_cannot_be_written_is_answered_503() {
     assert_eq!(v["error"]["code"], "audit_unavailable");
 }
 
+#[tokio::test]
+async fn a_flood_of_refused_requests_writes_a_bounded_number_of_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(AuditLog::open(dir.path()).unwrap());
+    let writer = log.spawn_writer().unwrap();
+    let app = app(log.clone());
+    let n = 5000u64;
+    for i in 0..n {
+        let mut r = req(
+            "POST",
+            &format!("/api/v1/incidents/inc-{i}/resolve"),
+            Some("text/plain"),
+            Some("https://evil.example"),
+        );
+        // 40 hosts, a new port each time.
+        let peer: SocketAddr = format!("198.51.100.{}:{}", i % 40, 1024 + i).parse().unwrap();
+        r.extensions_mut().insert(ConnectInfo(peer));
+        assert_eq!(
+            app.clone().oneshot(r).await.unwrap().status(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+    }
+    writer.stop();
+    let recs = all(dir.path());
+    // One record when each host is first refused, one with the count of its repeats.
+    assert_eq!(recs.len(), 80, "{}", recs.len());
+    assert_eq!(recs.iter().map(|r| r.count).sum::<u64>(), n);
+    assert!(gpuwarden_audit::verify(dir.path()).unwrap().is_intact());
+}
+
 #[test]
 fn actions_are_named_from_routes() {
     let cases = [
