@@ -206,6 +206,7 @@ impl AuditLog {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                     self.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.dropped_total.fetch_add(1, Ordering::Relaxed);
                 }
             },
             None => {

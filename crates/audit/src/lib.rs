@@ -36,7 +36,7 @@ pub mod verify;
 
 pub use denials::{AuditWriter, DenialLimits};
 pub use error::AuditError;
-pub use log::{audit_dir, AuditLog, Observer, Options};
+pub use log::{audit_dir, AuditLog, AuditStats, Observer, Options};
 pub use query::{query, Page, Query};
 pub use record::{Entry, Outcome, Record, GENESIS};
 pub use snapshot::snapshot;

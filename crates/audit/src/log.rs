@@ -24,7 +24,7 @@ use parking_lot::{Mutex, RwLock};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
@@ -73,6 +73,29 @@ pub struct AuditLog {
     pub(crate) queue: Mutex<Option<SyncSender<Entry>>>,
     pub(crate) dropped: AtomicU64,
     observer: RwLock<Option<Observer>>,
+    records_written: AtomicU64,
+    write_errors: AtomicU64,
+    pub(crate) dropped_total: AtomicU64,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("dir", &self.dir)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters of one log since it was opened (for `/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditStats {
+    /// Records written (fsynced).
+    pub records_written: u64,
+    /// Appends that failed (each lost its records; for a change, its answer was 503).
+    pub write_errors: u64,
+    /// Best-effort records dropped because the writer's queue was full.
+    pub dropped: u64,
 }
 
 impl AuditLog {
@@ -102,6 +125,9 @@ impl AuditLog {
             queue: Mutex::new(None),
             dropped: AtomicU64::new(0),
             observer: RwLock::new(None),
+            records_written: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
+            dropped_total: AtomicU64::new(0),
         };
         // Reads (and repairs) the end now, so a tampered log fails at start, not at the
         // first change.
@@ -122,6 +148,15 @@ impl AuditLog {
     /// The directory of the log.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Counters since the log was opened.
+    pub fn stats(&self) -> AuditStats {
+        AuditStats {
+            records_written: self.records_written.load(Ordering::Relaxed),
+            write_errors: self.write_errors.load(Ordering::Relaxed),
+            dropped: self.dropped_total.load(Ordering::Relaxed),
+        }
     }
 
     /// The settings it was opened with.
@@ -155,17 +190,21 @@ impl AuditLog {
         let written = {
             let mut tail = self.tail.lock();
             let _g = self.flock()?;
-            let mut batch = self.sync_tail(&mut tail)?;
-            batch.extend(entries);
-            match self.write_batch(&mut tail, batch) {
+            let written = self.sync_tail(&mut tail).and_then(|mut batch| {
+                batch.extend(entries);
+                self.write_batch(&mut tail, batch)
+            });
+            match written {
                 Ok(w) => w,
                 Err(e) => {
                     // The file may hold part of a line now: read the end again next time.
                     *tail = None;
+                    self.write_errors.fetch_add(1, Ordering::Relaxed);
                     return Err(e);
                 }
             }
         };
+        self.records_written.fetch_add(written.len() as u64, Ordering::Relaxed);
         self.notify(&written);
         Ok(written)
     }

@@ -215,7 +215,7 @@ fn a_tampered_end_is_refused_not_chained_over() {
     let (path, mut l) = lines(dir.path());
     l[2] = l[2].replace("user3", "userX");
     rewrite(&path, &l);
-    let err = AuditLog::open(dir.path()).err().expect("refused");
+    let err = AuditLog::open(dir.path()).unwrap_err();
     assert!(err.to_string().contains("audit verify"), "{err}");
 }
 
@@ -280,6 +280,8 @@ fn many_threads_and_two_processes_share_one_chain() {
     assert!(rep.is_intact(), "{:?}", rep.problems);
     assert_eq!(rep.records, 200);
     assert_eq!(rep.last_seq, Some(200));
+    assert_eq!(a.stats().records_written + b.stats().records_written, 200);
+    assert_eq!(a.stats().write_errors, 0);
 }
 
 #[test]

@@ -209,5 +209,41 @@ fn best_effort(log: &Arc<AuditLog>, entry: Entry) {
     }
 }
 
+/// The trail's counters on `/metrics`: `gpuwarden_audit_records_written_total`,
+/// `gpuwarden_audit_write_errors_total` (alert on any increase: changes are being
+/// answered 503 or refusals are not recorded), `gpuwarden_audit_dropped_total`.
+#[derive(Debug)]
+pub struct AuditMetrics(pub Arc<AuditLog>);
+
+impl prometheus_client::collector::Collector for AuditMetrics {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::MetricType;
+        let s = self.0.stats();
+        for (name, help, v) in [
+            (
+                "gpuwarden_audit_records_written",
+                "Audit records written and fsynced since start",
+                s.records_written,
+            ),
+            (
+                "gpuwarden_audit_write_errors",
+                "Appends to the audit trail that failed since start (a change so affected was answered 503)",
+                s.write_errors,
+            ),
+            (
+                "gpuwarden_audit_dropped",
+                "Best-effort audit records (refusals, failed attempts) dropped because the writer's queue was full",
+                s.dropped,
+            ),
+        ] {
+            let m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(v).encode(m)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests;

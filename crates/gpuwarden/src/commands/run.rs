@@ -82,6 +82,7 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     let metrics = PipelineMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    registry.register_collector(Box::new(gpuwarden_server::audit::AuditMetrics(audit.clone())));
     let time = super::stage::time_source(&clock, sim_handle.as_ref());
     let super::stage::Stage { analysis, notifier } = super::stage::build(
         &cfg,

@@ -97,6 +97,7 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
     let metrics = PipelineMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    registry.register_collector(Box::new(gpuwarden_server::audit::AuditMetrics(audit.clone())));
     let ingest_metrics = IngestMetrics::default();
     ingest_metrics.register(&mut registry);
     let super::stage::Stage { analysis, notifier } = super::stage::build(

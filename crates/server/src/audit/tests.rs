@@ -181,6 +181,13 @@ async fn a_change_whose_record_cannot_be_written_is_answered_503() {
     let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["error"]["code"], "audit_unavailable");
+    // And /metrics says so.
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(AuditMetrics(log)));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(text.contains("gpuwarden_audit_write_errors_total 1"), "{text}");
+    assert!(text.contains("gpuwarden_audit_records_written_total 1"), "{text}");
 }
 
 #[tokio::test]
