@@ -13,7 +13,8 @@
 // ("risk —", never a made-up 0%); the page makes no request outside the server and
 // throws no script error; a page of another origin cannot resolve, acknowledge or
 // silence (form post, `text/plain` fetch, JSON fetch) and a DNS-rebound host name is
-// refused (421). Screenshots of every page go to target/browser-screenshots/
+// refused (421); the audit page lists the Ack with its actor and client address, and
+// its result filter shows only refused requests. Screenshots of every page go to target/browser-screenshots/
 // (or $GPUWARDEN_SCREENSHOTS). Exits 0 on success, 1 on failure.
 //
 // Preconditions: an open incident with a GPU exists (the Rust test injects a fault first;
@@ -305,6 +306,23 @@ async function main() {
 
     step('another web page cannot change anything; a rebound host name is refused');
     await otherOrigin(context, alsoAllowed, incident);
+
+    step('audit page: the Ack and the refused requests, with who and from where');
+    await page.goto(`${base}/#/audit`);
+    const ackRow = await waitFor('the Ack in the audit trail', async () => {
+      await page.waitForSelector('table.audit tbody tr', { timeout: 10_000 });
+      return page.$$eval('table.audit tbody tr', (rows, id) => rows
+        .map((r) => ({ result: r.dataset.result, text: r.textContent }))
+        .find((r) => r.text.includes('incident.ack') && r.text.includes(id)), incident.id);
+    }, 20_000);
+    assert(ackRow.result === 'ok' && ackRow.text.includes('anonymous') && ackRow.text.includes('127.0.0.1'), `ack row: ${ackRow.text}`);
+    await waitFor('a denied request in the audit page', async () => {
+      await page.goto(`${base}/#/audit?result=denied`);
+      await page.waitForSelector('table.audit tbody tr, .empty', { timeout: 10_000 });
+      const results = await page.$$eval('table.audit tbody tr', (rows) => rows.map((r) => r.dataset.result));
+      return results.length > 0 && results.every((r) => r === 'denied');
+    }, 20_000);
+    await shot(page, 'audit');
 
     step('stale GPU is grey "unknown"');
     const gpus = (await api('GET', '/api/v1/gpus')).gpus;

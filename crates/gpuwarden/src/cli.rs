@@ -66,6 +66,10 @@ pub enum Command {
     /// Train the failure predictor (hard failure within 24 h) from the store's history, or
     /// from a simulated history when the store has too few failures.
     Train(TrainArgs),
+    /// The audit trail (every change and denied request, hash-chained): verify its chain,
+    /// show its latest records.
+    #[command(subcommand)]
+    Audit(crate::commands::audit::AuditCommand),
 }
 
 /// `gpuwarden train`: build a training set, fit the GBDT with a time-based split, save a

@@ -54,6 +54,9 @@ pub struct FileConfig {
     /// The API/UI listener: `[api.rate_limit]`.
     #[serde(default)]
     pub api: ApiSection,
+    /// The audit trail (always kept in `data_dir/audit`): where else to send it.
+    #[serde(default)]
+    pub audit: AuditSection,
 }
 
 /// `[tls]` / `[ingest.tls]`: PEM files, re-read when they change.
@@ -103,6 +106,15 @@ pub struct RateLimitSection {
     pub exempt_loopback: Option<bool>,
     /// Most buckets kept per kind. Default 100000.
     pub max_tracked: Option<usize>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// Names of `[notify.sinks.NAME]` that receive every audit record (e.g. a syslog/CEF,
+    /// Splunk, Elastic or webhook sink of the SIEM), regardless of routes and silences.
+    #[serde(default)]
+    pub forward: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -188,6 +200,8 @@ pub struct RunConfig {
     pub tls_reload_interval: Duration,
     /// `[api.rate_limit]`; `None`: off.
     pub rate_limit: Option<gpuwarden_server::rate_limit::RateLimitConfig>,
+    /// `[audit] forward`: configured sink names.
+    pub audit_forward: Vec<String>,
 }
 
 impl RunConfig {
@@ -344,6 +358,20 @@ pub fn build(
         Some(s) => duration("store.retention", s)?,
         None => Duration::from_secs(7 * 24 * 3600),
     };
+    for name in &file.audit.forward {
+        if !file.notify.sinks.contains_key(name) {
+            let known: Vec<&str> = file.notify.sinks.keys().map(String::as_str).collect();
+            bail!(
+                "[audit] forward names the sink {name:?}, which is not configured (configured: {}); \
+                 add a [notify.sinks.{name}] section or remove it",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            );
+        }
+    }
     Ok(RunConfig {
         listen,
         allowed_hosts,
@@ -377,6 +405,7 @@ pub fn build(
         ingest_tls,
         tls_reload_interval,
         rate_limit,
+        audit_forward: file.audit.forward,
     })
 }
 
@@ -513,6 +542,18 @@ mod tests {
         let file: FileConfig = toml::from_str("allowed_hosts = [\"https://gpuwarden.example.com\"]\n").unwrap();
         let err = build(file, None, None, None).unwrap_err();
         assert!(format!("{err:#}").contains("allowed_hosts"), "{err:#}");
+    }
+
+    #[test]
+    fn audit_forward_must_name_configured_sinks() {
+        let file: FileConfig = toml::from_str("[audit]\nforward = [\"siem\"]\n").unwrap();
+        let err = build(file, None, None, None).unwrap_err();
+        assert!(format!("{err:#}").contains("\"siem\""), "{err:#}");
+        let file: FileConfig = toml::from_str(
+            "[audit]\nforward = [\"siem\"]\n[notify.sinks.siem]\ntype = \"ecs_file\"\npath = \"/tmp/x.ndjson\"\n",
+        )
+        .unwrap();
+        assert_eq!(build(file, None, None, None).unwrap().audit_forward, ["siem"]);
     }
 
     #[test]

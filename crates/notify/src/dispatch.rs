@@ -268,6 +268,41 @@ impl Notifier {
         self.enqueue(vec![(n.incident.clone(), seq, fp)], vec![n]);
     }
 
+    /// Sends `n` to exactly the sinks named in `sinks`, durably (outbox, retries),
+    /// bypassing routes and silences: for records that must reach a SIEM whatever the
+    /// routing says and that nobody may silence (the audit trail). Names that are not
+    /// configured sinks are skipped (the configuration check refuses them at start).
+    pub fn forward(&self, n: Notification, sinks: &[String]) {
+        let _g = self.enqueue_lock.lock();
+        let now = self.clock.now_ms();
+        let n = Arc::new(n);
+        let entries: Vec<NewEntry> = sinks
+            .iter()
+            .filter(|s| self.sinks.contains_key(*s))
+            .map(|s| NewEntry {
+                sink: s.clone(),
+                notification: n.clone(),
+                silenced_by: None,
+            })
+            .collect();
+        if entries.is_empty() {
+            return;
+        }
+        match self.outbox.enqueue(&[], entries, now) {
+            Ok(ids) => {
+                for (sink, _) in &ids {
+                    if let Some(slot) = self.sinks.get(sink) {
+                        self.update_pending(sink);
+                        slot.wake.notify_one();
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!("a forwarded record could not be written to the outbox and will not be sent: {e}")
+            }
+        }
+    }
+
     fn update_pending(&self, sink: &str) {
         self.metrics
             .pending

@@ -5,6 +5,7 @@
 //! authentication and tenants (a later step) only have to fill the scope in.
 
 pub mod api;
+pub mod audit;
 pub mod cache;
 pub mod derived_metrics;
 pub mod error;

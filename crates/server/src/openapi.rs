@@ -2,7 +2,7 @@
 //! at `/api/openapi.json`, with an interactive page at `/api/docs` (Swagger UI, vendored
 //! into the binary: no CDN).
 
-use crate::api::{dto, fleet, gpus, incidents, ingest, notifications, predictions, silences, system};
+use crate::api::{audit, dto, fleet, gpus, incidents, ingest, notifications, predictions, silences, system};
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
@@ -40,6 +40,7 @@ Errors are JSON `{\"error\": {\"code\", \"message\"}}` with stable codes; lists 
         predictions::list,
         predictions::gpu,
         predictions::current_model,
+        audit::list,
     ),
     components(schemas(dto::ErrorBody, dto::GpuList, dto::GpuItem, dto::IncidentList, dto::IncidentAction)),
     tags(
@@ -50,6 +51,7 @@ Errors are JSON `{\"error\": {\"code\", \"message\"}}` with stable codes; lists 
         (name = "simulation", description = "The built-in simulator (only when it runs)"),
         (name = "notifications", description = "Notification outbox per sink, and silences"),
         (name = "predictions", description = "Hard-failure predictions (24 h horizon) and the model in use"),
+        (name = "audit", description = "The audit trail: every change and every denied request (admins only)"),
         (name = "ingest", description = "Pushes from gpuwarden agents and Prometheus remote_write (gpuwarden serve)"),
     )
 )]

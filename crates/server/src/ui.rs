@@ -50,6 +50,7 @@ static ASSETS: &[Asset] = &[
     asset!("js/charts.js", JS),
     asset!("js/incidents.js", JS),
     asset!("js/incident_table.js", JS),
+    asset!("js/audit.js", JS),
     asset!("vendor/uPlot.esm.js", JS),
     asset!("vendor/uPlot.min.css", CSS),
     asset!("vendor/uPlot.LICENSE", TEXT),

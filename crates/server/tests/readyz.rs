@@ -72,6 +72,7 @@ async fn readyz_is_503_while_store_writes_fail_and_recovers_by_itself() {
             cache: Default::default(),
             predictor: None,
             allowed_hosts: Default::default(),
+            audit: None,
         },
         None,
     );

@@ -1,6 +1,7 @@
 //! One module per subcommand; `dispatch` picks it.
 
 mod agent;
+pub(crate) mod audit;
 mod bench;
 mod dashboards;
 pub(crate) mod forensics;
@@ -39,6 +40,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Dashboards(DashboardsCommand::Export(args)) => dashboards::export(args),
         Command::Xid(args) => xid::xid(args),
         Command::Train(args) => train::train(args),
+        Command::Audit(cmd) => audit::audit(cmd),
     }
 }
 

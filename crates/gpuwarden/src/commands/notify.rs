@@ -127,7 +127,12 @@ pub fn notify(cmd: NotifyCommand) -> Result<ExitCode> {
 }
 
 async fn test(a: TestArgs) -> Result<ExitCode> {
-    let mut cfg = FileConfig::load(&a.config)?.notify;
+    let file = FileConfig::load(&a.config)?;
+    let data_dir = file
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from("./gpuwarden-data"));
+    let mut cfg = file.notify;
     if !cfg.sinks.contains_key(&a.sink) {
         let names: Vec<&str> = cfg.sinks.keys().map(String::as_str).collect();
         bail!(
@@ -144,7 +149,9 @@ async fn test(a: TestArgs) -> Result<ExitCode> {
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let notifier = gpuwarden_notify::Notifier::new(&cfg, scratch.path(), Arc::new(SystemClock))
         .with_context(|| format!("building sink '{}'", a.sink))?;
-    match notifier.test(&a.sink).await {
+    let outcome = notifier.test(&a.sink).await;
+    record_test(&data_dir, &a.sink, outcome.as_ref().err().map(|e| e.to_string()))?;
+    match outcome {
         Ok(n) => {
             println!(
                 "sink '{}': test message delivered (delivery key {})",
@@ -157,6 +164,26 @@ async fn test(a: TestArgs) -> Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// Records the test in the audit trail of the config's data directory, when that
+/// directory exists (a test run from anywhere must not create one).
+fn record_test(data_dir: &std::path::Path, sink: &str, error: Option<String>) -> Result<()> {
+    if !data_dir.is_dir() {
+        tracing::debug!(
+            "no data directory {}: the test is not recorded in an audit trail",
+            data_dir.display()
+        );
+        return Ok(());
+    }
+    let result = if error.is_some() {
+        gpuwarden_audit::Outcome::Error
+    } else {
+        gpuwarden_audit::Outcome::Ok
+    };
+    let mut entry = super::audit::cli_entry("notification.test", result).target(sink);
+    entry.detail = error;
+    super::audit::record_cli(data_dir, entry)
 }
 
 fn rfc3339_ms(field: &str, s: &str) -> Result<i64> {

@@ -49,6 +49,7 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let allowed_hosts = super::allowed_hosts(&cfg)?;
     let store = super::stage::open_store(&cfg)?;
+    let (audit, audit_writer) = super::audit::open_for_server(&cfg.data_dir)?;
 
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| {
         format!(
@@ -87,6 +88,7 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     let metrics = PipelineMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    registry.register_collector(Box::new(gpuwarden_server::audit::AuditMetrics(audit.clone())));
     let time = super::stage::time_source(&clock, sim_handle.as_ref());
     let super::stage::Stage { analysis, notifier } = super::stage::build(
         &cfg,
@@ -120,6 +122,7 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
         shutdown_rx.clone(),
     );
     let notify_tasks = notifier.spawn(shutdown_rx.clone());
+    super::audit::forward_to(&audit, notifier.clone(), cfg.audit_forward.clone());
     let (tx, rx) = mpsc::channel(64);
     let scrape_task = tokio::spawn(scraper.run(tx, shutdown_rx.clone()));
     let ingest_task = tokio::spawn(ingestor.clone().run(rx));
@@ -146,6 +149,7 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
         cache: Default::default(),
         predictor: Some(predictor),
         allowed_hosts,
+        audit: Some(audit.clone()),
     };
     let extra = sim_handle.as_ref().map(|h| gpuwarden_sim::control_router(h.clone()));
     let router = super::listen::rate_limited(gpuwarden_server::router(state, extra), &cfg);
@@ -177,6 +181,8 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     if let Some(h) = sim_handle {
         h.shutdown().await;
     }
+    // What the writer holds (counted denials) is written before the process ends.
+    tokio::task::spawn_blocking(move || audit_writer.stop()).await?;
     let s = store.clone();
     tokio::task::spawn_blocking(move || s.flush())
         .await?

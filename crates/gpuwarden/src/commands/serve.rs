@@ -92,6 +92,7 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
     }
     let allowed_hosts = super::allowed_hosts(&cfg)?;
     let store = super::stage::open_store(&cfg)?;
+    let (audit, audit_writer) = super::audit::open_for_server(&cfg.data_dir)?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("listening on {}", cfg.listen))?;
@@ -112,6 +113,7 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
     let metrics = PipelineMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    registry.register_collector(Box::new(gpuwarden_server::audit::AuditMetrics(audit.clone())));
     let ingest_metrics = IngestMetrics::default();
     ingest_metrics.register(&mut registry);
     let super::stage::Stage { analysis, notifier } = super::stage::build(
@@ -169,6 +171,7 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
     let retention_task =
         super::stage::spawn_retention(store.clone(), cfg.retention, clock.clone(), shutdown_rx.clone());
     let notify_tasks = notifier.spawn(shutdown_rx.clone());
+    super::audit::forward_to(&audit, notifier.clone(), cfg.audit_forward.clone());
 
     let before_metrics = {
         let ingestor = ingestor.clone();
@@ -187,6 +190,7 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
         cache: Default::default(),
         predictor: Some(predictor),
         allowed_hosts,
+        audit: Some(audit.clone()),
         ingest: Some(Arc::new(IngestState {
             ingestor: ingestor.clone(),
             tokens,
@@ -199,7 +203,8 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
                 && args.ingest_listen.is_some(),
         })),
     };
-    let push_router = ingest::ingest_router(state.clone());
+    // The push listener records its refusals (bad or missing token) too.
+    let push_router = gpuwarden_server::audit::wrap(ingest::ingest_router(state.clone()), Some(audit.clone()));
     let router = super::listen::rate_limited(gpuwarden_server::router(state, None), &cfg);
     let scheme = super::listen::scheme(&tls);
     let ingest_scheme = super::listen::scheme(&ingest_tls);
@@ -260,6 +265,8 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
     for t in notify_tasks {
         let _ = t.await;
     }
+    // What the writer holds (counted denials) is written before the process ends.
+    tokio::task::spawn_blocking(move || audit_writer.stop()).await?;
     let s = store.clone();
     tokio::task::spawn_blocking(move || s.flush())
         .await?

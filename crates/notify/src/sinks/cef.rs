@@ -8,7 +8,9 @@
 //! `rt` (transition time, ms), `start`/`end`, `dhost` (the node), `externalId` (the
 //! incident), `act` (recommended action), `msg`, `cat` (finding kind), `outcome`
 //! (firing/acknowledged/resolved), `cn1` (transition sequence) and `cs1`–`cs5` with their
-//! labels (gpu, deliveryKey, namespace, transition, mitreTechnique).
+//! labels (gpu, deliveryKey, namespace, transition, mitreTechnique). An audit record
+//! (labels `user.name`, `source.address`, `audit.target`, `event.outcome`) adds `suser`,
+//! `src`/`spt` (or `shost`), `request`, and its `outcome` (success/failure).
 
 use crate::message::Notification;
 use gpuwarden_model::Severity;
@@ -64,7 +66,29 @@ pub fn format(n: &Notification) -> String {
     ext.push(("act", n.action.as_str().to_string()));
     ext.push(("msg", n.summary.clone()));
     ext.push(("cat", format!("{:?}", n.kind).to_lowercase()));
-    ext.push(("outcome", n.status.as_str().to_string()));
+    // An audit record (see `[audit] forward`) says who did it from where, and whether
+    // it succeeded, in the CEF dictionary's own fields.
+    let outcome = n
+        .labels
+        .get("event.outcome")
+        .cloned()
+        .unwrap_or_else(|| n.status.as_str().to_string());
+    ext.push(("outcome", outcome));
+    if let Some(u) = n.labels.get("user.name") {
+        ext.push(("suser", u.clone()));
+    }
+    if let Some(a) = n.labels.get("source.address") {
+        match a.parse::<std::net::SocketAddr>() {
+            Ok(sa) => {
+                ext.push(("src", sa.ip().to_string()));
+                ext.push(("spt", sa.port().to_string()));
+            }
+            Err(_) => ext.push(("shost", a.clone())),
+        }
+    }
+    if let Some(t) = n.labels.get("audit.target") {
+        ext.push(("request", t.clone()));
+    }
     ext.push(("cn1Label", "seq".into()));
     ext.push(("cn1", n.seq.to_string()));
     if let Some(g) = &n.gpu {
@@ -179,5 +203,29 @@ mod tests {
         assert_eq!(get("dhost").as_deref(), Some("node-a"));
         assert_eq!(get("cs1").as_deref(), Some("GPU-1"));
         assert_eq!(get("cs2").as_deref(), Some("inc-000007#1"));
+    }
+
+    #[test]
+    fn audit_records_name_the_user_source_and_outcome() {
+        let mut n = sample(Transition::Detected);
+        for (k, v) in [
+            ("user.name", "tok-01"),
+            ("source.address", "192.0.2.7:40000"),
+            ("audit.target", "POST /api/v1/silences"),
+            ("event.outcome", "failure"),
+        ] {
+            n.labels.insert(k.into(), v.into());
+        }
+        let (_, ext) = parse(&format(&n)).unwrap();
+        let get = |k: &str| ext.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        assert_eq!(get("suser").as_deref(), Some("tok-01"));
+        assert_eq!(get("src").as_deref(), Some("192.0.2.7"));
+        assert_eq!(get("spt").as_deref(), Some("40000"));
+        assert_eq!(get("request").as_deref(), Some("POST /api/v1/silences"));
+        assert_eq!(get("outcome").as_deref(), Some("failure"));
+        // Incidents keep their status as the outcome.
+        let (_, ext) = parse(&format(&sample(Transition::Opened))).unwrap();
+        assert!(ext.iter().any(|(k, v)| k == "outcome" && v == "firing"));
+        assert!(!ext.iter().any(|(k, _)| k == "suser"));
     }
 }

@@ -1,5 +1,6 @@
 //! Routes of the API, and the state they share.
 
+pub(crate) mod audit;
 pub mod dto;
 pub(crate) mod fleet;
 pub(crate) mod gpus;
@@ -42,6 +43,10 @@ pub struct AppState {
     pub predictor: Option<Arc<gpuwarden_predict::Predictor>>,
     /// The names the `Host` header may carry (see [`crate::request_guard`]).
     pub allowed_hosts: Arc<crate::request_guard::AllowedHosts>,
+    /// The audit trail: changes and denied requests are recorded in it (see
+    /// [`crate::audit`]) and `GET /api/v1/audit` lists it; `None` records nothing and
+    /// answers that route with 404.
+    pub audit: Option<Arc<gpuwarden_audit::AuditLog>>,
 }
 
 impl AppState {
@@ -77,9 +82,11 @@ impl AppState {
 }
 
 /// The API router. `extra` is merged in (e.g. the simulator's control routes). All of
-/// it is behind [`crate::request_guard`] (content type, `Origin`, `Host`).
+/// it is behind [`crate::request_guard`] (content type, `Origin`, `Host`), and that
+/// behind [`crate::audit`] (the outermost layer, so the guard's refusals are recorded).
 pub fn router(state: AppState, extra: Option<Router>) -> Router {
     let hosts = state.allowed_hosts.clone();
+    let audit = state.audit.clone();
     let api = Router::new()
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
@@ -102,6 +109,7 @@ pub fn router(state: AppState, extra: Option<Router>) -> Router {
         .route("/api/v1/notifications", get(notifications::list))
         .route("/api/v1/silences", get(silences::list).post(silences::create))
         .route("/api/v1/silences/{id}", delete(silences::expire))
+        .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/ingest", post(ingest::push))
         .route("/api/v1/write", post(ingest::remote_write))
         .merge(crate::ui::router())
@@ -114,5 +122,5 @@ pub fn router(state: AppState, extra: Option<Router>) -> Router {
         Some(extra) => api.merge(extra),
         None => api,
     };
-    crate::request_guard::wrap(api, hosts)
+    crate::audit::wrap(crate::request_guard::wrap(api, hosts), audit)
 }

@@ -63,5 +63,7 @@ export const api = {
   incidents: (filters) => get(`/api/v1/incidents${qs({ limit: 200, ...filters })}`),
   incident: (id) => get(`/api/v1/incidents/${encodeURIComponent(id)}`),
   ack: (id, comment) => post(`/api/v1/incidents/${encodeURIComponent(id)}/ack`, { actor: 'ui', comment }),
+  // The audit trail (admins): filters action, actor, result; `before` is the page cursor.
+  audit: (filters) => get(`/api/v1/audit${qs(filters)}`),
   resolve: (id, comment) => post(`/api/v1/incidents/${encodeURIComponent(id)}/resolve`, { actor: 'ui', comment }),
 };

@@ -1,4 +1,5 @@
-// Entry point of the web UI: hash routing (#/, #/gpu/UUID, #/incidents, #/incidents/ID),
+// Entry point of the web UI: hash routing (#/, #/gpu/UUID, #/incidents, #/incidents/ID,
+// #/audit),
 // the live-refresh loop and the shared error banner.
 //
 // A page is a function (view, params, query) → { refresh(): Promise, dispose?() }.
@@ -8,6 +9,7 @@
 import { fleetPage } from './fleet.js';
 import { gpuPage } from './gpu.js';
 import { incidentsPage, incidentPage } from './incidents.js';
+import { auditPage } from './audit.js';
 import { h, replace } from './dom.js';
 import { fmtTime } from './format.js';
 
@@ -31,6 +33,7 @@ function route() {
   if (parts[0] === 'gpu' && parts[1]) return { nav: 'fleet', make: () => gpuPage(view, parts[1]) };
   if (parts[0] === 'incidents' && parts[1]) return { nav: 'incidents', make: () => incidentPage(view, parts[1]) };
   if (parts[0] === 'incidents') return { nav: 'incidents', make: () => incidentsPage(view, params) };
+  if (parts[0] === 'audit') return { nav: 'audit', make: () => auditPage(view, params) };
   return { nav: '', make: () => notFoundPage(view, path) };
 }
 

@@ -122,6 +122,7 @@ pub fn api(args: BenchApiArgs) -> Result<ExitCode> {
         cache: Default::default(),
         predictor: None,
         allowed_hosts: Default::default(),
+        audit: None,
     };
     let rt = crate::commands::runtime()?;
     let results = rt.block_on(async move {
