@@ -20,17 +20,20 @@ const MAX_LIMIT: usize = 1000;
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {
     /// From this time: ms since the epoch, RFC 3339, `now`, or `-1h`.
+    #[param(value_type = Option<crate::time_param::TimeString>, inline)]
     from: Option<String>,
     /// Until this time (same forms).
+    #[param(value_type = Option<crate::time_param::TimeString>, inline)]
     to: Option<String>,
     /// Exactly this principal id, e.g. `anonymous`, `tok-…`.
     actor: Option<String>,
     /// An action (`incident.resolve`) or a prefix ending in `.` or `*` (`silence.*`).
     action: Option<String>,
     /// ok, denied or error.
+    #[param(pattern = "^(ok|denied|error)$")]
     result: Option<String>,
     /// Only records older than this sequence number (`next_before` of the previous page).
-    #[param(minimum = 1)]
+    #[param(minimum = 1, maximum = 9007199254740991_u64)]
     before: Option<u64>,
     /// Records per page, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -132,6 +135,12 @@ pub async fn list(
         return Err(ApiError::bad_request(
             "bad_limit",
             format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    if params.before.is_some_and(|b| b == 0 || b > (1 << 53) - 1) {
+        return Err(ApiError::bad_request(
+            "bad_before",
+            "before must be a sequence number between 1 and 2^53-1",
         ));
     }
     let now = state.clock.now_ms();
