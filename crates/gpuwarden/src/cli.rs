@@ -66,6 +66,10 @@ pub enum Command {
     /// Train the failure predictor (hard failure within 24 h) from the store's history, or
     /// from a simulated history when the store has too few failures.
     Train(TrainArgs),
+    /// Back up a data directory (running or stopped) to one archive with a SHA-256 manifest.
+    Backup(crate::commands::backup::BackupArgs),
+    /// Restore a backup archive into an empty data directory, after verifying every hash.
+    Restore(crate::commands::backup::RestoreArgs),
 }
 
 /// `gpuwarden train`: build a training set, fit the GBDT with a time-based split, save a

@@ -1,6 +1,7 @@
 //! One module per subcommand; `dispatch` picks it.
 
 mod agent;
+pub(crate) mod backup;
 mod bench;
 mod dashboards;
 pub(crate) mod forensics;
@@ -38,6 +39,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Dashboards(DashboardsCommand::Export(args)) => dashboards::export(args),
         Command::Xid(args) => xid::xid(args),
         Command::Train(args) => train::train(args),
+        Command::Backup(args) => backup::backup(args),
+        Command::Restore(args) => backup::restore(args),
     }
 }
 
