@@ -66,9 +66,8 @@ pub enum Command {
     /// Train the failure predictor (hard failure within 24 h) from the store's history, or
     /// from a simulated history when the store has too few failures.
     Train(TrainArgs),
-    /// Back up a data directory (running or stopped) to one archive with a SHA-256 manifest.
+    // about and long_about are on the args structs (commands/backup*.rs), beside the code.
     Backup(crate::commands::backup::BackupArgs),
-    /// Restore a backup archive into an empty data directory, after verifying every hash.
     Restore(crate::commands::backup::RestoreArgs),
 }
 

@@ -48,9 +48,10 @@ use std::process::ExitCode;
 
 pub use restore::RestoreArgs;
 
-/// `gpuwarden backup`.
+// `gpuwarden backup` (a `//` comment: a doc comment would replace `about`).
 #[derive(Debug, Args)]
 #[command(
+    about = "Back up a data directory (running or stopped) to one archive with a SHA-256 manifest",
     long_about = "Write a consistent backup of a data directory to one file (tar + gzip, with \
 MANIFEST.json: gpuwarden version, time, source directory, and each file's size and SHA-256).\n\n\
 Safe while gpuwarden runs on the directory: no need to stop it, and it is not paused. Everything \

@@ -15,9 +15,10 @@ use std::process::ExitCode;
 /// place; a `.partial` name, so a backup never includes a leftover one.
 const STAGING: &str = ".restore.partial";
 
-/// `gpuwarden restore`.
+// `gpuwarden restore` (a `//` comment: a doc comment would replace `about`).
 #[derive(Debug, Args)]
 #[command(
+    about = "Restore a backup archive into an empty data directory, after verifying every hash",
     long_about = "Restore a `gpuwarden backup` archive into an empty data directory, then start gpuwarden \
 with --data-dir pointing at it.\n\n\
 Every file's SHA-256 is checked against the archive's manifest before anything is written: a damaged \
