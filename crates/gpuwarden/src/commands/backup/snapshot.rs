@@ -150,6 +150,28 @@ fn ordered(listing: &Listing) -> Vec<&String> {
     rest.into_iter().chain(store).collect()
 }
 
+/// Makes sure this process may hold `files` open (plus a margin for everything else):
+/// raises the soft `RLIMIT_NOFILE` up to the hard limit when needed (the soft default,
+/// often 1024, is below what a long-retention store can have).
+fn ensure_open_files(files: usize) -> Result<()> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let need = files as u64 + 64;
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current.is_none_or(|c| c >= need) {
+        return Ok(());
+    }
+    let mut raised = lim.clone();
+    raised.current = lim.maximum;
+    if lim.maximum.is_none_or(|m| m >= need) && setrlimit(Resource::Nofile, raised).is_ok() {
+        return Ok(());
+    }
+    bail!(
+        "the data directory has {files} files, and a backup holds them all open, but this process may open only {}          (ulimit -n, hard limit {}); raise the limit (e.g. LimitNOFILE= in the systemd unit, `ulimit -n`) and run the backup again",
+        lim.current.unwrap_or(0),
+        lim.maximum.map_or("unlimited".to_string(), |m| m.to_string())
+    )
+}
+
 /// Takes the snapshot of `root` (see the module documentation).
 pub fn take(root: &Path) -> Result<Snapshot> {
     let meta = std::fs::metadata(root).with_context(|| format!("data directory {}", root.display()))?;
@@ -158,6 +180,7 @@ pub fn take(root: &Path) -> Result<Snapshot> {
     }
     for tries in 1..=MAX_TRIES {
         let (before, skipped) = list(root)?;
+        ensure_open_files(before.len())?;
         let mut files = Vec::with_capacity(before.len());
         let mut stable = true;
         for path in ordered(&before) {
@@ -248,6 +271,59 @@ mod tests {
         file.rewind().unwrap();
         file.take(f.len).read_to_end(&mut got).unwrap();
         assert_eq!(got, b"acknowledged");
+    }
+
+    /// A writer that seals like the store (new WAL, segment written to a temporary name
+    /// and renamed, old WAL deleted) while snapshots are taken: no snapshot may miss
+    /// both the segment and the WAL of a generation (what a torn listing would do).
+    #[test]
+    fn snapshots_during_seals_never_lose_a_generation() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        std::fs::write(d.join("wal-1"), b"w").unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let sealer = {
+            let (d, stop) = (d.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut k = 1u64;
+                while !stop.load(Ordering::Relaxed) {
+                    std::fs::write(d.join(format!("wal-{}", k + 1)), b"w").unwrap();
+                    std::fs::write(d.join(format!("seg-{k}.tmp")), b"s").unwrap();
+                    std::fs::rename(d.join(format!("seg-{k}.tmp")), d.join(format!("seg-{k}"))).unwrap();
+                    std::fs::remove_file(d.join(format!("wal-{k}"))).unwrap();
+                    // Retention: the directory stays small however long the test runs.
+                    if k > 20 {
+                        std::fs::remove_file(d.join(format!("seg-{}", k - 20))).unwrap();
+                    }
+                    k += 1;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            })
+        };
+        let mut retried = 0;
+        let (mut snapshots, start) = (0, std::time::Instant::now());
+        while snapshots < 300 || start.elapsed() < Duration::from_millis(300) {
+            snapshots += 1;
+            let snap = take(&d).unwrap();
+            retried += snap.tries - 1;
+            let names: std::collections::HashSet<&str> = snap.files.iter().map(|f| f.path.as_str()).collect();
+            let newest = names
+                .iter()
+                .filter_map(|n| n.strip_prefix("wal-").and_then(|k| k.parse::<u64>().ok()))
+                .max()
+                .expect("a WAL file in every snapshot");
+            for k in newest.saturating_sub(10).max(1)..=newest {
+                assert!(
+                    names.contains(format!("seg-{k}").as_str()) || names.contains(format!("wal-{k}").as_str()),
+                    "generation {k} lost: {names:?}"
+                );
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        sealer.join().unwrap();
+        eprintln!("{snapshots} snapshots during seals; listed again {retried} times");
     }
 
     #[test]
