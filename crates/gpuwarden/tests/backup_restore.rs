@@ -77,7 +77,13 @@ fn gpuwarden(args: &[&std::ffi::OsStr]) -> (bool, String) {
 }
 
 fn restore(from: &Path, dir: &Path) -> (bool, String) {
-    gpuwarden(&["restore".as_ref(), "--from".as_ref(), from.as_os_str(), "--data-dir".as_ref(), dir.as_os_str()])
+    gpuwarden(&[
+        "restore".as_ref(),
+        "--from".as_ref(),
+        from.as_os_str(),
+        "--data-dir".as_ref(),
+        dir.as_os_str(),
+    ])
 }
 
 /// Every timestamp `GPU` has in `FIELD`.
@@ -110,7 +116,9 @@ async fn backup_during_ingest_restores_everything_acknowledged_before_it() {
 
     // Before the backup: an incident (XID 79, fallen off the bus) and a silence.
     let xid = json!([{"gpu": "GPU-xid", "node": "n1", "ts_ms": now_ms(), "kind": {"type": "xid", "code": 79}}]);
-    push(&client, &base, &batch("xid-1", "GPU-xid", now_ms(), xid)).await.unwrap();
+    push(&client, &base, &batch("xid-1", "GPU-xid", now_ms(), xid))
+        .await
+        .unwrap();
     let incident = wait_for(Duration::from_secs(30), "the XID incident", || async {
         let b = get_json(&format!("{base}/api/v1/incidents?gpu=GPU-xid")).await.ok()?;
         b["incidents"].as_array()?.first().cloned()
@@ -155,7 +163,13 @@ async fn backup_during_ingest_restores_everything_acknowledged_before_it() {
     let backup = {
         let (data, archive) = (data.clone(), archive.clone());
         tokio::task::spawn_blocking(move || {
-            gpuwarden(&["backup".as_ref(), "--data-dir".as_ref(), data.as_os_str(), "--to".as_ref(), archive.as_os_str()])
+            gpuwarden(&[
+                "backup".as_ref(),
+                "--data-dir".as_ref(),
+                data.as_os_str(),
+                "--to".as_ref(),
+                archive.as_os_str(),
+            ])
         })
     };
     let (ok, out) = backup.await.unwrap();

@@ -106,10 +106,17 @@ fn partial_name(path: &Path) -> PathBuf {
 }
 
 pub fn backup(args: BackupArgs) -> Result<ExitCode> {
-    let data_dir = std::fs::canonicalize(&args.data_dir)
-        .with_context(|| format!("data directory {} (give the one gpuwarden runs with, --data-dir)", args.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&args.data_dir).with_context(|| {
+        format!(
+            "data directory {} (give the one gpuwarden runs with, --data-dir)",
+            args.data_dir.display()
+        )
+    })?;
     if args.to.exists() && !args.force {
-        bail!("{} already exists; choose another name or pass --force to replace it", args.to.display());
+        bail!(
+            "{} already exists; choose another name or pass --force to replace it",
+            args.to.display()
+        );
     }
     let parent = match args.to.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -131,8 +138,10 @@ pub fn backup(args: BackupArgs) -> Result<ExitCode> {
         format: archive::FORMAT.into(),
         format_version: archive::FORMAT_VERSION,
         gpuwarden_version: env!("CARGO_PKG_VERSION").into(),
-        created: humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(created_ms as u64))
-            .to_string(),
+        created: humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(created_ms as u64),
+        )
+        .to_string(),
         created_ms,
         source_data_dir: data_dir.display().to_string(),
         consistency: archive::CONSISTENCY.into(),
@@ -161,8 +170,10 @@ pub fn backup(args: BackupArgs) -> Result<ExitCode> {
         let m = archive::write(&snap, manifest, &mut w, &pb)?;
         w.flush().with_context(|| format!("writing {}", partial.display()))?;
         drop(w);
-        out.sync_all().with_context(|| format!("syncing {}", partial.display()))?;
-        std::fs::rename(&partial, &args.to).with_context(|| format!("renaming {} to {}", partial.display(), args.to.display()))?;
+        out.sync_all()
+            .with_context(|| format!("syncing {}", partial.display()))?;
+        std::fs::rename(&partial, &args.to)
+            .with_context(|| format!("renaming {} to {}", partial.display(), args.to.display()))?;
         std::fs::File::open(&parent)
             .and_then(|d| d.sync_all())
             .with_context(|| format!("syncing directory {}", parent.display()))?;
@@ -173,7 +184,10 @@ pub fn backup(args: BackupArgs) -> Result<ExitCode> {
         Ok(m) => m,
         Err(e) => {
             let _ = std::fs::remove_file(&partial);
-            return Err(e.context(format!("backup of {} failed; no archive was written", data_dir.display())));
+            return Err(e.context(format!(
+                "backup of {} failed; no archive was written",
+                data_dir.display()
+            )));
         }
     };
     let size = std::fs::metadata(&args.to).map(|m| m.len()).unwrap_or(0);
@@ -225,7 +239,8 @@ mod tests {
         let acked = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let writer = {
-            let (store, acked, stop, gpu, field) = (store.clone(), acked.clone(), stop.clone(), gpu.clone(), field.clone());
+            let (store, acked, stop, gpu, field) =
+                (store.clone(), acked.clone(), stop.clone(), gpu.clone(), field.clone());
             std::thread::spawn(move || {
                 let mut ts = 1_000_000i64;
                 while !stop.load(Ordering::Relaxed) {
@@ -276,7 +291,10 @@ mod tests {
             let points = restored.range(&gpu, &field, 0, i64::MAX, usize::MAX).unwrap();
             let have: std::collections::HashSet<i64> = points.iter().map(|p| p.ts_ms).collect();
             let missing = (1_000_000..=before).filter(|ts| !have.contains(ts)).count();
-            assert_eq!(missing, 0, "round {round}: samples up to {before} were acknowledged before the backup");
+            assert_eq!(
+                missing, 0,
+                "round {round}: samples up to {before} were acknowledged before the backup"
+            );
         }
         stop.store(true, Ordering::Relaxed);
         writer.join().unwrap();
@@ -284,7 +302,10 @@ mod tests {
             .unwrap()
             .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("seg-"))
             .count();
-        assert!(segments > 3, "the store should have sealed during the test ({segments} segments)");
+        assert!(
+            segments > 3,
+            "the store should have sealed during the test ({segments} segments)"
+        );
         eprintln!("{segments} segments; snapshots listed again {retried} times");
     }
 }

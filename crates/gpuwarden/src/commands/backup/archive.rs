@@ -146,9 +146,7 @@ pub fn write(snap: &Snapshot, mut manifest: Manifest, out: impl Write, progress:
 
 /// Whether `p` is a plain relative path that stays inside the directory it is joined to.
 pub fn is_safe_path(p: &str) -> bool {
-    !p.is_empty()
-        && !p.contains('\\')
-        && Path::new(p).components().all(|c| matches!(c, Component::Normal(_)))
+    !p.is_empty() && !p.contains('\\') && Path::new(p).components().all(|c| matches!(c, Component::Normal(_)))
 }
 
 /// What one reading of the archive found: the manifest, and each file's size and hash.
@@ -179,8 +177,12 @@ pub fn scan(
     };
     for entry in archive.entries().with_context(|| damaged(&last))? {
         let mut entry = entry.with_context(|| damaged(&last))?;
-        let name = String::from_utf8(entry.path_bytes().into_owned())
-            .map_err(|_| anyhow::anyhow!("{}: an entry after {last} has a non-UTF-8 name; refusing the archive", path.display()))?;
+        let name = String::from_utf8(entry.path_bytes().into_owned()).map_err(|_| {
+            anyhow::anyhow!(
+                "{}: an entry after {last} has a non-UTF-8 name; refusing the archive",
+                path.display()
+            )
+        })?;
         if !is_safe_path(&name) {
             bail!(
                 "{}: entry '{name}' is not a plain relative path (absolute, '..' or '.' component); \
@@ -204,8 +206,12 @@ pub fn scan(
                 .take(MAX_MANIFEST)
                 .read_to_end(&mut text)
                 .with_context(|| read_err(&name))?;
-            let m: Manifest = serde_json::from_slice(&text)
-                .with_context(|| format!("{}: {MANIFEST} is not a valid manifest (the archive is damaged)", path.display()))?;
+            let m: Manifest = serde_json::from_slice(&text).with_context(|| {
+                format!(
+                    "{}: {MANIFEST} is not a valid manifest (the archive is damaged)",
+                    path.display()
+                )
+            })?;
             if manifest.replace(m).is_some() {
                 bail!("{}: {MANIFEST} appears twice; refusing the archive", path.display());
             }
@@ -248,15 +254,26 @@ pub fn check(path: &Path, scan: &Scan) -> Result<()> {
     let mut listed = BTreeMap::new();
     for f in &m.files {
         if !is_safe_path(&f.path) {
-            bail!("{}: manifest lists '{}', not a plain relative path; refusing a hostile archive", path.display(), f.path);
+            bail!(
+                "{}: manifest lists '{}', not a plain relative path; refusing a hostile archive",
+                path.display(),
+                f.path
+            );
         }
         if listed.insert(f.path.as_str(), f).is_some() {
-            bail!("{}: manifest lists {} twice; refusing the archive", path.display(), f.path);
+            bail!(
+                "{}: manifest lists {} twice; refusing the archive",
+                path.display(),
+                f.path
+            );
         }
     }
     for (name, (size, sha)) in &scan.found {
         let Some(f) = listed.get(name.as_str()) else {
-            bail!("{}: entry {name} is not in the manifest; refusing the archive", path.display());
+            bail!(
+                "{}: entry {name} is not in the manifest; refusing the archive",
+                path.display()
+            );
         };
         if f.sha256 != *sha || f.size != *size {
             bail!(
@@ -338,7 +355,9 @@ mod tests {
         let (bytes, _) = archive_of(dir.path());
         // Recompress with one byte of the WAL's content flipped.
         let mut tar = Vec::new();
-        flate2::read::GzDecoder::new(bytes.as_slice()).read_to_end(&mut tar).unwrap();
+        flate2::read::GzDecoder::new(bytes.as_slice())
+            .read_to_end(&mut tar)
+            .unwrap();
         let at = tar.windows(16).position(|w| w == [7u8; 16]).unwrap() + 100;
         tar[at] ^= 0xff;
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

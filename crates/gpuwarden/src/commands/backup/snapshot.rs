@@ -160,7 +160,7 @@ fn ensure_open_files(files: usize) -> Result<()> {
     if lim.current.is_none_or(|c| c >= need) {
         return Ok(());
     }
-    let mut raised = lim.clone();
+    let mut raised = lim;
     raised.current = lim.maximum;
     if lim.maximum.is_none_or(|m| m >= need) && setrlimit(Resource::Nofile, raised).is_ok() {
         return Ok(());
@@ -244,10 +244,18 @@ mod tests {
         let paths: Vec<&str> = snap.files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(
             paths,
-            ["auth/tokens.json", "ingest-batches.log", "z-new/deeper/x", "store/wal-1.log"]
+            [
+                "auth/tokens.json",
+                "ingest-batches.log",
+                "z-new/deeper/x",
+                "store/wal-1.log"
+            ]
         );
         let skipped: Vec<&str> = snap.skipped.iter().map(|(p, _)| p.as_str()).collect();
-        assert_eq!(skipped, ["link", "outbox.log.compact", "store/LOCK", "store/seg-1.seg.tmp"]);
+        assert_eq!(
+            skipped,
+            ["link", "outbox.log.compact", "store/LOCK", "store/seg-1.seg.tmp"]
+        );
         assert_eq!(snap.tries, 1);
     }
 
