@@ -70,6 +70,10 @@ pub enum Command {
     /// show its latest records.
     #[command(subcommand)]
     Audit(crate::commands::audit::AuditCommand),
+
+    // about and long_about are on the args structs (commands/backup*.rs), beside the code.
+    Backup(crate::commands::backup::BackupArgs),
+    Restore(crate::commands::backup::RestoreArgs),
 }
 
 /// `gpuwarden train`: build a training set, fit the GBDT with a time-based split, save a

@@ -90,6 +90,9 @@ mod wal;
 use crate::{GpuRecord, PageWrite, Point, Store, StoreError, StoreStats, WriteHealth};
 pub use fault::FaultInjector;
 use gpuwarden_model::{Event, FieldName, GpuIdentity, GpuSamples, GpuUuid, Incident, TimestampMs};
+/// The directory lock, public so that tools working on a data directory (restore) can
+/// tell whether a gpuwarden holds it.
+pub use lock::{DirLock, LOCK_FILE};
 use memtable::{Frozen, MemTable};
 use parking_lot::{Mutex, RwLock};
 use segment::Segment;

@@ -2,6 +2,8 @@
 
 mod agent;
 pub(crate) mod audit;
+
+pub(crate) mod backup;
 mod bench;
 mod dashboards;
 pub(crate) mod forensics;
@@ -41,6 +43,9 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Xid(args) => xid::xid(args),
         Command::Train(args) => train::train(args),
         Command::Audit(cmd) => audit::audit(cmd),
+
+        Command::Backup(args) => backup::backup(args),
+        Command::Restore(args) => backup::restore(args),
     }
 }
 
