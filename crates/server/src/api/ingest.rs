@@ -198,6 +198,21 @@ async fn read_body(
     Ok((scope, bytes))
 }
 
+/// Pushes write fleet data (any node's, any GPU's): never from a principal confined to a
+/// tenant. Agents and Prometheus authenticate with ingest tokens, not as tenants.
+fn refuse_tenant(caller: &crate::scope::CallerScope) -> Result<(), ApiError> {
+    if caller.is_restricted() {
+        return Err(ApiError {
+            status: axum::http::StatusCode::FORBIDDEN,
+            code: "tenant_cannot_ingest",
+            message: "a principal confined to a tenant cannot push data; agents and remote_write \
+                      senders use an ingest token"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
 /// Accept a batch pushed by `gpuwarden agent`.
 #[utoipa::path(post, operation_id = "ingest_batch", path = "/api/v1/ingest", tag = "ingest",
     request_body(content = String, description = "A batch in the agent push format (JSON; see docs/deploy.md)", content_type = "application/json"),
@@ -205,15 +220,17 @@ async fn read_body(
         (status = 200, description = "Stored, or already stored (status=duplicate)", body = IngestReply),
         (status = 400, description = "Malformed batch: do not retry", body = super::dto::ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = super::dto::ErrorBody),
-        (status = 403, description = "The batch's node or GPUs are outside the token's nodes", body = super::dto::ErrorBody),
+        (status = 403, description = "The batch's node or GPUs are outside the token's nodes, or the caller is confined to a tenant", body = super::dto::ErrorBody),
         (status = 404, description = "Ingest is not enabled on this server", body = super::dto::ErrorBody),
         (status = 413, description = "Body larger than the limit", body = super::dto::ErrorBody),
         (status = 503, description = "The store could not take the batch: retry later", body = super::dto::ErrorBody)))]
 pub async fn push(
     State(state): State<AppState>,
+    caller: crate::scope::CallerScope,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestReply>, ApiError> {
+    refuse_tenant(&caller)?;
     let ingest = ingest_state(&state)?;
     let (scope, bytes) = read_body(&ingest, &headers, body).await?;
     // Decoding a 16 MiB batch at the limits is CPU work: off the async workers, so
@@ -386,7 +403,13 @@ fn drop_repeated_rows(newest: &HashMap<(String, String), i64>, batch: &mut Batch
         (status = 404, description = "Ingest is not enabled on this server", body = super::dto::ErrorBody),
         (status = 413, description = "Body larger than the limit", body = super::dto::ErrorBody),
         (status = 503, description = "The store could not take the samples: retry later", body = super::dto::ErrorBody)))]
-pub async fn remote_write(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn remote_write(
+    State(state): State<AppState>,
+    caller: crate::scope::CallerScope,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    refuse_tenant(&caller)?;
     let ingest = ingest_state(&state)?;
     let (scope, bytes) = read_body(&ingest, &headers, body).await?;
     let wall_ms = state.clock.now_ms();
