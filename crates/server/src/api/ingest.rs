@@ -444,12 +444,16 @@ pub async fn remote_write(
 
 /// `/metrics` on the ingest listener: it names every GPU, node and score, so when tokens
 /// are configured it needs one (any token, whatever its nodes) like the push endpoints.
-async fn metrics_with_token(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn metrics_with_token(
+    State(state): State<AppState>,
+    caller: crate::scope::CallerScope,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let ingest = ingest_state(&state)?;
     if matches!(ingest.tokens.access(&headers), Access::Denied) {
         return Err(unauthorized());
     }
-    Ok(super::system::metrics(State(state), headers).await?.into_response())
+    Ok(super::system::metrics(State(state), caller, headers).await?.into_response())
 }
 
 /// The router of `gpuwarden serve`'s separate ingest listener: only the push endpoints,
