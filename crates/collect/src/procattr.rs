@@ -454,7 +454,11 @@ mod tests {
         .unwrap();
         std::fs::create_dir_all(proc_dir.join("77")).unwrap();
         std::fs::write(proc_dir.join("77/cgroup"), fixture("host-session-v2.cgroup")).unwrap();
-        std::fs::write(proc_dir.join("77/environ"), b"SLURM_JOB_ID=31\0SLURM_JOB_ACCOUNT=chem\0").unwrap();
+        std::fs::write(
+            proc_dir.join("77/environ"),
+            b"SLURM_JOB_ID=31\0SLURM_JOB_ACCOUNT=chem\0",
+        )
+        .unwrap();
         let pods = root.path().join("pods");
         let containers = root.path().join("containers");
         std::fs::create_dir_all(pods.join("ml-team_trainer-0_7c9e5d0a-1b2c-4d3e-8f90-a1b2c3d4e5f6/pytorch")).unwrap();
@@ -478,7 +482,11 @@ mod tests {
         assert_eq!(a.workload().job, None);
         let b = attributor.attribute(77);
         assert_eq!(b.slurm_job.as_deref(), Some("31"));
-        assert_eq!(b.workload().account.as_deref(), Some("chem"), "the account of a Slurm task");
+        assert_eq!(
+            b.workload().account.as_deref(),
+            Some("chem"),
+            "the account of a Slurm task"
+        );
         assert_eq!(a.slurm_account, None, "no account without a Slurm job");
         assert!(attributor.attribute(99_999).workload().is_empty());
     }

@@ -95,10 +95,13 @@ impl Confinement {
         if n.gpu.is_none() {
             return false; // a node's own notification: owners of the node only
         }
-        let namespaces: Vec<&str> = [n.namespace.as_deref(), n.labels.get("gpuwarden.namespace").map(String::as_str)]
-            .into_iter()
-            .flatten()
-            .collect();
+        let namespaces: Vec<&str> = [
+            n.namespace.as_deref(),
+            n.labels.get("gpuwarden.namespace").map(String::as_str),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         if !namespaces.is_empty() && namespaces.iter().all(|ns| self.namespaces.iter().any(|x| x == ns)) {
             return true;
         }
@@ -406,10 +409,13 @@ mod tests {
         assert_eq!(s.silenced_by(&n, "am", 1_500), Some(ours.id.clone()));
         // Survives a reload with its confinement.
         let s = Silences::open(&dir.path().join("s.json")).unwrap();
-        assert_eq!(s.list().iter().find(|x| x.id == other.id).unwrap().within, Some(Confinement {
-            namespaces: vec!["other-team".into()],
-            ..Confinement::default()
-        }));
+        assert_eq!(
+            s.list().iter().find(|x| x.id == other.id).unwrap().within,
+            Some(Confinement {
+                namespaces: vec!["other-team".into()],
+                ..Confinement::default()
+            })
+        );
         // A node-level notification only for owners of the node.
         let mut node_level = n.clone();
         node_level.gpu = None;

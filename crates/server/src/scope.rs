@@ -151,7 +151,10 @@ mod tests {
         });
         assert!(s.allows(&gpu("n1", Some("ml"), None)), "by namespace");
         assert!(s.allows(&gpu("n1", None, Some("physics"))), "by account");
-        assert!(s.allows(&gpu("n9", Some("other"), Some("chem"))), "by node: every GPU of it");
+        assert!(
+            s.allows(&gpu("n9", Some("other"), Some("chem"))),
+            "by node: every GPU of it"
+        );
         assert!(!s.allows(&gpu("n1", Some("other"), Some("chem"))));
         assert!(!s.allows(&gpu("n1", None, None)), "unknown attribution is denied");
         assert!(s.owns_node("n9") && !s.owns_node("n1"), "a pod on n1 does not own n1");
@@ -166,7 +169,10 @@ mod tests {
         let mut job = gpu("n1", None, None);
         job.workload.job = Some("4242".into());
         assert!(!s.allows(&job), "a Slurm job without a known account");
-        assert!(!s.allows(&gpu("n1", Some("physics"), None)), "a namespace is not an account");
+        assert!(
+            !s.allows(&gpu("n1", Some("physics"), None)),
+            "a namespace is not an account"
+        );
     }
 
     #[test]

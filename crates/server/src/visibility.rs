@@ -71,7 +71,10 @@ impl<'a> Visibility<'a> {
             return Some(id);
         }
         let stored = self.stored.get_or_init(|| match self.state.store.gpus() {
-            Ok(list) => list.into_iter().map(|r| (r.identity.uuid.clone(), r.identity)).collect(),
+            Ok(list) => list
+                .into_iter()
+                .map(|r| (r.identity.uuid.clone(), r.identity))
+                .collect(),
             Err(e) => {
                 // Deny rather than guess: a tenant then sees less, never more.
                 tracing::warn!("reading the GPU inventory for a tenant's request: {e}");

@@ -198,7 +198,8 @@ impl Fleet {
         let resp = self.app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
         let status = resp.status();
         let bytes = axum::body::to_bytes(resp.into_body(), 16 << 20).await.unwrap();
-        let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        let v =
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
         (status, v)
     }
 
@@ -226,7 +227,10 @@ impl Fleet {
     fn incident_state(&self, rule: &str) -> String {
         let id = self.incident_id(rule);
         self.analysis
-            .with_incidents(|e| e.get(&id).map(|i| serde_json::to_value(i.state).unwrap().as_str().unwrap().to_string()))
+            .with_incidents(|e| {
+                e.get(&id)
+                    .map(|i| serde_json::to_value(i.state).unwrap().as_str().unwrap().to_string())
+            })
             .unwrap()
     }
 }
@@ -277,9 +281,8 @@ async fn fleet() -> Fleet {
     let metrics = PipelineMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
-    let ingestor = Arc::new(
-        Ingestor::new(store.clone(), live.clone(), metrics, clock.clone()).with_analysis(analysis.clone()),
-    );
+    let ingestor =
+        Arc::new(Ingestor::new(store.clone(), live.clone(), metrics, clock.clone()).with_analysis(analysis.clone()));
 
     // Notifications: the real notifier with one sink, fed by the analysis stage, with
     // the same namespace / account lookups `gpuwarden run` wires.
@@ -335,7 +338,10 @@ async fn fleet() -> Fleet {
             "node-c",
             exporter_page(
                 "node-c",
-                &[("GPU-c0", 0, ",namespace=\"team-b\",pod=\"serve-3\""), ("GPU-c1", 1, "")],
+                &[
+                    ("GPU-c0", 0, ",namespace=\"team-b\",pod=\"serve-3\""),
+                    ("GPU-c1", 1, ""),
+                ],
             ),
         ),
     ];
@@ -370,9 +376,16 @@ async fn fleet() -> Fleet {
             .await
             .expect("a scrape within 20 s")
             .expect("the scraper runs");
-        assert!(outcome.result.is_ok(), "scraping {}: {:?}", outcome.target.url, outcome.result.as_ref().err());
+        assert!(
+            outcome.result.is_ok(),
+            "scraping {}: {:?}",
+            outcome.target.url,
+            outcome.result.as_ref().err()
+        );
         let ing = ingestor.clone();
-        tokio::task::spawn_blocking(move || ing.handle(&outcome).unwrap()).await.unwrap();
+        tokio::task::spawn_blocking(move || ing.handle(&outcome).unwrap())
+            .await
+            .unwrap();
     }
     let _ = stop.send(true);
     let _ = scraping.await;
@@ -381,18 +394,23 @@ async fn fleet() -> Fleet {
     let predictor = Predictor::new(None, PredictConfig::default());
     let now = clock.now_ms();
     predictor.record(
-        [("GPU-a0", "node-a", 0.9), ("GPU-a1", "node-a", 0.8), ("GPU-b1", "node-b", 0.7), ("GPU-c1", "node-c", 0.1)]
-            .into_iter()
-            .map(|(g, n, p)| Prediction {
-                gpu: GpuUuid::new(g),
-                node: n.into(),
-                ts_ms: now,
-                probability: p,
-                band: RiskBand::of(p, 0.5),
-                top_features: Vec::new(),
-                model_version: "test-1".into(),
-            })
-            .collect(),
+        [
+            ("GPU-a0", "node-a", 0.9),
+            ("GPU-a1", "node-a", 0.8),
+            ("GPU-b1", "node-b", 0.7),
+            ("GPU-c1", "node-c", 0.1),
+        ]
+        .into_iter()
+        .map(|(g, n, p)| Prediction {
+            gpu: GpuUuid::new(g),
+            node: n.into(),
+            ts_ms: now,
+            probability: p,
+            band: RiskBand::of(p, 0.5),
+            top_features: Vec::new(),
+            model_version: "test-1".into(),
+        })
+        .collect(),
     );
 
     let refresh = ingestor.clone();
@@ -435,7 +453,9 @@ async fn fleet() -> Fleet {
 /// Evaluates once (incidents open, notifications are enqueued).
 async fn evaluate(f: &Fleet) {
     let a = f.analysis.clone();
-    tokio::task::spawn_blocking(move || a.evaluate().unwrap()).await.unwrap();
+    tokio::task::spawn_blocking(move || a.evaluate().unwrap())
+        .await
+        .unwrap();
 }
 
 fn gpu_set(list: &Value) -> BTreeSet<String> {
@@ -465,18 +485,34 @@ async fn every_route_answers_each_tenant_with_its_own_data_only() {
 
     // Silences first (they apply when notifications are enqueued): A mutes every test
     // and security rule — without its confinement that would mute B's incidents too.
-    let mute = |rules: &[&str]| {
-        json!({"matchers": {"rules": rules}, "author": "ops", "comment": "maintenance", "duration": "1h"})
-    };
-    let (st, sa) = f.call(Who::A, "POST", "/api/v1/silences", Some(mute(&["test.*", "sec.*", "node.*"]))).await;
+    let mute = |rules: &[&str]| json!({"matchers": {"rules": rules}, "author": "ops", "comment": "maintenance", "duration": "1h"});
+    let (st, sa) = f
+        .call(
+            Who::A,
+            "POST",
+            "/api/v1/silences",
+            Some(mute(&["test.*", "sec.*", "node.*"])),
+        )
+        .await;
     assert_eq!(st, StatusCode::CREATED, "{sa}");
-    assert_eq!(sa["within"]["namespaces"], json!(["team-a"]), "the server confines it: {sa}");
+    assert_eq!(
+        sa["within"]["namespaces"],
+        json!(["team-a"]),
+        "the server confines it: {sa}"
+    );
     assert_eq!(sa["within"]["nodes"], json!(["node-c"]));
-    let (st, sb) = f.call(Who::B, "POST", "/api/v1/silences", Some(mute(&["none.*"]))).await;
+    let (st, sb) = f
+        .call(Who::B, "POST", "/api/v1/silences", Some(mute(&["none.*"])))
+        .await;
     assert_eq!(st, StatusCode::CREATED, "{sb}");
-    let (st, s_admin) = f.call(Who::Admin, "POST", "/api/v1/silences", Some(mute(&["nothing.*"]))).await;
+    let (st, s_admin) = f
+        .call(Who::Admin, "POST", "/api/v1/silences", Some(mute(&["nothing.*"])))
+        .await;
     assert_eq!(st, StatusCode::CREATED, "{s_admin}");
-    assert!(s_admin.get("within").is_none(), "an unscoped silence is not confined: {s_admin}");
+    assert!(
+        s_admin.get("within").is_none(),
+        "an unscoped silence is not confined: {s_admin}"
+    );
     let (sa_id, sb_id) = (sa["id"].as_str().unwrap(), sb["id"].as_str().unwrap());
 
     evaluate(&f).await;
@@ -522,7 +558,10 @@ async fn every_route_answers_each_tenant_with_its_own_data_only() {
     let series = f
         .get(Who::A, "/api/v1/gpus/GPU-a0/series?field=DCGM_FI_DEV_GPU_TEMP&from=-1h")
         .await;
-    assert_eq!(series["points"][0][1], 41.0, "the tenant reads its own series: {series}");
+    assert_eq!(
+        series["points"][0][1], 41.0,
+        "the tenant reads its own series: {series}"
+    );
     let (_, unknown) = f.call(Who::A, "GET", "/api/v1/gpus/GPU-zz", None).await;
     let (_, foreign) = f.call(Who::A, "GET", "/api/v1/gpus/GPU-a1", None).await;
     assert_eq!(
@@ -561,7 +600,12 @@ async fn every_route_answers_each_tenant_with_its_own_data_only() {
     let b_incident = f.incident_id("test.a1");
     for action in ["ack", "resolve"] {
         let (st, v) = f
-            .call(Who::A, "POST", &format!("/api/v1/incidents/{b_incident}/{action}"), Some(json!({"comment": "x"})))
+            .call(
+                Who::A,
+                "POST",
+                &format!("/api/v1/incidents/{b_incident}/{action}"),
+                Some(json!({"comment": "x"})),
+            )
             .await;
         assert_eq!(st, StatusCode::NOT_FOUND, "{action} B's incident as A: {v}");
         assert_eq!(v["error"]["code"], "incident_not_found");
@@ -569,16 +613,21 @@ async fn every_route_answers_each_tenant_with_its_own_data_only() {
     assert_eq!(f.incident_state("test.a1"), "open", "A's attempts changed nothing");
     let node_level = f.incident_id("node.a");
     assert_eq!(
-        f.status(Who::A, "POST", &format!("/api/v1/incidents/{node_level}/resolve")).await,
+        f.status(Who::A, "POST", &format!("/api/v1/incidents/{node_level}/resolve"))
+            .await,
         StatusCode::NOT_FOUND
     );
     assert_eq!(f.incident_state("node.a"), "open");
     // Its own: allowed.
     let own = f.incident_id("test.b0");
-    let (st, v) = f.call(Who::A, "POST", &format!("/api/v1/incidents/{own}/ack"), None).await;
+    let (st, v) = f
+        .call(Who::A, "POST", &format!("/api/v1/incidents/{own}/ack"), None)
+        .await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(f.incident_state("test.b0"), "acknowledged");
-    let (st, _) = f.call(Who::B, "POST", &format!("/api/v1/incidents/{b_incident}/resolve"), None).await;
+    let (st, _) = f
+        .call(Who::B, "POST", &format!("/api/v1/incidents/{b_incident}/resolve"), None)
+        .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(f.incident_state("test.a1"), "resolved");
 
@@ -616,7 +665,10 @@ async fn every_route_answers_each_tenant_with_its_own_data_only() {
             .collect()
     };
     let n = f.get(Who::Admin, "/api/v1/nodes").await;
-    assert_eq!(nodes(&n), vec![("node-a".into(), 3), ("node-b".into(), 3), ("node-c".into(), 2)]);
+    assert_eq!(
+        nodes(&n),
+        vec![("node-a".into(), 3), ("node-b".into(), 3), ("node-c".into(), 2)]
+    );
     let n = f.get(Who::A, "/api/v1/nodes").await;
     assert_eq!(
         nodes(&n),
@@ -631,7 +683,10 @@ async fn every_route_answers_each_tenant_with_its_own_data_only() {
     // node-a has node-level and other tenants' critical incidents; A's part of it is
     // judged on A's GPU alone.
     let n = f.get(Who::B, "/api/v1/nodes").await;
-    assert_eq!(nodes(&n), vec![("node-a".into(), 1), ("node-b".into(), 1), ("node-c".into(), 1)]);
+    assert_eq!(
+        nodes(&n),
+        vec![("node-a".into(), 1), ("node-b".into(), 1), ("node-c".into(), 1)]
+    );
 
     // --- Predictions: list and per GPU (per GPU checked above).
     let preds = |v: &Value| -> BTreeSet<String> {
@@ -643,14 +698,23 @@ async fn every_route_answers_each_tenant_with_its_own_data_only() {
             .collect()
     };
     assert_eq!(preds(&f.get(Who::Admin, "/api/v1/predictions").await).len(), 4);
-    assert_eq!(preds(&f.get(Who::A, "/api/v1/predictions").await), set(["GPU-a0", "GPU-c1"]));
+    assert_eq!(
+        preds(&f.get(Who::A, "/api/v1/predictions").await),
+        set(["GPU-a0", "GPU-c1"])
+    );
     assert_eq!(preds(&f.get(Who::B, "/api/v1/predictions").await), set(["GPU-a1"]));
     let p = f.get(Who::A, "/api/v1/gpus/GPU-a0/predictions").await;
     assert_eq!(p["latest"]["probability"], 0.9, "{p}");
     // No model is loaded: the same 404 for everyone (the training report, fleet-wide, is
     // null for tenants when one is; see predictions.rs).
-    assert_eq!(f.status(Who::A, "GET", "/api/v1/models/current").await, StatusCode::NOT_FOUND);
-    assert_eq!(f.status(Who::Admin, "GET", "/api/v1/models/current").await, StatusCode::NOT_FOUND);
+    assert_eq!(
+        f.status(Who::A, "GET", "/api/v1/models/current").await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        f.status(Who::Admin, "GET", "/api/v1/models/current").await,
+        StatusCode::NOT_FOUND
+    );
 
     // --- Notifications: only entries of the caller's incidents, counts over those.
     let entries = |v: &Value| -> Vec<(String, Option<String>)> {
@@ -693,7 +757,11 @@ async fn every_route_answers_each_tenant_with_its_own_data_only() {
         .iter()
         .map(|k| c[k].as_u64().unwrap())
         .sum::<u64>();
-    assert_eq!(counted as usize, entries(&a).len(), "A's counts are over A's entries: {c}");
+    assert_eq!(
+        counted as usize,
+        entries(&a).len(),
+        "A's counts are over A's entries: {c}"
+    );
     assert!(c["silenced"].as_u64().unwrap() >= 3, "{c}");
     let b = f.get(Who::B, "/api/v1/notifications?recent=1000").await;
     let b_incidents: BTreeSet<String> = entries(&b).into_iter().map(|(i, _)| i).collect();
@@ -712,18 +780,29 @@ async fn every_route_answers_each_tenant_with_its_own_data_only() {
     assert_eq!(listed(&f.get(Who::A, "/api/v1/silences").await), set([sa_id]));
     assert_eq!(listed(&f.get(Who::B, "/api/v1/silences").await), set([sb_id]));
     assert_eq!(listed(&f.get(Who::Admin, "/api/v1/silences").await).len(), 3);
-    let (st, v) = f.call(Who::A, "DELETE", &format!("/api/v1/silences/{sb_id}"), None).await;
+    let (st, v) = f
+        .call(Who::A, "DELETE", &format!("/api/v1/silences/{sb_id}"), None)
+        .await;
     assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
     assert_eq!(v["error"]["code"], "silence_not_found");
     let admin_id = s_admin["id"].as_str().unwrap();
     assert_eq!(
-        f.status(Who::A, "DELETE", &format!("/api/v1/silences/{admin_id}")).await,
+        f.status(Who::A, "DELETE", &format!("/api/v1/silences/{admin_id}"))
+            .await,
         StatusCode::NOT_FOUND,
         "a fleet-wide silence is not a tenant's to expire"
     );
-    let still: Vec<Value> = f.get(Who::Admin, "/api/v1/silences").await["silences"].as_array().unwrap().clone();
-    assert!(still.iter().all(|s| s["state"] == "active"), "nothing expired: {still:?}");
-    let (st, v) = f.call(Who::A, "DELETE", &format!("/api/v1/silences/{sa_id}"), None).await;
+    let still: Vec<Value> = f.get(Who::Admin, "/api/v1/silences").await["silences"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        still.iter().all(|s| s["state"] == "active"),
+        "nothing expired: {still:?}"
+    );
+    let (st, v) = f
+        .call(Who::A, "DELETE", &format!("/api/v1/silences/{sa_id}"), None)
+        .await;
     assert_eq!((st, v["state"].as_str()), (StatusCode::OK, Some("expired")));
     // A body cannot widen the confinement (unknown field) or lift it.
     let (st, _) = f
@@ -731,7 +810,9 @@ async fn every_route_answers_each_tenant_with_its_own_data_only() {
             Who::A,
             "POST",
             "/api/v1/silences",
-            Some(json!({"matchers": {"rules": ["x"]}, "within": null, "author": "a", "comment": "c", "duration": "1h"})),
+            Some(
+                json!({"matchers": {"rules": ["x"]}, "within": null, "author": "a", "comment": "c", "duration": "1h"}),
+            ),
         )
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
@@ -742,7 +823,12 @@ async fn every_route_answers_each_tenant_with_its_own_data_only() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|t| t[if key == "targets" { "url" } else { "target" }].as_str().unwrap().to_string())
+            .map(|t| {
+                t[if key == "targets" { "url" } else { "target" }]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect()
     };
     let node_c_url = f.target_urls.iter().find(|(n, _)| n == "node-c").unwrap().1.clone();
@@ -758,20 +844,34 @@ async fn every_route_answers_each_tenant_with_its_own_data_only() {
     assert_eq!(f.get(Who::Admin, "/healthz").await["gpus"], 8);
     assert_eq!(f.get(Who::A, "/healthz").await["gpus"], 4);
     assert_eq!(f.get(Who::B, "/healthz").await["gpus"], 3);
-    assert_eq!(f.status(Who::A, "GET", "/readyz").await, StatusCode::OK, "no fleet data in it");
+    assert_eq!(
+        f.status(Who::A, "GET", "/readyz").await,
+        StatusCode::OK,
+        "no fleet data in it"
+    );
     assert_eq!(f.status(Who::A, "GET", "/metrics").await, StatusCode::FORBIDDEN);
     assert_eq!(f.status(Who::Admin, "GET", "/metrics").await, StatusCode::OK);
 
     // --- Routes that write or describe the whole fleet: not for tenants.
     assert_eq!(f.status(Who::A, "POST", "/api/v1/ingest").await, StatusCode::FORBIDDEN);
     assert_eq!(f.status(Who::A, "POST", "/api/v1/write").await, StatusCode::FORBIDDEN);
-    assert_eq!(f.status(Who::Admin, "POST", "/api/v1/ingest").await, StatusCode::NOT_FOUND, "ingest off");
-    assert_eq!(f.status(Who::A, "GET", "/api/v1/simulation/labels").await, StatusCode::FORBIDDEN);
+    assert_eq!(
+        f.status(Who::Admin, "POST", "/api/v1/ingest").await,
+        StatusCode::NOT_FOUND,
+        "ingest off"
+    );
+    assert_eq!(
+        f.status(Who::A, "GET", "/api/v1/simulation/labels").await,
+        StatusCode::FORBIDDEN
+    );
     assert_eq!(
         f.status(Who::B, "POST", "/api/v1/simulation/faults").await,
         StatusCode::FORBIDDEN
     );
-    assert_eq!(f.status(Who::Admin, "GET", "/api/v1/simulation/labels").await, StatusCode::OK);
+    assert_eq!(
+        f.status(Who::Admin, "GET", "/api/v1/simulation/labels").await,
+        StatusCode::OK
+    );
 }
 
 /// Every route of the served OpenAPI document, with how the test above checks it for
@@ -779,7 +879,11 @@ async fn every_route_answers_each_tenant_with_its_own_data_only() {
 const VERIFIED: &[(&str, &str, &str)] = &[
     ("get", "/healthz", "counts only the tenant's GPUs"),
     ("get", "/readyz", "store write health only: no fleet data"),
-    ("get", "/metrics", "fleet-wide: 403 for tenants (authentication refuses it first)"),
+    (
+        "get",
+        "/metrics",
+        "fleet-wide: 403 for tenants (authentication refuses it first)",
+    ),
     ("get", "/api/v1/targets", "only targets of nodes the tenant owns"),
     ("get", "/api/v1/gpus", "exactly the tenant's GPUs (also from the cache)"),
     ("get", "/api/v1/gpus/{uuid}", "404 outside the scope"),
@@ -788,14 +892,34 @@ const VERIFIED: &[(&str, &str, &str)] = &[
     ("get", "/api/v1/gpus/{uuid}/health/history", "404 outside the scope"),
     ("get", "/api/v1/gpus/{uuid}/predictions", "404 outside the scope"),
     ("get", "/api/v1/predictions", "only the tenant's GPUs"),
-    ("get", "/api/v1/models/current", "no GPU data; training report null for tenants"),
-    ("get", "/api/v1/fleet/summary", "counts over the tenant's GPUs and incidents"),
+    (
+        "get",
+        "/api/v1/models/current",
+        "no GPU data; training report null for tenants",
+    ),
+    (
+        "get",
+        "/api/v1/fleet/summary",
+        "counts over the tenant's GPUs and incidents",
+    ),
     ("get", "/api/v1/nodes", "aggregates over the tenant's GPUs"),
     ("get", "/api/v1/incidents", "exactly the tenant's incidents"),
     ("get", "/api/v1/incidents/{id}", "404 outside the scope"),
-    ("post", "/api/v1/incidents/{id}/ack", "404 outside the scope, nothing changes"),
-    ("post", "/api/v1/incidents/{id}/resolve", "404 outside the scope, nothing changes"),
-    ("get", "/api/v1/notifications", "entries and counts of the tenant's incidents"),
+    (
+        "post",
+        "/api/v1/incidents/{id}/ack",
+        "404 outside the scope, nothing changes",
+    ),
+    (
+        "post",
+        "/api/v1/incidents/{id}/resolve",
+        "404 outside the scope, nothing changes",
+    ),
+    (
+        "get",
+        "/api/v1/notifications",
+        "entries and counts of the tenant's incidents",
+    ),
     ("get", "/api/v1/silences", "only silences confined within the tenant"),
     ("post", "/api/v1/silences", "confined to the tenant by the server"),
     ("delete", "/api/v1/silences/{id}", "404 for others' silences"),
@@ -827,5 +951,8 @@ fn every_route_of_the_openapi_document_has_a_tenant_check() {
          there, filter by CallerScope / visibility, and add the route to VERIFIED with an assertion"
     );
     let gone: Vec<_> = verified.difference(&served).collect();
-    assert!(gone.is_empty(), "VERIFIED lists routes the document no longer has: {gone:?}");
+    assert!(
+        gone.is_empty(),
+        "VERIFIED lists routes the document no longer has: {gone:?}"
+    );
 }

@@ -9,8 +9,8 @@ use crate::visibility::Visibility;
 use crate::ApiError;
 use axum::extract::State;
 use axum::response::Response;
-use gpuwarden_incident::IncidentFilter;
 use gpuwarden_detect::{GpuHealth, NodeHealth};
+use gpuwarden_incident::IncidentFilter;
 use gpuwarden_model::{Finding, GpuUuid, HealthState, Severity};
 use std::collections::{BTreeSet, HashSet};
 

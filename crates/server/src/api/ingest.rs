@@ -453,7 +453,9 @@ async fn metrics_with_token(
     if matches!(ingest.tokens.access(&headers), Access::Denied) {
         return Err(unauthorized());
     }
-    Ok(super::system::metrics(State(state), caller, headers).await?.into_response())
+    Ok(super::system::metrics(State(state), caller, headers)
+        .await?
+        .into_response())
 }
 
 /// The router of `gpuwarden serve`'s separate ingest listener: only the push endpoints,
