@@ -89,7 +89,7 @@ impl Confinement {
     /// was sent, and the one its incident recorded) must be one of `namespaces`, so a
     /// workload that changed hands is not caught by either owner's silence alone.
     pub fn contains(&self, n: &Notification) -> bool {
-        if self.nodes.iter().any(|x| *x == n.node) {
+        if self.nodes.contains(&n.node) {
             return true;
         }
         if n.gpu.is_none() {
