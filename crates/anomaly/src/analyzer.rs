@@ -1269,6 +1269,7 @@ mod tests {
                     pod: Some("job-1".into()),
                     container: None,
                     job: None,
+                    account: None,
                 };
                 id
             })

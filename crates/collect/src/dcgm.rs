@@ -451,6 +451,7 @@ fn dcgm_identity(uuid: &str, mig: Option<&str>, labels: &[Label<'_>], target_nod
     let mut id = GpuIdentity::new(key, target_node);
     let mut profile = None;
     let mut secondary_job = None;
+    let mut secondary_account = None;
     for label in labels {
         let value = label.value.as_ref();
         if value.is_empty() {
@@ -480,6 +481,12 @@ fn dcgm_identity(uuid: &str, mig: Option<&str>, labels: &[Label<'_>], target_nod
             "slurm_job_id" | "job_id" => {
                 secondary_job.get_or_insert_with(|| value.to_owned());
             }
+            // The Slurm account, when a relabelling (or a job-mapping exporter) attaches
+            // it: tenants scoped by account are matched on it. `slurm_account` wins.
+            "slurm_account" => id.workload.account = owned(),
+            "account" => {
+                secondary_account.get_or_insert_with(|| value.to_owned());
+            }
             name if SERIES_LABELS.contains(&name) => {}
             name => {
                 id.extra_labels.insert(name.to_owned(), value.to_owned());
@@ -488,6 +495,9 @@ fn dcgm_identity(uuid: &str, mig: Option<&str>, labels: &[Label<'_>], target_nod
     }
     if id.workload.job.is_none() {
         id.workload.job = secondary_job;
+    }
+    if id.workload.account.is_none() {
+        id.workload.account = secondary_account;
     }
     if let Some(instance) = mig {
         id.mig = Some(MigInstance {
@@ -625,6 +635,18 @@ mod tests {
         assert_eq!(w.container, None);
         assert_eq!(w.job.as_deref(), Some("42"));
         assert_eq!(page.gpus[0].extra_labels.get("team").map(String::as_str), Some("x"));
+        assert_eq!(w.account, None, "no account label: unknown");
+    }
+
+    #[test]
+    fn slurm_account_label_is_the_workload_account() {
+        let page = map(&format!(
+            "DCGM_FI_DEV_GPU_UTIL{{{GPU0},hpc_job=\"42\",account=\"a2\",slurm_account=\"physics\"}} 1\n\
+             DCGM_FI_DEV_GPU_UTIL{{{GPU1},hpc_job=\"43\",account=\"chem\"}} 1\n"
+        ));
+        assert_eq!(page.gpu("GPU-a").unwrap().workload.account.as_deref(), Some("physics"));
+        assert_eq!(page.gpu("GPU-b").unwrap().workload.account.as_deref(), Some("chem"));
+        assert!(!page.gpu("GPU-b").unwrap().extra_labels.contains_key("account"));
     }
 
     #[test]

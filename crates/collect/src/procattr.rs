@@ -13,6 +13,13 @@
 //! 3. a **Slurm job** from the `task/cgroup` plugin layout (`/slurm/uid_N/job_N/…` on v1,
 //!    `slurmstepd.scope/job_N/…` on v2), else `SLURM_JOB_ID` in `/proc/<pid>/environ`.
 //!
+//! The **Slurm account** (what tenants scoped by account are matched on) is in no cgroup
+//! path; `slurmstepd` exports it as `SLURM_JOB_ACCOUNT` into every task's environment,
+//! which is read from `/proc/<pid>/environ` when a Slurm job is known. A process can
+//! change its own environment, so the account says what the job's processes declare:
+//! at worst a user discloses their own GPU to another account's tenant, never the
+//! reverse (attribution only ever describes the GPUs the process itself uses).
+//!
 //! The cgroup path does not carry a pod's namespace or name. [`KubeletLogDirs`] finds
 //! them in the kubelet's log directories (`/var/log/pods/<ns>_<pod>_<uid>/<container>/`
 //! and `/var/log/containers/<pod>_<ns>_<container>-<id>.log`), which every kubelet
@@ -66,6 +73,8 @@ pub struct Attribution {
     pub container: Option<String>,
     /// Slurm job from the cgroup path, else from the environment.
     pub slurm_job: Option<String>,
+    /// `SLURM_JOB_ACCOUNT` from the environment, only when a Slurm job is known.
+    pub slurm_account: Option<String>,
 }
 
 impl Attribution {
@@ -76,6 +85,7 @@ impl Attribution {
             pod: self.pod.clone(),
             container: self.container.clone(),
             job: self.slurm_job.clone(),
+            account: self.slurm_account.clone(),
         }
     }
 }
@@ -194,12 +204,26 @@ pub fn parse_cgroup(text: &str) -> CgroupInfo {
 
 /// `SLURM_JOB_ID` from the NUL-separated text of `/proc/<pid>/environ`.
 pub fn slurm_job_from_environ(environ: &[u8]) -> Option<String> {
+    environ_value(environ, b"SLURM_JOB_ID=")
+        .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+        .map(str::to_owned)
+}
+
+/// `SLURM_JOB_ACCOUNT` from the NUL-separated text of `/proc/<pid>/environ`. Slurm
+/// account names are short words; anything longer than 256 bytes or with control
+/// characters is not taken.
+pub fn slurm_account_from_environ(environ: &[u8]) -> Option<String> {
+    environ_value(environ, b"SLURM_JOB_ACCOUNT=")
+        .filter(|v| v.len() <= 256 && !v.chars().any(char::is_control))
+        .map(str::to_owned)
+}
+
+fn environ_value<'a>(environ: &'a [u8], key: &[u8]) -> Option<&'a str> {
     environ
         .split(|b| *b == 0)
-        .find_map(|kv| kv.strip_prefix(b"SLURM_JOB_ID="))
+        .find_map(|kv| kv.strip_prefix(key))
         .and_then(|v| std::str::from_utf8(v).ok())
-        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-        .map(str::to_owned)
+        .filter(|v| !v.is_empty())
 }
 
 fn read_bounded(path: &Path, max: u64) -> Option<Vec<u8>> {
@@ -288,13 +312,20 @@ impl ProcAttributor {
         let cgroup = read_bounded(&dir.join("cgroup"), MAX_CGROUP_BYTES)
             .map(|b| parse_cgroup(&String::from_utf8_lossy(&b)))
             .unwrap_or_default();
+        // Read once: it gives the job when the cgroup path did not, and the account.
+        let environ = read_bounded(&dir.join("environ"), MAX_ENVIRON_BYTES);
         let slurm_job = cgroup
             .slurm_job
             .clone()
-            .or_else(|| read_bounded(&dir.join("environ"), MAX_ENVIRON_BYTES).and_then(|e| slurm_job_from_environ(&e)));
+            .or_else(|| environ.as_deref().and_then(slurm_job_from_environ));
+        let slurm_account = slurm_job
+            .as_ref()
+            .and(environ.as_deref())
+            .and_then(slurm_account_from_environ);
         let mut a = Attribution {
             pid,
             slurm_job,
+            slurm_account,
             ..Attribution::default()
         };
         if let Some(r) = &self.resolver {
@@ -385,6 +416,9 @@ mod tests {
             std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/cgroup/slurm.environ")).unwrap();
         assert_eq!(slurm_job_from_environ(&env).as_deref(), Some("777"));
         assert_eq!(slurm_job_from_environ(b"SLURM_JOB_ID=\0"), None);
+        assert_eq!(slurm_account_from_environ(&env).as_deref(), Some("physics"));
+        assert_eq!(slurm_account_from_environ(b"SLURM_JOB_ACCOUNT=\0"), None);
+        assert_eq!(slurm_account_from_environ(b"SLURM_JOB_ACCOUNT=a\x1bb\0"), None);
     }
 
     #[test]
@@ -420,7 +454,11 @@ mod tests {
         .unwrap();
         std::fs::create_dir_all(proc_dir.join("77")).unwrap();
         std::fs::write(proc_dir.join("77/cgroup"), fixture("host-session-v2.cgroup")).unwrap();
-        std::fs::write(proc_dir.join("77/environ"), b"SLURM_JOB_ID=31\0").unwrap();
+        std::fs::write(
+            proc_dir.join("77/environ"),
+            b"SLURM_JOB_ID=31\0SLURM_JOB_ACCOUNT=chem\0",
+        )
+        .unwrap();
         let pods = root.path().join("pods");
         let containers = root.path().join("containers");
         std::fs::create_dir_all(pods.join("ml-team_trainer-0_7c9e5d0a-1b2c-4d3e-8f90-a1b2c3d4e5f6/pytorch")).unwrap();
@@ -444,6 +482,12 @@ mod tests {
         assert_eq!(a.workload().job, None);
         let b = attributor.attribute(77);
         assert_eq!(b.slurm_job.as_deref(), Some("31"));
+        assert_eq!(
+            b.workload().account.as_deref(),
+            Some("chem"),
+            "the account of a Slurm task"
+        );
+        assert_eq!(a.slurm_account, None, "no account without a Slurm job");
         assert!(attributor.attribute(99_999).workload().is_empty());
     }
 }

@@ -392,8 +392,10 @@ impl HealthEngine {
     }
 }
 
-/// Node health from its GPUs' health and the findings on the node.
-fn nodes(gpus: &[GpuHealth], findings: &[Finding]) -> Vec<NodeHealth> {
+/// Node health from its GPUs' health and the findings on the node. `gpus` must be
+/// sorted by node. Public so that a view of part of a node (a tenant's GPUs on it) is
+/// aggregated exactly like the whole.
+pub fn nodes(gpus: &[GpuHealth], findings: &[Finding]) -> Vec<NodeHealth> {
     let mut out: Vec<NodeHealth> = Vec::new();
     // `gpus` is sorted by node: consecutive runs are one node.
     let mut i = 0;

@@ -61,12 +61,22 @@ pub struct Workload {
     pub container: Option<String>,
     /// HPC / Slurm job id (`hpc_job` label, or dcgm-exporter's job mapping).
     pub job: Option<String>,
+    /// Slurm account the job is charged to: the exporter's `slurm_account` (or
+    /// `account`) label, or `SLURM_JOB_ACCOUNT` in the environment of the GPU's
+    /// processes (the agent's attribution). Tenants scoped by Slurm account see a GPU
+    /// only when this is known and theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 impl Workload {
     /// True when no workload label is known: a "ghost" GPU if it is busy.
     pub fn is_empty(&self) -> bool {
-        self.namespace.is_none() && self.pod.is_none() && self.container.is_none() && self.job.is_none()
+        self.namespace.is_none()
+            && self.pod.is_none()
+            && self.container.is_none()
+            && self.job.is_none()
+            && self.account.is_none()
     }
 }
 

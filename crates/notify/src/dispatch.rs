@@ -107,6 +107,7 @@ pub struct Notifier {
     settings: DeliverySettings,
     external_url: Option<String>,
     namespace_of: RwLock<Option<NamespaceLookup>>,
+    account_of: RwLock<Option<NamespaceLookup>>,
     metrics: NotifyMetrics,
     clock: Arc<dyn Clock>,
     /// Serializes "next sequence number → write" so two callers cannot take one number.
@@ -183,6 +184,7 @@ impl Notifier {
             settings,
             external_url: None,
             namespace_of: RwLock::new(None),
+            account_of: RwLock::new(None),
             metrics,
             clock,
             enqueue_lock: Mutex::new(()),
@@ -192,6 +194,13 @@ impl Notifier {
     /// Sets how a GPU's namespace is found (the live fleet's workload labels).
     pub fn set_namespace_lookup(&self, f: NamespaceLookup) {
         *self.namespace_of.write() = Some(f);
+    }
+
+    /// Sets how a GPU's Slurm account is found (the live fleet's workload). A message
+    /// about a GPU then carries `gpuwarden.account` when its incident did not record
+    /// one, so that a tenant's silence confined to its accounts can match it.
+    pub fn set_account_lookup(&self, f: NamespaceLookup) {
+        *self.account_of.write() = Some(f);
     }
 
     /// The counters, to register on `/metrics`.
@@ -472,6 +481,36 @@ impl Notifier {
             .collect()
     }
 
+    /// Every sink as a caller confined to part of the fleet (a tenant) sees it: counts
+    /// and entries only of notifications that pass `visible`; the sink's last error
+    /// (a receiver's answer may quote another tenant's message) is left out, and the
+    /// last delivery is the newest visible one.
+    pub fn status_where(&self, recent: usize, visible: &dyn Fn(&Notification) -> bool) -> Vec<SinkStatus> {
+        self.sinks
+            .iter()
+            .map(|(name, slot)| {
+                let h = slot.health.lock().clone();
+                // The last delivery among all kept visible entries, not only the listed.
+                let (counts, all) = self.outbox.counts_and_recent_where(name, usize::MAX, visible);
+                let last_delivery_ms = all
+                    .iter()
+                    .filter(|e| e.state == EntryState::Delivered)
+                    .map(|e| e.updated_ms)
+                    .max();
+                SinkStatus {
+                    name: name.clone(),
+                    type_name: slot.sink.type_name().into(),
+                    counts,
+                    failing: h.failing_since_ms.is_some(),
+                    failing_since_ms: h.failing_since_ms,
+                    last_error: None,
+                    last_delivery_ms,
+                    recent: all.iter().take(recent).map(EntryView::from).collect(),
+                }
+            })
+            .collect()
+    }
+
     pub fn silences(&self) -> Vec<Silence> {
         self.silences.list()
     }
@@ -569,6 +608,7 @@ impl IncidentSink for Notifier {
     fn incidents_changed(&self, changes: &[IncidentChange]) {
         let _g = self.enqueue_lock.lock();
         let lookup = self.namespace_of.read().clone();
+        let accounts = self.account_of.read().clone();
         let mut marks = Vec::new();
         let mut notes = Vec::new();
         let mut seen: HashMap<String, u64> = HashMap::new();
@@ -586,9 +626,16 @@ impl IncidentSink for Notifier {
                 (Some(f), Some(g)) => f(g.as_str()),
                 _ => None,
             };
-            let Some(n) = Notification::from_change(c, seq, ns) else {
+            let Some(mut n) = Notification::from_change(c, seq, ns) else {
                 continue;
             };
+            if let (Some(f), Some(g)) = (&accounts, &c.incident.gpu) {
+                if !n.labels.contains_key("gpuwarden.account") {
+                    if let Some(a) = f(g.as_str()) {
+                        n.labels.insert("gpuwarden.account".into(), a);
+                    }
+                }
+            }
             seen.insert(id.clone(), seq);
             marks.push((id.clone(), seq, fp));
             notes.push(n);

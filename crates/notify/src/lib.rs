@@ -41,5 +41,5 @@ pub use dispatch::{EntryView, NamespaceLookup, Notifier, SinkStatus};
 pub use error::NotifyError;
 pub use matcher::Matchers;
 pub use message::{Notification, Status, Transition};
-pub use silence::{NewSilence, Silence, SilenceError, SilenceLimits, SilenceState};
+pub use silence::{Confinement, NewSilence, Silence, SilenceError, SilenceLimits, SilenceState};
 pub use sinks::{Sink, SinkError};

@@ -62,6 +62,62 @@ pub struct Silence {
     pub starts_ms: TimestampMs,
     pub ends_ms: TimestampMs,
     pub created_ms: TimestampMs,
+    /// The part of the fleet the silence is confined to (set by the server for a
+    /// tenant's silence; `None`: anywhere its matchers match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<Confinement>,
+}
+
+/// A tenant's part of the fleet, which its silences cannot reach beyond: a notification
+/// is inside when its node is one of `nodes`, or (for a GPU's notification) its
+/// workload's namespace is one of `namespaces` or its Slurm account one of `accounts`.
+/// The same union as the API's tenant scope; names are compared exactly; what is not
+/// known (no namespace, no account) is outside.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Confinement {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
+}
+
+impl Confinement {
+    /// Whether `n` lies inside. Every namespace the notification names (the GPU's when it
+    /// was sent, and the one its incident recorded) must be one of `namespaces`, so a
+    /// workload that changed hands is not caught by either owner's silence alone.
+    pub fn contains(&self, n: &Notification) -> bool {
+        if self.nodes.contains(&n.node) {
+            return true;
+        }
+        if n.gpu.is_none() {
+            return false; // a node's own notification: owners of the node only
+        }
+        let namespaces: Vec<&str> = [
+            n.namespace.as_deref(),
+            n.labels.get("gpuwarden.namespace").map(String::as_str),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !namespaces.is_empty() && namespaces.iter().all(|ns| self.namespaces.iter().any(|x| x == ns)) {
+            return true;
+        }
+        n.labels
+            .get("gpuwarden.account")
+            .is_some_and(|a| self.accounts.iter().any(|x| x == a))
+    }
+
+    /// Whether every part of `self` is also part of `outer` (a silence confined to
+    /// `self` can only silence what a caller confined to `outer` may see).
+    pub fn is_within(&self, outer: &Confinement) -> bool {
+        let sub = |a: &[String], b: &[String]| a.iter().all(|x| b.contains(x));
+        sub(&self.namespaces, &outer.namespaces)
+            && sub(&self.accounts, &outer.accounts)
+            && sub(&self.nodes, &outer.nodes)
+    }
 }
 
 /// Where a silence is in time.
@@ -89,6 +145,7 @@ impl Silence {
         self.state(now_ms) == SilenceState::Active
             && (self.sinks.is_empty() || self.sinks.iter().any(|s| s == sink))
             && self.matchers.matches(n)
+            && self.within.as_ref().is_none_or(|c| c.contains(n))
     }
 }
 
@@ -105,6 +162,10 @@ pub struct NewSilence {
     /// Default: now.
     pub starts_ms: Option<TimestampMs>,
     pub ends_ms: TimestampMs,
+    /// Confines the silence to a tenant's part of the fleet. Set by the server from the
+    /// caller's scope, never taken from a request body.
+    #[serde(skip)]
+    pub within: Option<Confinement>,
 }
 
 /// Why a silence was refused or could not be saved.
@@ -242,6 +303,7 @@ impl Silences {
             starts_ms,
             ends_ms: new.ends_ms,
             created_ms: now_ms,
+            within: new.within,
         };
         let mut list = self.list.write();
         list.retain(|s| s.ends_ms.saturating_add(FORGET_AFTER_MS) > now_ms);
@@ -322,7 +384,61 @@ mod tests {
             comment: "maintenance".into(),
             starts_ms: None,
             ends_ms,
+            within: None,
         }
+    }
+
+    #[test]
+    fn a_confined_silence_matches_only_inside_its_part_of_the_fleet() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Silences::open(&dir.path().join("s.json")).unwrap();
+        let n = sample(Transition::Opened); // node-a, GPU, namespace ml-team
+        let mut mine = new(2_000);
+        mine.sinks.clear();
+        mine.within = Some(Confinement {
+            namespaces: vec!["other-team".into()],
+            ..Confinement::default()
+        });
+        let other = s.create(mine.clone(), &[], 1_000).unwrap();
+        assert_eq!(s.silenced_by(&n, "am", 1_500), None, "another tenant's notification");
+        mine.within = Some(Confinement {
+            namespaces: vec!["ml-team".into()],
+            ..Confinement::default()
+        });
+        let ours = s.create(mine.clone(), &[], 1_000).unwrap();
+        assert_eq!(s.silenced_by(&n, "am", 1_500), Some(ours.id.clone()));
+        // Survives a reload with its confinement.
+        let s = Silences::open(&dir.path().join("s.json")).unwrap();
+        assert_eq!(
+            s.list().iter().find(|x| x.id == other.id).unwrap().within,
+            Some(Confinement {
+                namespaces: vec!["other-team".into()],
+                ..Confinement::default()
+            })
+        );
+        // A node-level notification only for owners of the node.
+        let mut node_level = n.clone();
+        node_level.gpu = None;
+        let c = Confinement {
+            namespaces: vec!["ml-team".into()],
+            ..Confinement::default()
+        };
+        assert!(!c.contains(&node_level));
+        let by_node = Confinement {
+            nodes: vec!["node-a".into()],
+            ..Confinement::default()
+        };
+        assert!(by_node.contains(&node_level));
+        // A workload that changed hands: both namespaces must be inside.
+        let mut moved = n.clone();
+        moved.labels.insert("gpuwarden.namespace".into(), "other-team".into());
+        assert!(!c.contains(&moved));
+        assert!(c.is_within(&Confinement {
+            namespaces: vec!["ml-team".into(), "x".into()],
+            nodes: vec!["n".into()],
+            ..Confinement::default()
+        }));
+        assert!(!by_node.is_within(&c));
     }
 
     #[test]

@@ -256,7 +256,10 @@ impl Predictor {
         std::mem::take(&mut self.scores.write().unsaved)
     }
 
-    fn record(&self, predictions: Vec<Prediction>) {
+    /// Replaces the latest predictions with `predictions` (what one scoring of the fleet
+    /// produced) and extends their history. The analyzer calls it after each scoring;
+    /// API tests use it to serve known predictions without training a model.
+    pub fn record(&self, predictions: Vec<Prediction>) {
         let mut s = self.scores.write();
         s.latest.clear();
         for p in predictions {

@@ -373,6 +373,7 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(f64)) -> BenchReport {
                     pod: Some(format!("membound-train-{gi}")),
                     container: Some("trainer".into()),
                     job: None,
+                    account: None,
                 }
             } else {
                 fleet.workload(gi).cloned().unwrap_or_default()

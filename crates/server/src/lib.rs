@@ -1,8 +1,9 @@
 //! gpuwarden's HTTP face: the JSON API under `/api/v1`, `/healthz` and `/metrics`.
 //!
 //! Handlers read the store and the live fleet view; they never scrape or analyze. Every
-//! handler that returns GPUs takes the caller's [`scope::CallerScope`], so that
-//! authentication and tenants (a later step) only have to fill the scope in.
+//! handler that returns fleet data takes the caller's [`scope::CallerScope`] and filters
+//! what it returns (and refuses actions) by it, through [`visibility`]: authentication
+//! only has to put a tenant's scope into the request.
 
 pub mod api;
 pub mod audit;
@@ -20,6 +21,7 @@ pub mod scope;
 mod time_param;
 pub mod tls;
 pub mod ui;
+pub mod visibility;
 
 pub use api::{router, AppState};
 pub use error::ApiError;

@@ -615,6 +615,7 @@ impl Fleet {
                         pod: Some(format!("data-prep-{:05x}", self.rng.random_range(0x10000..0xfffffu32))),
                         container: Some("worker".into()),
                         job: None,
+                        account: None,
                     };
                 }
                 self.install_job(job);

@@ -212,6 +212,7 @@ fn workload_labels(rng: &mut ChaCha8Rng, id: u64, profile: Profile, size: usize)
                 pod: Some(format!("train-{id}-{suffix:05x}-{size}g")),
                 container: Some("trainer".into()),
                 job: None,
+                account: None,
             }
         }
         Profile::Inference => Workload {
@@ -219,6 +220,7 @@ fn workload_labels(rng: &mut ChaCha8Rng, id: u64, profile: Profile, size: usize)
             pod: Some(format!("serve-{id}-{suffix:05x}")),
             container: Some("server".into()),
             job: None,
+            account: None,
         },
         Profile::Hpc => Workload {
             job: Some(format!("{}", 180_000 + id)),

@@ -130,10 +130,17 @@ pub fn build(
     );
     notifier.metrics().register(registry);
     {
-        let (live, clock) = (live, clock);
+        let (live, clock) = (live.clone(), clock.clone());
         notifier.set_namespace_lookup(Arc::new(move |gpu| {
             live.get(gpu, clock.now_ms())
                 .and_then(|v| v.identity.workload.namespace)
+        }));
+    }
+    {
+        // Tenants scoped by Slurm account: their silences match on it.
+        let (live, clock) = (live, clock);
+        notifier.set_account_lookup(Arc::new(move |gpu| {
+            live.get(gpu, clock.now_ms()).and_then(|v| v.identity.workload.account)
         }));
     }
     analysis.add_incident_sink(notifier.clone());

@@ -306,6 +306,35 @@ impl Outbox {
         c
     }
 
+    /// Counts per state and the newest `limit` entries of `sink`, over only the kept
+    /// entries whose notification passes `visible` (a tenant's view: its aggregates count
+    /// only what it may see).
+    pub fn counts_and_recent_where(
+        &self,
+        sink: &str,
+        limit: usize,
+        visible: &dyn Fn(&Notification) -> bool,
+    ) -> (SinkCounts, Vec<Entry>) {
+        let inner = self.inner.lock();
+        let mut c = SinkCounts::default();
+        let mut recent = Vec::new();
+        for e in inner.entries.values().rev().filter(|e| e.sink == sink) {
+            if !visible(&e.notification) {
+                continue;
+            }
+            match e.state {
+                EntryState::Pending => c.pending += 1,
+                EntryState::Delivered => c.delivered += 1,
+                EntryState::Failed => c.failed += 1,
+                EntryState::Silenced => c.silenced += 1,
+            }
+            if recent.len() < limit {
+                recent.push(e.clone());
+            }
+        }
+        (c, recent)
+    }
+
     /// The kept entries of `sink`, newest first, at most `limit`.
     pub fn recent(&self, sink: &str, limit: usize) -> Vec<Entry> {
         let inner = self.inner.lock();

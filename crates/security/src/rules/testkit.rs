@@ -64,6 +64,7 @@ impl Tk {
             pod: pod.map(Into::into),
             container: pod.map(|_| "main".into()),
             job: job.map(Into::into),
+            account: None,
         };
         self.engine.observe_identity(&self.identity);
     }

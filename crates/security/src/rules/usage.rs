@@ -17,10 +17,16 @@ pub const GHOST_PARAMS: &[&str] = &["window_minutes", "busy_sm_min", "min_busy_s
 /// Generous gap for busy-time accounting: these rules judge use, not a signature.
 const MAX_GAP_MS: i64 = 120_000;
 
-/// The Slurm account label, when the exporter attaches one.
+/// The Slurm account, when known: the workload's (the exporter's `slurm_account` /
+/// `account` label, or the agent's `SLURM_JOB_ACCOUNT`), else such a label kept among
+/// the identity's other labels (identities built before the workload carried it).
 pub fn account(g: &GpuState) -> Option<&str> {
     let l = &g.identity.extra_labels;
-    l.get("account").or_else(|| l.get("slurm_account")).map(String::as_str)
+    g.identity
+        .workload
+        .account
+        .as_deref()
+        .or_else(|| l.get("account").or_else(|| l.get("slurm_account")).map(String::as_str))
 }
 
 pub fn unapproved(rule: &Rule, ctx: &Ctx) -> Option<Hit> {

@@ -111,8 +111,17 @@ pub struct AuditList {
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
+    scope: crate::scope::CallerScope,
     params: QueryResult<AuditParams>,
 ) -> Result<Json<AuditList>, ApiError> {
+    // The trail names every tenant's actions and clients: fleet-wide, never a tenant's.
+    if scope.is_restricted() || principal.tenant.is_some() {
+        return Err(ApiError {
+            status: axum::http::StatusCode::FORBIDDEN,
+            code: "fleet_wide_route",
+            message: "the audit trail covers the whole fleet: a principal confined to a tenant cannot read it".into(),
+        });
+    }
     // Authorization proper is the policy table's; this keeps the trail admin-only even
     // if a route is left out of it.
     if principal.role < Role::Admin {

@@ -5,12 +5,14 @@ use super::gpus::{all_items, worst_first};
 use super::AppState;
 use crate::cache::AcceptsGzip;
 use crate::scope::CallerScope;
+use crate::visibility::Visibility;
 use crate::ApiError;
 use axum::extract::State;
 use axum::response::Response;
+use gpuwarden_detect::{GpuHealth, NodeHealth};
 use gpuwarden_incident::IncidentFilter;
-use gpuwarden_model::{HealthState, Severity};
-use std::collections::BTreeSet;
+use gpuwarden_model::{Finding, GpuUuid, HealthState, Severity};
+use std::collections::{BTreeSet, HashSet};
 
 /// Counts by state, open incidents by severity, and the worst GPUs.
 #[utoipa::path(get, operation_id = "get_fleet_summary", path = "/api/v1/fleet/summary", tag = "fleet",
@@ -20,8 +22,7 @@ pub async fn summary(
     scope: CallerScope,
     gzip: AcceptsGzip,
 ) -> Result<Response, ApiError> {
-    let key = format!("summary|{}", scope.cache_key());
-    state.cached_json(&key, gzip, || summary_now(&state, &scope))
+    state.cached_json(&scope, "summary", gzip, || summary_now(&state, &scope))
 }
 
 fn summary_now(state: &AppState, scope: &CallerScope) -> Result<FleetSummary, ApiError> {
@@ -38,9 +39,10 @@ fn summary_now(state: &AppState, scope: &CallerScope) -> Result<FleetSummary, Ap
         }
     }
     let mut open = SeverityCounts::default();
+    let visible = Visibility::new(state, scope);
     state.analysis.with_incidents(|engine| {
         for incident in engine.list(&IncidentFilter::active()) {
-            if !scope.allows_node(&incident.node) {
+            if !visible.incident(incident) {
                 continue;
             }
             match incident.severity {
@@ -67,23 +69,44 @@ fn summary_now(state: &AppState, scope: &CallerScope) -> Result<FleetSummary, Ap
 #[utoipa::path(get, operation_id = "list_nodes", path = "/api/v1/nodes", tag = "fleet",
     responses((status = 200, description = "Success", body = NodeList)))]
 pub async fn nodes(State(state): State<AppState>, scope: CallerScope, gzip: AcceptsGzip) -> Result<Response, ApiError> {
-    let key = format!("nodes|{}", scope.cache_key());
-    state.cached_json(&key, gzip, || nodes_now(&state, &scope))
+    state.cached_json(&scope, "nodes", gzip, || nodes_now(&state, &scope))
 }
 
 fn nodes_now(state: &AppState, scope: &CallerScope) -> Result<NodeList, ApiError> {
     let evaluation = state.analysis.latest();
-    let known: BTreeSet<String> = state
-        .live
-        .snapshot(state.clock.now_ms())
-        .into_iter()
-        .filter(|g| scope.allows(&g.identity))
-        .map(|g| g.identity.node)
-        .collect();
+    let mut visible: HashSet<GpuUuid> = HashSet::new();
+    let mut known: BTreeSet<String> = BTreeSet::new();
+    for g in state.live.snapshot(state.clock.now_ms()) {
+        if scope.allows(&g.identity) {
+            visible.insert(g.identity.uuid);
+            known.insert(g.identity.node);
+        }
+    }
+    // A node the caller sees only part of (a tenant's pods on a shared node) is
+    // aggregated over the caller's GPUs alone, without the node's own findings: its
+    // other GPUs' health is another tenant's.
+    let partial: Vec<NodeHealth> = if scope.is_restricted() {
+        let gpus: Vec<GpuHealth> = evaluation
+            .gpus
+            .iter()
+            .filter(|g| !scope.owns_node(&g.node) && visible.contains(&g.uuid))
+            .cloned()
+            .collect();
+        let findings: Vec<Finding> = evaluation
+            .findings
+            .iter()
+            .filter(|f| f.gpu.as_ref().is_some_and(|g| visible.contains(g)))
+            .cloned()
+            .collect();
+        gpuwarden_detect::engine::nodes(&gpus, &findings)
+    } else {
+        Vec::new()
+    };
     let mut nodes: Vec<NodeItem> = evaluation
         .nodes
         .iter()
-        .filter(|n| known.contains(&n.node))
+        .filter(|n| known.contains(&n.node) && scope.owns_node(&n.node))
+        .chain(partial.iter())
         .map(|n| NodeItem {
             node: n.node.clone(),
             score: n.score,

@@ -106,8 +106,8 @@ pub async fn list(
     let params = query(params)?;
     let limit = check_limit(params.limit)?;
     let offset = check_offset(params.offset)?;
-    let key = format!("gpus?{}|{}", raw.unwrap_or_default(), scope.cache_key());
-    state.cached_json(&key, gzip, || {
+    let key = format!("gpus?{}", raw.unwrap_or_default());
+    state.cached_json(&scope, &key, gzip, || {
         let all: Vec<GpuItem> = all_items(&state, &scope)
             .into_iter()
             .filter(|g| params.node.as_ref().is_none_or(|n| &g.identity.node == n))

@@ -5,6 +5,7 @@ use super::gpus::{check_limit, query, QueryResult};
 use super::AppState;
 use crate::cache::AcceptsGzip;
 use crate::scope::CallerScope;
+use crate::visibility::Visibility;
 use crate::ApiError;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
@@ -79,13 +80,14 @@ pub async fn list(
         kind: params.kind,
         rule: params.rule.clone(),
     };
-    let key = format!("incidents?{}|{}", raw.unwrap_or_default(), scope.cache_key());
-    state.cached_json(&key, gzip, || {
+    let key = format!("incidents?{}", raw.unwrap_or_default());
+    state.cached_json(&scope, &key, gzip, || {
+        let visible = Visibility::new(&state, &scope);
         let (total, incidents) = state.analysis.with_incidents(|engine| {
             let all: Vec<&Incident> = engine
                 .list(&filter)
                 .into_iter()
-                .filter(|i| scope.allows_node(&i.node))
+                .filter(|i| visible.incident(i))
                 .collect();
             let total = all.len();
             (
@@ -111,10 +113,11 @@ pub async fn get_one(
     scope: CallerScope,
     Path(id): Path<String>,
 ) -> Result<Json<Incident>, ApiError> {
+    let visible = Visibility::new(&state, &scope);
     state
         .analysis
         .with_incidents(|engine| engine.get(&id).cloned())
-        .filter(|i| scope.allows_node(&i.node))
+        .filter(|i| visible.incident(i))
         .map(Json)
         .ok_or_else(|| ApiError::not_found("incident_not_found", format!("no incident '{id}'")))
 }
@@ -146,10 +149,12 @@ fn body(bytes: &[u8]) -> Result<IncidentAction, ApiError> {
     })
 }
 
+/// An incident outside the caller's scope answers exactly like an unknown one (404,
+/// same message): a 403 would confirm that the id exists.
 fn check_scope(state: &AppState, scope: &CallerScope, id: &str) -> Result<(), ApiError> {
-    let node = state.analysis.with_incidents(|e| e.get(id).map(|i| i.node.clone()));
-    match node {
-        Some(n) if scope.allows_node(&n) => Ok(()),
+    let incident = state.analysis.with_incidents(|e| e.get(id).cloned());
+    match incident {
+        Some(i) if Visibility::new(state, scope).incident(&i) => Ok(()),
         _ => Err(ApiError::not_found("incident_not_found", format!("no incident '{id}'"))),
     }
 }

@@ -235,6 +235,21 @@ async fn read_body(
     Ok((scope, bytes))
 }
 
+/// Pushes write fleet data (any node's, any GPU's): never from a principal confined to a
+/// tenant. Agents and Prometheus authenticate with ingest tokens, not as tenants.
+fn refuse_tenant(caller: &crate::scope::CallerScope) -> Result<(), ApiError> {
+    if caller.is_restricted() {
+        return Err(ApiError {
+            status: axum::http::StatusCode::FORBIDDEN,
+            code: "tenant_cannot_ingest",
+            message: "a principal confined to a tenant cannot push data; agents and remote_write \
+                      senders use an ingest token"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
 /// Accept a batch pushed by `gpuwarden agent`.
 #[utoipa::path(post, operation_id = "ingest_batch", path = "/api/v1/ingest", tag = "ingest",
     request_body(content = String, description = "A batch in the agent push format (JSON; see docs/deploy.md)", content_type = "application/json"),
@@ -242,16 +257,18 @@ async fn read_body(
         (status = 200, description = "Stored, or already stored (status=duplicate)", body = IngestReply),
         (status = 400, description = "Malformed batch: do not retry", body = super::dto::ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = super::dto::ErrorBody),
-        (status = 403, description = "The batch's node or GPUs are outside the token's nodes, or not named by the client certificate (or none was presented where one is required)", body = super::dto::ErrorBody),
+        (status = 403, description = "The batch's node or GPUs are outside the token's nodes, or not named by the client certificate (or none was presented where one is required), or the caller is confined to a tenant", body = super::dto::ErrorBody),
         (status = 404, description = "Ingest is not enabled on this server", body = super::dto::ErrorBody),
         (status = 413, description = "Body larger than the limit", body = super::dto::ErrorBody),
         (status = 503, description = "The store could not take the batch: retry later", body = super::dto::ErrorBody)))]
 pub async fn push(
     State(state): State<AppState>,
     cert: Option<Extension<ClientCertificate>>,
+    caller: crate::scope::CallerScope,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestReply>, ApiError> {
+    refuse_tenant(&caller)?;
     let ingest = ingest_state(&state)?;
     if ingest.require_client_certificate && cert.is_none() {
         ingest.metrics.count("forbidden");
@@ -434,7 +451,13 @@ fn drop_repeated_rows(newest: &HashMap<(String, String), i64>, batch: &mut Batch
         (status = 404, description = "Ingest is not enabled on this server", body = super::dto::ErrorBody),
         (status = 413, description = "Body larger than the limit", body = super::dto::ErrorBody),
         (status = 503, description = "The store could not take the samples: retry later", body = super::dto::ErrorBody)))]
-pub async fn remote_write(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn remote_write(
+    State(state): State<AppState>,
+    caller: crate::scope::CallerScope,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    refuse_tenant(&caller)?;
     let ingest = ingest_state(&state)?;
     // A client certificate is not bound to nodes here: one Prometheus forwards many
     // nodes' series (its certificate only got it through the handshake); the token's
@@ -472,12 +495,18 @@ pub async fn remote_write(State(state): State<AppState>, headers: HeaderMap, bod
 
 /// `/metrics` on the ingest listener: it names every GPU, node and score, so when tokens
 /// are configured it needs one (any token, whatever its nodes) like the push endpoints.
-async fn metrics_with_token(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn metrics_with_token(
+    State(state): State<AppState>,
+    caller: crate::scope::CallerScope,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let ingest = ingest_state(&state)?;
     if matches!(ingest.tokens.access(&headers), Access::Denied) {
         return Err(unauthorized());
     }
-    Ok(super::system::metrics(State(state), headers).await?.into_response())
+    Ok(super::system::metrics(State(state), caller, headers)
+        .await?
+        .into_response())
 }
 
 /// The router of `gpuwarden serve`'s separate ingest listener: only the push endpoints,

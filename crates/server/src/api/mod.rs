@@ -59,26 +59,49 @@ impl AppState {
         }
     }
 
-    /// Renders `value` as JSON through the cache under `key`.
+    /// Renders `value` as JSON through the cache under `key` for callers of `scope`.
+    /// The scope is part of every key (first, and unambiguous), so one tenant's answer
+    /// is never served to another; plain and gzip answers have distinct prefixes, so a
+    /// query string cannot name the other's key either.
     pub(crate) fn cached_json<T: serde::Serialize>(
         &self,
+        scope: &crate::scope::CallerScope,
         key: &str,
         gzip: crate::cache::AcceptsGzip,
         render: impl FnOnce() -> Result<T, crate::ApiError>,
     ) -> Result<axum::response::Response, crate::ApiError> {
         let version = self.cache_version();
-        let plain = self.cache.get_or_render(version, key, || {
+        let key = format!("{}\u{0}{key}", scope.cache_key());
+        let plain = self.cache.get_or_render(version, &format!("p\u{0}{key}"), || {
             let value = render()?;
             serde_json::to_vec(&value).map_err(|e| crate::ApiError::internal("encoding the answer", e))
         })?;
         if !gzip.0 {
             return Ok(crate::cache::json_response(plain, false));
         }
-        let zipped = self.cache.get_or_render(version, &format!("{key}|gzip"), || {
+        let zipped = self.cache.get_or_render(version, &format!("z\u{0}{key}"), || {
             crate::cache::gzip(&plain).map_err(|e| crate::ApiError::internal("compressing the answer", e))
         })?;
         Ok(crate::cache::json_response(zipped, true))
     }
+}
+
+/// Refuses callers confined to a tenant (for routes that cannot be scoped).
+async fn refuse_tenants(
+    scope: crate::scope::CallerScope,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if scope.is_restricted() {
+        return crate::ApiError {
+            status: axum::http::StatusCode::FORBIDDEN,
+            code: "not_for_tenants",
+            message: "this route acts on the whole fleet; a principal confined to a tenant cannot use it".into(),
+        }
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// The API router. `extra` is merged in (e.g. the simulator's control routes). All of
@@ -119,7 +142,9 @@ pub fn router(state: AppState, extra: Option<Router>) -> Router {
         // at /api/docs.
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", crate::openapi::document()));
     let api = match extra {
-        Some(extra) => api.merge(extra),
+        // The extra routes (the simulator's fault injection and ground truth) act on and
+        // describe the whole fleet, without a notion of scope: not for tenants.
+        Some(extra) => api.merge(extra.layer(axum::middleware::from_fn(refuse_tenants))),
         None => api,
     };
     crate::audit::wrap(crate::request_guard::wrap(api, hosts), audit)

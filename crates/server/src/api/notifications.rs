@@ -1,8 +1,13 @@
 //! `/api/v1/notifications`: the notification outbox per sink — pending, delivered,
 //! failed (with the receiver's last answer), silenced — and each sink's health.
 //! Secrets never appear: entries carry the message, not the sink's configuration.
+//! A caller confined to a tenant sees only the entries of incidents (and findings) it
+//! may see, counts over those alone, and no sink-wide last error (a receiver's answer
+//! may quote another tenant's message).
 
 use super::AppState;
+use crate::scope::CallerScope;
+use crate::visibility::Visibility;
 use crate::ApiError;
 use axum::extract::State;
 use axum::Json;
@@ -118,6 +123,7 @@ pub struct NotificationStatus {
     responses((status = 200, description = "Success", body = NotificationStatus), (status = 400, description = "Bad request", body = super::dto::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
+    scope: CallerScope,
     params: super::gpus::QueryResult<NotificationParams>,
 ) -> Result<Json<NotificationStatus>, ApiError> {
     let params = super::gpus::query(params)?;
@@ -130,9 +136,29 @@ pub async fn list(
             enabled: false,
             sinks: Vec::new(),
         },
-        Some(n) => NotificationStatus {
+        Some(n) if !scope.is_restricted() => NotificationStatus {
             enabled: true,
             sinks: n.status(recent).into_iter().map(SinkOutbox::from).collect(),
         },
+        Some(n) => {
+            let visible = Visibility::new(&state, &scope);
+            // Incidents by id, read once: an entry follows its incident's visibility.
+            let incidents: std::collections::HashMap<String, gpuwarden_model::Incident> =
+                state.analysis.with_incidents(|e| {
+                    e.list(&gpuwarden_incident::IncidentFilter::default())
+                        .into_iter()
+                        .map(|i| (i.id.clone(), i.clone()))
+                        .collect()
+                });
+            let filter = |m: &gpuwarden_notify::Notification| visible.notification(m, incidents.get(&m.incident));
+            NotificationStatus {
+                enabled: true,
+                sinks: n
+                    .status_where(recent, &filter)
+                    .into_iter()
+                    .map(SinkOutbox::from)
+                    .collect(),
+            }
+        }
     }))
 }

@@ -6,6 +6,8 @@
 //! but no model yet, they answer empty lists and `model: null`.
 
 use super::AppState;
+use crate::scope::CallerScope;
+use crate::visibility::Visibility;
 use crate::ApiError;
 use axum::extract::{Path, State};
 use axum::Json;
@@ -87,7 +89,8 @@ pub struct ModelInfo {
     /// The threshold in force (configuration may override the model's).
     pub threshold_in_force: f64,
     pub feature_count: usize,
-    /// What the trainer measured (source, rows, failures, time-split test metrics).
+    /// What the trainer measured (source, rows, failures, time-split test metrics);
+    /// null for a caller confined to a tenant (it describes the whole fleet).
     #[schema(value_type = Object)]
     pub training: serde_json::Value,
 }
@@ -125,12 +128,18 @@ fn item(p: gpuwarden_predict::Prediction) -> PredictionItem {
 /// Every scored GPU's latest failure prediction, riskiest first.
 #[utoipa::path(get, operation_id = "list_predictions", path = "/api/v1/predictions", tag = "predictions",
     responses((status = 200, description = "Success", body = PredictionList), (status = 404, description = "Prediction not running", body = super::dto::ErrorBody)))]
-pub async fn list(State(state): State<AppState>) -> Result<Json<PredictionList>, ApiError> {
+pub async fn list(State(state): State<AppState>, scope: CallerScope) -> Result<Json<PredictionList>, ApiError> {
     let p = predictor(&state)?;
+    let visible = Visibility::new(&state, &scope);
     Ok(Json(PredictionList {
         model: p.model().map(|m| m.meta.version.clone()),
         threshold: p.threshold(),
-        predictions: p.predictions().into_iter().map(item).collect(),
+        predictions: p
+            .predictions()
+            .into_iter()
+            .filter(|x| visible.gpu(x.gpu.as_str(), Some(&x.node)))
+            .map(item)
+            .collect(),
     }))
 }
 
@@ -138,8 +147,16 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<PredictionList>,
 #[utoipa::path(get, operation_id = "get_gpu_predictions", path = "/api/v1/gpus/{uuid}/predictions", tag = "predictions",
     params(("uuid" = String, Path, description = "GPU UUID")),
     responses((status = 200, description = "Success", body = GpuPredictions), (status = 404, description = "Not found", body = super::dto::ErrorBody)))]
-pub async fn gpu(State(state): State<AppState>, Path(uuid): Path<String>) -> Result<Json<GpuPredictions>, ApiError> {
+pub async fn gpu(
+    State(state): State<AppState>,
+    scope: CallerScope,
+    Path(uuid): Path<String>,
+) -> Result<Json<GpuPredictions>, ApiError> {
     let p = predictor(&state)?;
+    // Outside the caller's scope: the same answer as a GPU never seen.
+    if !Visibility::new(&state, &scope).gpu(&uuid, None) {
+        return Err(ApiError::not_found("gpu_not_found", format!("no GPU {uuid}")));
+    }
     let gpu = GpuUuid::new(&uuid);
     let (latest, memory) = p.gpu(&gpu);
     let store = state.store.clone();
@@ -192,7 +209,7 @@ pub async fn gpu(State(state): State<AppState>, Path(uuid): Path<String>) -> Res
 /// The failure model in use.
 #[utoipa::path(get, operation_id = "get_current_model", path = "/api/v1/models/current", tag = "predictions",
     responses((status = 200, description = "Success", body = ModelInfo), (status = 404, description = "No model", body = super::dto::ErrorBody)))]
-pub async fn current_model(State(state): State<AppState>) -> Result<Json<ModelInfo>, ApiError> {
+pub async fn current_model(State(state): State<AppState>, scope: CallerScope) -> Result<Json<ModelInfo>, ApiError> {
     let p = predictor(&state)?;
     let m = p
         .model()
@@ -204,6 +221,12 @@ pub async fn current_model(State(state): State<AppState>) -> Result<Json<ModelIn
         threshold: m.meta.threshold,
         threshold_in_force: p.threshold(),
         feature_count: m.meta.feature_names.len(),
-        training: serde_json::to_value(&m.meta.training).unwrap_or(serde_json::Value::Null),
+        // The training report counts the fleet's GPUs and failures: a fleet-wide figure
+        // that a tenant does not get.
+        training: if scope.is_restricted() {
+            serde_json::Value::Null
+        } else {
+            serde_json::to_value(&m.meta.training).unwrap_or(serde_json::Value::Null)
+        },
     }))
 }

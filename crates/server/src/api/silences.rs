@@ -1,13 +1,20 @@
 //! `/api/v1/silences`: create, list and expire silences — "do not notify about what
 //! matches this, from START to END", with who asked and why.
+//!
+//! A caller confined to a tenant creates silences confined to the tenant's part of the
+//! fleet (`within`, set here from the scope, never from the body): whatever matchers it
+//! gives, such a silence cannot hold back another tenant's notifications. It lists and
+//! expires only silences confined within its own part; any other id answers 404, as if
+//! unknown.
 
 use super::AppState;
+use crate::scope::CallerScope;
 use crate::ApiError;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use gpuwarden_model::{FindingKind, Severity};
-use gpuwarden_notify::{Matchers, NewSilence, Silence, SilenceError, SilenceState};
+use gpuwarden_notify::{Confinement, Matchers, NewSilence, Silence, SilenceError, SilenceState};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -70,6 +77,36 @@ pub struct SilenceView {
     pub created_ms: i64,
     /// pending, active, expired.
     pub state: String,
+    /// The tenant's part of the fleet the silence is confined to (absent: anywhere).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub within: Option<SilenceWithin>,
+}
+
+/// Where a tenant's silence can match: notifications of the GPUs (and nodes) of these
+/// namespaces, Slurm accounts or nodes.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SilenceWithin {
+    pub namespaces: Vec<String>,
+    pub slurm_accounts: Vec<String>,
+    pub nodes: Vec<String>,
+}
+
+/// The confinement of a caller's silences (`None`: not confined).
+fn confinement(scope: &CallerScope) -> Option<Confinement> {
+    scope.is_restricted().then(|| Confinement {
+        namespaces: scope.namespaces.clone(),
+        accounts: scope.slurm_accounts.clone(),
+        nodes: scope.nodes.clone(),
+    })
+}
+
+/// Whether the caller may see (and expire) `s`: a tenant only silences confined within
+/// its own part of the fleet (those it or a tenant of no more could have made).
+fn visible(s: &Silence, scope: &CallerScope) -> bool {
+    match confinement(scope) {
+        None => true,
+        Some(mine) => s.within.as_ref().is_some_and(|w| w.is_within(&mine)),
+    }
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -96,6 +133,11 @@ fn view(s: Silence, now_ms: i64) -> SilenceView {
         ends_ms: s.ends_ms,
         created_ms: s.created_ms,
         state: state.into(),
+        within: s.within.map(|w| SilenceWithin {
+            namespaces: w.namespaces,
+            slurm_accounts: w.accounts,
+            nodes: w.nodes,
+        }),
     }
 }
 
@@ -124,11 +166,16 @@ fn silence_error(e: SilenceError) -> ApiError {
 /// List silences (active, pending and recently expired), newest first.
 #[utoipa::path(get, operation_id = "list_silences", path = "/api/v1/silences", tag = "notifications",
     responses((status = 200, description = "Success", body = SilenceList), (status = 404, description = "Notifications are disabled", body = super::dto::ErrorBody)))]
-pub async fn list(State(state): State<AppState>) -> Result<Json<SilenceList>, ApiError> {
+pub async fn list(State(state): State<AppState>, scope: CallerScope) -> Result<Json<SilenceList>, ApiError> {
     let n = notifier(&state)?;
     let now = n.now_ms();
     Ok(Json(SilenceList {
-        silences: n.silences().into_iter().map(|s| view(s, now)).collect(),
+        silences: n
+            .silences()
+            .into_iter()
+            .filter(|s| visible(s, &scope))
+            .map(|s| view(s, now))
+            .collect(),
     }))
 }
 
@@ -138,6 +185,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<SilenceList>, Ap
     responses((status = 201, description = "Created", body = SilenceView), (status = 400, description = "Bad request: the error says what is wrong (also: too many silences, too long a duration)", body = super::dto::ErrorBody), (status = 404, description = "Notifications are disabled", body = super::dto::ErrorBody), (status = 413, description = "Author, comment or matchers beyond the limits", body = super::dto::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
+    scope: CallerScope,
     raw: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<SilenceView>), ApiError> {
     let n = notifier(&state)?.clone();
@@ -191,6 +239,7 @@ pub async fn create(
         comment: req.comment,
         starts_ms: Some(starts_ms),
         ends_ms,
+        within: confinement(&scope),
     };
     let s = tokio::task::spawn_blocking(move || n.create_silence(new))
         .await
@@ -203,8 +252,16 @@ pub async fn create(
 #[utoipa::path(delete, operation_id = "expire_silence", path = "/api/v1/silences/{id}", tag = "notifications",
     params(("id" = String, Path, description = "Silence id, e.g. sil-0123456789abcdef")),
     responses((status = 200, description = "Expired", body = SilenceView), (status = 404, description = "Not found", body = super::dto::ErrorBody)))]
-pub async fn expire(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<SilenceView>, ApiError> {
+pub async fn expire(
+    State(state): State<AppState>,
+    scope: CallerScope,
+    Path(id): Path<String>,
+) -> Result<Json<SilenceView>, ApiError> {
     let n = notifier(&state)?.clone();
+    // Another tenant's (or a fleet-wide) silence answers exactly like an unknown id.
+    if !n.silences().iter().any(|s| s.id == id && visible(s, &scope)) {
+        return Err(silence_error(SilenceError::NotFound(id)));
+    }
     let s = tokio::task::spawn_blocking(move || n.expire_silence(&id))
         .await
         .map_err(|e| ApiError::internal("expiring the silence", e))?

@@ -2,6 +2,8 @@
 //! the simulator's routes (served by the simulator's own router when it runs).
 
 use super::AppState;
+use crate::scope::CallerScope;
+use crate::visibility::Visibility;
 use crate::ApiError;
 use axum::extract::State;
 use axum::http::header;
@@ -19,11 +21,21 @@ pub struct Healthz {
     gpus_stale: usize,
 }
 
-/// Liveness, with GPU counts.
+/// Liveness, with GPU counts (a tenant's: only its GPUs).
 #[utoipa::path(get, operation_id = "healthz", path = "/healthz", tag = "system", responses((status = 200, description = "Success", body = Healthz)))]
-pub async fn healthz(State(state): State<AppState>) -> Json<Healthz> {
+pub async fn healthz(State(state): State<AppState>, scope: CallerScope) -> Json<Healthz> {
     let now = state.clock.now_ms();
-    let (gpus, stale) = state.live.counts(now);
+    let (gpus, stale) = if scope.is_restricted() {
+        let mine: Vec<_> = state
+            .live
+            .snapshot(now)
+            .into_iter()
+            .filter(|g| scope.allows(&g.identity))
+            .collect();
+        (mine.len(), mine.iter().filter(|g| g.stale).count())
+    } else {
+        state.live.counts(now)
+    };
     Json(Healthz {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
@@ -91,8 +103,18 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     responses((status = 200, description = "OpenMetrics or Prometheus text", content_type = "text/plain")))]
 pub async fn metrics(
     State(state): State<AppState>,
+    scope: CallerScope,
     headers: axum::http::HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
+    // Fleet-wide by nature (every GPU's health gauges): authentication refuses it to
+    // tenant principals; refused here too, so that no wiring can forget it.
+    if scope.is_restricted() {
+        return Err(ApiError {
+            status: axum::http::StatusCode::FORBIDDEN,
+            code: "not_for_tenants",
+            message: "/metrics describes the whole fleet; a principal confined to a tenant cannot read it".into(),
+        });
+    }
     let before = state.before_metrics.clone();
     // Refreshing reads store stats from disk: keep it off the async workers.
     tokio::task::spawn_blocking(move || before())
@@ -126,13 +148,39 @@ pub struct TargetList {
     ingest: Vec<gpuwarden_pipeline::TargetIngestState>,
 }
 
-/// Scrape targets and their state.
+/// Scrape targets and their state (a tenant: only the targets of nodes it owns).
 #[utoipa::path(get, operation_id = "list_targets", path = "/api/v1/targets", tag = "system", responses((status = 200, description = "Success", body = TargetList)))]
-pub async fn targets(State(state): State<AppState>) -> Json<TargetList> {
-    Json(TargetList {
-        targets: state.targets.snapshot(),
-        ingest: state.live.target_ingest_states(),
-    })
+pub async fn targets(State(state): State<AppState>, scope: CallerScope) -> Json<TargetList> {
+    let targets = state.targets.snapshot();
+    let ingest = state.live.target_ingest_states();
+    if !scope.is_restricted() {
+        return Json(TargetList { targets, ingest });
+    }
+    // Targets reveal the fleet's layout and every GPU they serve: only the nodes the
+    // tenant owns by `nodes`. An ingest source's node is the node of the scrape target
+    // of the same URL, or the NODE of `agent://NODE/SOURCE`; else it is not shown.
+    let visible = Visibility::new(&state, &scope);
+    let node_of = |target: &str| -> Option<String> {
+        targets
+            .iter()
+            .find(|t| t.url == target)
+            .map(|t| t.node_hint.clone())
+            .or_else(|| {
+                target
+                    .strip_prefix("agent://")
+                    .and_then(|rest| rest.split('/').next())
+                    .map(str::to_string)
+            })
+    };
+    let ingest = ingest
+        .into_iter()
+        .filter(|i| visible.target_node(node_of(&i.target).as_deref()))
+        .collect();
+    let targets = targets
+        .into_iter()
+        .filter(|t| visible.target_node(Some(&t.node_hint)))
+        .collect();
+    Json(TargetList { targets, ingest })
 }
 
 pub async fn not_found() -> ApiError {
