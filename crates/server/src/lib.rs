@@ -5,6 +5,7 @@
 //! authentication and tenants (a later step) only have to fill the scope in.
 
 pub mod api;
+pub mod auth;
 pub mod cache;
 pub mod derived_metrics;
 pub mod error;
@@ -18,7 +19,7 @@ pub mod scope;
 mod time_param;
 pub mod ui;
 
-pub use api::{router, AppState};
+pub use api::{router, router_with_auth, AppState};
 pub use error::ApiError;
 pub use listener::{serve_with, ServeLimits};
 

@@ -2,6 +2,7 @@
 //! at `/api/openapi.json`, with an interactive page at `/api/docs` (Swagger UI, vendored
 //! into the binary: no CDN).
 
+use crate::auth::api as auth;
 use crate::api::{dto, fleet, gpus, incidents, ingest, notifications, predictions, silences, system};
 use utoipa::OpenApi;
 
@@ -40,6 +41,12 @@ Errors are JSON `{\"error\": {\"code\", \"message\"}}` with stable codes; lists 
         predictions::list,
         predictions::gpu,
         predictions::current_model,
+        auth::whoami,
+        auth::list_tokens,
+        auth::create_token,
+        auth::revoke_token,
+        auth::sign_in,
+        auth::sign_out,
     ),
     components(schemas(dto::ErrorBody, dto::GpuList, dto::GpuItem, dto::IncidentList, dto::IncidentAction)),
     tags(
@@ -50,6 +57,10 @@ Errors are JSON `{\"error\": {\"code\", \"message\"}}` with stable codes; lists 
         (name = "simulation", description = "The built-in simulator (only when it runs)"),
         (name = "notifications", description = "Notification outbox per sink, and silences"),
         (name = "predictions", description = "Hard-failure predictions (24 h horizon) and the model in use"),
+        (name = "auth", description = "Who am I, API tokens (admins), web UI sign-in. With `[auth] enabled = true` every \
+route except /healthz, /readyz, the UI's files, this document and sign-in needs `Authorization: Bearer <token>` (or the UI's \
+session cookie with `X-CSRF-Token` on changes): 401 without a valid one, 403 when the role is too low (viewer: reads; \
+operator: ack/resolve, silences; admin: tokens) or a tenant calls a fleet-wide route (/metrics, targets, tokens)."),
         (name = "ingest", description = "Pushes from gpuwarden agents and Prometheus remote_write (gpuwarden serve)"),
     )
 )]

@@ -76,9 +76,17 @@ impl AppState {
     }
 }
 
-/// The API router. `extra` is merged in (e.g. the simulator's control routes). All of
-/// it is behind [`crate::request_guard`] (content type, `Origin`, `Host`).
+/// The API router without authentication (see [`router_with_auth`]).
 pub fn router(state: AppState, extra: Option<Router>) -> Router {
+    router_with_auth(state, extra, None)
+}
+
+/// The API router. `extra` is merged in (e.g. the simulator's control routes). All of
+/// it is behind [`crate::request_guard`] (content type, `Origin`, `Host`), and, when
+/// `auth` is given, behind [`crate::auth::middleware`] inside it (tokens, sessions,
+/// roles). `/api/v1/auth/*` is served either way (without `auth` its token and session
+/// routes answer 404).
+pub fn router_with_auth(state: AppState, extra: Option<Router>, auth: Option<Arc<crate::auth::Auth>>) -> Router {
     let hosts = state.allowed_hosts.clone();
     let api = Router::new()
         .route("/healthz", get(system::healthz))
@@ -110,8 +118,17 @@ pub fn router(state: AppState, extra: Option<Router>) -> Router {
         // Serves the document at /api/openapi.json and Swagger UI (assets in the binary)
         // at /api/docs.
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", crate::openapi::document()));
+    let api = api.merge(crate::auth::api::routes(auth.clone()));
     let api = match extra {
         Some(extra) => api.merge(extra),
+        None => api,
+    };
+    // A route layer: it runs after routing, so the route template is known.
+    let api = match auth {
+        Some(auth) => api.route_layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::middleware::authenticate,
+        )),
         None => api,
     };
     crate::request_guard::wrap(api, hosts)
