@@ -66,6 +66,9 @@ pub enum Command {
     /// Train the failure predictor (hard failure within 24 h) from the store's history, or
     /// from a simulated history when the store has too few failures.
     Train(TrainArgs),
+    /// Authentication: create, list and revoke API tokens (`gpuwarden auth token --help`).
+    #[command(subcommand)]
+    Auth(crate::commands::auth::AuthCommand),
 }
 
 /// `gpuwarden train`: build a training set, fit the GBDT with a time-based split, save a
@@ -157,7 +160,7 @@ pub struct AgentArgs {
 /// `gpuwarden serve`: the server of a fleet of agents (no simulator).
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address of the API, UI and /metrics (loopback only until authentication exists).
+    /// Address of the API, UI and /metrics (loopback only unless authentication is on).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
     /// Where samples, events, the inventory and the batch ledger are kept.
@@ -171,6 +174,10 @@ pub struct ServeArgs {
     /// `Host`. Requests for other names are refused (DNS rebinding); see docs/api.md.
     #[arg(long = "allowed-host", value_name = "NAME")]
     pub allowed_host: Vec<String>,
+    /// Require an API token (or a UI session) on every request, as `[auth] enabled = true`
+    /// does; tokens come from `gpuwarden auth token create`.
+    #[arg(long)]
+    pub auth: bool,
     /// Separate listener that serves only the push endpoints, /healthz and /metrics; may be
     /// a non-loopback address when --ingest-token-file is given.
     #[arg(long)]
@@ -242,8 +249,8 @@ pub struct SimArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Address of the API, UI and /metrics. Only loopback addresses are accepted until
-    /// authentication is configured.
+    /// Address of the API, UI and /metrics. Only loopback addresses are accepted unless
+    /// authentication is on (`--auth` or `[auth] enabled = true`, and a token exists).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
     /// Where samples, events and the inventory are kept.
@@ -258,6 +265,10 @@ pub struct RunArgs {
     /// `Host`. Requests for other names are refused (DNS rebinding); see docs/api.md.
     #[arg(long = "allowed-host", value_name = "NAME")]
     pub allowed_host: Vec<String>,
+    /// Require an API token (or a UI session) on every request, as `[auth] enabled = true`
+    /// does; tokens come from `gpuwarden auth token create`. Needed to listen beyond loopback.
+    #[arg(long)]
+    pub auth: bool,
     /// Seconds between scrapes of each target. Default 5.
     #[arg(long)]
     pub scrape_interval: Option<humantime::Duration>,

@@ -32,10 +32,11 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
         println!("{}", gpuwarden_server::api::ingest::auth::generate());
         return Ok(ExitCode::SUCCESS);
     }
-    let file = match &args.config {
+    let mut file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
+    file.auth.enabled |= args.auth;
     let mut cfg = config::build(file, args.listen, args.data_dir.clone(), None)?;
     cfg.allowed_hosts.extend(args.allowed_host.iter().cloned());
     super::runtime()?.block_on(serve_async(cfg, args))
@@ -75,6 +76,7 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
         }
     }
     let allowed_hosts = super::allowed_hosts(&cfg)?;
+    let auth = super::open_auth(&cfg, clock.clone())?;
     let store = super::stage::open_store(&cfg)?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -172,7 +174,8 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
         })),
     };
     let push_router = ingest::ingest_router(state.clone());
-    let router = gpuwarden_server::router(state, None);
+    let auth_task = auth.clone().map(|a| a.spawn_maintenance(shutdown_rx.clone()));
+    let router = gpuwarden_server::router_with_auth(state, None, auth.clone());
     let server_task = tokio::spawn(gpuwarden_server::serve_with(
         listener,
         router,
@@ -215,6 +218,9 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
         let _ = t.await;
     }
     let _ = server_task.await;
+    if let Some(t) = auth_task {
+        let _ = t.await;
+    }
     if let Some(t) = ingest_server {
         let _ = t.await;
     }
