@@ -446,6 +446,10 @@ pub struct BenchApiArgs {
     /// Requests per client per endpoint.
     #[arg(long, default_value_t = 20)]
     pub requests: usize,
+    /// Run twice, without and with authentication (a viewer API token sent by every
+    /// client), and print both side by side with their ratio.
+    #[arg(long)]
+    pub auth: bool,
 }
 
 #[derive(Debug, Args)]
