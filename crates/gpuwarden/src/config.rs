@@ -337,7 +337,10 @@ mod tests {
         let file: FileConfig = toml::from_str("[auth.tenants.empty]\n").unwrap();
         let err = build(file, None, None, None).unwrap_err();
         assert!(format!("{err:#}").contains("auth.tenants.empty"), "{err:#}");
-        assert!(toml::from_str::<FileConfig>("[auth]\nenable = true\n").is_err(), "typos are errors");
+        assert!(
+            toml::from_str::<FileConfig>("[auth]\nenable = true\n").is_err(),
+            "typos are errors"
+        );
     }
 
     #[test]

@@ -28,14 +28,27 @@ async fn ui_signs_in_with_a_token_in_a_real_browser() {
         .is_ok_and(|s| s.success());
     let pw = repo_root().join("tests/browser/node_modules/playwright-core").is_dir();
     if !(node_ok && chromium().exists() && pw) {
-        assert!(!tools_required(), "needs node, chromium and `npm ci --prefix tests/browser`");
+        assert!(
+            !tools_required(),
+            "needs node, chromium and `npm ci --prefix tests/browser`"
+        );
         eprintln!("SKIPPED sign-in browser test: needs node, chromium and `npm ci --prefix tests/browser`");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = Command::new(binary())
-        .args(["auth", "token", "create", "--role", "operator", "--name", "browser", "--quiet", "--data-dir"])
+        .args([
+            "auth",
+            "token",
+            "create",
+            "--role",
+            "operator",
+            "--name",
+            "browser",
+            "--quiet",
+            "--data-dir",
+        ])
         .arg(&data)
         .output()
         .unwrap();
@@ -43,7 +56,15 @@ async fn ui_signs_in_with_a_token_in_a_real_browser() {
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let gw = start(
         &data,
-        &["--auth", "--nodes", "1", "--scrape-interval", "1s", "--fault-rate-multiplier", "0"],
+        &[
+            "--auth",
+            "--nodes",
+            "1",
+            "--scrape-interval",
+            "1s",
+            "--fault-rate-multiplier",
+            "0",
+        ],
     )
     .await;
     let run = tokio::process::Command::new("node")

@@ -112,7 +112,12 @@ struct Caller {
     tenant: bool,
 }
 
-async fn call(base: &str, method: &str, path: &str, token: Option<&str>) -> (StatusCode, reqwest::header::HeaderMap, String) {
+async fn call(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (StatusCode, reqwest::header::HeaderMap, String) {
     let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
     let mut rb = reqwest::Client::new()
         .request(m.clone(), format!("{base}{path}"))
@@ -148,13 +153,19 @@ async fn every_documented_route_as_every_caller() {
         &config,
         &["--role", "viewer", "--name", "tenant", "--tenant", "team-a"],
     );
-    let expired = cli_create(&data, &config, &["--role", "admin", "--name", "expired", "--expires", "1s"]);
+    let expired = cli_create(
+        &data,
+        &config,
+        &["--role", "admin", "--name", "expired", "--expires", "1s"],
+    );
     let expired_at = Instant::now() + Duration::from_millis(1100);
     let revoked = cli_create(&data, &config, &["--role", "admin", "--name", "revoked"]);
     cli_revoke(&data, &id_of(&data, "revoked"));
     // A tenant that is not configured is refused by the CLI when it can check.
     let out = Command::new(binary())
-        .args(["auth", "token", "create", "--role", "viewer", "--tenant", "ghost", "--config"])
+        .args([
+            "auth", "token", "create", "--role", "viewer", "--tenant", "ghost", "--config",
+        ])
         .arg(&config)
         .arg("--data-dir")
         .arg(&data)
@@ -200,18 +211,60 @@ async fn every_documented_route_as_every_caller() {
     let other_gpu = uuid_of(gpus.iter().find(|g| node_of(g) == OTHER_NODE).unwrap());
 
     let callers = [
-        Caller { name: "no token", token: None, role: None, tenant: false },
-        Caller { name: "forged", token: Some(forged.clone()), role: None, tenant: false },
-        Caller { name: "expired", token: Some(expired.clone()), role: None, tenant: false },
-        Caller { name: "revoked", token: Some(revoked.clone()), role: None, tenant: false },
-        Caller { name: "viewer", token: Some(viewer.clone()), role: Some(Role::Viewer), tenant: false },
-        Caller { name: "operator", token: Some(operator.clone()), role: Some(Role::Operator), tenant: false },
-        Caller { name: "admin", token: Some(admin.clone()), role: Some(Role::Admin), tenant: false },
-        Caller { name: "tenant viewer", token: Some(tenant.clone()), role: Some(Role::Viewer), tenant: true },
+        Caller {
+            name: "no token",
+            token: None,
+            role: None,
+            tenant: false,
+        },
+        Caller {
+            name: "forged",
+            token: Some(forged.clone()),
+            role: None,
+            tenant: false,
+        },
+        Caller {
+            name: "expired",
+            token: Some(expired.clone()),
+            role: None,
+            tenant: false,
+        },
+        Caller {
+            name: "revoked",
+            token: Some(revoked.clone()),
+            role: None,
+            tenant: false,
+        },
+        Caller {
+            name: "viewer",
+            token: Some(viewer.clone()),
+            role: Some(Role::Viewer),
+            tenant: false,
+        },
+        Caller {
+            name: "operator",
+            token: Some(operator.clone()),
+            role: Some(Role::Operator),
+            tenant: false,
+        },
+        Caller {
+            name: "admin",
+            token: Some(admin.clone()),
+            role: Some(Role::Admin),
+            tenant: false,
+        },
+        Caller {
+            name: "tenant viewer",
+            token: Some(tenant.clone()),
+            role: Some(Role::Viewer),
+            tenant: true,
+        },
     ];
 
     // The matrix, from the served document (public: no token needed to read it).
-    let doc = get_json(&format!("{base}/api/openapi.json")).await.expect("openapi.json is public");
+    let doc = get_json(&format!("{base}/api/openapi.json"))
+        .await
+        .expect("openapi.json is public");
     let paths = doc["paths"].as_object().expect("paths");
     let mut calls = 0;
     let mut failures = Vec::new();
@@ -259,29 +312,54 @@ async fn every_documented_route_as_every_caller() {
                     ));
                 }
                 if status == StatusCode::UNAUTHORIZED {
-                    let www = headers.get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    let www = headers
+                        .get("www-authenticate")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
                     if !www.starts_with("Bearer") {
-                        failures.push(format!("{method} {template} as {}: 401 without WWW-Authenticate: Bearer", c.name));
+                        failures.push(format!(
+                            "{method} {template} as {}: 401 without WWW-Authenticate: Bearer",
+                            c.name
+                        ));
                     }
                 }
                 if (status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN)
-                    && serde_json::from_str::<Value>(&body).ok().and_then(|v| v["error"]["code"].as_str().map(str::to_owned)).is_none()
+                    && serde_json::from_str::<Value>(&body)
+                        .ok()
+                        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+                        .is_none()
                 {
-                    failures.push(format!("{method} {template} as {}: {status} body is not the JSON error shape: {body}", c.name));
+                    failures.push(format!(
+                        "{method} {template} as {}: {status} body is not the JSON error shape: {body}",
+                        c.name
+                    ));
                 }
             }
         }
     }
     assert!(calls >= 8 * 30, "only {calls} calls: is the document complete?");
-    assert!(failures.is_empty(), "{} of {calls} calls wrong:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} calls wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 
     // Tenant filtering on the data, not only on status codes.
     let (_, _, body) = call(&base, "get", "/api/v1/gpus", Some(&tenant)).await;
     let list: Value = serde_json::from_str(&body).unwrap();
     let nodes: Vec<String> = list["gpus"].as_array().unwrap().iter().map(node_of).collect();
-    assert_eq!(nodes, vec![TENANT_NODE.to_string(); 2], "the tenant sees only its node's GPUs: {body}");
+    assert_eq!(
+        nodes,
+        vec![TENANT_NODE.to_string(); 2],
+        "the tenant sees only its node's GPUs: {body}"
+    );
     let (s, _, _) = call(&base, "get", &format!("/api/v1/gpus/{other_gpu}"), Some(&tenant)).await;
-    assert_eq!(s, StatusCode::NOT_FOUND, "another tenant's GPU does not exist for the tenant");
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "another tenant's GPU does not exist for the tenant"
+    );
     let (s, _, _) = call(&base, "get", &format!("/api/v1/gpus/{other_gpu}"), Some(&viewer)).await;
     assert_eq!(s, StatusCode::OK);
     let (s, _, _) = call(&base, "get", "/metrics", Some(&tenant)).await;
@@ -291,7 +369,10 @@ async fn every_documented_route_as_every_caller() {
     assert!(body.contains("gpuwarden_"), "metrics body");
     let who = call(&base, "get", "/api/v1/auth/whoami", Some(&tenant)).await.2;
     let who: Value = serde_json::from_str(&who).unwrap();
-    assert_eq!((who["role"].as_str(), who["tenant"].as_str()), (Some("viewer"), Some("team-a")));
+    assert_eq!(
+        (who["role"].as_str(), who["tenant"].as_str()),
+        (Some("viewer"), Some("team-a"))
+    );
 
     // The UI's files and documentation stay public (the sign-in form must load).
     for p in ["/", "/ui/js/app.js", "/api/docs/"] {
@@ -305,8 +386,12 @@ async fn every_documented_route_as_every_caller() {
 
     // Last use is written lazily (within about a minute), never a secret.
     let listed = cli_list(&data);
-    assert!(listed.iter().any(|t| t["name"] == "revoked" && t["status"] == "revoked"));
-    assert!(listed.iter().any(|t| t["name"] == "expired" && t["status"] == "expired"));
+    assert!(listed
+        .iter()
+        .any(|t| t["name"] == "revoked" && t["status"] == "revoked"));
+    assert!(listed
+        .iter()
+        .any(|t| t["name"] == "expired" && t["status"] == "expired"));
 }
 
 /// A token created by the CLI works on the running server within seconds, and a revoked
@@ -377,10 +462,20 @@ async fn ui_session(base: &str, data: &Path, config: &Path, _operator: &str) {
     let ack = "/api/v1/incidents/01JZZZZZZZZZZZZZZZZZZZZZZZ/ack";
     let r = with_cookie(Method::POST, ack).body("{}").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let r = with_cookie(Method::POST, ack).header("x-csrf-token", "wrong").body("{}").send().await.unwrap();
+    let r = with_cookie(Method::POST, ack)
+        .header("x-csrf-token", "wrong")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     // With it: past authentication (404: no such incident).
-    let r = with_cookie(Method::POST, ack).header("x-csrf-token", &csrf).body("{}").send().await.unwrap();
+    let r = with_cookie(Method::POST, ack)
+        .header("x-csrf-token", &csrf)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     // Sign-out ends it.
     let r = with_cookie(Method::POST, "/api/v1/auth/session/logout")
@@ -398,7 +493,13 @@ async fn ui_session(base: &str, data: &Path, config: &Path, _operator: &str) {
         .send()
         .await
         .unwrap();
-    let pair = resp.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let pair = resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
     let get = || client.get(format!("{base}/api/v1/gpus")).header("cookie", &pair).send();
     assert_eq!(get().await.unwrap().status(), StatusCode::OK);
     cli_revoke(data, &id_of(data, "browser"));
@@ -434,7 +535,10 @@ async fn api_token_admin(base: &str, admin: &str) {
     assert_eq!(call(base, "get", "/api/v1/gpus", Some(&secret)).await.0, StatusCode::OK);
     let (s, _, listed) = call(base, "get", "/api/v1/auth/tokens", Some(admin)).await;
     assert_eq!(s, StatusCode::OK);
-    assert!(listed.contains(&id) && !listed.contains(&secret), "listed without secret");
+    assert!(
+        listed.contains(&id) && !listed.contains(&secret),
+        "listed without secret"
+    );
     let r = client
         .post(format!("{base}/api/v1/auth/tokens"))
         .bearer_auth(admin)
@@ -451,7 +555,10 @@ async fn api_token_admin(base: &str, admin: &str) {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(call(base, "get", "/api/v1/gpus", Some(&secret)).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        call(base, "get", "/api/v1/gpus", Some(&secret)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 /// `run` on a non-loopback address: refused without authentication, and with it but no
@@ -485,5 +592,8 @@ fn non_loopback_needs_auth_and_a_token() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("tokens.json") && err.contains("not valid"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("tokens.json") && err.contains("not valid"),
+        "{err}"
+    );
 }

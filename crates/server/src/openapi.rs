@@ -2,8 +2,8 @@
 //! at `/api/openapi.json`, with an interactive page at `/api/docs` (Swagger UI, vendored
 //! into the binary: no CDN).
 
-use crate::auth::api as auth;
 use crate::api::{dto, fleet, gpus, incidents, ingest, notifications, predictions, silences, system};
+use crate::auth::api as auth;
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]

@@ -21,13 +21,15 @@ pub enum AuthCommand {
 }
 
 #[derive(Debug, Subcommand)]
-#[command(after_help = "Tokens are kept as SHA-256 hashes in DATA_DIR/auth/tokens.json; the secret is printed \
+#[command(
+    after_help = "Tokens are kept as SHA-256 hashes in DATA_DIR/auth/tokens.json; the secret is printed \
 once, when it is created. A running gpuwarden picks up created and revoked tokens within a second.\n\n\
 Examples:\n  gpuwarden auth token create --role admin --name alice\n  \
 gpuwarden auth token create --role viewer --name grafana --expires 90d\n  \
 gpuwarden auth token create --role viewer --tenant team-a --config gpuwarden.toml\n  \
 gpuwarden auth token list\n  gpuwarden auth token revoke tok-0123456789abcdef\n\n\
-Use a token:  curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:9470/api/v1/gpus")]
+Use a token:  curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:9470/api/v1/gpus"
+)]
 pub enum TokenCommand {
     /// Create a token and print it (once: it is not stored, only its hash).
     Create(CreateArgs),
@@ -122,7 +124,10 @@ fn create(a: CreateArgs) -> Result<ExitCode> {
             Some(known) if !known.contains(t) => bail!(
                 "tenant {t:?} is not in [auth.tenants] of {} (configured: {known:?}); add \
                  [auth.tenants.{t}] with namespaces, slurm_accounts or nodes first",
-                a.at.config.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+                a.at.config
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
             ),
             Some(_) => {}
             None => eprintln!(
@@ -138,7 +143,8 @@ fn create(a: CreateArgs) -> Result<ExitCode> {
         expires_in: a.expires.map(Into::into),
     };
     let now = SystemClock.now_ms();
-    let (secret, rec) = file::create(&dir, &spec, now).with_context(|| format!("creating a token in {}", dir.display()))?;
+    let (secret, rec) =
+        file::create(&dir, &spec, now).with_context(|| format!("creating a token in {}", dir.display()))?;
     if a.quiet {
         println!("{}", secret.expose());
     } else {
@@ -147,8 +153,13 @@ fn create(a: CreateArgs) -> Result<ExitCode> {
             "created token {} (role {}{}{}) in {}",
             rec.id,
             rec.role,
-            rec.tenant.as_deref().map(|t| format!(", tenant {t}")).unwrap_or_default(),
-            rec.expires_ms.map(|e| format!(", expires {}", when(e))).unwrap_or_default(),
+            rec.tenant
+                .as_deref()
+                .map(|t| format!(", tenant {t}"))
+                .unwrap_or_default(),
+            rec.expires_ms
+                .map(|e| format!(", expires {}", when(e)))
+                .unwrap_or_default(),
             file::tokens_path(&dir).display()
         );
         eprintln!("this is the only time the token is shown; send it as `Authorization: Bearer <token>`");

@@ -126,7 +126,12 @@ pub async fn list_tokens(State(auth): State<AuthState>) -> Result<Json<TokenList
     let auth = enabled(&auth)?;
     let now = auth.now_ms();
     Ok(Json(TokenList {
-        tokens: auth.tokens().list().into_iter().map(|r| TokenInfo::of(r, now)).collect(),
+        tokens: auth
+            .tokens()
+            .list()
+            .into_iter()
+            .map(|r| TokenInfo::of(r, now))
+            .collect(),
     }))
 }
 
@@ -179,7 +184,9 @@ pub async fn create_token(
     let req: TokenRequest = serde_json::from_slice(&raw).map_err(|e| {
         ApiError::bad_request(
             "bad_body",
-            format!("body must be JSON like {{\"role\": \"viewer\", \"name\": \"grafana\", \"expires\": \"30d\"}}: {e}"),
+            format!(
+                "body must be JSON like {{\"role\": \"viewer\", \"name\": \"grafana\", \"expires\": \"30d\"}}: {e}"
+            ),
         )
     })?;
     if let Some(t) = &req.tenant {
@@ -196,7 +203,10 @@ pub async fn create_token(
     let expires_in = match req.expires.as_deref() {
         None => None,
         Some(s) => Some(humantime::parse_duration(s).map_err(|e| {
-            ApiError::bad_request("bad_token_request", format!("expires {s:?} is not a duration like \"30d\": {e}"))
+            ApiError::bad_request(
+                "bad_token_request",
+                format!("expires {s:?} is not a duration like \"30d\": {e}"),
+            )
         })?),
     };
     let spec = NewToken {
@@ -326,7 +336,10 @@ pub async fn sign_out(State(auth): State<AuthState>, headers: HeaderMap) -> Resp
     if let Some(id) = id {
         auth.sessions().remove(id);
     }
-    let mut resp = Json(SignedOut { signed_out: id.is_some() }).into_response();
+    let mut resp = Json(SignedOut {
+        signed_out: id.is_some(),
+    })
+    .into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_str(&session::clear_cookie()).unwrap_or(HeaderValue::from_static("")),

@@ -12,7 +12,7 @@
 
 use super::policy::{self, Access};
 use super::session;
-use super::{Auth, Denied};
+use super::Auth;
 use crate::principal::Principal;
 use crate::ApiError;
 use axum::extract::{MatchedPath, Request, State};
@@ -27,7 +27,9 @@ use subtle::ConstantTimeEq;
 pub enum Via {
     Bearer,
     /// A UI session; its CSRF token is shown to the UI by `whoami`.
-    Session { csrf: String },
+    Session {
+        csrf: String,
+    },
 }
 
 /// The CSRF header of changes made with the session cookie.
@@ -60,8 +62,23 @@ fn is_change(m: &Method) -> bool {
     !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// Who is calling, or the response refusing the request.
-fn identify(auth: &Auth, req: &Request) -> Result<(Principal, Via), Response> {
+/// Why a request is refused before its role is looked at.
+enum Refusal {
+    Unauthorized(String),
+    Forbidden(&'static str, String),
+}
+
+impl Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Unauthorized(m) => unauthorized(m),
+            Refusal::Forbidden(code, m) => forbidden(code, m),
+        }
+    }
+}
+
+/// Who is calling, or why the request is refused.
+fn identify(auth: &Auth, req: &Request) -> Result<(Principal, Via), Refusal> {
     let headers = req.headers();
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let text = value.to_str().unwrap_or("");
@@ -70,14 +87,14 @@ fn identify(auth: &Auth, req: &Request) -> Result<(Principal, Via), Response> {
             .or_else(|| text.strip_prefix("bearer "))
             .map(str::trim)
         else {
-            return Err(unauthorized(
+            return Err(Refusal::Unauthorized(
                 "the Authorization header must be `Bearer <token>` (create a token with `gpuwarden auth token create`)"
                     .into(),
             ));
         };
         return match auth.verify_bearer(bearer) {
             Ok((p, _)) => Ok((p, Via::Bearer)),
-            Err(d) => Err(unauthorized(d.message())),
+            Err(d) => Err(Refusal::Unauthorized(d.message())),
         };
     }
     let cookie = headers
@@ -88,18 +105,18 @@ fn identify(auth: &Auth, req: &Request) -> Result<(Principal, Via), Response> {
     if let Some(id) = cookie {
         let now = auth.now_ms();
         let Some(s) = auth.sessions().get(id, now) else {
-            return Err(unauthorized("the session has ended; sign in again".into()));
+            return Err(Refusal::Unauthorized("the session has ended; sign in again".into()));
         };
         if !auth.still_valid(&s.principal.id) {
             auth.sessions().remove(id);
-            return Err(unauthorized(
+            return Err(Refusal::Unauthorized(
                 "the token this session signed in with is no longer valid; sign in again".into(),
             ));
         }
         if is_change(req.method()) {
             let sent = headers.get(CSRF_HEADER).map(|v| v.as_bytes()).unwrap_or(b"");
             if !bool::from(sent.ct_eq(s.csrf.as_bytes())) {
-                return Err(forbidden(
+                return Err(Refusal::Forbidden(
                     "csrf",
                     "changes made with the session cookie must send the session's X-CSRF-Token header \
                      (GET /api/v1/auth/whoami shows it)"
@@ -109,7 +126,7 @@ fn identify(auth: &Auth, req: &Request) -> Result<(Principal, Via), Response> {
         }
         return Ok((s.principal, Via::Session { csrf: s.csrf }));
     }
-    Err(unauthorized(
+    Err(Refusal::Unauthorized(
         "authentication is required: send `Authorization: Bearer <token>` (create one with \
          `gpuwarden auth token create --role viewer`) or sign in through the web UI"
             .into(),
@@ -131,11 +148,10 @@ pub async fn authenticate(State(auth): State<Arc<Auth>>, mut req: Request, next:
     };
     let (principal, via) = match identify(&auth, &req) {
         Ok(x) => x,
-        Err(resp) => return resp,
+        Err(refusal) => return refusal.into_response(),
     };
     let scope = match auth.scope_of(&principal) {
         Ok(s) => s,
-        Err(d @ Denied::UnknownTenant(_)) => return unauthorized(d.message()),
         Err(d) => return unauthorized(d.message()),
     };
     let mut refused = None;

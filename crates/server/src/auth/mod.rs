@@ -150,11 +150,11 @@ pub fn validate_tenants(tenants: &BTreeMap<String, TenantDef>) -> Result<(), Str
     for (name, t) in tenants {
         if name.is_empty()
             || name.len() > 64
-            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            return Err(format!(
-                "tenant name {name:?} must be 1–64 letters, digits, '-' or '_'"
-            ));
+            return Err(format!("tenant name {name:?} must be 1–64 letters, digits, '-' or '_'"));
         }
         if t.namespaces.is_empty() && t.slurm_accounts.is_empty() && t.nodes.is_empty() {
             return Err(format!(
@@ -260,7 +260,10 @@ impl Auth {
     /// Re-reads the token file every second when it changed (the CLI's tokens take
     /// effect within about a second) and writes last-use times every minute and at
     /// shutdown.
-    pub fn spawn_maintenance(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_maintenance(
+        self: Arc<Self>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -104,11 +104,7 @@ pub enum Access {
 /// The access rule of `method` on `route` (a template; `path` is the literal path, for
 /// the documentation pages whose routes Swagger UI declares). HEAD is treated as GET.
 pub fn access(method: &Method, route: &str, path: &str) -> Access {
-    let m = if method == Method::HEAD {
-        "GET"
-    } else {
-        method.as_str()
-    };
+    let m = if method == Method::HEAD { "GET" } else { method.as_str() };
     if (m == "GET" && (path == "/api/docs" || path.starts_with("/api/docs/")))
         || PUBLIC.iter().any(|(pm, pr)| *pm == m && *pr == route)
     {
@@ -189,7 +185,10 @@ mod tests {
             }
         );
         assert_eq!(needs(Method::GET, "/healthz"), Access::Public);
-        assert_eq!(access(&Method::GET, "/api/docs/{*rest}", "/api/docs/index.css"), Access::Public);
+        assert_eq!(
+            access(&Method::GET, "/api/docs/{*rest}", "/api/docs/index.css"),
+            Access::Public
+        );
         assert_eq!(
             needs(Method::GET, "/metrics"),
             Access::Needs {

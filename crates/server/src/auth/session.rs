@@ -57,9 +57,7 @@ impl Sessions {
         now_ms: i64,
     ) -> Result<(String, Session), AuthError> {
         let id = random_text()?;
-        let expires_ms = now_ms
-            .saturating_add(self.ttl_ms)
-            .min(not_after_ms.unwrap_or(i64::MAX));
+        let expires_ms = now_ms.saturating_add(self.ttl_ms).min(not_after_ms.unwrap_or(i64::MAX));
         let s = Session {
             principal,
             csrf: random_text()?,

@@ -251,7 +251,9 @@ mod tests {
         let d = file::auth_dir(dir.path());
         let store = TokenStore::open(&d).unwrap();
         let (viewer, vrec) = store.create(&spec(Role::Viewer, None), 0).unwrap();
-        let (short, _) = store.create(&spec(Role::Admin, Some(Duration::from_secs(10))), 0).unwrap();
+        let (short, _) = store
+            .create(&spec(Role::Admin, Some(Duration::from_secs(10))), 0)
+            .unwrap();
         assert_eq!(store.verify(viewer.expose(), 5).unwrap().id, vrec.id);
         assert_eq!(store.verify(short.expose(), 9_999).unwrap().role, Role::Admin);
         assert!(matches!(store.verify(short.expose(), 10_000), Err(Denied::Expired(_))));

@@ -45,7 +45,10 @@ pub(crate) fn os_random<const N: usize>() -> Result<[u8; N], AuthError> {
 /// A new secret and the hash to store of it.
 pub fn generate() -> Result<(Secret, [u8; 32]), AuthError> {
     let bytes: [u8; 32] = os_random()?;
-    let text = format!("{PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+    let text = format!(
+        "{PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
     let hash = Sha256::digest(text.as_bytes()).into();
     Ok((Secret(text), hash))
 }
@@ -182,7 +185,10 @@ mod tests {
         assert_ne!(a.expose(), b.expose());
         assert_eq!(hash_presented(a.expose()), Some(ha));
         assert_eq!(hash_presented(b.expose()), Some(hb));
-        assert!(!format!("{a:?}").contains(&a.expose()[4..]), "Debug must not show the secret");
+        assert!(
+            !format!("{a:?}").contains(&a.expose()[4..]),
+            "Debug must not show the secret"
+        );
     }
 
     #[test]

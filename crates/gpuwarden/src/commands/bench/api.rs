@@ -157,7 +157,11 @@ pub fn api(args: BenchApiArgs) -> Result<ExitCode> {
             tokio::spawn(gpuwarden_server::serve(listener, router, rx.clone()));
             for path in ["/api/v1/fleet/summary", "/api/v1/gpus"] {
                 let url = format!("http://{addr}{path}");
-                out.push((mode, path, load(&url, token.as_deref(), args.clients, args.requests).await?));
+                out.push((
+                    mode,
+                    path,
+                    load(&url, token.as_deref(), args.clients, args.requests).await?,
+                ));
             }
         }
         Ok::<_, anyhow::Error>(out)
@@ -186,7 +190,12 @@ pub fn api(args: BenchApiArgs) -> Result<ExitCode> {
         println!("| endpoint | req/s | p50 | p99 |");
         println!("|---|---:|---:|---:|");
         for path in ["/api/v1/fleet/summary", "/api/v1/gpus"] {
-            let find = |m: &str| results.iter().find(|(mode, p, _)| *mode == m && *p == path).map(|(_, _, r)| r);
+            let find = |m: &str| {
+                results
+                    .iter()
+                    .find(|(mode, p, _)| *mode == m && *p == path)
+                    .map(|(_, _, r)| r)
+            };
             if let (Some(off), Some(on)) = (find("off"), find("on")) {
                 let rps = |r: &Load| r.latencies.len() as f64 / r.wall.as_secs_f64();
                 println!(
