@@ -2,9 +2,9 @@
 //! arrive from `gpuwarden agent` pushes and Prometheus remote_write, and from configured
 //! scrape targets when there are any.
 //!
-//! Two listeners: the main one (API, UI, /metrics; loopback only, as for `run`) and an
-//! optional ingest listener that serves only the push endpoints, `/healthz` and
-//! `/metrics`. The ingest listener may face the network only when push tokens are
+//! Two listeners: the main one (API, UI, /metrics; loopback only unless `[auth]` is on,
+//! as for `run`) and an optional ingest listener that serves only the push endpoints,
+//! `/healthz` and `/metrics`. The ingest listener may face the network only when push tokens are
 //! configured, so exposing it never exposes the unauthenticated read API.
 //!
 //! The analysis stage (analyzers, incidents, notifications), the background loops and
