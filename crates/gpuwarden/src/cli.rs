@@ -74,6 +74,10 @@ pub enum Command {
     // about and long_about are on the args structs (commands/backup*.rs), beside the code.
     Backup(crate::commands::backup::BackupArgs),
     Restore(crate::commands::backup::RestoreArgs),
+
+    /// Authentication: create, list and revoke API tokens (`gpuwarden auth token --help`).
+    #[command(subcommand)]
+    Auth(crate::commands::auth::AuthCommand),
 }
 
 /// `gpuwarden train`: build a training set, fit the GBDT with a time-based split, save a
@@ -176,7 +180,7 @@ pub struct AgentArgs {
 /// `gpuwarden serve`: the server of a fleet of agents (no simulator).
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address of the API, UI and /metrics (loopback only until authentication exists).
+    /// Address of the API, UI and /metrics (loopback only unless authentication is on).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
     /// Where samples, events, the inventory and the batch ledger are kept.
@@ -190,6 +194,10 @@ pub struct ServeArgs {
     /// `Host`. Requests for other names are refused (DNS rebinding); see docs/api.md.
     #[arg(long = "allowed-host", value_name = "NAME")]
     pub allowed_host: Vec<String>,
+    /// Require an API token (or a UI session) on every request, as `[auth] enabled = true`
+    /// does; tokens come from `gpuwarden auth token create`.
+    #[arg(long)]
+    pub auth: bool,
     /// Separate listener that serves only the push endpoints, /healthz and /metrics; may be
     /// a non-loopback address when --ingest-token-file is given.
     #[arg(long)]
@@ -280,8 +288,8 @@ pub struct SimArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Address of the API, UI and /metrics. Only loopback addresses are accepted until
-    /// authentication is configured.
+    /// Address of the API, UI and /metrics. Only loopback addresses are accepted unless
+    /// authentication is on (`--auth` or `[auth] enabled = true`, and a token exists).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
     /// Where samples, events and the inventory are kept.
@@ -296,6 +304,10 @@ pub struct RunArgs {
     /// `Host`. Requests for other names are refused (DNS rebinding); see docs/api.md.
     #[arg(long = "allowed-host", value_name = "NAME")]
     pub allowed_host: Vec<String>,
+    /// Require an API token (or a UI session) on every request, as `[auth] enabled = true`
+    /// does; tokens come from `gpuwarden auth token create`. Needed to listen beyond loopback.
+    #[arg(long)]
+    pub auth: bool,
     /// Time between scrapes of each target, with a unit: `5s`, `500ms`. Default 5s.
     #[arg(long)]
     pub scrape_interval: Option<humantime::Duration>,
@@ -484,6 +496,10 @@ pub struct BenchApiArgs {
     /// to refuse anything, loopback not exempt, so its cost is part of the figures.
     #[arg(long)]
     pub no_rate_limit: bool,
+    /// Run twice, without and with authentication (a viewer API token sent by every
+    /// client), and print both side by side with their ratio.
+    #[arg(long)]
+    pub auth: bool,
 }
 
 #[derive(Debug, Args)]

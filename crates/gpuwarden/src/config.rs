@@ -57,6 +57,9 @@ pub struct FileConfig {
     /// The audit trail (always kept in `data_dir/audit`): where else to send it.
     #[serde(default)]
     pub audit: AuditSection,
+    /// Authentication and tenants (see docs/api.md, "Authentication").
+    #[serde(default)]
+    pub auth: AuthSection,
 }
 
 /// `[tls]` / `[ingest.tls]`: PEM files, re-read when they change.
@@ -115,6 +118,21 @@ pub struct AuditSection {
     /// Splunk, Elastic or webhook sink of the SIEM), regardless of routes and silences.
     #[serde(default)]
     pub forward: Vec<String>,
+}
+
+/// `[auth]`: API tokens and roles on the API/UI listener.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// Every request needs a token (or a UI session). Default false: loopback only,
+    /// everyone is an admin. `--auth` on `run`/`serve` turns it on too.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Lifetime of a web UI session, e.g. "12h" (default; it ends earlier with its token).
+    pub session_ttl: Option<String>,
+    /// Tenants: `[auth.tenants.NAME]` with `namespaces`, `slurm_accounts`, `nodes`.
+    #[serde(default)]
+    pub tenants: std::collections::BTreeMap<String, gpuwarden_server::scope::TenantDef>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -202,6 +220,8 @@ pub struct RunConfig {
     pub rate_limit: Option<gpuwarden_server::rate_limit::RateLimitConfig>,
     /// `[audit] forward`: configured sink names.
     pub audit_forward: Vec<String>,
+    /// `[auth]` when `enabled`, checked; `None`: no authentication (loopback only).
+    pub auth: Option<gpuwarden_server::auth::AuthSettings>,
 }
 
 impl RunConfig {
@@ -310,11 +330,12 @@ pub fn build(
     let listen = listen
         .or(file.listen)
         .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("default listen address is valid"));
-    if !listen.ip().is_loopback() {
-        bail!(
-            "refusing to listen on {listen}: gpuwarden has no authentication configured, so it only listens on \
-             loopback (127.0.0.1 or ::1). Put it behind an authenticating reverse proxy, or use --listen 127.0.0.1:PORT"
-        );
+    let data_dir = data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("./gpuwarden-data"));
+    let auth = auth_settings(&file.auth)?;
+    if !listen.ip().is_loopback() && auth.is_none() {
+        bail!("{}", refusal(listen, &data_dir, "authentication is off"));
     }
     let allowed_hosts = file
         .allowed_hosts
@@ -375,9 +396,7 @@ pub fn build(
     Ok(RunConfig {
         listen,
         allowed_hosts,
-        data_dir: data_dir
-            .or(file.data_dir)
-            .unwrap_or_else(|| PathBuf::from("./gpuwarden-data")),
+        data_dir,
         scrape_interval: interval,
         scrape_timeout: timeout,
         max_body_bytes: file.scrape.max_body_bytes.unwrap_or(64 * 1024 * 1024),
@@ -406,7 +425,43 @@ pub fn build(
         tls_reload_interval,
         rate_limit,
         audit_forward: file.audit.forward,
+        auth,
     })
+}
+
+/// `[auth]` checked: tenants restrict something, the session lifetime parses. `None`
+/// when authentication is off.
+fn auth_settings(s: &AuthSection) -> Result<Option<gpuwarden_server::auth::AuthSettings>> {
+    gpuwarden_server::auth::validate_tenants(&s.tenants).map_err(|e| anyhow::anyhow!("[auth]: {e}"))?;
+    let mut out = gpuwarden_server::auth::AuthSettings {
+        tenants: s.tenants.clone(),
+        ..Default::default()
+    };
+    if let Some(v) = s.session_ttl.as_deref() {
+        out.session_ttl = duration("auth.session_ttl", v)?;
+        if out.session_ttl < Duration::from_secs(60) {
+            bail!("auth.session_ttl = \"{v}\" is too short; use at least 1m");
+        }
+    }
+    Ok(s.enabled.then_some(out))
+}
+
+/// Why `run`/`serve` will not listen on `listen`, and exactly how to make it.
+pub fn refusal(listen: SocketAddr, data_dir: &Path, why: &str) -> String {
+    format!(
+        "refusing to listen on {listen}: {why}, and anyone who can reach that address could read the fleet and \
+         silence its incidents. Only loopback (127.0.0.1, ::1) is served without authentication.\n\
+         To serve the network, turn authentication on:\n  \
+         1. create an admin token (printed once; keep it):\n       \
+         gpuwarden auth token create --role admin --name me --data-dir {dir}\n  \
+         2. enable [auth] in the config file:\n       \
+         [auth]\n       \
+         enabled = true\n     \
+         (or add --auth to the command line)\n\
+         Or listen on loopback: --listen 127.0.0.1:{port}",
+        dir = data_dir.display(),
+        port = listen.port()
+    )
 }
 
 #[cfg(test)]
@@ -425,7 +480,34 @@ mod tests {
     #[test]
     fn non_loopback_listen_is_refused_without_auth() {
         let err = build(FileConfig::default(), Some("0.0.0.0:9470".parse().unwrap()), None, None).unwrap_err();
-        assert!(err.to_string().contains("refusing to listen"), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("refusing to listen"), "{err}");
+        assert!(text.contains("gpuwarden auth token create --role admin"), "{err}");
+        assert!(text.contains("enabled = true"), "{err}");
+        // With [auth] on, the config allows it (the tokens are checked at start).
+        let file: FileConfig = toml::from_str("[auth]\nenabled = true\n").unwrap();
+        let c = build(file, Some("0.0.0.0:9470".parse().unwrap()), None, None).unwrap();
+        assert!(c.auth.is_some());
+    }
+
+    #[test]
+    fn auth_section_is_checked() {
+        let c = build(FileConfig::default(), None, None, None).unwrap();
+        assert!(c.auth.is_none(), "off by default");
+        let file: FileConfig = toml::from_str(
+            "[auth]\nenabled = true\nsession_ttl = \"2h\"\n[auth.tenants.team-a]\nnamespaces = [\"team-a\"]\n",
+        )
+        .unwrap();
+        let a = build(file, None, None, None).unwrap().auth.unwrap();
+        assert_eq!(a.session_ttl, Duration::from_secs(7200));
+        assert_eq!(a.tenants["team-a"].namespaces, ["team-a"]);
+        let file: FileConfig = toml::from_str("[auth.tenants.empty]\n").unwrap();
+        let err = build(file, None, None, None).unwrap_err();
+        assert!(format!("{err:#}").contains("auth.tenants.empty"), "{err:#}");
+        assert!(
+            toml::from_str::<FileConfig>("[auth]\nenable = true\n").is_err(),
+            "typos are errors"
+        );
     }
 
     #[test]

@@ -7,6 +7,8 @@
 
 pub mod api;
 pub mod audit;
+
+pub mod auth;
 pub mod cache;
 pub mod derived_metrics;
 pub mod error;
@@ -23,7 +25,7 @@ pub mod tls;
 pub mod ui;
 pub mod visibility;
 
-pub use api::{router, AppState};
+pub use api::{router, router_with_auth, AppState};
 pub use error::ApiError;
 pub use listener::{serve_tls, serve_with, ServeLimits};
 

@@ -3,6 +3,8 @@
 //! into the binary: no CDN).
 
 use crate::api::{audit, dto, fleet, gpus, incidents, ingest, notifications, predictions, silences, system};
+
+use crate::auth::api as auth;
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
@@ -41,6 +43,13 @@ Errors are JSON `{\"error\": {\"code\", \"message\"}}` with stable codes; lists 
         predictions::gpu,
         predictions::current_model,
         audit::list,
+
+        auth::whoami,
+        auth::list_tokens,
+        auth::create_token,
+        auth::revoke_token,
+        auth::sign_in,
+        auth::sign_out,
     ),
     components(schemas(dto::ErrorBody, dto::GpuList, dto::GpuItem, dto::IncidentList, dto::IncidentAction)),
     tags(
@@ -52,6 +61,11 @@ Errors are JSON `{\"error\": {\"code\", \"message\"}}` with stable codes; lists 
         (name = "notifications", description = "Notification outbox per sink, and silences"),
         (name = "predictions", description = "Hard-failure predictions (24 h horizon) and the model in use"),
         (name = "audit", description = "The audit trail: every change and every denied request (admins only)"),
+
+        (name = "auth", description = "Who am I, API tokens (admins), web UI sign-in. With `[auth] enabled = true` every \
+route except /healthz, /readyz, the UI's files, this document and sign-in needs `Authorization: Bearer <token>` (or the UI's \
+session cookie with `X-CSRF-Token` on changes): 401 without a valid one, 403 when the role is too low (viewer: reads; \
+operator: ack/resolve, silences; admin: tokens) or a tenant calls a fleet-wide route (/metrics, targets, tokens)."),
         (name = "ingest", description = "Pushes from gpuwarden agents and Prometheus remote_write (gpuwarden serve)"),
     )
 )]

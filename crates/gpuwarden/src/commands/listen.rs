@@ -73,12 +73,11 @@ pub(crate) fn warn_if_plain(addr: SocketAddr, tls: bool, what: &str) {
     }
 }
 
-/// The API/UI router with the configured rate limits (none when disabled).
-pub(crate) fn rate_limited(router: axum::Router, cfg: &RunConfig) -> axum::Router {
-    match &cfg.rate_limit {
-        Some(c) => gpuwarden_server::rate_limit::wrap(router, gpuwarden_server::rate_limit::RateLimits::new(c.clone())),
-        None => router,
-    }
+/// The configured rate limits (none when disabled), for [`gpuwarden_server::router_with_auth`].
+pub(crate) fn rate_limits(cfg: &RunConfig) -> Option<Arc<gpuwarden_server::rate_limit::RateLimits>> {
+    cfg.rate_limit
+        .as_ref()
+        .map(|c| gpuwarden_server::rate_limit::RateLimits::new(c.clone()))
 }
 
 /// `http` or `https`, for the banner.

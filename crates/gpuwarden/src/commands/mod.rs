@@ -3,6 +3,7 @@
 mod agent;
 pub(crate) mod audit;
 
+pub(crate) mod auth;
 pub(crate) mod backup;
 mod bench;
 mod dashboards;
@@ -46,6 +47,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
 
         Command::Backup(args) => backup::backup(args),
         Command::Restore(args) => backup::restore(args),
+        Command::Auth(cmd) => auth::auth(cmd),
     }
 }
 
@@ -57,6 +59,40 @@ pub(crate) fn allowed_hosts(
     let hosts = gpuwarden_server::request_guard::AllowedHosts::new(Some(cfg.listen), &cfg.allowed_hosts)
         .map_err(|e| anyhow::anyhow!("--allowed-host: {e}"))?;
     Ok(std::sync::Arc::new(hosts))
+}
+
+/// Authentication of `run` and `serve` when `[auth]` is on: the tokens of the data
+/// directory (a corrupt token file stops the start) and the tenants. On a non-loopback
+/// address it also needs at least one usable token, else nobody could sign in and the
+/// operator is told how to create one.
+pub(crate) fn open_auth(
+    cfg: &crate::config::RunConfig,
+    clock: std::sync::Arc<dyn gpuwarden_model::Clock>,
+) -> Result<Option<std::sync::Arc<gpuwarden_server::auth::Auth>>> {
+    let Some(settings) = cfg.auth.clone() else {
+        return Ok(None);
+    };
+    let auth = gpuwarden_server::auth::Auth::open(&cfg.data_dir, settings, clock.clone())
+        .map_err(|e| anyhow::anyhow!("starting authentication ([auth] enabled): {e}"))?;
+    let usable = auth.tokens().usable(clock.now_ms());
+    if usable == 0 {
+        if !cfg.listen.ip().is_loopback() {
+            anyhow::bail!(
+                "{}",
+                crate::config::refusal(
+                    cfg.listen,
+                    &cfg.data_dir,
+                    "authentication is on but there is no usable token yet, so nobody could sign in"
+                )
+            );
+        }
+        tracing::warn!(
+            "authentication is on but there is no usable token: every API request will be refused; create one with \
+             `gpuwarden auth token create --role admin --data-dir {}`",
+            cfg.data_dir.display()
+        );
+    }
+    Ok(Some(auth))
 }
 
 /// A multi-threaded runtime for the long-running commands.

@@ -15,10 +15,11 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
-    let file = match &args.config {
+    let mut file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
+    file.auth.enabled |= args.auth;
     let mut cfg = config::build(
         file,
         args.listen,
@@ -48,6 +49,7 @@ fn merge_sim_flags(cfg: &mut RunConfig, args: &RunArgs) {
 async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let allowed_hosts = super::allowed_hosts(&cfg)?;
+    let auth = super::open_auth(&cfg, clock.clone())?;
     let store = super::stage::open_store(&cfg)?;
     let (audit, audit_writer) = super::audit::open_for_server(&cfg.data_dir)?;
 
@@ -152,7 +154,8 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
         audit: Some(audit.clone()),
     };
     let extra = sim_handle.as_ref().map(|h| gpuwarden_sim::control_router(h.clone()));
-    let router = super::listen::rate_limited(gpuwarden_server::router(state, extra), &cfg);
+    let auth_task = auth.clone().map(|a| a.spawn_maintenance(shutdown_rx.clone()));
+    let router = gpuwarden_server::router_with_auth(state, extra, auth.clone(), super::listen::rate_limits(&cfg));
     let scheme = super::listen::scheme(&tls);
     let server_task = tokio::spawn(gpuwarden_server::serve_tls(
         listener,
@@ -163,6 +166,12 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     ));
 
     print_banner(&cfg, listen, scheme, sim_handle.as_ref());
+    if auth.is_some() {
+        println!(
+            "  auth:     on: send `Authorization: Bearer <token>`; tokens: gpuwarden auth token create --data-dir {}",
+            cfg.data_dir.display()
+        );
+    }
 
     super::shutdown_signal().await;
     eprintln!("shutting down: finishing the current scrape and flushing the store…");
@@ -178,6 +187,9 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
         let _ = t.await;
     }
     let _ = server_task.await;
+    if let Some(t) = auth_task {
+        let _ = t.await;
+    }
     if let Some(h) = sim_handle {
         h.shutdown().await;
     }

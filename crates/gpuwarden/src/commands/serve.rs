@@ -2,9 +2,9 @@
 //! arrive from `gpuwarden agent` pushes and Prometheus remote_write, and from configured
 //! scrape targets when there are any.
 //!
-//! Two listeners: the main one (API, UI, /metrics; loopback only, as for `run`) and an
-//! optional ingest listener that serves only the push endpoints, `/healthz` and
-//! `/metrics`. The ingest listener may face the network only when push tokens are
+//! Two listeners: the main one (API, UI, /metrics; loopback only unless `[auth]` is on,
+//! as for `run`) and an optional ingest listener that serves only the push endpoints,
+//! `/healthz` and `/metrics`. The ingest listener may face the network only when push tokens are
 //! configured, so exposing it never exposes the unauthenticated read API.
 //!
 //! Either listener may speak TLS (`[tls]`, `[ingest.tls]`, `--tls-cert`, …; see
@@ -36,10 +36,11 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
         println!("{}", gpuwarden_server::api::ingest::auth::generate());
         return Ok(ExitCode::SUCCESS);
     }
-    let file = match &args.config {
+    let mut file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
+    file.auth.enabled |= args.auth;
     let mut cfg = config::build(file, args.listen, args.data_dir.clone(), None)?;
     cfg.allowed_hosts.extend(args.allowed_host.iter().cloned());
     super::listen::apply_flags(
@@ -91,6 +92,7 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
         }
     }
     let allowed_hosts = super::allowed_hosts(&cfg)?;
+    let auth = super::open_auth(&cfg, clock.clone())?;
     let store = super::stage::open_store(&cfg)?;
     let (audit, audit_writer) = super::audit::open_for_server(&cfg.data_dir)?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -205,7 +207,8 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
     };
     // The push listener records its refusals (bad or missing token) too.
     let push_router = gpuwarden_server::audit::wrap(ingest::ingest_router(state.clone()), Some(audit.clone()));
-    let router = super::listen::rate_limited(gpuwarden_server::router(state, None), &cfg);
+    let auth_task = auth.clone().map(|a| a.spawn_maintenance(shutdown_rx.clone()));
+    let router = gpuwarden_server::router_with_auth(state, None, auth.clone(), super::listen::rate_limits(&cfg));
     let scheme = super::listen::scheme(&tls);
     let ingest_scheme = super::listen::scheme(&ingest_tls);
     let server_task = tokio::spawn(gpuwarden_server::serve_tls(
@@ -254,6 +257,9 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
         let _ = t.await;
     }
     let _ = server_task.await;
+    if let Some(t) = auth_task {
+        let _ = t.await;
+    }
     if let Some(t) = ingest_server {
         let _ = t.await;
     }

@@ -104,10 +104,26 @@ async fn refuse_tenants(
     next.run(req).await
 }
 
-/// The API router. `extra` is merged in (e.g. the simulator's control routes). All of
-/// it is behind [`crate::request_guard`] (content type, `Origin`, `Host`), and that
-/// behind [`crate::audit`] (the outermost layer, so the guard's refusals are recorded).
+/// The API router without authentication (see [`router_with_auth`]).
 pub fn router(state: AppState, extra: Option<Router>) -> Router {
+    router_with_auth(state, extra, None, None)
+}
+
+/// The API router. `extra` is merged in (e.g. the simulator's control routes). All of
+/// it is behind [`crate::request_guard`] (content type, `Origin`, `Host`), and, when
+/// `auth` is given, behind [`crate::auth::middleware`] inside it (tokens, sessions,
+/// roles). `/api/v1/auth/*` is served either way (without `auth` its token and session
+/// routes answer 404).
+///
+/// Layers, outermost first: the audit trail (so every refusal below is recorded), the
+/// per-address rate limit, the request guard, authentication, the per-principal rate
+/// limit (it needs the principal authentication found), the handlers.
+pub fn router_with_auth(
+    state: AppState,
+    extra: Option<Router>,
+    auth: Option<Arc<crate::auth::Auth>>,
+    limits: Option<Arc<crate::rate_limit::RateLimits>>,
+) -> Router {
     let hosts = state.allowed_hosts.clone();
     let audit = state.audit.clone();
     let api = Router::new()
@@ -141,11 +157,29 @@ pub fn router(state: AppState, extra: Option<Router>) -> Router {
         // Serves the document at /api/openapi.json and Swagger UI (assets in the binary)
         // at /api/docs.
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", crate::openapi::document()));
+    let api = api.merge(crate::auth::api::routes(auth.clone()));
     let api = match extra {
         // The extra routes (the simulator's fault injection and ground truth) act on and
         // describe the whole fleet, without a notion of scope: not for tenants.
         Some(extra) => api.merge(extra.layer(axum::middleware::from_fn(refuse_tenants))),
         None => api,
     };
-    crate::audit::wrap(crate::request_guard::wrap(api, hosts), audit)
+    let api = match &limits {
+        Some(l) => crate::rate_limit::wrap_principals(api, l.clone()),
+        None => api,
+    };
+    // A route layer: it runs after routing, so the route template is known.
+    let api = match auth {
+        Some(auth) => api.route_layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::middleware::authenticate,
+        )),
+        None => api,
+    };
+    let api = crate::request_guard::wrap(api, hosts);
+    let api = match limits {
+        Some(l) => crate::rate_limit::wrap_addresses(api, l),
+        None => api,
+    };
+    crate::audit::wrap(api, audit)
 }

@@ -9,11 +9,19 @@ export class ApiError extends Error {
   }
 }
 
+// With authentication on, the UI signs in with a token and then carries a session cookie
+// (HttpOnly: this script never sees it); changes made with it must send the session's
+// CSRF token, which sign-in and /api/v1/auth/whoami return.
+let csrfToken = null;
+
 async function call(method, path, body) {
-  const init = { method, headers: { accept: 'application/json' } };
+  const init = { method, headers: { accept: 'application/json' }, credentials: 'same-origin' };
   // Every state-changing call says JSON, even without a body: the server refuses changes
   // without it (what a page of another origin cannot send without a CORS preflight).
-  if (method !== 'GET' && method !== 'HEAD') init.headers['content-type'] = 'application/json';
+  if (method !== 'GET' && method !== 'HEAD') {
+    init.headers['content-type'] = 'application/json';
+    if (csrfToken) init.headers['x-csrf-token'] = csrfToken;
+  }
   if (body !== undefined) {
     init.headers['content-type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -47,6 +55,28 @@ export function qs(params) {
 
 export const get = (path) => call('GET', path);
 export const post = (path, body) => call('POST', path, body);
+
+/** Who the UI is signed in as; remembers the session's CSRF token. 401: sign-in needed. */
+export async function whoami() {
+  const me = await get('/api/v1/auth/whoami');
+  csrfToken = me.csrf_token ?? null;
+  return me;
+}
+
+/** Signs in with an API token (the server answers with a session cookie). */
+export async function signIn(token) {
+  const s = await post('/api/v1/auth/session', { token });
+  csrfToken = s.csrf_token;
+  return s;
+}
+
+export async function signOut() {
+  try {
+    await post('/api/v1/auth/session/logout');
+  } finally {
+    csrfToken = null;
+  }
+}
 
 export const api = {
   summary: () => get('/api/v1/fleet/summary'),

@@ -11,6 +11,7 @@ import { gpuPage } from './gpu.js';
 import { incidentsPage, incidentPage } from './incidents.js';
 import { auditPage } from './audit.js';
 import { h, replace } from './dom.js';
+import { whoami, signIn, signOut } from './api.js';
 import { fmtTime } from './format.js';
 
 const POLL_MS = 5000;
@@ -42,6 +43,60 @@ function notFoundPage(el, path) {
   return { refresh: async () => {} };
 }
 
+let signingIn = false;
+
+/** The sign-in form, shown whenever the API answers 401 (authentication is on and this
+ * browser has no valid session). The token is sent once; the session cookie replaces it. */
+function signInPage() {
+  signingIn = true;
+  page?.dispose?.();
+  page = null;
+  showError(null);
+  const input = h('input', { type: 'password', id: 'token', name: 'token', autocomplete: 'off', required: true, size: 50, placeholder: 'gpw_…' });
+  const status = h('p', { class: 'muted', 'aria-live': 'polite' });
+  const form = h('form', { class: 'signin', onsubmit: async (ev) => {
+    ev.preventDefault();
+    status.textContent = 'Signing in…';
+    try {
+      await signIn(input.value.trim());
+      input.value = '';
+      signingIn = false;
+      await showUser();
+      navigate();
+    } catch (e) {
+      status.textContent = e.status === 401 ? 'That token is not valid here.' : e.message;
+    }
+  } },
+    h('label', { for: 'token' }, 'API token'), ' ', input, ' ',
+    h('button', { type: 'submit' }, 'Sign in'), status);
+  replace(view, h('h1', {}, 'Sign in'),
+    h('p', {}, 'This gpuwarden requires authentication. Paste an API token (an admin creates one with ',
+      h('code', {}, 'gpuwarden auth token create --role viewer'), ').'), form);
+  updated.textContent = 'signed out';
+  input.focus();
+}
+
+const userBox = h('span', { class: 'user' });
+document.querySelector('.live')?.prepend(userBox);
+
+/** Shows who is signed in (and a sign-out button for a session). */
+async function showUser() {
+  try {
+    const me = await whoami();
+    if (me.via === 'anonymous') {
+      replace(userBox);
+      return;
+    }
+    const out = me.via === 'session'
+      ? h('button', { type: 'button', onclick: async () => { await signOut().catch(() => {}); replace(userBox); signInPage(); } }, 'Sign out')
+      : null;
+    replace(userBox, `${me.id} (${me.role}${me.tenant ? `, ${me.tenant}` : ''}) `, out, ' ');
+  } catch (e) {
+    replace(userBox);
+    if (e.status === 401) signInPage();
+  }
+}
+
 /** Shows (or clears, with null) the error banner. */
 export function showError(err) {
   if (!err) {
@@ -64,7 +119,8 @@ async function refresh() {
       updated.textContent = `updated ${fmtTime(Date.now())}`;
     }
   } catch (e) {
-    if (gen === generation) showError(e);
+    if (e.status === 401) signInPage();
+    else if (gen === generation) showError(e);
   } finally {
     running = false;
   }
@@ -88,9 +144,11 @@ window.addEventListener('hashchange', navigate);
 // Pages ask for an immediate refresh after an action (e.g. Ack).
 window.addEventListener('gw:refresh', () => refresh());
 setInterval(() => {
-  if (live.checked && !document.hidden) refresh();
+  if (live.checked && !document.hidden && !signingIn) refresh();
 }, POLL_MS);
 document.addEventListener('visibilitychange', () => {
-  if (!document.hidden && live.checked) refresh();
+  if (!document.hidden && live.checked && !signingIn) refresh();
 });
-navigate();
+showUser().then(() => {
+  if (!signingIn) navigate();
+});

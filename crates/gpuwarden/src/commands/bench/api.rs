@@ -32,11 +32,12 @@ pub fn api(args: BenchApiArgs) -> Result<ExitCode> {
     println!("# gpuwarden bench api");
     println!("machine: {}", super::machine_line());
     println!(
-        "command: gpuwarden bench api --gpus {} --clients {} --requests {}{}",
+        "command: gpuwarden bench api --gpus {} --clients {} --requests {}{}{}",
         args.gpus,
         args.clients,
         args.requests,
-        if args.no_rate_limit { " --no-rate-limit" } else { "" }
+        if args.no_rate_limit { " --no-rate-limit" } else { "" },
+        if args.auth { " --auth" } else { "" }
     );
     println!();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -124,35 +125,65 @@ pub fn api(args: BenchApiArgs) -> Result<ExitCode> {
         allowed_hosts: Default::default(),
         audit: None,
     };
+    // With --auth: the same router behind authentication too, with a viewer token that
+    // every client sends (hash + constant-time scan + policy lookup per request).
+    let auth = if args.auth {
+        let auth_dir = gpuwarden_server::auth::file::auth_dir(dir.path());
+        let spec = gpuwarden_server::auth::token::NewToken {
+            name: "bench".into(),
+            role: gpuwarden_server::principal::Role::Viewer,
+            tenant: None,
+            expires_in: None,
+        };
+        let (secret, _) = gpuwarden_server::auth::file::create(&auth_dir, &spec, clock.now_ms())?;
+        let auth = gpuwarden_server::auth::Auth::open(dir.path(), Default::default(), clock.clone())?;
+        Some((auth, secret.expose().to_string()))
+    } else {
+        None
+    };
     let rt = crate::commands::runtime()?;
     let results = rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let (_tx, rx) = tokio::sync::watch::channel(false);
-        let router = gpuwarden_server::router(state, None);
-        let router = if args.no_rate_limit {
-            router
-        } else {
-            // Every request goes through a bucket lookup, none is refused: the layer's
-            // cost without its effect.
+        // Unless --no-rate-limit, every request goes through a bucket lookup and none is
+        // refused: the layer's cost without its effect.
+        let limits = (!args.no_rate_limit).then(|| {
             use gpuwarden_server::rate_limit::{Limit, RateLimitConfig, RateLimits};
             let unlimited = Limit {
                 rate: 1e9,
                 burst: u32::MAX,
             };
-            let config = RateLimitConfig {
+            RateLimits::new(RateLimitConfig {
                 client: unlimited,
                 principal: unlimited,
                 exempt_loopback: false,
                 ..Default::default()
-            };
-            gpuwarden_server::rate_limit::wrap(router, RateLimits::new(config))
-        };
-        tokio::spawn(gpuwarden_server::serve(listener, router, rx));
+            })
+        });
+        let mut setups = vec![(
+            "off",
+            None,
+            gpuwarden_server::router_with_auth(state.clone(), None, None, limits.clone()),
+        )];
+        if let Some((auth, token)) = auth {
+            setups.push((
+                "on",
+                Some(token),
+                gpuwarden_server::router_with_auth(state, None, Some(auth), limits),
+            ));
+        }
         let mut out = Vec::new();
-        for path in ["/api/v1/fleet/summary", "/api/v1/gpus"] {
-            let url = format!("http://{addr}{path}");
-            out.push((path, load(&url, args.clients, args.requests).await?));
+        for (mode, token, router) in setups {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            tokio::spawn(gpuwarden_server::serve(listener, router, rx.clone()));
+            for path in ["/api/v1/fleet/summary", "/api/v1/gpus"] {
+                let url = format!("http://{addr}{path}");
+                out.push((
+                    mode,
+                    path,
+                    load(&url, token.as_deref(), args.clients, args.requests).await?,
+                ));
+            }
         }
         Ok::<_, anyhow::Error>(out)
     })?;
@@ -160,11 +191,11 @@ pub fn api(args: BenchApiArgs) -> Result<ExitCode> {
         "## latency, {} concurrent clients x {} requests each",
         args.clients, args.requests
     );
-    println!("| endpoint | requests | req/s | p50 ms | p95 ms | p99 ms | max ms | bytes/response |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (path, r) in results {
+    println!("| endpoint | auth | requests | req/s | p50 ms | p95 ms | p99 ms | max ms | bytes/response |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (mode, path, r) in &results {
         println!(
-            "| `{path}` | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            "| `{path}` | {mode} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
             r.latencies.len(),
             r.latencies.len() as f64 / r.wall.as_secs_f64(),
             pct(&r.latencies, 0.50),
@@ -173,6 +204,29 @@ pub fn api(args: BenchApiArgs) -> Result<ExitCode> {
             pct(&r.latencies, 1.0),
             r.bytes
         );
+    }
+    if args.auth {
+        println!();
+        println!("## cost of authentication (on / off)");
+        println!("| endpoint | req/s | p50 | p99 |");
+        println!("|---|---:|---:|---:|");
+        for path in ["/api/v1/fleet/summary", "/api/v1/gpus"] {
+            let find = |m: &str| {
+                results
+                    .iter()
+                    .find(|(mode, p, _)| *mode == m && *p == path)
+                    .map(|(_, _, r)| r)
+            };
+            if let (Some(off), Some(on)) = (find("off"), find("on")) {
+                let rps = |r: &Load| r.latencies.len() as f64 / r.wall.as_secs_f64();
+                println!(
+                    "| `{path}` | {:.2} | {:.2} | {:.2} |",
+                    rps(on) / rps(off),
+                    pct(&on.latencies, 0.50) / pct(&off.latencies, 0.50),
+                    pct(&on.latencies, 0.99) / pct(&off.latencies, 0.99)
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -191,11 +245,16 @@ fn pct(sorted_ms: &[f64], q: f64) -> f64 {
     sorted_ms[i.min(sorted_ms.len() - 1)]
 }
 
-async fn load(url: &str, clients: usize, requests: usize) -> Result<Load> {
+async fn load(url: &str, token: Option<&str>, clients: usize, requests: usize) -> Result<Load> {
     // Plain (not gzip) answers: the clients share this machine's cores with the server, and
     // decompressing 100 answers at once would measure the clients, not the server.
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {t}").parse()?);
+    }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
+        .default_headers(headers)
         .no_gzip()
         .build()?;
     // Warm up connections and caches.
