@@ -91,9 +91,11 @@ fn expected(method: &str, path: &str) -> Option<(Role, bool)> {
     let fleet_wide = path == "/metrics"
         || path == "/api/v1/targets"
         || path.starts_with("/api/v1/simulation/")
-        || path.starts_with("/api/v1/auth/tokens");
+        || path.starts_with("/api/v1/auth/tokens")
+        || path == "/api/v1/audit";
     let role = match (method, path) {
         (_, p) if p.starts_with("/api/v1/auth/tokens") => Role::Admin,
+        ("get", "/api/v1/audit") => Role::Admin,
         ("post", "/api/v1/simulation/faults") => Role::Admin,
         ("post", "/api/v1/auth/session/logout") => Role::Viewer,
         ("get", _) => Role::Viewer,

@@ -80,6 +80,8 @@ pub const POLICY: &[Rule] = &[
     fleet("GET", "/api/v1/auth/tokens", Admin),
     fleet("POST", "/api/v1/auth/tokens", Admin),
     fleet("DELETE", "/api/v1/auth/tokens/{id}", Admin),
+    // The audit trail names every tenant's actions and clients.
+    fleet("GET", "/api/v1/audit", Admin),
 ];
 
 /// Routes anyone may call (see the module doc). Matched on the route template.
@@ -131,7 +133,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for rule in POLICY {
             assert!(seen.insert((rule.method, rule.route)), "{rule:?} twice");
-            if rule.method == "GET" && !rule.route.starts_with("/api/v1/auth/tokens") {
+            if rule.method == "GET" && !rule.route.starts_with("/api/v1/auth/tokens") && rule.route != "/api/v1/audit" {
                 assert_eq!(rule.role, Role::Viewer, "{rule:?}: reads are for viewers");
             }
             assert!(
