@@ -855,6 +855,10 @@ async fn every_route_answers_each_tenant_with_its_own_data_only() {
     // The audit trail is fleet-wide: refused to a tenant (this fleet keeps none: 404
     // for the unscoped admin, past the tenant check).
     assert_eq!(f.status(Who::A, "GET", "/api/v1/audit").await, StatusCode::FORBIDDEN);
+    // whoami tells a tenant principal about itself, nothing of the fleet.
+    let me = f.get(Who::A, "/api/v1/auth/whoami").await;
+    assert_eq!(me.as_object().map(|o| o.len() <= 8), Some(true), "{me}");
+    assert!(!me.to_string().contains("GPU-"), "{me}");
     assert_eq!(
         f.status(Who::Admin, "GET", "/api/v1/audit").await,
         StatusCode::NOT_FOUND
@@ -885,6 +889,24 @@ async fn every_route_answers_each_tenant_with_its_own_data_only() {
 /// Every route of the served OpenAPI document, with how the test above checks it for
 /// tenants. A route added to the document without being added here fails this test.
 const VERIFIED: &[(&str, &str, &str)] = &[
+    ("get", "/api/v1/auth/whoami", "the caller's own principal only"),
+    (
+        "get",
+        "/api/v1/auth/tokens",
+        "fleet-wide: refused to tenants by auth::policy (auth_matrix)",
+    ),
+    (
+        "post",
+        "/api/v1/auth/tokens",
+        "fleet-wide: refused to tenants by auth::policy (auth_matrix)",
+    ),
+    (
+        "delete",
+        "/api/v1/auth/tokens/{id}",
+        "fleet-wide: refused to tenants by auth::policy (auth_matrix)",
+    ),
+    ("post", "/api/v1/auth/session", "sign-in: no fleet data"),
+    ("post", "/api/v1/auth/session/logout", "sign-out: no fleet data"),
     ("get", "/api/v1/audit", "fleet-wide: 403 for a tenant"),
     ("get", "/healthz", "counts only the tenant's GPUs"),
     ("get", "/readyz", "store write health only: no fleet data"),

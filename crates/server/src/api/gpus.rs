@@ -52,6 +52,18 @@ pub(crate) fn check_offset(offset: Option<usize>) -> Result<usize, ApiError> {
     }
 }
 
+/// `max_points` as documented (1 to 2^53 - 1), clamped to what one answer returns.
+fn check_max_points(max_points: Option<usize>, default: usize) -> Result<usize, ApiError> {
+    match max_points.unwrap_or(default) {
+        0 => Err(ApiError::bad_request("bad_max_points", "max_points must be at least 1")),
+        m if m > MAX_OFFSET => Err(ApiError::bad_request(
+            "bad_max_points",
+            format!("max_points must be at most {MAX_OFFSET}"),
+        )),
+        m => Ok(m.min(100_000)),
+    }
+}
+
 /// Every GPU the caller may see, with health, sorted by node then index.
 pub(crate) fn all_items(state: &AppState, scope: &CallerScope) -> Vec<GpuItem> {
     let evaluation = state.analysis.latest();
@@ -225,7 +237,7 @@ pub async fn series(
         ));
     };
     let (from, to) = window(params.from.as_deref(), params.to.as_deref(), &view)?;
-    let max_points = params.max_points.unwrap_or(1000).clamp(1, 100_000);
+    let max_points = check_max_points(params.max_points, 1000)?;
     let points = read_range(&state, &uuid, FieldName::parse(&field), from, to, max_points).await?;
     Ok(Json(SeriesBody {
         gpu: uuid,
@@ -304,7 +316,7 @@ pub async fn health_history(
     // Scores are stamped at evaluation time, which can be after the latest sample.
     anchor_view.last_seen_ms = anchor_view.last_seen_ms.max(state.analysis.now_ms());
     let (from, to) = window(params.from.as_deref(), params.to.as_deref(), &anchor_view)?;
-    let max_points = params.max_points.unwrap_or(500).clamp(1, 100_000);
+    let max_points = check_max_points(params.max_points, 500)?;
     let points = read_range(
         &state,
         &uuid,

@@ -27,7 +27,7 @@ pub fn routes(auth: AuthState) -> Router {
         .route("/api/v1/auth/whoami", get(whoami))
         .route("/api/v1/auth/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/auth/tokens/{id}", delete(revoke_token))
-        .route("/api/v1/auth/session", post(sign_in).delete(sign_out))
+        .route("/api/v1/auth/session", post(sign_in))
         .route("/api/v1/auth/session/logout", post(sign_out))
         .with_state(auth)
 }
@@ -317,7 +317,7 @@ pub struct SignedOut {
     pub signed_out: bool,
 }
 
-/// End the UI session (also `DELETE /api/v1/auth/session`); clears the cookie.
+/// End the UI session; clears the cookie.
 #[utoipa::path(post, operation_id = "sign_out", path = "/api/v1/auth/session/logout", tag = "auth",
     responses((status = 200, description = "Signed out", body = SignedOut),
         (status = 401, description = "No valid token or session", body = ErrorBody),

@@ -75,7 +75,6 @@ pub const POLICY: &[Rule] = &[
     // Who am I, and signing out: any role.
     r("GET", "/api/v1/auth/whoami", Viewer),
     r("POST", "/api/v1/auth/session/logout", Viewer),
-    r("DELETE", "/api/v1/auth/session", Viewer),
     // Token administration: a tenant admin could otherwise mint an unscoped token.
     fleet("GET", "/api/v1/auth/tokens", Admin),
     fleet("POST", "/api/v1/auth/tokens", Admin),
