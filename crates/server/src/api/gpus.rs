@@ -230,7 +230,7 @@ pub async fn series(
 ) -> Result<Json<SeriesBody>, ApiError> {
     let params = query(params)?;
     let view = find_view(&state, &scope, &uuid)?;
-    let Some(field) = params.field.clone() else {
+    let Some(field) = params.field.clone().filter(|f| !f.is_empty()) else {
         return Err(ApiError::bad_request(
             "missing_field",
             "query parameter 'field' is required, e.g. field=DCGM_FI_DEV_GPU_TEMP",
