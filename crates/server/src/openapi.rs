@@ -75,7 +75,6 @@ pub struct ApiDoc;
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     add_guard_responses(&mut doc);
-    add_rate_limit_answers(&mut doc);
     doc
 }
 
@@ -90,27 +89,35 @@ const OPTIONAL_BODIES: [&str; 2] = ["ack_incident", "resolve_incident"];
 /// Documents, on every operation, the answers that come from layers around the handlers
 /// rather than from the handlers themselves, so that the document states everything the
 /// server may answer (checked by schemathesis in `crates/gpuwarden/tests/schemathesis.rs`):
-/// `421` from the `Host` check ([`crate::request_guard`]) on every route but the probes,
+/// `421` from the `Host` check ([`crate::request_guard`]) and `429` (with `Retry-After`)
+/// from the rate limits ([`crate::rate_limit`]) on every route but the probes,
 /// `403`/`415` from the Origin and content-type checks on state-changing routes, and
 /// `400` on every operation that takes query parameters or a body (a malformed query
 /// string or an unknown parameter is refused, not ignored).
 fn add_guard_responses(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::path::Operation;
-    use utoipa::openapi::{Ref, RefOr, Required, ResponseBuilder};
+    use utoipa::openapi::{header::HeaderBuilder, ObjectBuilder, Ref, RefOr, Required, ResponseBuilder, Type};
 
-    let error = |description: &str| {
-        RefOr::T(
-            ResponseBuilder::new()
-                .description(description)
-                .content(
-                    "application/json",
-                    utoipa::openapi::ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name("ErrorBody")))
-                        .build(),
-                )
+    let error_builder = |description: &str| {
+        ResponseBuilder::new().description(description).content(
+            "application/json",
+            utoipa::openapi::ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
                 .build(),
         )
     };
+    let error = |description: &str| RefOr::T(error_builder(description).build());
+    let rate_limited = RefOr::T(
+        error_builder("Too many requests from this client address or principal: retry after Retry-After seconds")
+            .header(
+                "Retry-After",
+                HeaderBuilder::new()
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1))))
+                    .description(Some("Whole seconds until a request will be allowed again"))
+                    .build(),
+            )
+            .build(),
+    );
     let add = |op: &mut Operation, code: &str, description: &str| {
         op.responses
             .responses
@@ -136,6 +143,10 @@ fn add_guard_responses(doc: &mut utoipa::openapi::OpenApi) {
                     "421",
                     "The `Host` header names a host this server does not answer to (DNS rebinding guard)",
                 );
+                op.responses
+                    .responses
+                    .entry("429".to_string())
+                    .or_insert_with(|| rate_limited.clone());
             }
             if changes && !push {
                 add(op, "415", "Not `Content-Type: application/json` (required on every state-changing request, even without a body)");
@@ -161,48 +172,6 @@ fn add_guard_responses(doc: &mut utoipa::openapi::OpenApi) {
                     body.required = Some(Required::False);
                 }
             }
-        }
-    }
-}
-
-/// Every operation but the probes may be answered 429 by the rate limits
-/// ([`crate::rate_limit`]); documented once here instead of on each handler.
-fn add_rate_limit_answers(doc: &mut utoipa::openapi::OpenApi) {
-    use utoipa::openapi::{header::HeaderBuilder, ObjectBuilder, Ref, ResponseBuilder, Type};
-    let response = ResponseBuilder::new()
-        .description("Too many requests from this client address or principal: retry after Retry-After seconds")
-        .header(
-            "Retry-After",
-            HeaderBuilder::new()
-                .schema(Some(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1))))
-                .description(Some("Whole seconds until a request will be allowed again"))
-                .build(),
-        )
-        .content(
-            "application/json",
-            utoipa::openapi::ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("ErrorBody")))
-                .build(),
-        )
-        .build();
-    for (path, item) in doc.paths.paths.iter_mut() {
-        if matches!(path.as_str(), "/healthz" | "/readyz") {
-            continue;
-        }
-        for op in [
-            &mut item.get,
-            &mut item.post,
-            &mut item.put,
-            &mut item.delete,
-            &mut item.patch,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            op.responses
-                .responses
-                .entry("429".to_string())
-                .or_insert_with(|| response.clone().into());
         }
     }
 }

@@ -71,6 +71,21 @@ impl CallerScope {
         self.restricted
     }
 
+    /// Refuses a caller confined to a tenant from a route that is fleet-wide by nature
+    /// (`what` says what it does, e.g. "/metrics describes the whole fleet"): `403
+    /// not_for_tenants`. Authentication's policy table refuses these routes first; the
+    /// handlers call this too, so no wiring can forget it.
+    pub fn refuse_if_tenant(&self, what: &str) -> Result<(), crate::ApiError> {
+        if self.restricted {
+            return Err(crate::ApiError {
+                status: axum::http::StatusCode::FORBIDDEN,
+                code: "not_for_tenants",
+                message: format!("{what}; a principal confined to a tenant cannot use it"),
+            });
+        }
+        Ok(())
+    }
+
     /// Whether the caller may see `gpu` (its node, namespace and account as known now).
     pub fn allows(&self, gpu: &GpuIdentity) -> bool {
         self.allows_parts(

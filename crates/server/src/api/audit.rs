@@ -115,11 +115,13 @@ pub async fn list(
     params: QueryResult<AuditParams>,
 ) -> Result<Json<AuditList>, ApiError> {
     // The trail names every tenant's actions and clients: fleet-wide, never a tenant's.
-    if scope.is_restricted() || principal.tenant.is_some() {
+    let fleet_wide = "the audit trail covers the whole fleet";
+    scope.refuse_if_tenant(fleet_wide)?;
+    if principal.tenant.is_some() {
         return Err(ApiError {
             status: axum::http::StatusCode::FORBIDDEN,
-            code: "fleet_wide_route",
-            message: "the audit trail covers the whole fleet: a principal confined to a tenant cannot read it".into(),
+            code: "not_for_tenants",
+            message: format!("{fleet_wide}; a principal confined to a tenant cannot use it"),
         });
     }
     // Authorization proper is the policy table's; this keeps the trail admin-only even
@@ -146,7 +148,10 @@ pub async fn list(
             format!("limit must be between 1 and {MAX_LIMIT}"),
         ));
     }
-    if params.before.is_some_and(|b| b == 0 || b > (1 << 53) - 1) {
+    if params
+        .before
+        .is_some_and(|b| b == 0 || b > super::gpus::MAX_OFFSET as u64)
+    {
         return Err(ApiError::bad_request(
             "bad_before",
             "before must be a sequence number between 1 and 2^53-1",

@@ -39,8 +39,9 @@ pub(crate) fn check_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     Ok(limit)
 }
 
-/// The largest `offset` the document admits (2^53 - 1, exact in every JSON client).
-const MAX_OFFSET: usize = (1 << 53) - 1;
+/// The largest `offset`, `max_points` or sequence number the document admits (2^53 - 1,
+/// exact in every JSON client).
+pub(crate) const MAX_OFFSET: usize = (1 << 53) - 1;
 
 pub(crate) fn check_offset(offset: Option<usize>) -> Result<usize, ApiError> {
     match offset.unwrap_or(0) {

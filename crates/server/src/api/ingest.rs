@@ -238,16 +238,7 @@ async fn read_body(
 /// Pushes write fleet data (any node's, any GPU's): never from a principal confined to a
 /// tenant. Agents and Prometheus authenticate with ingest tokens, not as tenants.
 fn refuse_tenant(caller: &crate::scope::CallerScope) -> Result<(), ApiError> {
-    if caller.is_restricted() {
-        return Err(ApiError {
-            status: axum::http::StatusCode::FORBIDDEN,
-            code: "tenant_cannot_ingest",
-            message: "a principal confined to a tenant cannot push data; agents and remote_write \
-                      senders use an ingest token"
-                .into(),
-        });
-    }
-    Ok(())
+    caller.refuse_if_tenant("pushes write any node's data (agents and remote_write senders use an ingest token)")
 }
 
 /// Accept a batch pushed by `gpuwarden agent`.

@@ -93,15 +93,10 @@ async fn refuse_tenants(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    if scope.is_restricted() {
-        return crate::ApiError {
-            status: axum::http::StatusCode::FORBIDDEN,
-            code: "not_for_tenants",
-            message: "this route acts on the whole fleet; a principal confined to a tenant cannot use it".into(),
-        }
-        .into_response();
+    match scope.refuse_if_tenant("this route acts on the whole fleet") {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
     }
-    next.run(req).await
 }
 
 /// The API router without authentication (see [`router_with_auth`]).

@@ -108,13 +108,7 @@ pub async fn metrics(
 ) -> Result<impl IntoResponse, ApiError> {
     // Fleet-wide by nature (every GPU's health gauges): authentication refuses it to
     // tenant principals; refused here too, so that no wiring can forget it.
-    if scope.is_restricted() {
-        return Err(ApiError {
-            status: axum::http::StatusCode::FORBIDDEN,
-            code: "not_for_tenants",
-            message: "/metrics describes the whole fleet; a principal confined to a tenant cannot read it".into(),
-        });
-    }
+    scope.refuse_if_tenant("/metrics describes the whole fleet")?;
     let before = state.before_metrics.clone();
     // Refreshing reads store stats from disk: keep it off the async workers.
     tokio::task::spawn_blocking(move || before())
