@@ -69,6 +69,7 @@ fn id_of(data_dir: &Path, name: &str) -> String {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Role {
+    Scraper,
     Viewer,
     Operator,
     Admin,
@@ -94,6 +95,7 @@ fn expected(method: &str, path: &str) -> Option<(Role, bool)> {
         || path.starts_with("/api/v1/auth/tokens")
         || path == "/api/v1/audit";
     let role = match (method, path) {
+        ("get", "/metrics") => Role::Scraper,
         (_, p) if p.starts_with("/api/v1/auth/tokens") => Role::Admin,
         ("get", "/api/v1/audit") => Role::Admin,
         ("post", "/api/v1/simulation/faults") => Role::Admin,
@@ -150,6 +152,7 @@ async fn every_documented_route_as_every_caller() {
     let admin = cli_create(&data, &config, &["--role", "admin", "--name", "admin"]);
     let operator = cli_create(&data, &config, &["--role", "operator", "--name", "operator"]);
     let viewer = cli_create(&data, &config, &["--role", "viewer", "--name", "viewer"]);
+    let scraper = cli_create(&data, &config, &["--role", "scraper", "--name", "prometheus"]);
     let tenant = cli_create(
         &data,
         &config,
@@ -235,6 +238,12 @@ async fn every_documented_route_as_every_caller() {
             name: "revoked",
             token: Some(revoked.clone()),
             role: None,
+            tenant: false,
+        },
+        Caller {
+            name: "scraper",
+            token: Some(scraper.clone()),
+            role: Some(Role::Scraper),
             tenant: false,
         },
         Caller {

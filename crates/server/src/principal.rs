@@ -12,6 +12,9 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// Reads `/metrics` and nothing else: the credential Prometheus holds, so that a
+    /// leaked scrape config does not read incidents, processes or the audit trail.
+    Scraper,
     /// Reads everything in its scope.
     Viewer,
     /// Also acknowledges and resolves incidents, creates and expires silences.
@@ -23,6 +26,7 @@ pub enum Role {
 impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
+            Role::Scraper => "scraper",
             Role::Viewer => "viewer",
             Role::Operator => "operator",
             Role::Admin => "admin",
@@ -40,10 +44,13 @@ impl std::str::FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
+            "scraper" => Ok(Role::Scraper),
             "viewer" => Ok(Role::Viewer),
             "operator" => Ok(Role::Operator),
             "admin" => Ok(Role::Admin),
-            other => Err(format!("unknown role {other:?}: expected viewer, operator or admin")),
+            other => Err(format!(
+                "unknown role {other:?}: expected scraper, viewer, operator or admin"
+            )),
         }
     }
 }

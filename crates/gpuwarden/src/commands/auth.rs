@@ -27,6 +27,7 @@ once, when it is created. A running gpuwarden picks up created and revoked token
 Examples:\n  gpuwarden auth token create --role admin --name alice\n  \
 gpuwarden auth token create --role viewer --name grafana --expires 90d\n  \
 gpuwarden auth token create --role viewer --tenant team-a --config gpuwarden.toml\n  \
+gpuwarden auth token create --role scraper --name prometheus   # /metrics only\n  \
 gpuwarden auth token list\n  gpuwarden auth token revoke tok-0123456789abcdef\n\n\
 Use a token:  curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:9470/api/v1/gpus"
 )]
@@ -53,7 +54,8 @@ pub struct Location {
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// viewer: reads; operator: also ack/resolve incidents and silences; admin: also tokens.
+    /// scraper: reads /metrics only (for Prometheus); viewer: reads; operator: also
+    /// ack/resolve incidents and silences; admin: also tokens and the audit trail.
     #[arg(long, value_parser = parse_role)]
     pub role: Role,
     /// What the token is for, e.g. "grafana" or "alice" (shown by `list`).

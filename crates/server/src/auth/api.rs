@@ -274,6 +274,7 @@ pub struct SessionView {
     responses((status = 200, description = "Signed in; the cookie is set", body = SessionView),
         (status = 400, description = "Body is not `{\"token\": \"…\"}`", body = ErrorBody),
         (status = 401, description = "The token is not valid", body = ErrorBody),
+        (status = 403, description = "A scraper token (reads /metrics only) cannot sign in", body = ErrorBody),
         (status = 404, description = "Authentication is not enabled", body = ErrorBody)))]
 pub async fn sign_in(State(auth): State<AuthState>, raw: axum::body::Bytes) -> Response {
     let auth = match enabled(&auth) {
@@ -291,6 +292,18 @@ pub async fn sign_in(State(auth): State<AuthState>, raw: axum::body::Bytes) -> R
         Ok(x) => x,
         Err(d) => return unauthorized(d.message()),
     };
+    // A scrape token reads `/metrics` only; a UI session with it could read nothing.
+    if principal.role < Role::Viewer {
+        return ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: format!(
+                "a {} token reads /metrics only and cannot sign in to the web UI; use a viewer, operator or admin token",
+                principal.role
+            ),
+        }
+        .into_response();
+    }
     let now = auth.now_ms();
     let (id, s) = match auth.sessions().create(principal, until, now) {
         Ok(x) => x,

@@ -42,12 +42,14 @@ const fn fleet(method: &'static str, route: &'static str, role: Role) -> Rule {
     }
 }
 
-use Role::{Admin, Operator, Viewer};
+use Role::{Admin, Operator, Scraper, Viewer};
 
 /// The table.
 pub const POLICY: &[Rule] = &[
     // Reads.
-    fleet("GET", "/metrics", Viewer),
+    // Prometheus scrapes with a `scraper` token that reads nothing else; any fleet-wide
+    // role may read it too.
+    fleet("GET", "/metrics", Scraper),
     fleet("GET", "/api/v1/targets", Viewer),
     r("GET", "/api/v1/gpus", Viewer),
     r("GET", "/api/v1/gpus/{uuid}", Viewer),
@@ -133,7 +135,12 @@ mod tests {
         for rule in POLICY {
             assert!(seen.insert((rule.method, rule.route)), "{rule:?} twice");
             if rule.method == "GET" && !rule.route.starts_with("/api/v1/auth/tokens") && rule.route != "/api/v1/audit" {
-                assert_eq!(rule.role, Role::Viewer, "{rule:?}: reads are for viewers");
+                // `/metrics` alone is readable by the scrape token.
+                let reader = if rule.route == "/metrics" { Role::Scraper } else { Role::Viewer };
+                assert_eq!(rule.role, reader, "{rule:?}: reads are for viewers");
+            }
+            if rule.route != "/metrics" {
+                assert!(rule.role > Role::Scraper, "{rule:?}: a scrape token reads /metrics only");
             }
             assert!(
                 !PUBLIC.iter().any(|(m, r)| *m == rule.method && *r == rule.route),
@@ -193,7 +200,7 @@ mod tests {
         assert_eq!(
             needs(Method::GET, "/metrics"),
             Access::Needs {
-                role: Role::Viewer,
+                role: Role::Scraper,
                 fleet_wide: true
             }
         );
