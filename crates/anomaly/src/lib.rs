@@ -3,9 +3,11 @@
 //!
 //! [`series`]: one detector per (GPU, field), scored on NAB; [`cohort`]: each GPU against
 //! its peers at the same instant; [`analyzer`]: both run on GPU telemetry as a
-//! `gpuwarden_model::Analyzer`, producing grouped `anomaly.*` findings.
+//! `gpuwarden_model::Analyzer`, producing grouped `anomaly.*` findings. [`baseline`]:
+//! NAB's reference detectors, run beside ours so every benchmark figure has its baseline.
 
 pub mod analyzer;
+pub mod baseline;
 pub mod cohort;
 pub mod nab;
 pub mod series;

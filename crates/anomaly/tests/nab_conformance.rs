@@ -78,3 +78,54 @@ fn reproduces_numenta_htm_published_scores() {
         swept.normalized
     );
 }
+
+/// NAB's reference baseline, re-implemented in `gpuwarden_anomaly::baseline`: run on the
+/// corpus and scored here, it must give NAB's published windowed-Gaussian row
+/// (39.6 / 20.9 / 47.4) — so the baseline `bench nab` prints beside our detector on other
+/// corpora is NAB's, not an approximation of it.
+#[test]
+fn windowed_gaussian_reproduces_its_published_scores() {
+    use gpuwarden_anomaly::baseline::{as_nab_stores_it, WindowedGaussian};
+    let Some(corpus) = corpus() else { return };
+    let files = corpus.file_rows();
+    let scores: Vec<Vec<f64>> = corpus
+        .series
+        .iter()
+        .map(|s| {
+            let mut d = WindowedGaussian::default();
+            s.values.iter().map(|&v| as_nab_stores_it(d.update(v))).collect()
+        })
+        .collect();
+    // results/final_results.json, and the Totals rows of results/windowedGaussian/*_scores.csv.
+    let expected = [
+        ("standard", 39.649_523_496_077_585, -24.013_105_489_1),
+        ("reward_low_FP_rate", 20.867_985_824_741_38, f64::NAN),
+        ("reward_low_FN_rate", 47.410_027_158_304_6, f64::NAN),
+    ];
+    for (profile, normalized, raw) in expected {
+        let p = corpus.profiles.iter().find(|p| p.name == profile).unwrap();
+        let at_published = evaluate(&files, &scores, p, Some(1.0));
+        let swept = evaluate(&files, &scores, p, None);
+        println!(
+            "{profile}: at θ=1.0 normalised {:.3} raw {:.6} (tp {} fp {}); swept θ={} normalised {:.3}",
+            at_published.normalized,
+            at_published.best.score,
+            at_published.best.tp,
+            at_published.best.fp,
+            swept.best.threshold,
+            swept.normalized
+        );
+        assert!(
+            (at_published.normalized - normalized).abs() < 1e-3,
+            "{profile}: {} != published {normalized}",
+            at_published.normalized
+        );
+        if raw.is_finite() {
+            assert!((at_published.best.score - raw).abs() < 1e-4, "{profile} raw {}", at_published.best.score);
+            // Rows detected in and out of windows: NAB's Totals row says 521 and 409.
+            assert_eq!((at_published.best.tp, at_published.best.fp), (521, 409));
+        }
+        // NAB's sweep chose 1.0 for every profile; ours must not do worse.
+        assert!(swept.best.score >= at_published.best.score - 1e-9);
+    }
+}
