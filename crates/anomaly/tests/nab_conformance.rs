@@ -121,7 +121,11 @@ fn windowed_gaussian_reproduces_its_published_scores() {
             at_published.normalized
         );
         if raw.is_finite() {
-            assert!((at_published.best.score - raw).abs() < 1e-4, "{profile} raw {}", at_published.best.score);
+            assert!(
+                (at_published.best.score - raw).abs() < 1e-4,
+                "{profile} raw {}",
+                at_published.best.score
+            );
             // Rows detected in and out of windows: NAB's Totals row says 521 and 409.
             assert_eq!((at_published.best.tp, at_published.best.fp), (521, 409));
         }

@@ -364,8 +364,10 @@ pub enum BenchCommand {
     /// API latency (p50/p95/p99) with concurrent clients on a simulated fleet, and the CPU
     /// cost of scoring per GPU.
     Api(BenchApiArgs),
-    /// Numenta Anomaly Benchmark: run the streaming anomaly detector over every NAB series,
-    /// score it with NAB's method and print it next to the published scoreboard.
+    /// Anomaly detection on a labelled corpus (NAB by default): our streaming detector and
+    /// NAB's windowed-Gaussian baseline, scored with NAB's method on the whole corpus and
+    /// held out (threshold chosen on one half, scored on the other, both ways), beside
+    /// the published scoreboard when the corpus has one.
     Nab(BenchNabArgs),
     /// Fault detection on simulated fleets: recall, precision and delay per fault kind, and
     /// false incidents on fault-free fleets, for the health rules, the anomaly detectors and both.
@@ -429,12 +431,15 @@ pub struct BenchDetectArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchNabArgs {
-    /// NAB checkout (data/, labels/, config/, results/).
+    /// A labelled corpus in NAB's layout: data/<category>/<file>.csv,
+    /// labels/combined_windows.json, optionally config/profiles.json and
+    /// results/final_results.json (published scores, printed beside ours when present).
     #[arg(long, default_value = "../shared/data/numenta-NAB")]
     pub data: PathBuf,
-    /// Where to write per-row scores (NAB's results layout: <category>/gpuwarden_<file>.csv).
-    #[arg(long, default_value = "target/bench-nab")]
-    pub out: PathBuf,
+    /// Also write per-row scores of both detectors in NAB's results layout
+    /// (DIR/<detector>/<category>/<detector>_<file>.csv), e.g. to score them with NAB itself.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -32,6 +32,22 @@ pub enum NabError {
         line: usize,
         message: String,
     },
+    #[error(
+        "{root}: no labels/combined_windows.json — a corpus needs its labelled anomaly windows \
+         (NAB layout: data/<category>/<file>.csv and labels/combined_windows.json mapping \
+         \"<category>/<file>.csv\" to [[start, end], …]; [] for a file without anomalies)"
+    )]
+    NoLabels { root: PathBuf },
+    #[error(
+        "{root}: {count} data file(s) have no entry in labels/combined_windows.json, e.g. {examples}; \
+         add them (with [] when they hold no anomaly) or remove them — scoring without their \
+         labels would count every detection in them as false"
+    )]
+    Unlabelled {
+        root: PathBuf,
+        count: usize,
+        examples: String,
+    },
     #[error("{path}: {rows} scores for a series of {expected} rows")]
     Length {
         path: PathBuf,
@@ -157,13 +173,60 @@ pub fn parse_series_csv(text: &str, path: &Path) -> Result<(Vec<i64>, Vec<f64>),
     Ok((ts, vs))
 }
 
+/// Every `*.csv` under `data`, as NAB names them (`<category>/<file>.csv`, `/`-separated).
+fn data_files(data: &Path) -> Result<Vec<String>, NabError> {
+    let mut out = Vec::new();
+    let mut stack = vec![data.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            // A corpus without data/ fails below, naming the first labelled file it misses.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(NabError::Io { path: dir, source }),
+        };
+        for entry in entries {
+            let path = entry
+                .map_err(|source| NabError::Io {
+                    path: dir.clone(),
+                    source,
+                })?
+                .path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "csv") {
+                if let Ok(rel) = path.strip_prefix(data) {
+                    let parts: Vec<_> = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect();
+                    out.push(parts.join("/"));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 impl Corpus {
     /// Loads every series named in `labels/combined_windows.json` under `root`, and the
     /// profiles from `config/profiles.json` (NAB's built-in values when that file is absent).
     pub fn load(root: impl AsRef<Path>) -> Result<Self, NabError> {
         let root = root.as_ref().to_path_buf();
         let labels_path = root.join("labels/combined_windows.json");
+        if !labels_path.is_file() {
+            return Err(NabError::NoLabels { root });
+        }
         let labels = parse_windows_json(&read(&labels_path)?, &labels_path)?;
+        let mut unlabelled: Vec<String> = data_files(&root.join("data"))?
+            .into_iter()
+            .filter(|name| !labels.contains_key(name))
+            .collect();
+        if !unlabelled.is_empty() {
+            unlabelled.sort();
+            let examples = unlabelled.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+            return Err(NabError::Unlabelled {
+                root,
+                count: unlabelled.len(),
+                examples,
+            });
+        }
         let profiles_path = root.join("config/profiles.json");
         let profiles = if profiles_path.exists() {
             Profile::parse_profiles_json(&read(&profiles_path)?).map_err(|source| NabError::Json {
@@ -244,10 +307,48 @@ impl Corpus {
         parse_f64(first, &path, 2)
     }
 
-    /// `results/final_results.json`: detector → profile → normalised score.
-    pub fn published_final_results(&self) -> Result<BTreeMap<String, BTreeMap<String, f64>>, NabError> {
+    /// `results/final_results.json`: detector → profile → normalised score; `None` when
+    /// the corpus has no such file (corpora other than NAB), an error when it is there but
+    /// unreadable or malformed.
+    pub fn published_final_results(&self) -> Result<Option<BTreeMap<String, BTreeMap<String, f64>>>, NabError> {
         let path = self.root.join("results/final_results.json");
-        serde_json::from_str(&read(&path)?).map_err(|source| NabError::Json { path, source })
+        if !path.exists() {
+            return Ok(None);
+        }
+        serde_json::from_str(&read(&path)?)
+            .map(Some)
+            .map_err(|source| NabError::Json { path, source })
+    }
+
+    /// Labelled windows in the corpus.
+    pub fn windows(&self) -> usize {
+        self.series.iter().map(|s| s.windows.len()).sum()
+    }
+
+    /// Splits the series into two halves for the held-out protocol: within each category
+    /// (the part of the name before `/`), in name order, alternately to the first and the
+    /// second half — so both halves hold every kind of series, and the split does not
+    /// depend on scores. Returns the indices of each half.
+    pub fn halves(&self) -> (Vec<usize>, Vec<usize>) {
+        let mut order: Vec<usize> = (0..self.series.len()).collect();
+        order.sort_by(|&a, &b| self.series[a].name.cmp(&self.series[b].name));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let mut last_category = None;
+        let mut nth = 0usize;
+        for i in order {
+            let category = self.series[i].name.split_once('/').map(|(c, _)| c.to_string());
+            if category != last_category {
+                last_category = category;
+                nth = 0;
+            }
+            if nth % 2 == 0 {
+                a.push(i)
+            } else {
+                b.push(i)
+            }
+            nth += 1;
+        }
+        (a, b)
     }
 }
 
@@ -277,5 +378,66 @@ mod tests {
         assert!(w["c/d.csv"].is_empty());
         assert!(parse_series_csv("timestamp,value\nbad,1\n", p).is_err());
         assert!(parse_series_csv("time,value\n", p).is_err());
+    }
+
+    fn write(root: &Path, rel: &str, text: &str) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    const SERIES: &str = "timestamp,value\n2020-01-01 00:00:00,1\n2020-01-01 00:05:00,2\n";
+
+    #[test]
+    fn a_corpus_without_labels_is_refused_with_the_layout_it_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "data/a/x.csv", SERIES);
+        let e = Corpus::load(dir.path()).unwrap_err();
+        assert!(matches!(e, NabError::NoLabels { .. }), "{e}");
+        assert!(e.to_string().contains("labels/combined_windows.json"));
+    }
+
+    #[test]
+    fn data_files_missing_from_the_labels_are_refused_not_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "data/a/x.csv", SERIES);
+        write(dir.path(), "data/a/y.csv", SERIES);
+        write(dir.path(), "labels/combined_windows.json", r#"{"a/x.csv": []}"#);
+        let e = Corpus::load(dir.path()).unwrap_err();
+        assert!(matches!(e, NabError::Unlabelled { count: 1, .. }), "{e}");
+        assert!(e.to_string().contains("a/y.csv"), "{e}");
+        // Labelled, it loads; a corpus without published results says so (None).
+        write(
+            dir.path(),
+            "labels/combined_windows.json",
+            r#"{"a/x.csv": [], "a/y.csv": []}"#,
+        );
+        let c = Corpus::load(dir.path()).unwrap();
+        assert_eq!(c.series.len(), 2);
+        assert!(c.published_final_results().unwrap().is_none());
+        write(dir.path(), "results/final_results.json", "{not json");
+        assert!(
+            c.published_final_results().is_err(),
+            "a malformed file is an error, not an empty table"
+        );
+    }
+
+    #[test]
+    fn halves_alternate_within_each_category() {
+        let s = |name: &str| Series {
+            name: name.into(),
+            timestamps: vec![],
+            values: vec![],
+            windows: vec![],
+        };
+        let c = Corpus {
+            root: PathBuf::new(),
+            series: vec![s("b/2.csv"), s("a/1.csv"), s("b/1.csv"), s("a/2.csv"), s("a/3.csv")],
+            profiles: Profile::nab_defaults(),
+        };
+        let (a, b) = c.halves();
+        let names = |ix: &[usize]| ix.iter().map(|&i| c.series[i].name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&a), ["a/1.csv", "a/3.csv", "b/1.csv"]);
+        assert_eq!(names(&b), ["a/2.csv", "b/2.csv"]);
     }
 }

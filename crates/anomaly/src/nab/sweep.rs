@@ -150,6 +150,9 @@ impl FileRows {
 pub struct ThresholdScore {
     pub threshold: f64,
     pub score: f64,
+    /// Labelled windows (after probation) with at least one detection: what an operator
+    /// counts. `tp`/`fn_` below count rows, as NAB's result tables do.
+    pub windows_detected: u64,
     pub tp: u64,
     pub tn: u64,
     pub fp: u64,
@@ -169,6 +172,8 @@ pub struct ProfileResult {
     pub normalized: f64,
     /// Raw score of each file at the chosen threshold, in input order.
     pub per_file: Vec<f64>,
+    /// Labelled windows that are scored (not inside the probation period).
+    pub windows_scored: u64,
 }
 
 /// Scores every file at `threshold` (a detection is a scored row with score ≥ threshold;
@@ -185,6 +190,7 @@ pub fn score_at_threshold(
     let mut total = ThresholdScore {
         threshold,
         score: 0.0,
+        windows_detected: 0,
         tp: 0,
         tn: 0,
         fp: 0,
@@ -221,6 +227,7 @@ pub fn score_at_threshold(
                 }
             }
         }
+        total.windows_detected += best.iter().zip(&seen).filter(|(b, &s)| s && b.is_some()).count() as u64;
         let windows: f64 = best
             .iter()
             .zip(&seen)
@@ -264,9 +271,11 @@ pub fn sweep_best_threshold(files: &[FileRows], scores: &[Vec<f64>], profile: &P
     let mut best_in_window: Vec<Option<f64>> = vec![None; n_windows];
     let mut fp_part = 0.0;
     let (mut tp, mut fp) = (0u64, 0u64);
+    let mut windows_detected = 0u64;
     let mut current = ThresholdScore {
         threshold: 1.1,
         score: window_part,
+        windows_detected,
         tp,
         tn,
         fp,
@@ -292,6 +301,7 @@ pub fn sweep_best_threshold(files: &[FileRows], scores: &[Vec<f64>], profile: &P
                     tp += 1;
                     fn_ -= 1;
                     let slot = &mut best_in_window[window_base[k as usize] + id as usize];
+                    windows_detected += u64::from(slot.is_none());
                     let old = slot.unwrap_or(-profile.fn_);
                     let new = slot.map_or(w, |x| x.max(w));
                     window_part += new - old;
@@ -303,6 +313,7 @@ pub fn sweep_best_threshold(files: &[FileRows], scores: &[Vec<f64>], profile: &P
         current = ThresholdScore {
             threshold: value,
             score: window_part + fp_part,
+            windows_detected,
             tp,
             tn,
             fp,
@@ -334,6 +345,7 @@ pub fn evaluate(files: &[FileRows], scores: &[Vec<f64>], profile: &Profile, thre
         perfect_score,
         normalized,
         per_file,
+        windows_scored: files.iter().map(|f| u64::from(f.scored_windows)).sum(),
     }
 }
 

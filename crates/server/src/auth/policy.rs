@@ -136,11 +136,18 @@ mod tests {
             assert!(seen.insert((rule.method, rule.route)), "{rule:?} twice");
             if rule.method == "GET" && !rule.route.starts_with("/api/v1/auth/tokens") && rule.route != "/api/v1/audit" {
                 // `/metrics` alone is readable by the scrape token.
-                let reader = if rule.route == "/metrics" { Role::Scraper } else { Role::Viewer };
+                let reader = if rule.route == "/metrics" {
+                    Role::Scraper
+                } else {
+                    Role::Viewer
+                };
                 assert_eq!(rule.role, reader, "{rule:?}: reads are for viewers");
             }
             if rule.route != "/metrics" {
-                assert!(rule.role > Role::Scraper, "{rule:?}: a scrape token reads /metrics only");
+                assert!(
+                    rule.role > Role::Scraper,
+                    "{rule:?}: a scrape token reads /metrics only"
+                );
             }
             assert!(
                 !PUBLIC.iter().any(|(m, r)| *m == rule.method && *r == rule.route),
