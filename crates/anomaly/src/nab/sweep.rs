@@ -442,8 +442,8 @@ mod tests {
         let (direct, _) = score_at_threshold(std::slice::from_ref(&f), std::slice::from_ref(&s), &p, best.threshold);
         assert!((best.score - direct.score).abs() < 1e-9);
         assert_eq!(
-            (best.tp, best.fp, best.fn_, best.tn),
-            (direct.tp, direct.fp, direct.fn_, direct.tn)
+            (best.tp, best.fp, best.fn_, best.tn, best.windows_detected),
+            (direct.tp, direct.fp, direct.fn_, direct.tn, direct.windows_detected)
         );
         for t in s.iter().copied() {
             let (d, _) = score_at_threshold(std::slice::from_ref(&f), std::slice::from_ref(&s), &p, t);
@@ -459,5 +459,20 @@ mod tests {
         let r = evaluate(&[f], &[s], &p, None);
         assert_eq!(r.best.score, -1.0);
         assert_eq!(r.normalized, 0.0);
+        assert_eq!((r.best.windows_detected, r.windows_scored), (0, 1));
+    }
+
+    #[test]
+    fn windows_are_counted_once_however_many_rows_detect_them() {
+        let ts: Vec<i64> = (0..100).collect();
+        let w = |a: i64, b: i64| Window { start_ms: a, end_ms: b };
+        let f = FileRows::new("f", &ts, &[w(30, 40), w(60, 70), w(80, 90)]);
+        let mut s = vec![0.0; 100];
+        for score in &mut s[30..=40] {
+            *score = 1.0; // eleven rows, one window
+        }
+        s[65] = 1.0;
+        let (r, _) = score_at_threshold(std::slice::from_ref(&f), std::slice::from_ref(&s), &std_profile(), 0.5);
+        assert_eq!((r.windows_detected, r.tp), (2, 12));
     }
 }
