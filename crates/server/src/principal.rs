@@ -56,7 +56,7 @@ impl std::str::FromStr for Role {
 }
 
 /// An authenticated caller (or the anonymous one when authentication is off).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Principal {
     /// Stable identifier for audit records and rate limits: a token id (`tok-…`), an
     /// OpenID subject (`oidc:<issuer>#<sub>`), or `anonymous`.

@@ -5,7 +5,7 @@
 //!   file.
 //! - [`policy`]: the one table of which role each route needs.
 //! - [`session`]: the web UI's cookie sessions (signed in with a token) and their CSRF
-//!   tokens.
+//!   tokens, kept in `<data_dir>/auth/sessions.json` across restarts.
 //! - [`middleware`]: checks every request against the above and puts the caller's
 //!   [`Principal`] (and a tenant's [`CallerScope`]) into the request's extensions.
 //! - [`api`]: `/api/v1/auth/*` (whoami, token administration, sign-in).
@@ -203,7 +203,11 @@ impl Auth {
             verifiers: vec![tokens.clone() as Arc<dyn Verifier>],
             tokens,
             tenants: settings.tenants,
-            sessions: session::Sessions::new(settings.session_ttl),
+            sessions: session::Sessions::open(
+                settings.session_ttl,
+                session::sessions_path(&file::auth_dir(data_dir)),
+                now,
+            ),
             clock,
         }))
     }

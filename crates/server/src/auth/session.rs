@@ -1,18 +1,25 @@
 //! Web UI sessions: a browser signs in once with a token and then carries a random
 //! session id in a `Secure; HttpOnly; SameSite=Strict` cookie — never the token itself.
 //!
-//! Sessions live in memory (a restart signs everyone out) and end at the earliest of
-//! their own lifetime, the token's expiry and the token's revocation (checked on every
-//! request). Each session has a CSRF token that the UI sends back in `X-CSRF-Token` on
+//! Sessions are kept in `<data_dir>/auth/sessions.json` (0600, atomic replace), so a
+//! restart or an upgrade signs nobody out; the file holds SHA-256 hashes of the session
+//! ids, never the cookie values, so reading it does not let anyone sign in. A damaged file
+//! costs only the sessions (everyone signs in again), never the start. Sessions end at the
+//! earliest of their own lifetime, the token's expiry and the token's revocation (checked
+//! on every request). Each session has a CSRF token that the UI sends back in `X-CSRF-Token` on
 //! every change made with the cookie: `SameSite=Strict` already keeps other sites'
 //! requests cookieless, the CSRF token covers browsers and subdomain tricks that do not.
 
-use super::token::os_random;
+use super::token::{hex, os_random};
 use super::AuthError;
 use crate::principal::Principal;
 use base64::Engine;
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 /// The cookie's name.
 pub const COOKIE: &str = "gpw_session";
@@ -21,7 +28,7 @@ pub const COOKIE: &str = "gpw_session";
 /// oldest.
 pub const MAX_SESSIONS: usize = 10_000;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Session {
     pub principal: Principal,
     pub csrf: String,
@@ -29,10 +36,30 @@ pub struct Session {
     pub expires_ms: i64,
 }
 
-/// The sessions of this server.
+/// The sessions of this server, keyed by the hash of their id.
 pub struct Sessions {
     map: Mutex<HashMap<String, Session>>,
     ttl_ms: i64,
+    /// Where they are kept; `None`: in memory only (tests).
+    path: Option<PathBuf>,
+}
+
+/// The file's layout.
+#[derive(Serialize, Deserialize)]
+struct SessionFile {
+    version: u32,
+    /// hex SHA-256 of the session id → session.
+    sessions: HashMap<String, Session>,
+}
+
+/// The key a session id is kept under.
+fn key(id: &str) -> String {
+    hex(&Sha256::digest(id.as_bytes()))
+}
+
+/// The session file in an auth directory.
+pub fn sessions_path(auth_dir: &Path) -> PathBuf {
+    auth_dir.join("sessions.json")
 }
 
 fn random_text() -> Result<String, AuthError> {
@@ -41,10 +68,55 @@ fn random_text() -> Result<String, AuthError> {
 }
 
 impl Sessions {
+    /// Sessions in memory only.
     pub fn new(ttl: std::time::Duration) -> Self {
         Sessions {
             map: Mutex::new(HashMap::new()),
             ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1),
+            path: None,
+        }
+    }
+
+    /// Sessions kept in `path`: the live ones there are loaded (expired ones dropped). A
+    /// missing file is an empty one; an unreadable or damaged one is logged and set aside
+    /// as `sessions.json.corrupt` (its users sign in again).
+    pub fn open(ttl: std::time::Duration, path: PathBuf, now_ms: i64) -> Self {
+        let mut s = Self::new(ttl);
+        match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<SessionFile>(&bytes) {
+                Ok(f) => {
+                    let mut live = f.sessions;
+                    live.retain(|_, v| v.expires_ms > now_ms);
+                    *s.map.get_mut() = live;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "{} is damaged ({e}); UI users sign in again (moved to sessions.json.corrupt)",
+                        path.display()
+                    );
+                    let _ = std::fs::rename(&path, path.with_extension("json.corrupt"));
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("cannot read {} ({e}); UI users sign in again", path.display()),
+        }
+        s.path = Some(path);
+        s
+    }
+
+    /// Writes the sessions out (under the map's lock, so writes do not interleave). A
+    /// failure (full disk) is logged: the session still works until the next restart.
+    fn persist(&self, map: &HashMap<String, Session>) {
+        let Some(path) = &self.path else { return };
+        let file = SessionFile {
+            version: 1,
+            sessions: map.clone(),
+        };
+        if let Err(e) = write_private_atomic(path, &file) {
+            tracing::warn!(
+                "cannot keep UI sessions in {} ({e}); they end at the next restart",
+                path.display()
+            );
         }
     }
 
@@ -73,25 +145,33 @@ impl Sessions {
                 map.remove(&oldest);
             }
         }
-        map.insert(id.clone(), s.clone());
+        map.retain(|_, s| s.expires_ms > now_ms);
+        map.insert(key(&id), s.clone());
+        self.persist(&map);
         Ok((id, s))
     }
 
-    /// The live session `id`; an expired one is removed.
+    /// The live session `id`; an expired one is forgotten (the file drops it at the next
+    /// write).
     pub fn get(&self, id: &str, now_ms: i64) -> Option<Session> {
+        let k = key(id);
         let mut map = self.map.lock();
-        match map.get(id) {
+        match map.get(&k) {
             Some(s) if s.expires_ms > now_ms => Some(s.clone()),
             Some(_) => {
-                map.remove(id);
+                map.remove(&k);
                 None
             }
             None => None,
         }
     }
 
+    /// Ends session `id` (sign-out, or its token was revoked).
     pub fn remove(&self, id: &str) {
-        self.map.lock().remove(id);
+        let mut map = self.map.lock();
+        if map.remove(&key(id)).is_some() {
+            self.persist(&map);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -101,6 +181,26 @@ impl Sessions {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Writes `value` as JSON to `path` through a fsynced temporary file renamed over it,
+/// readable by the owner only.
+fn write_private_atomic(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("json.tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.create(true).write(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&tmp)?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().and_then(|d| std::fs::File::open(d).ok()) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
 }
 
 /// The session id in a `Cookie` header, if any.
@@ -147,6 +247,45 @@ mod tests {
         assert_ne!(sess.csrf, id);
         s.remove(&id);
         assert!(s.get(&id, 1).is_none());
+    }
+
+    #[test]
+    fn sessions_survive_a_restart_and_the_file_holds_no_cookie() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = sessions_path(dir.path());
+        let ttl = std::time::Duration::from_secs(10);
+        let s = Sessions::open(ttl, path.clone(), 0);
+        let (id, sess) = s.create(p(), None, 0).unwrap();
+        let (gone, _) = s.create(p(), None, 0).unwrap();
+        s.remove(&gone);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(&id), "the file must not hold the cookie value");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        drop(s);
+        let again = Sessions::open(ttl, path.clone(), 1_000);
+        let back = again.get(&id, 1_000).expect("the session is back after a restart");
+        assert_eq!((back.csrf, back.principal), (sess.csrf, sess.principal));
+        assert!(again.get(&gone, 1_000).is_none(), "a signed-out session stays out");
+        // Expired sessions are not loaded.
+        assert!(Sessions::open(ttl, path, 10_000).is_empty());
+    }
+
+    #[test]
+    fn a_damaged_session_file_costs_the_sessions_not_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = sessions_path(dir.path());
+        std::fs::write(&path, b"{\"version\": 1, \"sess").unwrap();
+        let s = Sessions::open(std::time::Duration::from_secs(10), path.clone(), 0);
+        assert!(s.is_empty());
+        assert!(path.with_extension("json.corrupt").exists());
+        let (id, _) = s.create(p(), None, 0).unwrap();
+        assert!(Sessions::open(std::time::Duration::from_secs(10), path, 1)
+            .get(&id, 1)
+            .is_some());
     }
 
     #[test]
