@@ -82,6 +82,7 @@ fn expected(method: &str, path: &str) -> Option<(Role, bool)> {
         ("get", "/readyz"),
         ("get", "/api/openapi.json"),
         ("post", "/api/v1/auth/session"),
+        ("get", "/api/v1/auth/methods"),
         ("post", "/api/v1/ingest"),
         ("post", "/api/v1/write"),
     ];

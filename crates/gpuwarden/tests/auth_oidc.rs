@@ -1,0 +1,360 @@
+//! OpenID Connect through the real binary and a real provider: `tests/browser/
+//! oidc-provider.mjs` (the certified `oidc-provider` package, run by node on loopback)
+//! and `gpuwarden run` with `[auth.oidc]` pointing at it.
+//!
+//! - JWT bearer tokens the provider issues (client credentials, resource indicators) are
+//!   accepted with the mapped role and tenant — tenant filtering checked on returned
+//!   data; a wrong audience, an expired, forged, unknown-key or foreign-issuer token, and
+//!   an account whose groups map to no role are refused with 401; the provider's key
+//!   rotation is picked up, and made-up key ids do not make gpuwarden hammer its JWKS.
+//! - Real Chromium signs in through the provider's own login and consent pages
+//!   (`tests/browser/oidc-signin.test.mjs`).
+//!
+//! Needs node and `npm ci --prefix tests/browser` (and chromium for the browser part);
+//! skips with a message when one is missing unless `GPUWARDEN_REQUIRE_TOOLS=1`.
+
+mod common;
+
+use common::{binary, free_port, get_json, tools_required, wait_for, Gpuwarden};
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const AUDIENCE: &str = "https://gpuwarden.test";
+const TENANT_NODE: &str = "simnode-00";
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn chromium() -> PathBuf {
+    std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
+}
+
+fn node_ok() -> bool {
+    Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether the tools are here; else fails under `GPUWARDEN_REQUIRE_TOOLS=1`, or skips.
+fn have(what: &str, ok: bool) -> bool {
+    if !ok {
+        assert!(!tools_required(), "{what}");
+        eprintln!("SKIPPED: {what}");
+    }
+    ok
+}
+
+/// The provider process, killed when dropped.
+struct Op {
+    child: Child,
+    issuer: String,
+}
+
+impl Drop for Op {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the test provider on a free port, its UI client redirecting to `gw_port`,
+/// and waits (at most 30 s) for its ready line.
+fn start_provider(gw_port: u16) -> Op {
+    let port = free_port();
+    let mut child = Command::new("node")
+        .arg(repo_root().join("tests/browser/oidc-provider.mjs"))
+        .arg(port.to_string())
+        .arg(format!("http://127.0.0.1:{gw_port}/auth/oidc/callback"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start node oidc-provider.mjs");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("\"ready\":true") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let op = Op {
+        child,
+        issuer: format!("http://127.0.0.1:{port}"),
+    };
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the OpenID provider prints its ready line within 30 s");
+    op
+}
+
+fn write_config(dir: &Path, issuer: &str, gw_port: u16) -> PathBuf {
+    let secret = dir.join("oidc-client-secret");
+    std::fs::write(&secret, "ui-secret\n").unwrap();
+    let config = dir.join("gpuwarden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[auth.tenants.team-a]\nnodes = [\"{TENANT_NODE}\"]\n\n\
+             [auth.oidc]\nissuer = \"{issuer}\"\naudience = \"{AUDIENCE}\"\nname = \"Test IdP\"\n\
+             client_id = \"gpuwarden-ui\"\nclient_secret_file = {secret:?}\n\
+             public_url = \"http://127.0.0.1:{gw_port}\"\nscopes = [\"openid\", \"groups\"]\n\
+             role_claim = \"groups\"\ntenant_claim = \"tenant\"\njwks_min_refresh = \"1s\"\nleeway = \"5s\"\n\n\
+             [auth.oidc.roles]\nviewer = [\"gpu-viewers\"]\noperator = [\"gpu-ops\"]\nadmin = [\"gpu-admins\"]\n"
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// `gpuwarden run` on `port` with `config` (no API token exists: OpenID alone).
+async fn start_gpuwarden(data: &Path, config: &Path, port: u16) -> Gpuwarden {
+    let child = Command::new(binary())
+        .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data)
+        .arg("--config")
+        .arg(config)
+        .args([
+            "--nodes",
+            "2",
+            "--gpus-per-node",
+            "2",
+            "--scrape-interval",
+            "1s",
+            "--fault-rate-multiplier",
+            "0",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start gpuwarden run");
+    let g = Gpuwarden {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        data_dir: data.to_path_buf(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get_json(&format!("{}/healthz", g.base)).await.is_err() {
+        assert!(Instant::now() < deadline, "gpuwarden did not answer /healthz within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    g
+}
+
+/// A JWT access token from the provider for service client `client` and `resource`.
+async fn client_token(issuer: &str, client: &str, resource: &str) -> String {
+    let resp = reqwest::Client::new()
+        .post(format!("{issuer}/token"))
+        .basic_auth(client, Some(client))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "grant_type=client_credentials&scope=api&resource={}",
+            resource.replace(':', "%3A").replace('/', "%2F")
+        ))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("token request");
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    assert!(status.is_success(), "token for {client}: {status} {body}");
+    let t = body["access_token"].as_str().unwrap().to_string();
+    assert!(t.starts_with("eyJ") && t.split('.').count() == 3, "a JWT: {t}");
+    t
+}
+
+async fn minted(issuer: &str, case: &str) -> String {
+    reqwest::get(format!("{issuer}/test/token/{case}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn call(base: &str, method: &str, path: &str, token: &str) -> (StatusCode, Value) {
+    let c = reqwest::Client::new();
+    let rb = match method {
+        "GET" => c.get(format!("{base}{path}")),
+        _ => c
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .body("{}"),
+    };
+    let resp = rb.bearer_auth(token).timeout(Duration::from_secs(10)).send().await.unwrap();
+    let s = resp.status();
+    (s, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn jwks_fetches(issuer: &str) -> u64 {
+    get_json(&format!("{issuer}/test/stats")).await.unwrap()["jwks_fetches"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_bearer_tokens_from_a_real_provider() {
+    let provider_installed = repo_root().join("tests/browser/node_modules/oidc-provider").is_dir();
+    if !have(
+        "the OpenID tests need node and `npm ci --prefix tests/browser`",
+        node_ok() && provider_installed,
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let gw_port = free_port();
+    let op = start_provider(gw_port);
+    let config = write_config(dir.path(), &op.issuer, gw_port);
+    let gw = start_gpuwarden(&dir.path().join("data"), &config, gw_port).await;
+    let base = gw.base.clone();
+
+    // The sign-in methods name the provider (public).
+    let m = get_json(&format!("{base}/api/v1/auth/methods")).await.unwrap();
+    assert_eq!(m["oidc"]["name"], "Test IdP", "{m}");
+
+    let admin = client_token(&op.issuer, "svc-admin", AUDIENCE).await;
+    let operator = client_token(&op.issuer, "svc-operator", AUDIENCE).await;
+    let viewer = client_token(&op.issuer, "svc-viewer", AUDIENCE).await;
+    let tenant = client_token(&op.issuer, "svc-tenant", AUDIENCE).await;
+    let nobody = client_token(&op.issuer, "svc-nobody", AUDIENCE).await;
+    let wrong_audience = client_token(&op.issuer, "svc-admin", "https://other.test").await;
+
+    // Roles as mapped from the groups claim.
+    for (t, role, tenant_name) in [
+        (&admin, "admin", None),
+        (&operator, "operator", None),
+        (&viewer, "viewer", None),
+        (&tenant, "viewer", Some("team-a")),
+    ] {
+        let (s, me) = call(&base, "GET", "/api/v1/auth/whoami", t).await;
+        assert_eq!(s, StatusCode::OK, "{me}");
+        assert_eq!(me["role"], role, "{me}");
+        assert_eq!(me["via"], "bearer");
+        assert_eq!(me["tenant"].as_str(), tenant_name, "{me}");
+        assert!(me["id"].as_str().unwrap().starts_with(&format!("oidc:{}#svc-", op.issuer)), "{me}");
+    }
+    // What each role may do.
+    let bogus = "/api/v1/incidents/01JZZZZZZZZZZZZZZZZZZZZZZZ/ack";
+    assert_eq!(call(&base, "POST", bogus, &viewer).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(call(&base, "POST", bogus, &operator).await.0, StatusCode::NOT_FOUND, "past auth");
+    assert_eq!(call(&base, "GET", "/api/v1/audit", &operator).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(call(&base, "GET", "/api/v1/audit", &admin).await.0, StatusCode::OK);
+    assert_eq!(call(&base, "GET", "/api/v1/targets", &tenant).await.0, StatusCode::FORBIDDEN);
+
+    // Tenant filtering on the data: the admin sees both nodes' GPUs, the tenant only its
+    // node's.
+    let all: Vec<Value> = wait_for(Duration::from_secs(30), "4 GPUs listed", || {
+        let (base, admin) = (base.clone(), admin.clone());
+        async move {
+            let (s, v) = call(&base, "GET", "/api/v1/gpus", &admin).await;
+            let list = v["gpus"].as_array()?.clone();
+            (s == StatusCode::OK && list.len() == 4).then_some(list)
+        }
+    })
+    .await;
+    let node = |g: &Value| g["identity"]["node"].as_str().unwrap().to_string();
+    assert!(all.iter().any(|g| node(g) != TENANT_NODE));
+    let (s, v) = call(&base, "GET", "/api/v1/gpus", &tenant).await;
+    assert_eq!(s, StatusCode::OK);
+    let mine = v["gpus"].as_array().unwrap();
+    assert_eq!(mine.len(), 2, "{v}");
+    assert!(mine.iter().all(|g| node(g) == TENANT_NODE), "{v}");
+    let other = all.iter().find(|g| node(g) != TENANT_NODE).unwrap();
+    let other_uuid = other["identity"]["uuid"].as_str().unwrap();
+    let (s, _) = call(&base, "GET", &format!("/api/v1/gpus/{other_uuid}"), &tenant).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "another tenant's GPU does not exist for it");
+
+    // Refused: 401 with a reason.
+    let refused = |t: String, why: &'static str, want: &'static str| {
+        let base = base.clone();
+        async move {
+            let (s, body) = call(&base, "GET", "/api/v1/gpus", &t).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{why}: {body}");
+            let msg = body["error"]["message"].as_str().unwrap_or_default().to_string();
+            assert!(msg.contains(want), "{why}: {msg}");
+        }
+    };
+    refused(nobody, "no mapped group", "maps to a role").await;
+    refused(wrong_audience, "wrong audience", "meant for").await;
+    refused(minted(&op.issuer, "expired").await, "expired", "expired").await;
+    refused(minted(&op.issuer, "wrong-issuer").await, "wrong issuer", "issued by").await;
+    refused(minted(&op.issuer, "forged").await, "forged signature", "signature").await;
+    refused(minted(&op.issuer, "unknown-kid").await, "unknown kid", "ghost-key").await;
+    let mut tampered: Vec<String> = viewer.split('.').map(str::to_owned).collect();
+    tampered[2] = tampered[2].chars().rev().collect();
+    refused(tampered.join("."), "tampered signature", "signature").await;
+
+    // Made-up key ids cannot make gpuwarden hammer the provider: at most one JWKS fetch
+    // per jwks_min_refresh (1 s here) whatever arrives.
+    let ghost = minted(&op.issuer, "unknown-kid").await;
+    let before = jwks_fetches(&op.issuer).await;
+    let started = Instant::now();
+    for _ in 0..30 {
+        assert_eq!(call(&base, "GET", "/api/v1/gpus", &ghost).await.0, StatusCode::UNAUTHORIZED);
+    }
+    let fetched = jwks_fetches(&op.issuer).await - before;
+    let allowed = started.elapsed().as_secs() + 1;
+    assert!(fetched <= allowed, "{fetched} JWKS fetches for 30 unknown-kid requests in {:?}", started.elapsed());
+
+    // Key rotation: a token signed with the provider's next key is refused until the
+    // provider publishes it, then accepted without restarting gpuwarden.
+    let rotated = minted(&op.issuer, "rotated").await;
+    assert_eq!(call(&base, "GET", "/api/v1/gpus", &rotated).await.0, StatusCode::UNAUTHORIZED);
+    let s = reqwest::Client::new()
+        .post(format!("{}/test/rotate", op.issuer))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(s.is_success());
+    wait_for(Duration::from_secs(10), "the rotated key to be accepted", || {
+        let (base, t) = (base.clone(), rotated.clone());
+        async move { (call(&base, "GET", "/api/v1/gpus", &t).await.0 == StatusCode::OK).then_some(()) }
+    })
+    .await;
+    // The old key still works (rotation adds before it removes).
+    assert_eq!(call(&base, "GET", "/api/v1/gpus", &viewer).await.0, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_signs_in_through_the_provider_in_a_real_browser() {
+    let root = repo_root();
+    let ok = node_ok()
+        && root.join("tests/browser/node_modules/oidc-provider").is_dir()
+        && root.join("tests/browser/node_modules/playwright-core").is_dir()
+        && chromium().exists();
+    if !have(
+        "the OpenID browser test needs node, chromium and `npm ci --prefix tests/browser`",
+        ok,
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let gw_port = free_port();
+    let op = start_provider(gw_port);
+    let config = write_config(dir.path(), &op.issuer, gw_port);
+    let gw = start_gpuwarden(&dir.path().join("data"), &config, gw_port).await;
+    let run = tokio::process::Command::new("node")
+        .arg(root.join("tests/browser/oidc-signin.test.mjs"))
+        .arg(&gw.base)
+        .env("CHROMIUM", chromium())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(150), run)
+        .await
+        .expect("the browser test finishes within 150 s")
+        .expect("run node");
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    println!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "OpenID sign-in browser test failed: {}", out.status);
+    drop(op);
+}
