@@ -606,6 +606,7 @@ pub fn refusal(listen: SocketAddr, data_dir: &Path, why: &str) -> String {
          [auth]\n       \
          enabled = true\n     \
          (or add --auth to the command line)\n\
+         Or sign in through an OpenID Connect provider: an [auth.oidc] section (see docs/api.md, \"OpenID Connect\").\n\
          Or listen on loopback: --listen 127.0.0.1:{port}",
         dir = data_dir.display(),
         port = listen.port()

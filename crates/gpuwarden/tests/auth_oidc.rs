@@ -356,5 +356,25 @@ async fn ui_signs_in_through_the_provider_in_a_real_browser() {
     println!("{}", String::from_utf8_lossy(&out.stdout));
     println!("{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "OpenID sign-in browser test failed: {}", out.status);
+
+    // The audit trail names who signed in through the provider, and the refusals.
+    let admin = client_token(&op.issuer, "svc-admin", AUDIENCE).await;
+    let (s, v) = call(&gw.base, "GET", "/api/v1/audit?action=auth.oidc_sign_in&limit=100", &admin).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let records = v["records"].as_array().or_else(|| v.as_array()).cloned().unwrap_or_default();
+    let ok: Vec<&Value> = records.iter().filter(|r| r["result"] == "ok").collect();
+    assert!(
+        ok.iter().any(|r| r["actor"].as_str().unwrap_or("").ends_with("#otto") && r["role"] == "operator"),
+        "otto's sign-in recorded: {v}"
+    );
+    assert!(
+        ok.iter().any(|r| r["actor"].as_str().unwrap_or("").ends_with("#tia") && r["tenant"] == "team-a"),
+        "tia's sign-in recorded with her tenant: {v}"
+    );
+    let (_, denied) = call(&gw.base, "GET", "/api/v1/audit?result=denied&limit=100", &admin).await;
+    assert!(
+        denied.to_string().contains("/auth/oidc/callback"),
+        "refused sign-ins recorded as denied: {denied}"
+    );
     drop(op);
 }
