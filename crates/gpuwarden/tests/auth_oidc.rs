@@ -14,85 +14,24 @@
 //! skips with a message when one is missing unless `GPUWARDEN_REQUIRE_TOOLS=1`.
 
 mod common;
+mod oidc_op;
 
 use common::{binary, free_port, get_json, tools_required, wait_for, Gpuwarden};
+use oidc_op::{repo_root, Op, AUDIENCE};
 use reqwest::StatusCode;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const AUDIENCE: &str = "https://gpuwarden.test";
 const TENANT_NODE: &str = "simnode-00";
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn chromium() -> PathBuf {
     std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
 }
 
-fn node_ok() -> bool {
-    Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Whether the tools are here; else fails under `GPUWARDEN_REQUIRE_TOOLS=1`, or skips.
-fn have(what: &str, ok: bool) -> bool {
-    if !ok {
-        assert!(!tools_required(), "{what}");
-        eprintln!("SKIPPED: {what}");
-    }
-    ok
-}
-
-/// The provider process, killed when dropped.
-struct Op {
-    child: Child,
-    issuer: String,
-}
-
-impl Drop for Op {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the test provider on a free port, its UI client redirecting to `gw_port`,
-/// and waits (at most 30 s) for its ready line.
 fn start_provider(gw_port: u16) -> Op {
-    let port = free_port();
-    let mut child = Command::new("node")
-        .arg(repo_root().join("tests/browser/oidc-provider.mjs"))
-        .arg(port.to_string())
-        .arg(format!("http://127.0.0.1:{gw_port}/auth/oidc/callback"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start node oidc-provider.mjs");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("\"ready\":true") {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    let op = Op {
-        child,
-        issuer: format!("http://127.0.0.1:{port}"),
-    };
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("the OpenID provider prints its ready line within 30 s");
-    op
+    oidc_op::start(gw_port)
 }
 
 fn write_config(dir: &Path, issuer: &str, gw_port: u16) -> PathBuf {
@@ -149,37 +88,6 @@ async fn start_gpuwarden(data: &Path, config: &Path, port: u16) -> Gpuwarden {
     g
 }
 
-/// A JWT access token from the provider for service client `client` and `resource`.
-async fn client_token(issuer: &str, client: &str, resource: &str) -> String {
-    let resp = reqwest::Client::new()
-        .post(format!("{issuer}/token"))
-        .basic_auth(client, Some(client))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!(
-            "grant_type=client_credentials&scope=api&resource={}",
-            resource.replace(':', "%3A").replace('/', "%2F")
-        ))
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .expect("token request");
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap();
-    assert!(status.is_success(), "token for {client}: {status} {body}");
-    let t = body["access_token"].as_str().unwrap().to_string();
-    assert!(t.starts_with("eyJ") && t.split('.').count() == 3, "a JWT: {t}");
-    t
-}
-
-async fn minted(issuer: &str, case: &str) -> String {
-    reqwest::get(format!("{issuer}/test/token/{case}"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 async fn call(base: &str, method: &str, path: &str, token: &str) -> (StatusCode, Value) {
     let c = reqwest::Client::new();
     let rb = match method {
@@ -202,11 +110,7 @@ async fn jwks_fetches(issuer: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwt_bearer_tokens_from_a_real_provider() {
-    let provider_installed = repo_root().join("tests/browser/node_modules/oidc-provider").is_dir();
-    if !have(
-        "the OpenID tests need node and `npm ci --prefix tests/browser`",
-        node_ok() && provider_installed,
-    ) {
+    if !oidc_op::available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -220,12 +124,12 @@ async fn jwt_bearer_tokens_from_a_real_provider() {
     let m = get_json(&format!("{base}/api/v1/auth/methods")).await.unwrap();
     assert_eq!(m["oidc"]["name"], "Test IdP", "{m}");
 
-    let admin = client_token(&op.issuer, "svc-admin", AUDIENCE).await;
-    let operator = client_token(&op.issuer, "svc-operator", AUDIENCE).await;
-    let viewer = client_token(&op.issuer, "svc-viewer", AUDIENCE).await;
-    let tenant = client_token(&op.issuer, "svc-tenant", AUDIENCE).await;
-    let nobody = client_token(&op.issuer, "svc-nobody", AUDIENCE).await;
-    let wrong_audience = client_token(&op.issuer, "svc-admin", "https://other.test").await;
+    let admin = op.client_token("svc-admin", AUDIENCE).await;
+    let operator = op.client_token("svc-operator", AUDIENCE).await;
+    let viewer = op.client_token("svc-viewer", AUDIENCE).await;
+    let tenant = op.client_token("svc-tenant", AUDIENCE).await;
+    let nobody = op.client_token("svc-nobody", AUDIENCE).await;
+    let wrong_audience = op.client_token("svc-admin", "https://other.test").await;
 
     // Roles as mapped from the groups claim.
     for (t, role, tenant_name) in [
@@ -284,17 +188,17 @@ async fn jwt_bearer_tokens_from_a_real_provider() {
     };
     refused(nobody, "no mapped group", "maps to a role").await;
     refused(wrong_audience, "wrong audience", "meant for").await;
-    refused(minted(&op.issuer, "expired").await, "expired", "expired").await;
-    refused(minted(&op.issuer, "wrong-issuer").await, "wrong issuer", "issued by").await;
-    refused(minted(&op.issuer, "forged").await, "forged signature", "signature").await;
-    refused(minted(&op.issuer, "unknown-kid").await, "unknown kid", "ghost-key").await;
+    refused(op.minted("expired").await, "expired", "expired").await;
+    refused(op.minted("wrong-issuer").await, "wrong issuer", "issued by").await;
+    refused(op.minted("forged").await, "forged signature", "signature").await;
+    refused(op.minted("unknown-kid").await, "unknown kid", "ghost-key").await;
     let mut tampered: Vec<String> = viewer.split('.').map(str::to_owned).collect();
     tampered[2] = tampered[2].chars().rev().collect();
     refused(tampered.join("."), "tampered signature", "signature").await;
 
     // Made-up key ids cannot make gpuwarden hammer the provider: at most one JWKS fetch
     // per jwks_min_refresh (1 s here) whatever arrives.
-    let ghost = minted(&op.issuer, "unknown-kid").await;
+    let ghost = op.minted("unknown-kid").await;
     let before = jwks_fetches(&op.issuer).await;
     let started = Instant::now();
     for _ in 0..30 {
@@ -306,7 +210,7 @@ async fn jwt_bearer_tokens_from_a_real_provider() {
 
     // Key rotation: a token signed with the provider's next key is refused until the
     // provider publishes it, then accepted without restarting gpuwarden.
-    let rotated = minted(&op.issuer, "rotated").await;
+    let rotated = op.minted("rotated").await;
     assert_eq!(call(&base, "GET", "/api/v1/gpus", &rotated).await.0, StatusCode::UNAUTHORIZED);
     let s = reqwest::Client::new()
         .post(format!("{}/test/rotate", op.issuer))
@@ -327,14 +231,13 @@ async fn jwt_bearer_tokens_from_a_real_provider() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ui_signs_in_through_the_provider_in_a_real_browser() {
     let root = repo_root();
-    let ok = node_ok()
-        && root.join("tests/browser/node_modules/oidc-provider").is_dir()
-        && root.join("tests/browser/node_modules/playwright-core").is_dir()
-        && chromium().exists();
-    if !have(
-        "the OpenID browser test needs node, chromium and `npm ci --prefix tests/browser`",
-        ok,
-    ) {
+    if !oidc_op::available() {
+        return;
+    }
+    let ok = root.join("tests/browser/node_modules/playwright-core").is_dir() && chromium().exists();
+    if !ok {
+        assert!(!tools_required(), "the OpenID browser test needs chromium and playwright-core");
+        eprintln!("SKIPPED OpenID browser test: needs chromium and `npm ci --prefix tests/browser`");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -358,7 +261,7 @@ async fn ui_signs_in_through_the_provider_in_a_real_browser() {
     assert!(out.status.success(), "OpenID sign-in browser test failed: {}", out.status);
 
     // The audit trail names who signed in through the provider, and the refusals.
-    let admin = client_token(&op.issuer, "svc-admin", AUDIENCE).await;
+    let admin = op.client_token("svc-admin", AUDIENCE).await;
     let (s, v) = call(&gw.base, "GET", "/api/v1/audit?action=auth.oidc_sign_in&limit=100", &admin).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let records = v["records"].as_array().or_else(|| v.as_array()).cloned().unwrap_or_default();
