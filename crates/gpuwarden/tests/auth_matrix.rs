@@ -275,10 +275,25 @@ async fn every_documented_route_as_every_caller() {
         let tenant_jwt = op.client_token("svc-tenant", AUDIENCE).await;
         jwt_tenant = Some(tenant_jwt.clone());
         for (name, token, role, tenant) in [
-            ("JWT admin", op.client_token("svc-admin", AUDIENCE).await, Some(Role::Admin), false),
-            ("JWT operator", op.client_token("svc-operator", AUDIENCE).await, Some(Role::Operator), false),
+            (
+                "JWT admin",
+                op.client_token("svc-admin", AUDIENCE).await,
+                Some(Role::Admin),
+                false,
+            ),
+            (
+                "JWT operator",
+                op.client_token("svc-operator", AUDIENCE).await,
+                Some(Role::Operator),
+                false,
+            ),
             ("JWT tenant viewer", tenant_jwt, Some(Role::Viewer), true),
-            ("JWT wrong audience", op.client_token("svc-admin", "https://other.test").await, None, false),
+            (
+                "JWT wrong audience",
+                op.client_token("svc-admin", "https://other.test").await,
+                None,
+                false,
+            ),
             ("JWT expired", op.minted("expired").await, None, false),
             ("JWT forged", op.minted("forged").await, None, false),
         ] {

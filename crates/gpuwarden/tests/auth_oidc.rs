@@ -82,7 +82,10 @@ async fn start_gpuwarden(data: &Path, config: &Path, port: u16) -> Gpuwarden {
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     while get_json(&format!("{}/healthz", g.base)).await.is_err() {
-        assert!(Instant::now() < deadline, "gpuwarden did not answer /healthz within 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "gpuwarden did not answer /healthz within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     g
@@ -97,7 +100,12 @@ async fn call(base: &str, method: &str, path: &str, token: &str) -> (StatusCode,
             .header("content-type", "application/json")
             .body("{}"),
     };
-    let resp = rb.bearer_auth(token).timeout(Duration::from_secs(10)).send().await.unwrap();
+    let resp = rb
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
     let s = resp.status();
     (s, resp.json().await.unwrap_or(Value::Null))
 }
@@ -143,15 +151,31 @@ async fn jwt_bearer_tokens_from_a_real_provider() {
         assert_eq!(me["role"], role, "{me}");
         assert_eq!(me["via"], "bearer");
         assert_eq!(me["tenant"].as_str(), tenant_name, "{me}");
-        assert!(me["id"].as_str().unwrap().starts_with(&format!("oidc:{}#svc-", op.issuer)), "{me}");
+        assert!(
+            me["id"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("oidc:{}#svc-", op.issuer)),
+            "{me}"
+        );
     }
     // What each role may do.
     let bogus = "/api/v1/incidents/01JZZZZZZZZZZZZZZZZZZZZZZZ/ack";
     assert_eq!(call(&base, "POST", bogus, &viewer).await.0, StatusCode::FORBIDDEN);
-    assert_eq!(call(&base, "POST", bogus, &operator).await.0, StatusCode::NOT_FOUND, "past auth");
-    assert_eq!(call(&base, "GET", "/api/v1/audit", &operator).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        call(&base, "POST", bogus, &operator).await.0,
+        StatusCode::NOT_FOUND,
+        "past auth"
+    );
+    assert_eq!(
+        call(&base, "GET", "/api/v1/audit", &operator).await.0,
+        StatusCode::FORBIDDEN
+    );
     assert_eq!(call(&base, "GET", "/api/v1/audit", &admin).await.0, StatusCode::OK);
-    assert_eq!(call(&base, "GET", "/api/v1/targets", &tenant).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        call(&base, "GET", "/api/v1/targets", &tenant).await.0,
+        StatusCode::FORBIDDEN
+    );
 
     // Tenant filtering on the data: the admin sees both nodes' GPUs, the tenant only its
     // node's.
@@ -202,16 +226,26 @@ async fn jwt_bearer_tokens_from_a_real_provider() {
     let before = jwks_fetches(&op.issuer).await;
     let started = Instant::now();
     for _ in 0..30 {
-        assert_eq!(call(&base, "GET", "/api/v1/gpus", &ghost).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            call(&base, "GET", "/api/v1/gpus", &ghost).await.0,
+            StatusCode::UNAUTHORIZED
+        );
     }
     let fetched = jwks_fetches(&op.issuer).await - before;
     let allowed = started.elapsed().as_secs() + 1;
-    assert!(fetched <= allowed, "{fetched} JWKS fetches for 30 unknown-kid requests in {:?}", started.elapsed());
+    assert!(
+        fetched <= allowed,
+        "{fetched} JWKS fetches for 30 unknown-kid requests in {:?}",
+        started.elapsed()
+    );
 
     // Key rotation: a token signed with the provider's next key is refused until the
     // provider publishes it, then accepted without restarting gpuwarden.
     let rotated = op.minted("rotated").await;
-    assert_eq!(call(&base, "GET", "/api/v1/gpus", &rotated).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        call(&base, "GET", "/api/v1/gpus", &rotated).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     let s = reqwest::Client::new()
         .post(format!("{}/test/rotate", op.issuer))
         .send()
@@ -236,7 +270,10 @@ async fn ui_signs_in_through_the_provider_in_a_real_browser() {
     }
     let ok = root.join("tests/browser/node_modules/playwright-core").is_dir() && chromium().exists();
     if !ok {
-        assert!(!tools_required(), "the OpenID browser test needs chromium and playwright-core");
+        assert!(
+            !tools_required(),
+            "the OpenID browser test needs chromium and playwright-core"
+        );
         eprintln!("SKIPPED OpenID browser test: needs chromium and `npm ci --prefix tests/browser`");
         return;
     }
@@ -258,20 +295,36 @@ async fn ui_signs_in_through_the_provider_in_a_real_browser() {
         .expect("run node");
     println!("{}", String::from_utf8_lossy(&out.stdout));
     println!("{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "OpenID sign-in browser test failed: {}", out.status);
+    assert!(
+        out.status.success(),
+        "OpenID sign-in browser test failed: {}",
+        out.status
+    );
 
     // The audit trail names who signed in through the provider, and the refusals.
     let admin = op.client_token("svc-admin", AUDIENCE).await;
-    let (s, v) = call(&gw.base, "GET", "/api/v1/audit?action=auth.oidc_sign_in&limit=100", &admin).await;
+    let (s, v) = call(
+        &gw.base,
+        "GET",
+        "/api/v1/audit?action=auth.oidc_sign_in&limit=100",
+        &admin,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let records = v["records"].as_array().or_else(|| v.as_array()).cloned().unwrap_or_default();
+    let records = v["records"]
+        .as_array()
+        .or_else(|| v.as_array())
+        .cloned()
+        .unwrap_or_default();
     let ok: Vec<&Value> = records.iter().filter(|r| r["result"] == "ok").collect();
     assert!(
-        ok.iter().any(|r| r["actor"].as_str().unwrap_or("").ends_with("#otto") && r["role"] == "operator"),
+        ok.iter()
+            .any(|r| r["actor"].as_str().unwrap_or("").ends_with("#otto") && r["role"] == "operator"),
         "otto's sign-in recorded: {v}"
     );
     assert!(
-        ok.iter().any(|r| r["actor"].as_str().unwrap_or("").ends_with("#tia") && r["tenant"] == "team-a"),
+        ok.iter()
+            .any(|r| r["actor"].as_str().unwrap_or("").ends_with("#tia") && r["tenant"] == "team-a"),
         "tia's sign-in recorded with her tenant: {v}"
     );
     let (_, denied) = call(&gw.base, "GET", "/api/v1/audit?result=denied&limit=100", &admin).await;

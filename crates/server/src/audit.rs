@@ -176,7 +176,8 @@ pub async fn record(State(log): State<Arc<AuditLog>>, req: Request, next: Next) 
             .and_then(|j| j["id"].as_str())
             .map(str::to_string)
     });
-    if !status.is_success() && !(sign_in && status.is_redirection()) {
+    let accepted = status.is_success() || (sign_in && status.is_redirection());
+    if !accepted {
         entry.result = Outcome::Error;
         best_effort(&log, entry);
         return resp;

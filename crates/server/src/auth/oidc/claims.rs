@@ -139,7 +139,10 @@ mod tests {
     #[test]
     fn the_highest_granted_role_wins() {
         let p = mapping()
-            .principal("https://idp", &claims(json!({"sub": "alice", "groups": ["gpu-viewers", "sre", "other"]})))
+            .principal(
+                "https://idp",
+                &claims(json!({"sub": "alice", "groups": ["gpu-viewers", "sre", "other"]})),
+            )
             .unwrap();
         assert_eq!(p.role, Role::Operator);
         assert_eq!(p.id, "oidc:https://idp#alice");
@@ -171,16 +174,25 @@ mod tests {
     #[test]
     fn tenants_come_from_their_claim() {
         let p = mapping()
-            .principal("i", &claims(json!({"sub": "c", "groups": ["gpu-viewers"], "tenant": "team-a"})))
+            .principal(
+                "i",
+                &claims(json!({"sub": "c", "groups": ["gpu-viewers"], "tenant": "team-a"})),
+            )
             .unwrap();
         assert_eq!(p.tenant.as_deref(), Some("team-a"));
         let p = mapping()
-            .principal("i", &claims(json!({"sub": "c", "groups": ["gpu-viewers"], "tenant": ["team-b"]})))
+            .principal(
+                "i",
+                &claims(json!({"sub": "c", "groups": ["gpu-viewers"], "tenant": ["team-b"]})),
+            )
             .unwrap();
         assert_eq!(p.tenant.as_deref(), Some("team-b"));
         for bad in [json!(["a", "b"]), json!(3), json!(""), json!({"x": 1})] {
             let err = mapping()
-                .principal("i", &claims(json!({"sub": "c", "groups": ["gpu-viewers"], "tenant": bad})))
+                .principal(
+                    "i",
+                    &claims(json!({"sub": "c", "groups": ["gpu-viewers"], "tenant": bad})),
+                )
                 .unwrap_err();
             assert!(matches!(err, MappingError::BadTenant { .. }), "{err}");
         }
@@ -190,7 +202,10 @@ mod tests {
             ..mapping()
         };
         let p = m
-            .principal("i", &claims(json!({"sub": "c", "groups": ["gpu-viewers"], "tenant": "team-a"})))
+            .principal(
+                "i",
+                &claims(json!({"sub": "c", "groups": ["gpu-viewers"], "tenant": "team-a"})),
+            )
             .unwrap();
         assert_eq!(p.tenant, None);
     }
@@ -202,7 +217,10 @@ mod tests {
             ..mapping()
         };
         let p = m
-            .principal("i", &claims(json!({"sub": "k", "realm_access": {"roles": ["gpu-admins"]}})))
+            .principal(
+                "i",
+                &claims(json!({"sub": "k", "realm_access": {"roles": ["gpu-admins"]}})),
+            )
             .unwrap();
         assert_eq!(p.role, Role::Admin);
         let m = ClaimMapping {

@@ -97,7 +97,13 @@ impl KeySet {
     /// The keys a token with header `kid`/`alg` may be checked with.
     pub fn candidates(&self, kid: Option<&str>, alg: Algorithm) -> Vec<Key> {
         match kid {
-            Some(kid) => self.by_kid.get(kid).filter(|k| k.accepts(alg)).cloned().into_iter().collect(),
+            Some(kid) => self
+                .by_kid
+                .get(kid)
+                .filter(|k| k.accepts(alg))
+                .cloned()
+                .into_iter()
+                .collect(),
             // No kid: any key of the right kind (providers with one key often omit it).
             None => self
                 .without_kid
@@ -255,8 +261,14 @@ pub(crate) mod tests {
         let keys = cache.keys();
         assert!(keys.by_kid.contains_key("k2") && !keys.by_kid.contains_key("k1"));
         assert_eq!(keys.candidates(Some("k2"), Algorithm::RS256).len(), 1);
-        assert!(keys.candidates(Some("k2"), Algorithm::HS256).is_empty(), "never HMAC with a public key");
-        assert!(keys.candidates(Some("k2"), Algorithm::RS384).is_empty(), "the key's own alg is pinned");
+        assert!(
+            keys.candidates(Some("k2"), Algorithm::HS256).is_empty(),
+            "never HMAC with a public key"
+        );
+        assert!(
+            keys.candidates(Some("k2"), Algorithm::RS384).is_empty(),
+            "the key's own alg is pinned"
+        );
     }
 
     #[tokio::test]

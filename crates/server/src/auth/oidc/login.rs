@@ -103,11 +103,16 @@ fn failure(status: StatusCode, title: &str, detail: &str) -> Response {
     );
     let mut r = (status, body).into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         "content-security-policy",
-        HeaderValue::from_static("default-src 'none'; style-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        ),
     );
     if let Ok(v) = HeaderValue::from_str(&clear_state_cookie()) {
         h.append(header::SET_COOKIE, v);
@@ -274,8 +279,10 @@ async fn callback(
             "The provider sent no authorization code. Start the sign-in again.",
         );
     };
-    let (Some(client_id), Some(redirect)) = (oidc.settings.client_id.as_deref(), oidc.settings.redirect_url.as_deref())
-    else {
+    let (Some(client_id), Some(redirect)) = (
+        oidc.settings.client_id.as_deref(),
+        oidc.settings.redirect_url.as_deref(),
+    ) else {
         return not_configured();
     };
     let id_token = match oidc
@@ -385,7 +392,10 @@ mod tests {
     fn failure_pages_escape_and_are_not_500() {
         let r = failure(StatusCode::FORBIDDEN, "t", "<script>alert(1)</script>");
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
-        assert!(r.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+        assert!(r.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
         assert_eq!(escape("<a href=\"x\">'&"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;");
     }
 

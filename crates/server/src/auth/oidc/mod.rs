@@ -84,7 +84,9 @@ impl OidcSettings {
             provider::check_url("[auth.oidc] jwks_url", u)?;
         }
         if self.audiences.is_empty() && self.client_id.is_none() {
-            return Err("[auth.oidc] needs `audience` (for API tokens) and/or `client_id` (for the web sign-in)".into());
+            return Err(
+                "[auth.oidc] needs `audience` (for API tokens) and/or `client_id` (for the web sign-in)".into(),
+            );
         }
         if self.mapping.roles.values().all(Vec::is_empty) {
             return Err(
@@ -99,9 +101,11 @@ impl OidcSettings {
         if self.client_id.is_some() {
             match &self.redirect_url {
                 None => {
-                    return Err("[auth.oidc] client_id is set but not redirect_url or public_url: the provider needs \
+                    return Err(
+                        "[auth.oidc] client_id is set but not redirect_url or public_url: the provider needs \
                                 the callback URL, e.g. public_url = \"https://gpuwarden.example.com\""
-                        .into())
+                            .into(),
+                    )
                 }
                 Some(u) => {
                     reqwest::Url::parse(u).map_err(|e| format!("[auth.oidc] redirect_url {u:?}: {e}"))?;

@@ -40,12 +40,19 @@ pub fn check_url(what: &str, url: &str) -> Result<(), String> {
     }
 }
 
+/// The discovery document once fetched, and the last failure (when, why).
+#[derive(Default)]
+struct Discovered {
+    metadata: Option<Arc<ProviderMetadata>>,
+    failed: Option<(Instant, String)>,
+}
+
 /// The HTTP side of one provider.
 pub struct Provider {
     issuer: String,
     jwks_url: Option<String>,
     http: reqwest::Client,
-    metadata: tokio::sync::Mutex<(Option<Arc<ProviderMetadata>>, Option<(Instant, String)>)>,
+    metadata: tokio::sync::Mutex<Discovered>,
     min_retry: Duration,
 }
 
@@ -61,7 +68,7 @@ impl Provider {
             issuer,
             jwks_url,
             http,
-            metadata: tokio::sync::Mutex::new((None, None)),
+            metadata: tokio::sync::Mutex::new(Discovered::default()),
             min_retry,
         })
     }
@@ -73,10 +80,10 @@ impl Provider {
     /// The discovery document (fetched once; a failure is remembered for `min_retry`).
     pub async fn metadata(&self) -> Result<Arc<ProviderMetadata>, String> {
         let mut st = self.metadata.lock().await;
-        if let Some(m) = &st.0 {
+        if let Some(m) = &st.metadata {
             return Ok(m.clone());
         }
-        if let Some((at, why)) = &st.1 {
+        if let Some((at, why)) = &st.failed {
             if at.elapsed() < self.min_retry {
                 return Err(why.clone());
             }
@@ -84,13 +91,13 @@ impl Provider {
         match self.discover().await {
             Ok(m) => {
                 let m = Arc::new(m);
-                st.0 = Some(m.clone());
-                st.1 = None;
+                st.metadata = Some(m.clone());
+                st.failed = None;
                 Ok(m)
             }
             Err(e) => {
                 tracing::warn!("OpenID discovery failed: {e}");
-                st.1 = Some((Instant::now(), e.clone()));
+                st.failed = Some((Instant::now(), e.clone()));
                 Err(e)
             }
         }
@@ -131,7 +138,9 @@ impl Provider {
         if !status.is_success() {
             return Err(format!("GET {url}: HTTP {status}"));
         }
-        resp.json().await.map_err(|e| format!("GET {url}: not the expected JSON: {e}"))
+        resp.json()
+            .await
+            .map_err(|e| format!("GET {url}: not the expected JSON: {e}"))
     }
 
     async fn fetch_jwks(&self) -> Result<serde_json::Value, String> {
@@ -224,7 +233,9 @@ mod tests {
         assert!(check_url("issuer", "http://127.0.0.1:8080").is_ok());
         assert!(check_url("issuer", "http://[::1]:8080").is_ok());
         assert!(check_url("issuer", "http://localhost:1").is_ok());
-        assert!(check_url("issuer", "http://idp.example.com").unwrap_err().contains("https"));
+        assert!(check_url("issuer", "http://idp.example.com")
+            .unwrap_err()
+            .contains("https"));
         assert!(check_url("issuer", "not a url").is_err());
     }
 }

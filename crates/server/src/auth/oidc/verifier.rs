@@ -18,9 +18,9 @@ pub const DEFAULT_ALGORITHMS: &[Algorithm] = &[Algorithm::RS256, Algorithm::ES25
 /// Parses a configured algorithm name: asymmetric ones only (HS* would turn a public key
 /// into a shared secret; `none` is no signature).
 pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
-    let alg: Algorithm = name
-        .parse()
-        .map_err(|_| format!("unknown JWT algorithm {name:?}; use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA"))?;
+    let alg: Algorithm = name.parse().map_err(|_| {
+        format!("unknown JWT algorithm {name:?}; use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA")
+    })?;
     if alg.family() == jsonwebtoken::AlgorithmFamily::Hmac {
         return Err(format!(
             "{name} is a shared-secret algorithm; OpenID tokens here must be signed with the provider's private key \
@@ -155,10 +155,14 @@ impl JwtVerifier {
         let secs = |name: &str| claims.get(name).and_then(Value::as_f64).map(|s| (s * 1000.0) as i64);
         let exp_ms = secs("exp").ok_or_else(|| refused("the token has no expiry (`exp`)"))?;
         if now_ms >= exp_ms.saturating_add(self.leeway_ms) {
-            return Err(refused("the token has expired (`exp`); get a fresh one from the OpenID provider"));
+            return Err(refused(
+                "the token has expired (`exp`); get a fresh one from the OpenID provider",
+            ));
         }
         if secs("nbf").is_some_and(|nbf| now_ms.saturating_add(self.leeway_ms) < nbf) {
-            return Err(refused("the token is not valid yet (`nbf`); check the clocks of this server and the provider"));
+            return Err(refused(
+                "the token is not valid yet (`nbf`); check the clocks of this server and the provider",
+            ));
         }
         if let Purpose::IdToken { nonce, .. } = purpose {
             if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
@@ -270,7 +274,9 @@ mod tests {
         // Audience as an array.
         let mut c = claims();
         c["aud"] = json!(["other", "gpuwarden"]);
-        assert!(v.verify(&sign(Some("k1"), Algorithm::RS256, &rsa1(), c), now_ms()).is_ok());
+        assert!(v
+            .verify(&sign(Some("k1"), Algorithm::RS256, &rsa1(), c), now_ms())
+            .is_ok());
     }
 
     fn refused_because(v: &JwtVerifier, t: &str, now: i64) -> String {
@@ -291,7 +297,10 @@ mod tests {
         assert!(refused_because(&v, &with("iss", json!("https://evil")), now_ms()).contains("issued by"));
         assert!(refused_because(&v, &with("aud", json!("other-api")), now_ms()).contains("meant for"));
         assert!(refused_because(&v, &with("exp", json!(NOW_S - 31)), now_ms()).contains("expired"));
-        assert!(v.verify(&with("exp", json!(NOW_S - 29)), now_ms()).is_ok(), "within the leeway");
+        assert!(
+            v.verify(&with("exp", json!(NOW_S - 29)), now_ms()).is_ok(),
+            "within the leeway"
+        );
         assert!(refused_because(&v, &with("nbf", json!(NOW_S + 31)), now_ms()).contains("not valid yet"));
         assert!(v.verify(&with("nbf", json!(NOW_S + 29)), now_ms()).is_ok());
         assert!(refused_because(&v, &with("groups", json!(["interns"])), now_ms()).contains("maps to a role"));
@@ -312,14 +321,23 @@ mod tests {
         assert!(refused_because(&v, &unknown, now_ms()).contains("\"nope\""));
         // HS256 "signed" with the public key's modulus as the secret: the classic confusion.
         let n = test_jwk("rsa1", "k1")["n"].as_str().unwrap().to_string();
-        let hs = sign(Some("k1"), Algorithm::HS256, &EncodingKey::from_secret(n.as_bytes()), claims());
+        let hs = sign(
+            Some("k1"),
+            Algorithm::HS256,
+            &EncodingKey::from_secret(n.as_bytes()),
+            claims(),
+        );
         assert!(refused_because(&v, &hs, now_ms()).contains("does not accept"));
         // alg none: header {"alg":"none"} with an empty signature.
         let b64 = |s: &str| {
             use base64::Engine;
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
         };
-        let none = format!("{}.{}.", b64(r#"{"alg":"none","kid":"k1"}"#), b64(&claims().to_string()));
+        let none = format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none","kid":"k1"}"#),
+            b64(&claims().to_string())
+        );
         assert!(v.verify(&none, now_ms()).is_err());
         // Tampered payload with the original signature.
         let good = sign(Some("k1"), Algorithm::RS256, &rsa1(), claims());
@@ -344,7 +362,11 @@ mod tests {
         assert!(v.verify(&t, now_ms()).is_ok(), "rotated in");
         let before = src.calls.load(std::sync::atomic::Ordering::Relaxed);
         v.prepare(&t).await;
-        assert_eq!(src.calls.load(std::sync::atomic::Ordering::Relaxed), before, "known kid, fresh keys: no fetch");
+        assert_eq!(
+            src.calls.load(std::sync::atomic::Ordering::Relaxed),
+            before,
+            "known kid, fresh keys: no fetch"
+        );
     }
 
     #[tokio::test]
@@ -360,7 +382,10 @@ mod tests {
         };
         assert!(v.check(&t, now_ms(), id("n-123")).is_ok());
         assert!(v.check(&t, now_ms(), id("n-999")).is_err());
-        assert!(v.check(&t, now_ms(), Purpose::Access).is_err(), "an ID token is no API access token");
+        assert!(
+            v.check(&t, now_ms(), Purpose::Access).is_err(),
+            "an ID token is no API access token"
+        );
     }
 
     #[test]
