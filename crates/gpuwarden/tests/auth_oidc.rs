@@ -239,6 +239,31 @@ async fn jwt_bearer_tokens_from_a_real_provider() {
         started.elapsed()
     );
 
+    // The refused refreshes are counted on /metrics.
+    let metrics = reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} on /metrics"))
+    };
+    assert!(
+        value("gpuwarden_oidc_jwks_refresh_throttled_total") >= (30 - fetched) as f64,
+        "throttled refreshes counted"
+    );
+    assert!(value("gpuwarden_oidc_jwks_fetches_total") >= 1.0);
+    assert_eq!(value("gpuwarden_oidc_jwks_fetch_failures_total"), 0.0);
+
     // Key rotation: a token signed with the provider's next key is refused until the
     // provider publishes it, then accepted without restarting gpuwarden.
     let rotated = op.minted("rotated").await;

@@ -9,10 +9,10 @@
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use parking_lot::RwLock;
+use prometheus_client::metrics::counter::Counter;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -116,13 +116,34 @@ impl KeySet {
     }
 }
 
-/// Counters of the cache (logged; shown by tests and, later, `/metrics`).
+/// Counters of the cache (on `/metrics` as `gpuwarden_oidc_jwks_*`).
 #[derive(Debug, Default)]
 pub struct JwksStats {
-    pub fetches: AtomicU64,
-    pub failures: AtomicU64,
+    pub fetches: Counter,
+    pub failures: Counter,
     /// Refreshes asked for (unknown key id) but refused by the rate limit.
-    pub throttled: AtomicU64,
+    pub throttled: Counter,
+}
+
+impl JwksStats {
+    /// Adds the counters to `registry`.
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "gpuwarden_oidc_jwks_fetches",
+            "Fetches of the OpenID provider's signing keys (JWKS), failed ones included",
+            self.fetches.clone(),
+        );
+        registry.register(
+            "gpuwarden_oidc_jwks_fetch_failures",
+            "JWKS fetches that failed or held no usable key (the keys held before were kept)",
+            self.failures.clone(),
+        );
+        registry.register(
+            "gpuwarden_oidc_jwks_refresh_throttled",
+            "Key refreshes asked for by tokens with an unknown key id but refused by jwks_min_refresh",
+            self.throttled.clone(),
+        );
+    }
 }
 
 /// The cache.
@@ -177,12 +198,12 @@ impl JwksCache {
         let mut st = self.state.lock().await;
         if st.0.is_some_and(|t| t.elapsed() < self.min_refresh) {
             if unknown_key {
-                self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                self.stats.throttled.inc();
             }
             return;
         }
         st.0 = Some(Instant::now());
-        self.stats.fetches.fetch_add(1, Ordering::Relaxed);
+        self.stats.fetches.inc();
         match self.source.fetch().await.and_then(|doc| KeySet::parse(&doc)) {
             Ok(set) if !set.is_empty() => {
                 tracing::debug!(keys = set.len(), "fetched the OpenID provider's signing keys");
@@ -190,14 +211,14 @@ impl JwksCache {
                 st.1 = Some(Instant::now());
             }
             Ok(_) => {
-                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                self.stats.failures.inc();
                 tracing::warn!(
                     "the OpenID provider's JWKS holds no usable signing key; keeping the {} key(s) fetched before",
                     self.keys().len()
                 );
             }
             Err(e) => {
-                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                self.stats.failures.inc();
                 tracing::warn!(
                     "fetching the OpenID provider's signing keys failed ({e}); keeping the {} key(s) fetched \
                      before, retrying in {:?} at the earliest",
@@ -213,6 +234,7 @@ impl JwksCache {
 pub(crate) mod tests {
     use super::*;
     use parking_lot::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     /// The public JWK `name` (`rsa1`, `rsa2`, `ec1`) of the test keys in `testdata/`
     /// (made once with openssl; their private halves sign the verifier's test tokens), with
@@ -280,7 +302,7 @@ pub(crate) mod tests {
             cache.refresh_for_unknown_key().await;
         }
         assert_eq!(src.calls.load(Ordering::Relaxed), 1, "50 random kids: no extra fetch");
-        assert_eq!(cache.stats.throttled.load(Ordering::Relaxed), 50);
+        assert_eq!(cache.stats.throttled.get(), 50);
     }
 
     #[tokio::test]
@@ -296,8 +318,8 @@ pub(crate) mod tests {
         *src.doc.lock() = Ok(serde_json::json!({"keys": []}));
         cache.refresh_for_unknown_key().await;
         assert_eq!(cache.keys().len(), 2, "an empty set does not wipe the keys either");
-        assert_eq!(cache.stats.failures.load(Ordering::Relaxed), 3);
-        assert_eq!(cache.stats.fetches.load(Ordering::Relaxed), 4);
+        assert_eq!(cache.stats.failures.get(), 3);
+        assert_eq!(cache.stats.fetches.get(), 4);
     }
 
     #[test]

@@ -164,6 +164,11 @@ impl Oidc {
         self.settings.client_id.is_some() && self.settings.redirect_url.is_some()
     }
 
+    /// Adds the JWKS counters to `/metrics`.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.verifier.jwks().stats.register(registry);
+    }
+
     /// Fetches the discovery document and keys at start, so the first request does not
     /// wait; failures are logged and retried on demand.
     pub async fn warm_up(&self) {
