@@ -164,9 +164,17 @@ impl JwtVerifier {
                 "the token is not valid yet (`nbf`); check the clocks of this server and the provider",
             ));
         }
-        if let Purpose::IdToken { nonce, .. } = purpose {
+        if let Purpose::IdToken { nonce, client_id } = purpose {
             if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
                 return Err(refused("the ID token's nonce is not this sign-in's"));
+            }
+            // OpenID Connect Core §3.1.3.7: an authorized party, when named, must be us.
+            if claims
+                .get("azp")
+                .and_then(Value::as_str)
+                .is_some_and(|azp| azp != client_id)
+            {
+                return Err(refused("the ID token was issued to another client (`azp`)"));
             }
         }
         Ok((claims, exp_ms))
@@ -386,6 +394,12 @@ mod tests {
             v.check(&t, now_ms(), Purpose::Access).is_err(),
             "an ID token is no API access token"
         );
+        let mut c = claims();
+        c["aud"] = json!(["ui-client", "other-client"]);
+        c["nonce"] = json!("n-123");
+        c["azp"] = json!("other-client");
+        let t = sign(Some("k1"), Algorithm::RS256, &rsa1(), c);
+        assert!(v.check(&t, now_ms(), id("n-123")).is_err(), "issued to another client");
     }
 
     #[test]
