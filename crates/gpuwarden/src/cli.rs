@@ -289,7 +289,8 @@ pub struct SimArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Address of the API, UI and /metrics. Only loopback addresses are accepted unless
-    /// authentication is on (`--auth` or `[auth] enabled = true`, and a token exists).
+    /// authentication is on (`--auth` or `[auth] enabled = true` and a token exists, or an
+    /// OpenID provider in `[auth.oidc]`).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
     /// Where samples, events and the inventory are kept.
@@ -305,7 +306,8 @@ pub struct RunArgs {
     #[arg(long = "allowed-host", value_name = "NAME")]
     pub allowed_host: Vec<String>,
     /// Require an API token (or a UI session) on every request, as `[auth] enabled = true`
-    /// does; tokens come from `gpuwarden auth token create`. Needed to listen beyond loopback.
+    /// does; tokens come from `gpuwarden auth token create` (or an OpenID provider,
+    /// `[auth.oidc]`). Needed to listen beyond loopback.
     #[arg(long)]
     pub auth: bool,
     /// Time between scrapes of each target, with a unit: `5s`, `500ms`. Default 5s.

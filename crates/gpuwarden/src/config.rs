@@ -133,6 +133,68 @@ pub struct AuthSection {
     /// Tenants: `[auth.tenants.NAME]` with `namespaces`, `slurm_accounts`, `nodes`.
     #[serde(default)]
     pub tenants: std::collections::BTreeMap<String, gpuwarden_server::scope::TenantDef>,
+    /// OpenID Connect (JWT bearer tokens, UI sign-in through the provider). Its presence
+    /// turns authentication on.
+    pub oidc: Option<OidcSection>,
+}
+
+/// One string or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// `[auth.oidc]` (see docs/api.md, "OpenID Connect").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSection {
+    /// The provider's issuer URL, exactly as in its tokens' `iss`.
+    pub issuer: String,
+    /// Accepted `aud` of API access tokens (a string or a list).
+    pub audience: Option<OneOrMany>,
+    /// Shown as "Sign in with NAME" (default "OpenID Connect").
+    pub name: Option<String>,
+    /// The web UI's client id at the provider (absent: bearer tokens only).
+    pub client_id: Option<String>,
+    /// The client secret inline (prefer `client_secret_file` or `client_secret_env`).
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    pub client_secret_env: Option<String>,
+    /// The callback URL registered at the provider; default `public_url` +
+    /// `/auth/oidc/callback`.
+    pub redirect_url: Option<String>,
+    /// The URL browsers use to reach gpuwarden, e.g. "https://gpuwarden.example.com".
+    pub public_url: Option<String>,
+    /// Default ["openid", "profile", "email"].
+    pub scopes: Option<Vec<String>>,
+    /// Accepted signature algorithms; default ["RS256", "ES256"]. Never HS* or none.
+    pub algorithms: Option<Vec<String>>,
+    /// JWKS URL; default: the discovery document's `jwks_uri`.
+    pub jwks_url: Option<String>,
+    /// The claim holding groups/roles (default "groups"; dotted paths reach nested claims).
+    pub role_claim: Option<String>,
+    /// The claim naming a configured tenant (absent: nobody is confined by claim).
+    pub tenant_claim: Option<String>,
+    /// Claim values granting each role: `viewer`, `operator`, `admin`.
+    #[serde(default)]
+    pub roles: std::collections::BTreeMap<String, Vec<String>>,
+    /// Keys older than this are fetched again (default "1h").
+    pub jwks_refresh_interval: Option<String>,
+    /// At most one key fetch per this, whatever tokens arrive (default "30s").
+    pub jwks_min_refresh: Option<String>,
+    /// Clock skew allowed on `exp`/`nbf` (default "60s", at most "5m").
+    pub leeway: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -443,7 +505,92 @@ fn auth_settings(s: &AuthSection) -> Result<Option<gpuwarden_server::auth::AuthS
             bail!("auth.session_ttl = \"{v}\" is too short; use at least 1m");
         }
     }
-    Ok(s.enabled.then_some(out))
+    out.oidc = match &s.oidc {
+        Some(o) => Some(oidc_settings(o)?),
+        None => None,
+    };
+    // An OpenID provider is authentication configured: it turns [auth] on.
+    Ok((s.enabled || out.oidc.is_some()).then_some(out))
+}
+
+/// `[auth.oidc]` checked, its client secret read (from the file, the variable or inline).
+fn oidc_settings(o: &OidcSection) -> Result<gpuwarden_server::auth::oidc::OidcSettings> {
+    use gpuwarden_server::auth::oidc::{verifier::parse_algorithm, OidcSettings, Secret};
+    // The issuer must match the tokens' `iss` exactly: kept as written.
+    let mut out = OidcSettings::new(
+        o.issuer.clone(),
+        o.audience.clone().map(OneOrMany::into_vec).unwrap_or_default(),
+    );
+    if let Some(n) = &o.name {
+        out.display_name = n.clone();
+    }
+    out.client_id = o.client_id.clone();
+    out.client_secret = match (&o.client_secret, &o.client_secret_file, &o.client_secret_env) {
+        (None, None, None) => None,
+        (Some(s), None, None) => {
+            tracing::warn!("[auth.oidc] client_secret is written in the config file; prefer client_secret_file or client_secret_env");
+            Some(Secret(s.clone()))
+        }
+        (None, Some(path), None) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading [auth.oidc] client_secret_file {}", path.display()))?;
+            let t = text.trim();
+            if t.is_empty() {
+                bail!("[auth.oidc] client_secret_file {} is empty", path.display());
+            }
+            Some(Secret(t.to_string()))
+        }
+        (None, None, Some(var)) => Some(Secret(std::env::var(var).map_err(|_| {
+            anyhow::anyhow!("[auth.oidc] client_secret_env names {var}, which is not set (or not UTF-8)")
+        })?)),
+        _ => bail!("[auth.oidc]: set only one of client_secret, client_secret_file, client_secret_env"),
+    };
+    out.redirect_url = match (&o.redirect_url, &o.public_url) {
+        (Some(r), _) => Some(r.clone()),
+        (None, Some(base)) => Some(format!(
+            "{}{}",
+            base.trim_end_matches('/'),
+            gpuwarden_server::auth::oidc::login::CALLBACK_PATH
+        )),
+        (None, None) => None,
+    };
+    if let Some(sc) = &o.scopes {
+        out.scopes = sc.clone();
+    }
+    if let Some(algs) = &o.algorithms {
+        out.algorithms = algs
+            .iter()
+            .map(|a| parse_algorithm(a))
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("[auth.oidc] algorithms: {e}"))?;
+    }
+    out.jwks_url = o.jwks_url.clone();
+    if let Some(c) = &o.role_claim {
+        out.mapping.role_claim = c.clone();
+    }
+    out.mapping.tenant_claim = o.tenant_claim.clone();
+    for (role, values) in &o.roles {
+        let r: gpuwarden_server::principal::Role =
+            role.parse().map_err(|e| anyhow::anyhow!("[auth.oidc.roles] {e}"))?;
+        out.mapping.roles.insert(r, values.clone());
+    }
+    if let Some(v) = &o.jwks_refresh_interval {
+        out.jwks_refresh_interval = duration("auth.oidc.jwks_refresh_interval", v)?;
+    }
+    if let Some(v) = &o.jwks_min_refresh {
+        out.jwks_min_refresh = duration("auth.oidc.jwks_min_refresh", v)?;
+        if out.jwks_min_refresh < Duration::from_secs(1) {
+            bail!("auth.oidc.jwks_min_refresh = \"{v}\" is too short: use at least 1s, so tokens with made-up key ids cannot make gpuwarden hammer the provider");
+        }
+    }
+    if let Some(v) = &o.leeway {
+        out.leeway = duration("auth.oidc.leeway", v)?;
+        if out.leeway > Duration::from_secs(300) {
+            bail!("auth.oidc.leeway = \"{v}\" is too long: at most 5m (fix the clocks instead)");
+        }
+    }
+    out.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(out)
 }
 
 /// Why `run`/`serve` will not listen on `listen`, and exactly how to make it.
@@ -458,6 +605,7 @@ pub fn refusal(listen: SocketAddr, data_dir: &Path, why: &str) -> String {
          [auth]\n       \
          enabled = true\n     \
          (or add --auth to the command line)\n\
+         Or sign in through an OpenID Connect provider: an [auth.oidc] section (see docs/api.md, \"OpenID Connect\").\n\
          Or listen on loopback: --listen 127.0.0.1:{port}",
         dir = data_dir.display(),
         port = listen.port()
@@ -508,6 +656,68 @@ mod tests {
             toml::from_str::<FileConfig>("[auth]\nenable = true\n").is_err(),
             "typos are errors"
         );
+    }
+
+    const OIDC: &str = "[auth.oidc]\nissuer = \"https://idp.example.com/realms/gpu\"\naudience = \"gpuwarden\"\n\
+        client_id = \"gw-ui\"\npublic_url = \"https://gw.example.com/\"\nrole_claim = \"groups\"\n\
+        tenant_claim = \"tenant\"\n[auth.oidc.roles]\nviewer = [\"gpu-viewers\"]\nadmin = [\"gpu-admins\"]\n";
+
+    #[test]
+    fn oidc_alone_is_authentication_on_any_address() {
+        let file: FileConfig = toml::from_str(OIDC).unwrap();
+        let c = build(file, Some("0.0.0.0:9470".parse().unwrap()), None, None).expect("OIDC counts as auth");
+        let o = c.auth.unwrap().oidc.unwrap();
+        assert_eq!(o.issuer, "https://idp.example.com/realms/gpu");
+        assert_eq!(o.audiences, vec!["gpuwarden"]);
+        assert_eq!(
+            o.redirect_url.as_deref(),
+            Some("https://gw.example.com/auth/oidc/callback")
+        );
+        assert_eq!(o.mapping.roles.len(), 2);
+        assert_eq!(o.mapping.tenant_claim.as_deref(), Some("tenant"));
+        assert!(o.client_secret.is_none());
+    }
+
+    #[test]
+    fn oidc_section_is_checked() {
+        let bad = |extra: &str, want: &str| {
+            let text = format!("{OIDC}{extra}");
+            let err = match toml::from_str::<FileConfig>(&text) {
+                Err(e) => e.to_string(),
+                Ok(file) => match build(file, None, None, None) {
+                    Ok(_) => panic!("{extra:?} accepted"),
+                    Err(e) => format!("{e:#}"),
+                },
+            };
+            assert!(err.contains(want), "{extra:?}: {err}");
+        };
+        bad("superuser = [\"x\"]\n", "unknown role");
+        bad("[auth.oidc.x]\n", "");
+        let with = |k: &str| OIDC.replace("role_claim = \"groups\"\n", &format!("role_claim = \"groups\"\n{k}\n"));
+        for (line, want) in [
+            ("algorithms = [\"HS256\"]", "shared-secret"),
+            ("algorithms = [\"none\"]", "unknown JWT algorithm"),
+            ("jwks_min_refresh = \"10ms\"", "hammer"),
+            ("leeway = \"1h\"", "at most 5m"),
+            ("client_secret_env = \"GPUWARDEN_TEST_SURELY_UNSET_VAR\"", "not set"),
+            ("client_secret = \"a\"\nclient_secret_env = \"B\"", "only one"),
+            ("jwks_url = \"http://keys.example.com/jwks\"", "https"),
+        ] {
+            let file: FileConfig = toml::from_str(&with(line)).unwrap_or_else(|e| panic!("{line}: {e}"));
+            let Err(err) = build(file, None, None, None) else {
+                panic!("{line} accepted")
+            };
+            let err = format!("{err:#}");
+            assert!(err.contains(want), "{line}: {err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("secret");
+        std::fs::write(&f, "s3cr3t\n").unwrap();
+        let file: FileConfig =
+            toml::from_str(&with(&format!("client_secret_file = {:?}", f.display().to_string()))).unwrap();
+        let o = build(file, None, None, None).unwrap().auth.unwrap().oidc.unwrap();
+        assert_eq!(o.client_secret.as_ref().map(|s| s.0.as_str()), Some("s3cr3t"));
+        assert!(!format!("{o:?}").contains("s3cr3t"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! decides who may call it.
 
 mod common;
+mod oidc_op;
 
 use common::{binary, get_json, start, wait_for};
 use reqwest::{Method, StatusCode};
@@ -83,6 +84,7 @@ fn expected(method: &str, path: &str) -> Option<(Role, bool)> {
         ("get", "/readyz"),
         ("get", "/api/openapi.json"),
         ("post", "/api/v1/auth/session"),
+        ("get", "/api/v1/auth/methods"),
         ("post", "/api/v1/ingest"),
         ("post", "/api/v1/write"),
     ];
@@ -143,9 +145,14 @@ async fn every_documented_route_as_every_caller() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = dir.path().join("gpuwarden.toml");
+    // JWT callers from a real OpenID provider join the matrix when node can run it.
+    let op = oidc_op::available().then(|| oidc_op::start(common::free_port()));
     std::fs::write(
         &config,
-        format!("[auth]\nenabled = true\n\n[auth.tenants.team-a]\nnodes = [\"{TENANT_NODE}\"]\n"),
+        format!(
+            "[auth]\nenabled = true\n\n[auth.tenants.team-a]\nnodes = [\"{TENANT_NODE}\"]\n\n{}",
+            op.as_ref().map(|o| o.bearer_config()).unwrap_or_default()
+        ),
     )
     .unwrap();
 
@@ -215,7 +222,7 @@ async fn every_documented_route_as_every_caller() {
     let tenant_gpu = uuid_of(gpus.iter().find(|g| node_of(g) == TENANT_NODE).unwrap());
     let other_gpu = uuid_of(gpus.iter().find(|g| node_of(g) == OTHER_NODE).unwrap());
 
-    let callers = [
+    let mut callers = vec![
         Caller {
             name: "no token",
             token: None,
@@ -271,6 +278,42 @@ async fn every_documented_route_as_every_caller() {
             tenant: true,
         },
     ];
+    let mut jwt_tenant = None;
+    if let Some(op) = &op {
+        use oidc_op::AUDIENCE;
+        let tenant_jwt = op.client_token("svc-tenant", AUDIENCE).await;
+        jwt_tenant = Some(tenant_jwt.clone());
+        for (name, token, role, tenant) in [
+            (
+                "JWT admin",
+                op.client_token("svc-admin", AUDIENCE).await,
+                Some(Role::Admin),
+                false,
+            ),
+            (
+                "JWT operator",
+                op.client_token("svc-operator", AUDIENCE).await,
+                Some(Role::Operator),
+                false,
+            ),
+            ("JWT tenant viewer", tenant_jwt, Some(Role::Viewer), true),
+            (
+                "JWT wrong audience",
+                op.client_token("svc-admin", "https://other.test").await,
+                None,
+                false,
+            ),
+            ("JWT expired", op.minted("expired").await, None, false),
+            ("JWT forged", op.minted("forged").await, None, false),
+        ] {
+            callers.push(Caller {
+                name,
+                token: Some(token),
+                role,
+                tenant,
+            });
+        }
+    }
 
     // The matrix, from the served document (public: no token needed to read it).
     let doc = get_json(&format!("{base}/api/openapi.json"))
@@ -348,7 +391,12 @@ async fn every_documented_route_as_every_caller() {
             }
         }
     }
-    assert!(calls >= 8 * 30, "only {calls} calls: is the document complete?");
+    assert!(
+        calls >= callers.len() * 30,
+        "only {calls} calls for {} callers: is the document complete?",
+        callers.len()
+    );
+    println!("{calls} calls by {} callers", callers.len());
     assert!(
         failures.is_empty(),
         "{} of {calls} calls wrong:\n{}",
@@ -373,6 +421,15 @@ async fn every_documented_route_as_every_caller() {
     );
     let (s, _, _) = call(&base, "get", &format!("/api/v1/gpus/{other_gpu}"), Some(&viewer)).await;
     assert_eq!(s, StatusCode::OK);
+    if let Some(t) = &jwt_tenant {
+        // The same filtering for a tenant named by an OpenID token's claim.
+        let (_, _, body) = call(&base, "get", "/api/v1/gpus", Some(t)).await;
+        let list: Value = serde_json::from_str(&body).unwrap();
+        let nodes: Vec<String> = list["gpus"].as_array().unwrap().iter().map(node_of).collect();
+        assert_eq!(nodes, vec![TENANT_NODE.to_string(); 2], "JWT tenant: {body}");
+        let (s, _, _) = call(&base, "get", &format!("/api/v1/gpus/{other_gpu}"), Some(t)).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "JWT tenant: another tenant's GPU");
+    }
     let (s, _, _) = call(&base, "get", "/metrics", Some(&tenant)).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "/metrics is fleet-wide");
     let (s, _, body) = call(&base, "get", "/metrics", Some(&viewer)).await;

@@ -18,6 +18,8 @@
 //!   then is the result known), but it is not acknowledged as done; the failure is
 //!   logged at error level. A change that failed (4xx, 5xx) changed
 //!   nothing and is recorded best-effort, aggregated like denials.
+//!   The end of an OpenID sign-in (`GET /auth/oidc/callback`, `auth.oidc_sign_in`) is
+//!   recorded the same way: it starts a session.
 //! - **Denials** (401, 403, 415, 421, 429 on any method and route, the push routes
 //!   included): best-effort and aggregated per client and reason
 //!   ([`gpuwarden_audit::denials`]), so a flood of refused requests can neither fill the
@@ -86,6 +88,7 @@ pub fn action_of(method: &Method, path: &str) -> (String, Option<String>) {
     };
     let res = singular(res);
     match (method.clone(), segs.as_slice()) {
+        (Method::GET, ["auth", "oidc", "callback"]) => ("auth.oidc_sign_in".into(), None),
         (Method::POST, ["simulation", "faults"]) => ("simulation.fault_inject".into(), None),
         (Method::DELETE, ["silences", id]) => ("silence.expire".into(), Some(id.to_string())),
         (Method::POST, [_]) => (format!("{res}.create"), None),
@@ -127,7 +130,10 @@ pub async fn record(State(log): State<Arc<AuditLog>>, req: Request, next: Next) 
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.to_string());
-    let change = is_change(&method) && !is_push(&path);
+    // The OpenID sign-in ends with a GET that starts a session (answered 303): recorded
+    // like a token sign-in.
+    let sign_in = method == Method::GET && path == crate::auth::oidc::login::CALLBACK_PATH;
+    let change = (is_change(&method) && !is_push(&path)) || sign_in;
     let resp = next.run(req).await;
     let status = resp.status();
     let denied = DENIED.contains(&status.as_u16());
@@ -170,7 +176,8 @@ pub async fn record(State(log): State<Arc<AuditLog>>, req: Request, next: Next) 
             .and_then(|j| j["id"].as_str())
             .map(str::to_string)
     });
-    if !status.is_success() {
+    let accepted = status.is_success() || (sign_in && status.is_redirection());
+    if !accepted {
         entry.result = Outcome::Error;
         best_effort(&log, entry);
         return resp;

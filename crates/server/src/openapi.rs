@@ -50,6 +50,7 @@ Errors are JSON `{\"error\": {\"code\", \"message\"}}` with stable codes; lists 
         auth::revoke_token,
         auth::sign_in,
         auth::sign_out,
+        auth::methods,
     ),
     components(schemas(dto::ErrorBody, dto::GpuList, dto::GpuItem, dto::IncidentList, dto::IncidentAction)),
     tags(

@@ -907,6 +907,11 @@ const VERIFIED: &[(&str, &str, &str)] = &[
     ),
     ("post", "/api/v1/auth/session", "sign-in: no fleet data"),
     ("post", "/api/v1/auth/session/logout", "sign-out: no fleet data"),
+    (
+        "get",
+        "/api/v1/auth/methods",
+        "public sign-in methods (provider name, login URL): no fleet data",
+    ),
     ("get", "/api/v1/audit", "fleet-wide: 403 for a tenant"),
     ("get", "/healthz", "counts only the tenant's GPUs"),
     ("get", "/readyz", "store write health only: no fleet data"),

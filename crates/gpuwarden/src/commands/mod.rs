@@ -63,8 +63,8 @@ pub(crate) fn allowed_hosts(
 
 /// Authentication of `run` and `serve` when `[auth]` is on: the tokens of the data
 /// directory (a corrupt token file stops the start) and the tenants. On a non-loopback
-/// address it also needs at least one usable token, else nobody could sign in and the
-/// operator is told how to create one.
+/// address it also needs at least one usable token or an OpenID provider (`[auth.oidc]`),
+/// else nobody could sign in and the operator is told how to create one.
 pub(crate) fn open_auth(
     cfg: &crate::config::RunConfig,
     clock: std::sync::Arc<dyn gpuwarden_model::Clock>,
@@ -75,7 +75,8 @@ pub(crate) fn open_auth(
     let auth = gpuwarden_server::auth::Auth::open(&cfg.data_dir, settings, clock.clone())
         .map_err(|e| anyhow::anyhow!("starting authentication ([auth] enabled): {e}"))?;
     let usable = auth.tokens().usable(clock.now_ms());
-    if usable == 0 {
+    // With an OpenID provider, its users can sign in without any API token.
+    if usable == 0 && auth.oidc().is_none() {
         if !cfg.listen.ip().is_loopback() {
             anyhow::bail!(
                 "{}",

@@ -91,6 +91,9 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     registry.register_collector(Box::new(gpuwarden_server::audit::AuditMetrics(audit.clone())));
+    if let Some(oidc) = auth.as_ref().and_then(|a| a.oidc()) {
+        oidc.register_metrics(&mut registry);
+    }
     let time = super::stage::time_source(&clock, sim_handle.as_ref());
     let super::stage::Stage { analysis, notifier } = super::stage::build(
         &cfg,

@@ -116,6 +116,9 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     registry.register_collector(Box::new(gpuwarden_server::audit::AuditMetrics(audit.clone())));
+    if let Some(oidc) = auth.as_ref().and_then(|a| a.oidc()) {
+        oidc.register_metrics(&mut registry);
+    }
     let ingest_metrics = IngestMetrics::default();
     ingest_metrics.register(&mut registry);
     let super::stage::Stage { analysis, notifier } = super::stage::build(

@@ -152,7 +152,9 @@ pub fn router_with_auth(
         // Serves the document at /api/openapi.json and Swagger UI (assets in the binary)
         // at /api/docs.
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", crate::openapi::document()));
-    let api = api.merge(crate::auth::api::routes(auth.clone()));
+    let api = api
+        .merge(crate::auth::api::routes(auth.clone()))
+        .merge(crate::auth::oidc::login::routes(auth.clone()));
     let api = match extra {
         // The extra routes (the simulator's fault injection and ground truth) act on and
         // describe the whole fleet, without a notion of scope: not for tenants.

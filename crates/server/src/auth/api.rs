@@ -28,6 +28,7 @@ pub fn routes(auth: AuthState) -> Router {
         .route("/api/v1/auth/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/auth/tokens/{id}", delete(revoke_token))
         .route("/api/v1/auth/session", post(sign_in))
+        .route("/api/v1/auth/methods", get(methods))
         .route("/api/v1/auth/session/logout", post(sign_out))
         .with_state(auth)
 }
@@ -73,6 +74,45 @@ pub async fn whoami(principal: Principal, via: Option<Extension<Via>>) -> Json<W
         tenant: principal.tenant,
         via,
         csrf_token: csrf,
+    })
+}
+
+/// Sign-in through the OpenID provider.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OidcMethod {
+    /// The provider's name, for "Sign in with NAME".
+    pub name: String,
+    /// Where the browser goes to start it.
+    pub login_url: String,
+}
+
+/// How the web UI can sign in.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignInMethods {
+    /// Whether authentication is on at all (off: nothing to sign in to).
+    pub enabled: bool,
+    /// Signing in with an API token (`POST /api/v1/auth/session`).
+    pub token: bool,
+    /// Signing in through the OpenID provider, when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcMethod>,
+}
+
+/// How one can sign in here (public: the sign-in page asks before anyone is signed in).
+#[utoipa::path(get, operation_id = "sign_in_methods", path = "/api/v1/auth/methods", tag = "auth",
+    responses((status = 200, description = "The sign-in methods", body = SignInMethods)))]
+pub async fn methods(State(auth): State<AuthState>) -> Json<SignInMethods> {
+    Json(SignInMethods {
+        enabled: auth.is_some(),
+        token: auth.is_some(),
+        oidc: auth
+            .as_ref()
+            .and_then(|a| a.oidc())
+            .filter(|o| o.ui_sign_in())
+            .map(|o| OidcMethod {
+                name: o.settings.display_name.clone(),
+                login_url: super::oidc::login::LOGIN_PATH.to_string(),
+            }),
     })
 }
 
@@ -288,7 +328,7 @@ pub async fn sign_in(State(auth): State<AuthState>, raw: axum::body::Bytes) -> R
                 .into_response()
         }
     };
-    let (principal, until) = match auth.verify_bearer(req.token.trim()) {
+    let (principal, until) = match auth.check_bearer(req.token.trim()).await {
         Ok(x) => x,
         Err(d) => return unauthorized(d.message()),
     };

@@ -78,8 +78,7 @@ impl Refusal {
 }
 
 /// Who is calling, or why the request is refused.
-fn identify(auth: &Auth, req: &Request) -> Result<(Principal, Via), Refusal> {
-    let headers = req.headers();
+async fn identify(auth: &Auth, headers: &axum::http::HeaderMap, method: &Method) -> Result<(Principal, Via), Refusal> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let text = value.to_str().unwrap_or("");
         let Some(bearer) = text
@@ -92,7 +91,7 @@ fn identify(auth: &Auth, req: &Request) -> Result<(Principal, Via), Refusal> {
                     .into(),
             ));
         };
-        return match auth.verify_bearer(bearer) {
+        return match auth.check_bearer(bearer).await {
             Ok((p, _)) => Ok((p, Via::Bearer)),
             Err(d) => Err(Refusal::Unauthorized(d.message())),
         };
@@ -113,7 +112,7 @@ fn identify(auth: &Auth, req: &Request) -> Result<(Principal, Via), Refusal> {
                 "the token this session signed in with is no longer valid; sign in again".into(),
             ));
         }
-        if is_change(req.method()) {
+        if is_change(method) {
             let sent = headers.get(CSRF_HEADER).map(|v| v.as_bytes()).unwrap_or(b"");
             if !bool::from(sent.ct_eq(s.csrf.as_bytes())) {
                 return Err(Refusal::Forbidden(
@@ -146,7 +145,7 @@ pub async fn authenticate(State(auth): State<Arc<Auth>>, mut req: Request, next:
         Access::Public => return next.run(req).await,
         Access::Needs { role, fleet_wide } => (role, fleet_wide),
     };
-    let (principal, via) = match identify(&auth, &req) {
+    let (principal, via) = match identify(&auth, req.headers(), req.method()).await {
         Ok(x) => x,
         Err(refusal) => return refusal.into_response(),
     };

@@ -9,9 +9,10 @@
 //! - [`middleware`]: checks every request against the above and puts the caller's
 //!   [`Principal`] (and a tenant's [`CallerScope`]) into the request's extensions.
 //! - [`api`]: `/api/v1/auth/*` (whoami, token administration, sign-in).
+//! - [`oidc`]: OpenID Connect — JWT bearer tokens from a provider, and the web UI's
+//!   sign-in through it (`/auth/oidc/login`, `/auth/oidc/callback`).
 //!
-//! Credentials are checked by [`Verifier`]s: API tokens are one; an OpenID Connect JWT
-//! verifier can sit beside them without touching the middleware.
+//! Credentials are checked by [`Verifier`]s: API tokens and OpenID JWTs, side by side.
 //!
 //! Without authentication configured none of this runs and every request is the
 //! anonymous admin (loopback only), exactly as before.
@@ -19,6 +20,7 @@
 pub mod api;
 pub mod file;
 pub mod middleware;
+pub mod oidc;
 pub mod policy;
 pub mod session;
 pub mod store;
@@ -76,6 +78,8 @@ pub enum Denied {
     Unavailable,
     /// The credential's tenant is not in the configuration.
     UnknownTenant(String),
+    /// Refused for the reason given (an OpenID token: issuer, audience, signature, role).
+    Invalid(String),
 }
 
 impl Denied {
@@ -85,6 +89,7 @@ impl Denied {
             Denied::Expired(id) => format!("token {id} has expired; ask an admin for a new one"),
             Denied::Revoked(id) => format!("token {id} has been revoked"),
             Denied::Unavailable => "the server cannot read its token file; see its log".into(),
+            Denied::Invalid(why) => why.clone(),
             Denied::UnknownTenant(t) => {
                 format!("the token's tenant {t:?} is not configured on this server ([auth.tenants.{t}])")
             }
@@ -103,6 +108,11 @@ pub trait Verifier: Send + Sync {
     /// Whether the principal `id` issued by this verifier is still valid (for sessions
     /// signed in with it: revocation ends them).
     fn still_valid(&self, principal_id: &str, now_ms: i64) -> bool;
+    /// Network work a credential needs before [`Verifier::verify`] (the JWT verifier
+    /// fetches the provider's keys when a token names one it does not hold).
+    fn prepare<'a>(&'a self, _bearer: &'a str) -> oidc::jwks::BoxFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 impl Verifier for store::TokenStore {
@@ -133,6 +143,8 @@ pub struct AuthSettings {
     pub tenants: BTreeMap<String, TenantDef>,
     /// Lifetime of a UI session (ends earlier with its token).
     pub session_ttl: Duration,
+    /// `[auth.oidc]`: JWTs from an OpenID provider and the UI's sign-in through it.
+    pub oidc: Option<oidc::OidcSettings>,
 }
 
 impl Default for AuthSettings {
@@ -140,6 +152,7 @@ impl Default for AuthSettings {
         AuthSettings {
             tenants: BTreeMap::new(),
             session_ttl: Duration::from_secs(12 * 3600),
+            oidc: None,
         }
     }
 }
@@ -173,6 +186,7 @@ pub struct Auth {
     tenants: BTreeMap<String, TenantDef>,
     sessions: session::Sessions,
     clock: Arc<dyn Clock>,
+    oidc: Option<Arc<oidc::Oidc>>,
 }
 
 impl Auth {
@@ -199,8 +213,17 @@ impl Auth {
                 settings.tenants.keys().collect::<Vec<_>>()
             )));
         }
+        let oidc = match settings.oidc {
+            Some(o) => Some(oidc::Oidc::new(o).map_err(AuthError::Invalid)?),
+            None => None,
+        };
+        let mut verifiers = vec![tokens.clone() as Arc<dyn Verifier>];
+        if let Some(o) = &oidc {
+            verifiers.push(o.verifier.clone() as Arc<dyn Verifier>);
+        }
         Ok(Arc::new(Auth {
-            verifiers: vec![tokens.clone() as Arc<dyn Verifier>],
+            verifiers,
+            oidc,
             tokens,
             tenants: settings.tenants,
             sessions: session::Sessions::open(
@@ -215,6 +238,11 @@ impl Auth {
     /// The API tokens.
     pub fn tokens(&self) -> &store::TokenStore {
         &self.tokens
+    }
+
+    /// OpenID Connect, when `[auth.oidc]` is configured.
+    pub fn oidc(&self) -> Option<&Arc<oidc::Oidc>> {
+        self.oidc.as_ref()
     }
 
     /// The configured tenants.
@@ -255,6 +283,15 @@ impl Auth {
         Ok((p, until))
     }
 
+    /// [`Auth::verify_bearer`] after the verifier's network work (fetching rotated
+    /// signing keys, rate-limited): what requests and sign-ins call.
+    pub async fn check_bearer(&self, bearer: &str) -> Result<(Principal, Option<i64>), Denied> {
+        if let Some(v) = self.verifiers.iter().find(|v| v.recognizes(bearer)) {
+            v.prepare(bearer).await;
+        }
+        self.verify_bearer(bearer)
+    }
+
     /// Whether a principal signed in earlier is still valid with any verifier.
     pub fn still_valid(&self, principal_id: &str) -> bool {
         let now = self.clock.now_ms();
@@ -268,6 +305,9 @@ impl Auth {
         self: Arc<Self>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
+        if let Some(o) = self.oidc.clone() {
+            tokio::spawn(async move { o.warm_up().await });
+        }
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -93,6 +93,10 @@ pub const PUBLIC: &[(&str, &str)] = &[
     ("GET", "/ui/{*path}"),
     ("GET", "/api/openapi.json"),
     ("POST", "/api/v1/auth/session"),
+    // How one may sign in (shown on the sign-in page), and the OpenID sign-in itself.
+    ("GET", "/api/v1/auth/methods"),
+    ("GET", "/auth/oidc/login"),
+    ("GET", "/auth/oidc/callback"),
     ("POST", "/api/v1/ingest"),
     ("POST", "/api/v1/write"),
 ];

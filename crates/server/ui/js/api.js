@@ -70,6 +70,9 @@ export async function signIn(token) {
   return s;
 }
 
+/** How one can sign in here: `{ enabled, token, oidc?: { name, login_url } }` (public). */
+export const signInMethods = () => get('/api/v1/auth/methods');
+
 export async function signOut() {
   try {
     await post('/api/v1/auth/session/logout');

@@ -11,7 +11,7 @@ import { gpuPage } from './gpu.js';
 import { incidentsPage, incidentPage } from './incidents.js';
 import { auditPage } from './audit.js';
 import { h, replace } from './dom.js';
-import { whoami, signIn, signOut } from './api.js';
+import { whoami, signIn, signOut, signInMethods } from './api.js';
 import { fmtTime } from './format.js';
 
 const POLL_MS = 5000;
@@ -69,11 +69,20 @@ function signInPage() {
   } },
     h('label', { for: 'token' }, 'API token'), ' ', input, ' ',
     h('button', { type: 'submit' }, 'Sign in'), status);
-  replace(view, h('h1', {}, 'Sign in'),
+  // Sign-in through the OpenID provider, when configured: a plain link (the provider's
+  // pages are a full navigation; the server finishes at /auth/oidc/callback).
+  const provider = h('div', { class: 'signin-provider' });
+  replace(view, h('h1', {}, 'Sign in'), provider,
     h('p', {}, 'This gpuwarden requires authentication. Paste an API token (an admin creates one with ',
       h('code', {}, 'gpuwarden auth token create --role viewer'), ').'), form);
   updated.textContent = 'signed out';
   input.focus();
+  signInMethods().then((m) => {
+    if (!m.oidc) return;
+    replace(provider, h('p', {},
+      h('a', { class: 'button oidc-signin', href: m.oidc.login_url }, `Sign in with ${m.oidc.name}`),
+      ' or use an API token below.'));
+  }).catch(() => {});
 }
 
 const userBox = h('span', { class: 'user' });
