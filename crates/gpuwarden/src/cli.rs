@@ -507,6 +507,10 @@ pub struct BenchApiArgs {
     /// client), and print both side by side with their ratio.
     #[arg(long)]
     pub auth: bool,
+    /// With --auth: alternate off/on this many times and print each round's ratio with
+    /// the median and range, so a shared machine's drift shows as spread, not as a cost.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub rounds: u32,
 }
 
 #[derive(Debug, Args)]
