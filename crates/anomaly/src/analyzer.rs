@@ -110,6 +110,23 @@ const fn w(
     }
 }
 
+/// Fields whose level the workload chooses: how busy the GPU is, how much memory the
+/// application holds, how much it moves over PCIe and NVLink. A change in them is a change
+/// of work (a model swapped, traffic shifting, a job's phase), not of the GPU's health;
+/// on real serving traffic (GenTD26) a memory-use series flagged a pod that unloaded a
+/// model "while the load was steady". They are tracked (their steadiness is part of
+/// "steady load") but never a finding on their own; what physics ties to the load —
+/// temperatures, power, clocks — and error rates are.
+const WORKLOAD_SET: &[DcgmField] = &[
+    DcgmField::GpuUtil,
+    DcgmField::MemCopyUtil,
+    DcgmField::FbUsed,
+    DcgmField::ProfPcieTxBytes,
+    DcgmField::ProfPcieRxBytes,
+    DcgmField::ProfNvlinkTxBytes,
+    DcgmField::ProfNvlinkRxBytes,
+];
+
 /// The fields that matter. Cohort floors are what identical boards under identical load
 /// legitimately differ by (power by a few percent, clocks by a boost bin); the threshold
 /// multiplies them. Temperatures are judged on their residual after power and the GPU's
@@ -1050,6 +1067,9 @@ impl Analyzer for AnomalyAnalyzer {
             }
             for (wi, fs) in g.fields.iter().enumerate() {
                 let Some(fs) = fs else { continue };
+                if WORKLOAD_SET.contains(&WATCHED[wi].field) {
+                    continue;
+                }
                 if fs.active_since.is_none() {
                     continue;
                 }
