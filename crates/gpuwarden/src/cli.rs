@@ -281,7 +281,7 @@ pub struct SimArgs {
     pub fault_rate_multiplier: Option<f64>,
     /// Inject a fault at start: GPU_UUID=KIND (repeatable). KIND: ecc-dbe, row-remap-failure,
     /// fallen-off-bus, app-xid, thermal, power-brake, nvlink-errors, pcie-replay, straggler,
-    /// miner, miner-throttled, unapproved-namespace.
+    /// miner, miner-throttled, unapproved-namespace, miner-in-job (needs a labelled job on the GPU).
     #[arg(long, value_name = "GPU=KIND")]
     pub inject: Vec<String>,
 }
