@@ -1566,7 +1566,11 @@ mod tests {
             } else {
                 35.0 + 45.0 * (-k / 4.5).exp()
             };
-            (if on { 100.0 } else { 0.0 }, if on { 600.0 } else { 80.0 }, temp.trunc())
+            (
+                if on { 100.0 } else { 0.0 },
+                if on { 600.0 } else { 80.0 },
+                temp.trunc(),
+            )
         });
         assert!(found.is_empty(), "{found:?}");
     }

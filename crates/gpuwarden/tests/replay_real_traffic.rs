@@ -34,12 +34,30 @@ fn real_serving_traffic_opens_at_most_one_incident_per_thousand_gpu_hours() {
     println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "bench replay failed: {}", out.status);
     // "24 GPUs x 8.0 h = 192 GPU-hours at a 57 s interval; 12024 rows replayed ..."
-    let line = stdout.lines().find(|l| l.contains("GPU-hours at a")).expect("summary line");
-    let hours: f64 = line.split(" = ").nth(1).and_then(|r| r.split(' ').next()).unwrap().parse().unwrap();
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("GPU-hours at a"))
+        .expect("summary line");
+    let hours: f64 = line
+        .split(" = ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((180.0..=200.0).contains(&hours), "{line}");
-    let rows: u64 = line.split("; ").nth(1).and_then(|r| r.split(' ').next()).unwrap().parse().unwrap();
+    let rows: u64 = line
+        .split("; ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(rows >= 24 * 500, "{line}");
-    let all = stdout.lines().find(|l| l.starts_with("| **all** |")).expect("total row");
+    let all = stdout
+        .lines()
+        .find(|l| l.starts_with("| **all** |"))
+        .expect("total row");
     let incidents: f64 = all.split('|').nth(2).unwrap().trim().parse().unwrap();
     assert!(
         incidents * 1000.0 / hours <= 1.0,

@@ -218,7 +218,10 @@ fn miner_in_job_keeps_the_jobs_labels_and_drops_its_traffic() {
     let mut f = fleet();
     let uuid = f.gpus()[GPU].uuid.clone();
     if f.workload(GPU).is_none() {
-        assert!(f.inject(&uuid, FaultKind::MinerInJob, f.now_ms()).is_err(), "no job to hide in");
+        assert!(
+            f.inject(&uuid, FaultKind::MinerInJob, f.now_ms()).is_err(),
+            "no job to hide in"
+        );
         inject(&mut f, GPU, FaultKind::UnapprovedNamespace);
     }
     let before = f.workload(GPU).cloned().unwrap();

@@ -78,7 +78,8 @@ pub fn evaluate(rule: &Rule, ctx: &Ctx) -> Option<Hit> {
          interconnect traffic or varying load), so only the {} samples since then are judged",
         segment.len()
     ));
-    hit.labels.push(("gpuwarden.mining.segment".into(), "behaviour-change".into()));
+    hit.labels
+        .push(("gpuwarden.mining.segment".into(), "behaviour-change".into()));
     Some(hit)
 }
 

@@ -163,7 +163,11 @@ fn render_node(out: &mut String, node: &str, gpus: &[(usize, &(String, PodSeries
         let running = ts <= last && (util.is_some() || mem.is_some());
         let (util, mem, labels) = if running {
             let pod = &pod[..pod.len().min(12)];
-            (util, mem, format!(r#",namespace="genai-serving",pod="sd-{pod}",container="server""#))
+            (
+                util,
+                mem,
+                format!(r#",namespace="genai-serving",pod="sd-{pod}",container="server""#),
+            )
         } else {
             (Some(0.0), Some(0.0), String::new())
         };
@@ -219,7 +223,8 @@ pub fn replay(trace: &Trace, gpus_per_node: usize, progress: &mut dyn FnMut(f64)
         gpuwarden_security::SecurityEngine::from_config(&gpuwarden_security::SecurityConfig::default())
             .context("building the security rule pack")?,
     ));
-    let ingestor = Ingestor::new(store, live, PipelineMetrics::default(), clock.clone()).with_analysis(analysis.clone());
+    let ingestor =
+        Ingestor::new(store, live, PipelineMetrics::default(), clock.clone()).with_analysis(analysis.clone());
     let limits = Limits::default();
     let nodes: Vec<(String, Vec<(usize, &(String, PodSeries))>)> = trace
         .pods
@@ -358,12 +363,18 @@ mod tests {
         ]);
         // A missed utilisation sample: the last one within 5 minutes stands for it.
         let page = render(&p, 57);
-        assert!(page.contains("DCGM_FI_DEV_GPU_UTIL{") && page.contains("} 40 57000"), "{page}");
+        assert!(
+            page.contains("DCGM_FI_DEV_GPU_UTIL{") && page.contains("} 40 57000"),
+            "{page}"
+        );
         assert!(page.contains("} 200 57000"), "memory in MiB: {page}");
         assert!(page.contains(r#"pod="sd-0123456789ab""#), "{page}");
         // Only utilisation in the window: memory is left out, not zero.
         let page = render(&p, 1000);
-        assert!(page.contains("DCGM_FI_DEV_GPU_UTIL{") && !page.contains("DCGM_FI_DEV_FB_USED"), "{page}");
+        assert!(
+            page.contains("DCGM_FI_DEV_GPU_UTIL{") && !page.contains("DCGM_FI_DEV_FB_USED"),
+            "{page}"
+        );
     }
 
     #[test]
@@ -372,7 +383,10 @@ mod tests {
         for ts in [0, 1200, 2400] {
             let page = render(&p, ts);
             assert!(!page.contains("pod="), "t={ts}: {page}");
-            assert!(page.contains("DCGM_FI_DEV_GPU_UTIL{") && page.contains("} 0 "), "t={ts}: {page}");
+            assert!(
+                page.contains("DCGM_FI_DEV_GPU_UTIL{") && page.contains("} 0 "),
+                "t={ts}: {page}"
+            );
         }
         assert!(render(&p, 650).contains("pod="), "running within 5 minutes of a sample");
     }
