@@ -28,11 +28,12 @@
 //!   die is within 20 °C of slowdown, or earlier when the first readings of the climb
 //!   project (first-order lag: each climb a fixed fraction of the one before) an end
 //!   past slowdown: a healthy die settling after a load change heads for a level its
-//!   power explains. The claim "power did not rise" needs power to judge by: a climb
-//!   is not counted while the raw draw swings by more than 30% (an on/off load such as a
-//!   throttled miner at 95 ↔ 616 W, bursty inference: the die follows the load), without
-//!   power readings, or in the first five minutes of a GPU's power history. The finding
-//!   names the power range and the time the climb took.
+//!   power explains. The claim "power did not rise" needs power to judge by: a rise of
+//!   the one-minute smoothed draw or of its 5-minute average (the heat input under an
+//!   on/off load such as a throttled miner at 95 ↔ 616 W: the one-minute value at a peak
+//!   says nothing) restarts the climb; without power readings, or in the first ten
+//!   minutes of a GPU's power history, nothing is concluded. The finding names the
+//!   average, the range of the readings and the time the climb took.
 //!
 //! GPU telemetry is dominated by load changes: a job starting moves power, clocks,
 //! temperature and utilization by tens of percent in one scrape. A per-series detector
@@ -441,11 +442,14 @@ struct GpuState {
     /// Power smoothed over the die's thermal time constant (temperature follows this,
     /// not the instantaneous draw): (time, watts).
     thermal_power: Option<(TimestampMs, f64)>,
-    /// Data time of the first power reading: until a die has had time to settle
-    /// (`THERMAL_SETTLE_MS` of power history) the smoothed power starts from the first
+    /// Data time of the first power reading: until `DIE_POWER_HISTORY_MS` of power
+    /// history the averages start from the first
     /// reading, and a die still heating from a load that began just before it cannot be
     /// told from one losing cooling.
     power_since_ms: Option<TimestampMs>,
+    /// Power averaged over `DIE_POWER_TAU_MS` (the heat input a die climb is judged
+    /// against): (time, watts).
+    heat_power: Option<(TimestampMs, f64)>,
     /// By WATCHED index; only temperature fields use theirs.
     thermal: Vec<ThermalOffset>,
     /// Data time since which the GPU's load has been steady (see `steady_samples`).
@@ -514,12 +518,15 @@ const UNEXPLAINED_RISE_C: f64 = 2.0;
 const OFFSET_WARM: u32 = 12;
 /// Die temperature climb (°C) at no rise in power that is a finding on its own.
 const DIE_RISE_C: f64 = 8.0;
-/// Largest spread of raw board power during a die's climb (fraction of the climb's
-/// highest draw, at least of 50 W) for the climb to be blamed on cooling. Under an on/off
-/// or swinging load (a throttled miner at 95 ↔ 616 W, bursty inference) the die follows
-/// the load, and "power did not rise" cannot be told from the smoothed draw at any one
-/// moment; such a climb is left to the temperature and throttle rules.
-const DIE_SWING_FRAC: f64 = 0.3;
+/// Time constant of the heat input a die climb is judged against: longer than the slowest
+/// thermal lag (die ~45 s, HBM and heatsink ~120 s), so that under an on/off or swinging
+/// load (a throttled miner at 95 ↔ 616 W, bursty inference) "power did not rise" means
+/// the average heat input did not, not that the one-minute smoothed draw happened to be
+/// at a peak when the climb started.
+const DIE_POWER_TAU_MS: f64 = 300_000.0;
+/// Power history needed before a die climb may be blamed on cooling: two heat-input time
+/// constants, so the average is no longer the first reading.
+const DIE_POWER_HISTORY_MS: i64 = 600_000;
 /// How far below the slowdown temperature a die heating at flat power starts to count.
 const DIE_RISE_MARGIN_C: f64 = 20.0;
 /// How far below slowdown the projected end of a die's climb must reach to count before
@@ -947,6 +954,7 @@ impl Analyzer for AnomalyAnalyzer {
             workload_changed: false,
             thermal_power: None,
             power_since_ms: None,
+            heat_power: None,
             thermal: vec![ThermalOffset::default(); n],
             steady_since_ms: TimestampMs::MAX,
             die_rise: DieRise::default(),
@@ -1003,6 +1011,14 @@ impl Analyzer for AnomalyAnalyzer {
             }
             if let Some(p) = power {
                 g.power_since_ms.get_or_insert(ts);
+                g.heat_power = Some(match g.heat_power {
+                    Some((pt, s)) if ts > pt => {
+                        let a = 1.0 - (-((ts - pt) as f64) / DIE_POWER_TAU_MS).exp();
+                        (ts, s + (p - s) * a)
+                    }
+                    Some(prev) => prev,
+                    None => (ts, p),
+                });
                 g.thermal_power = Some(match g.thermal_power {
                     Some((pt, s)) if ts > pt => {
                         let a = 1.0 - (-((ts - pt) as f64) / THERMAL_TAU_MS).exp();
@@ -1025,12 +1041,12 @@ impl Analyzer for AnomalyAnalyzer {
             // A die that keeps heating while its (smoothed) power does not rise has lost
             // cooling; no load change explains it, and it needs no peers to see.
             if let Some(t) = row.get(&FieldName::Dcgm(DcgmField::GpuTemp)).filter(|t| t.is_finite()) {
-                let history = g.power_since_ms.is_some_and(|s| ts - s >= THERMAL_SETTLE_MS);
-                let p = match g.thermal_power {
-                    Some((_, p)) if history => p,
-                    _ => f64::NAN,
+                let history = g.power_since_ms.is_some_and(|s| ts - s >= DIE_POWER_HISTORY_MS);
+                let (p, heat) = match (g.thermal_power, g.heat_power) {
+                    (Some((_, p)), Some((_, h))) if history => (p, h),
+                    _ => (f64::NAN, f64::NAN),
                 };
-                g.die_rise.observe(ts, t, p, power.unwrap_or(f64::NAN));
+                g.die_rise.observe(ts, t, p, heat, power.unwrap_or(f64::NAN));
             }
         }
         for (name, v) in &row.values {
@@ -1101,13 +1117,15 @@ impl Analyzer for AnomalyAnalyzer {
                 acc,
                 last_t: t,
                 start_ms,
+                start_heat,
                 power_lo,
                 power_hi,
                 ..
             } = rise;
             let summary = format!(
-                "{} climbed {acc:.0} °C to {t:.0} over {} s while the GPU's power stayed between {power_lo:.0} and \
-                 {power_hi:.0} W: the die heats with no more power to explain it, so cooling is not keeping up",
+                "{} climbed {acc:.0} °C to {t:.0} over {} s while the GPU's power, averaged over 5 minutes, did not \
+                 rise ({start_heat:.0} W at the start; readings between {power_lo:.0} and {power_hi:.0} W): the die \
+                 heats with no more power to explain it, so cooling is not keeping up",
                 DcgmField::GpuTemp.as_str(),
                 (now_ms - start_ms).max(0) / 1000,
             );
@@ -1204,6 +1222,8 @@ struct DieRise {
     last_t: f64,
     /// Smoothed power when the climb started (W).
     start_power: f64,
+    /// Heat input (long average of power) when the climb started (W).
+    start_heat: f64,
     /// Data time of the climb's first reading.
     start_ms: TimestampMs,
     /// Lowest and highest raw board power read during the climb (W).
@@ -1219,6 +1239,7 @@ impl Default for DieRise {
             acc: 0.0,
             last_t: f64::NAN,
             start_power: f64::NAN,
+            start_heat: f64::NAN,
             start_ms: 0,
             power_lo: f64::NAN,
             power_hi: f64::NAN,
@@ -1228,18 +1249,25 @@ impl Default for DieRise {
 }
 
 impl DieRise {
-    /// One die reading `t` (°C) at `ts`, with smoothed power `p` and the raw reading
-    /// `raw` (W; NaN when the row has none).
-    fn observe(&mut self, ts: TimestampMs, t: f64, p: f64, raw: f64) {
-        // Without power readings nothing can be said about what the power did.
-        let power_rose = p.is_nan() || raw.is_nan() || self.start_power.is_nan() || p > self.start_power * 1.02;
+    /// One die reading `t` (°C) at `ts`, with power smoothed over the die's lag `p`, power
+    /// averaged over `DIE_POWER_TAU_MS` `heat`, and the raw reading `raw` (W; NaN when
+    /// unknown).
+    fn observe(&mut self, ts: TimestampMs, t: f64, p: f64, heat: f64, raw: f64) {
+        // Without power readings nothing can be said about what the power did; a rise of
+        // either the short or the long average explains heating.
+        let power_rose = p.is_nan()
+            || raw.is_nan()
+            || heat.is_nan()
+            || self.start_power.is_nan()
+            || p > self.start_power * 1.02
+            || heat > self.start_heat * 1.02;
         let (lo, hi) = (self.power_lo.min(raw), self.power_hi.max(raw));
-        let swinging = hi - lo > DIE_SWING_FRAC * hi.max(50.0);
-        if t < self.last_t || power_rose || swinging || self.last_t.is_nan() {
+        if t < self.last_t || power_rose || self.last_t.is_nan() {
             *self = Self {
                 acc: 0.0,
                 last_t: t,
                 start_power: p,
+                start_heat: heat,
                 start_ms: ts,
                 power_lo: raw,
                 power_hi: raw,
@@ -1295,7 +1323,7 @@ mod tests {
         let mut lost = DieRise::default();
         let readings = approach(35.0, 89.4, 10.0, 4);
         for &t in &readings {
-            lost.observe(0, t, 60.0, 60.0);
+            lost.observe(0, t, 60.0, 60.0, 60.0);
         }
         assert!(lost.acc >= DIE_RISE_C, "{readings:?}");
         assert!(
@@ -1311,13 +1339,13 @@ mod tests {
         for dt in [10.0, 60.0] {
             let mut ok = DieRise::default();
             for t in approach(53.0, 68.0, dt, 6) {
-                ok.observe(0, t, 300.0, 300.0);
+                ok.observe(0, t, 300.0, 300.0, 300.0);
                 let pr = ok.projected();
                 assert!(pr.is_nan() || pr < 75.0, "dt {dt}: projected {pr}");
             }
         }
         // A power rise restarts the climb.
-        lost.observe(0, 70.0, 200.0, 200.0);
+        lost.observe(0, 70.0, 200.0, 200.0, 200.0);
         assert_eq!(lost.acc, 0.0);
     }
 
@@ -1538,18 +1566,26 @@ mod tests {
     /// up" finding, and so no flapping one.
     #[test]
     fn die_climb_under_swinging_power_is_not_blamed_on_cooling() {
-        for half_period in [2, 3, 5] {
-            let (found, _) = die_climb_findings(360, |t| {
-                let on = (t / half_period) % 2 == 0;
-                // Whole degrees, never falling: the heatsink's slow warm-up dominates.
-                let temp = (45.0 + 40.0 * (1.0 - (-(t as f64) / 90.0).exp())).trunc();
-                if on {
-                    (100.0, 616.0, temp)
-                } else {
-                    (0.0, 95.0, temp)
-                }
-            });
-            assert!(found.is_empty(), "half period {half_period}: {found:?}");
+        // Whole degrees, never falling: the heatsink's warm-up (time constant `tau`
+        // steps of 10 s) dominates the readings. From the GPU's first sample, and after
+        // 40 minutes idle at 60 W (the miner starts at step 240).
+        for (idle_steps, tau) in [(0, 30.0), (240, 15.0), (240, 30.0)] {
+            for half_period in [2, 3, 5] {
+                let (found, _) = die_climb_findings(idle_steps + 360, |t| {
+                    if t < idle_steps {
+                        return (0.0, 60.0, 40.0);
+                    }
+                    let k = (t - idle_steps) as f64;
+                    let on = ((t - idle_steps) / half_period) % 2 == 0;
+                    let temp = (45.0 + 40.0 * (1.0 - (-k / tau).exp())).trunc();
+                    if on {
+                        (100.0, 616.0, temp)
+                    } else {
+                        (0.0, 95.0, temp)
+                    }
+                });
+                assert!(found.is_empty(), "idle {idle_steps}, tau {tau}, half period {half_period}: {found:?}");
+            }
         }
     }
 
@@ -1580,21 +1616,21 @@ mod tests {
     #[test]
     fn die_climb_at_flat_power_names_the_power_range_and_missing_power_says_nothing() {
         let climb = |t: i64| {
-            let temp = if t < 60 {
+            let temp = if t < 100 {
                 62.0 + wobble(0, t)
             } else {
-                (62.0 + 30.0 * (1.0 - (-((t - 60) as f64) / 12.0).exp())).trunc()
+                (62.0 + 30.0 * (1.0 - (-((t - 100) as f64) / 12.0).exp())).trunc()
             };
             (98.0, 400.0 + 4.0 * wobble(1, t), temp)
         };
-        let (found, runs) = die_climb_findings(120, climb);
+        let (found, runs) = die_climb_findings(160, climb);
         assert!(!found.is_empty(), "lost cooling at flat power must be found");
         let s = &found[0];
-        assert!(s.contains("between 39") && s.contains(" and 40"), "{s}");
+        assert!(s.contains("between 39") && s.contains(" and 40") && s.contains("averaged over 5 minutes"), "{s}");
         assert!(s.contains(" s while"), "{s}");
         assert_eq!(runs, 1, "one finding, not a flapping one: {found:?}");
         // The same climb without any power field: "power did not rise" cannot be said.
-        let (found, _) = die_climb_findings(120, |t| {
+        let (found, _) = die_climb_findings(160, |t| {
             let (u, _, temp) = climb(t);
             (u, f64::NAN, temp)
         });
