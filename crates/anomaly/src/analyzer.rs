@@ -1584,7 +1584,10 @@ mod tests {
                         (0.0, 95.0, temp)
                     }
                 });
-                assert!(found.is_empty(), "idle {idle_steps}, tau {tau}, half period {half_period}: {found:?}");
+                assert!(
+                    found.is_empty(),
+                    "idle {idle_steps}, tau {tau}, half period {half_period}: {found:?}"
+                );
             }
         }
     }
@@ -1626,7 +1629,10 @@ mod tests {
         let (found, runs) = die_climb_findings(160, climb);
         assert!(!found.is_empty(), "lost cooling at flat power must be found");
         let s = &found[0];
-        assert!(s.contains("between 39") && s.contains(" and 40") && s.contains("averaged over 5 minutes"), "{s}");
+        assert!(
+            s.contains("between 39") && s.contains(" and 40") && s.contains("averaged over 5 minutes"),
+            "{s}"
+        );
         assert!(s.contains(" s while"), "{s}");
         assert_eq!(runs, 1, "one finding, not a flapping one: {found:?}");
         // The same climb without any power field: "power did not rise" cannot be said.

@@ -58,6 +58,9 @@ impl Clock for ReplayClock {
 /// One pod's samples: timestamp (ms) → (utilisation %, memory used bytes).
 type PodSeries = BTreeMap<TimestampMs, (Option<f64>, Option<f64>)>;
 
+/// A GPU of a replayed node: its number in the trace and its pod.
+type NodeGpu<'a> = (usize, &'a (String, PodSeries));
+
 /// The trace: pods (sorted by id) and the sorted set of timestamps.
 pub struct Trace {
     pub pods: Vec<(String, PodSeries)>,
@@ -152,7 +155,7 @@ impl ReplayReport {
 }
 
 /// Renders one node's page at `ts` (dcgm-exporter's text format, with timestamps).
-fn render_node(out: &mut String, node: &str, gpus: &[(usize, &(String, PodSeries))], ts: TimestampMs) -> u64 {
+fn render_node(out: &mut String, node: &str, gpus: &[NodeGpu<'_>], ts: TimestampMs) -> u64 {
     out.clear();
     let mut rows = 0;
     for (slot, (gi, (pod, series))) in gpus.iter().enumerate() {
@@ -226,7 +229,7 @@ pub fn replay(trace: &Trace, gpus_per_node: usize, progress: &mut dyn FnMut(f64)
     let ingestor =
         Ingestor::new(store, live, PipelineMetrics::default(), clock.clone()).with_analysis(analysis.clone());
     let limits = Limits::default();
-    let nodes: Vec<(String, Vec<(usize, &(String, PodSeries))>)> = trace
+    let nodes: Vec<(String, Vec<NodeGpu<'_>>)> = trace
         .pods
         .iter()
         .enumerate()
