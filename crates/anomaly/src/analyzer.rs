@@ -28,7 +28,12 @@
 //!   die is within 20 °C of slowdown, or earlier when the first readings of the climb
 //!   project (first-order lag: each climb a fixed fraction of the one before) an end
 //!   past slowdown: a healthy die settling after a load change heads for a level its
-//!   power explains.
+//!   power explains. The claim "power did not rise" needs power to judge by: a rise of
+//!   the one-minute smoothed draw or of its 5-minute average (the heat input under an
+//!   on/off load such as a throttled miner at 95 ↔ 616 W: the one-minute value at a peak
+//!   says nothing) restarts the climb; without power readings, or in the first ten
+//!   minutes of a GPU's power history, nothing is concluded. The finding names the
+//!   average, the range of the readings and the time the climb took.
 //!
 //! GPU telemetry is dominated by load changes: a job starting moves power, clocks,
 //! temperature and utilization by tens of percent in one scrape. A per-series detector
@@ -105,6 +110,23 @@ const fn w(
         action,
     }
 }
+
+/// Fields whose level the workload chooses: how busy the GPU is, how much memory the
+/// application holds, how much it moves over PCIe and NVLink. A change in them is a change
+/// of work (a model swapped, traffic shifting, a job's phase), not of the GPU's health;
+/// on real serving traffic (GenTD26) a memory-use series flagged a pod that unloaded a
+/// model "while the load was steady". They are tracked (their steadiness is part of
+/// "steady load") but never a finding on their own; what physics ties to the load —
+/// temperatures, power, clocks — and error rates are.
+const WORKLOAD_SET: &[DcgmField] = &[
+    DcgmField::GpuUtil,
+    DcgmField::MemCopyUtil,
+    DcgmField::FbUsed,
+    DcgmField::ProfPcieTxBytes,
+    DcgmField::ProfPcieRxBytes,
+    DcgmField::ProfNvlinkTxBytes,
+    DcgmField::ProfNvlinkRxBytes,
+];
 
 /// The fields that matter. Cohort floors are what identical boards under identical load
 /// legitimately differ by (power by a few percent, clocks by a boost bin); the threshold
@@ -420,6 +442,14 @@ struct GpuState {
     /// Power smoothed over the die's thermal time constant (temperature follows this,
     /// not the instantaneous draw): (time, watts).
     thermal_power: Option<(TimestampMs, f64)>,
+    /// Data time of the first power reading: until `DIE_POWER_HISTORY_MS` of power
+    /// history the averages start from the first
+    /// reading, and a die still heating from a load that began just before it cannot be
+    /// told from one losing cooling.
+    power_since_ms: Option<TimestampMs>,
+    /// Power averaged over `DIE_POWER_TAU_MS` (the heat input a die climb is judged
+    /// against): (time, watts).
+    heat_power: Option<(TimestampMs, f64)>,
     /// By WATCHED index; only temperature fields use theirs.
     thermal: Vec<ThermalOffset>,
     /// Data time since which the GPU's load has been steady (see `steady_samples`).
@@ -488,6 +518,15 @@ const UNEXPLAINED_RISE_C: f64 = 2.0;
 const OFFSET_WARM: u32 = 12;
 /// Die temperature climb (°C) at no rise in power that is a finding on its own.
 const DIE_RISE_C: f64 = 8.0;
+/// Time constant of the heat input a die climb is judged against: longer than the slowest
+/// thermal lag (die ~45 s, HBM and heatsink ~120 s), so that under an on/off or swinging
+/// load (a throttled miner at 95 ↔ 616 W, bursty inference) "power did not rise" means
+/// the average heat input did not, not that the one-minute smoothed draw happened to be
+/// at a peak when the climb started.
+const DIE_POWER_TAU_MS: f64 = 300_000.0;
+/// Power history needed before a die climb may be blamed on cooling: two heat-input time
+/// constants, so the average is no longer the first reading.
+const DIE_POWER_HISTORY_MS: i64 = 600_000;
 /// How far below the slowdown temperature a die heating at flat power starts to count.
 const DIE_RISE_MARGIN_C: f64 = 20.0;
 /// How far below slowdown the projected end of a die's climb must reach to count before
@@ -914,6 +953,8 @@ impl Analyzer for AnomalyAnalyzer {
             last_power: None,
             workload_changed: false,
             thermal_power: None,
+            power_since_ms: None,
+            heat_power: None,
             thermal: vec![ThermalOffset::default(); n],
             steady_since_ms: TimestampMs::MAX,
             die_rise: DieRise::default(),
@@ -969,6 +1010,15 @@ impl Analyzer for AnomalyAnalyzer {
                 g.last_power = power;
             }
             if let Some(p) = power {
+                g.power_since_ms.get_or_insert(ts);
+                g.heat_power = Some(match g.heat_power {
+                    Some((pt, s)) if ts > pt => {
+                        let a = 1.0 - (-((ts - pt) as f64) / DIE_POWER_TAU_MS).exp();
+                        (ts, s + (p - s) * a)
+                    }
+                    Some(prev) => prev,
+                    None => (ts, p),
+                });
                 g.thermal_power = Some(match g.thermal_power {
                     Some((pt, s)) if ts > pt => {
                         let a = 1.0 - (-((ts - pt) as f64) / THERMAL_TAU_MS).exp();
@@ -991,8 +1041,12 @@ impl Analyzer for AnomalyAnalyzer {
             // A die that keeps heating while its (smoothed) power does not rise has lost
             // cooling; no load change explains it, and it needs no peers to see.
             if let Some(t) = row.get(&FieldName::Dcgm(DcgmField::GpuTemp)).filter(|t| t.is_finite()) {
-                let p = g.thermal_power.map_or(f64::NAN, |(_, p)| p);
-                g.die_rise.observe(t, p);
+                let history = g.power_since_ms.is_some_and(|s| ts - s >= DIE_POWER_HISTORY_MS);
+                let (p, heat) = match (g.thermal_power, g.heat_power) {
+                    (Some((_, p)), Some((_, h))) if history => (p, h),
+                    _ => (f64::NAN, f64::NAN),
+                };
+                g.die_rise.observe(ts, t, p, heat, power.unwrap_or(f64::NAN));
             }
         }
         for (name, v) in &row.values {
@@ -1029,6 +1083,9 @@ impl Analyzer for AnomalyAnalyzer {
             }
             for (wi, fs) in g.fields.iter().enumerate() {
                 let Some(fs) = fs else { continue };
+                if WORKLOAD_SET.contains(&WATCHED[wi].field) {
+                    continue;
+                }
                 if fs.active_since.is_none() {
                     continue;
                 }
@@ -1059,12 +1116,18 @@ impl Analyzer for AnomalyAnalyzer {
             let DieRise {
                 acc,
                 last_t: t,
-                start_power: p,
+                start_ms,
+                start_heat,
+                power_lo,
+                power_hi,
                 ..
             } = rise;
             let summary = format!(
-                "{} climbed {acc:.0} °C to {t:.0} while the GPU's power did not rise ({p:.0} W): cooling is not keeping up",
-                DcgmField::GpuTemp.as_str()
+                "{} climbed {acc:.0} °C to {t:.0} over {} s while the GPU's power, averaged over 5 minutes, did not \
+                 rise ({start_heat:.0} W at the start; readings between {power_lo:.0} and {power_hi:.0} W): the die \
+                 heats with no more power to explain it, so cooling is not keeping up",
+                DcgmField::GpuTemp.as_str(),
+                (now_ms - start_ms).max(0) / 1000,
             );
             let evidence = vec![Evidence {
                 signal: DcgmField::GpuTemp.as_str().to_string(),
@@ -1159,6 +1222,13 @@ struct DieRise {
     last_t: f64,
     /// Smoothed power when the climb started (W).
     start_power: f64,
+    /// Heat input (long average of power) when the climb started (W).
+    start_heat: f64,
+    /// Data time of the climb's first reading.
+    start_ms: TimestampMs,
+    /// Lowest and highest raw board power read during the climb (W).
+    power_lo: f64,
+    power_hi: f64,
     /// The last two per-reading climbs (older first), for the projection.
     steps: (f64, f64),
 }
@@ -1169,23 +1239,43 @@ impl Default for DieRise {
             acc: 0.0,
             last_t: f64::NAN,
             start_power: f64::NAN,
+            start_heat: f64::NAN,
+            start_ms: 0,
+            power_lo: f64::NAN,
+            power_hi: f64::NAN,
             steps: (f64::NAN, f64::NAN),
         }
     }
 }
 
 impl DieRise {
-    /// One die reading `t` (°C) at smoothed power `p` (W).
-    fn observe(&mut self, t: f64, p: f64) {
-        let power_rose = p.is_nan() || self.start_power.is_nan() || p > self.start_power * 1.02;
+    /// One die reading `t` (°C) at `ts`, with power smoothed over the die's lag `p`, power
+    /// averaged over `DIE_POWER_TAU_MS` `heat`, and the raw reading `raw` (W; NaN when
+    /// unknown).
+    fn observe(&mut self, ts: TimestampMs, t: f64, p: f64, heat: f64, raw: f64) {
+        // Without power readings nothing can be said about what the power did; a rise of
+        // either the short or the long average explains heating.
+        let power_rose = p.is_nan()
+            || raw.is_nan()
+            || heat.is_nan()
+            || self.start_power.is_nan()
+            || p > self.start_power * 1.02
+            || heat > self.start_heat * 1.02;
+        let (lo, hi) = (self.power_lo.min(raw), self.power_hi.max(raw));
         if t < self.last_t || power_rose || self.last_t.is_nan() {
             *self = Self {
                 acc: 0.0,
                 last_t: t,
                 start_power: p,
+                start_heat: heat,
+                start_ms: ts,
+                power_lo: raw,
+                power_hi: raw,
                 steps: (f64::NAN, f64::NAN),
             };
         } else {
+            self.power_lo = lo;
+            self.power_hi = hi;
             let step = t - self.last_t;
             self.acc += step;
             self.last_t = t;
@@ -1233,7 +1323,7 @@ mod tests {
         let mut lost = DieRise::default();
         let readings = approach(35.0, 89.4, 10.0, 4);
         for &t in &readings {
-            lost.observe(t, 60.0);
+            lost.observe(0, t, 60.0, 60.0, 60.0);
         }
         assert!(lost.acc >= DIE_RISE_C, "{readings:?}");
         assert!(
@@ -1249,13 +1339,13 @@ mod tests {
         for dt in [10.0, 60.0] {
             let mut ok = DieRise::default();
             for t in approach(53.0, 68.0, dt, 6) {
-                ok.observe(t, 300.0);
+                ok.observe(0, t, 300.0, 300.0, 300.0);
                 let pr = ok.projected();
                 assert!(pr.is_nan() || pr < 75.0, "dt {dt}: projected {pr}");
             }
         }
         // A power rise restarts the climb.
-        lost.observe(70.0, 200.0);
+        lost.observe(0, 70.0, 200.0, 200.0, 200.0);
         assert_eq!(lost.acc, 0.0);
     }
 
@@ -1439,5 +1529,117 @@ mod tests {
             (v, v, v, v)
         });
         assert!(res.iter().flatten().next().is_none(), "{res:?}");
+    }
+
+    /// Runs one GPU at a 10 s step; `f(step)` gives (util, power or NaN for a missing
+    /// field, die temperature). Returns the summaries of the die-climb findings and how
+    /// many separate runs of them there were.
+    fn die_climb_findings(steps: i64, f: impl Fn(i64) -> (f64, f64, f64)) -> (Vec<String>, usize) {
+        let ids = ids(1);
+        let mut a = AnomalyAnalyzer::default();
+        let (mut out, mut runs, mut was) = (Vec::new(), 0, false);
+        for t in 0..steps {
+            let ts = 1_700_000_000_000 + t * 10_000;
+            let (u, p, temp) = f(t);
+            let mut r = row(&ids[0], ts, u, 1980.0, p, temp);
+            r.values.retain(|(_, v)| v.is_finite());
+            a.observe_identity(&ids[0]);
+            a.observe_row(&r);
+            let now: Vec<String> = a
+                .evaluate(ts, &|_| Freshness::Fresh)
+                .into_iter()
+                .filter(|f| f.summary.contains("climbed"))
+                .map(|f| f.summary)
+                .collect();
+            if !now.is_empty() && !was {
+                runs += 1;
+            }
+            was = !now.is_empty();
+            out.extend(now);
+        }
+        (out, runs)
+    }
+
+    /// The wrong diagnosis seen on a throttled miner: power swinging 95 ↔ 616 W while the
+    /// die (and its heatsink) warms up over minutes. The smoothed power at any moment
+    /// says nothing about whether the load explains the heat; no "cooling is not keeping
+    /// up" finding, and so no flapping one.
+    #[test]
+    fn die_climb_under_swinging_power_is_not_blamed_on_cooling() {
+        // Whole degrees, never falling: the heatsink's warm-up (time constant `tau`
+        // steps of 10 s) dominates the readings. From the GPU's first sample, and after
+        // 40 minutes idle at 60 W (the miner starts at step 240).
+        for (idle_steps, tau) in [(0, 30.0), (240, 15.0), (240, 30.0)] {
+            for half_period in [2, 3, 5] {
+                let (found, _) = die_climb_findings(idle_steps + 360, |t| {
+                    if t < idle_steps {
+                        return (0.0, 60.0, 40.0);
+                    }
+                    let k = (t - idle_steps) as f64;
+                    let on = ((t - idle_steps) / half_period) % 2 == 0;
+                    let temp = (45.0 + 40.0 * (1.0 - (-k / tau).exp())).trunc();
+                    if on {
+                        (100.0, 616.0, temp)
+                    } else {
+                        (0.0, 95.0, temp)
+                    }
+                });
+                assert!(
+                    found.is_empty(),
+                    "idle {idle_steps}, tau {tau}, half period {half_period}: {found:?}"
+                );
+            }
+        }
+    }
+
+    /// On/off load with long phases: the die heats after each power step and cools after
+    /// each drop. Every climb follows a rise in power.
+    #[test]
+    fn die_climb_after_a_load_step_is_not_blamed_on_cooling() {
+        let (found, _) = die_climb_findings(360, |t| {
+            let phase = t % 120;
+            let on = phase < 60;
+            let k = (phase % 60) as f64;
+            let temp = if on {
+                35.0 + 45.0 * (1.0 - (-k / 4.5).exp())
+            } else {
+                35.0 + 45.0 * (-k / 4.5).exp()
+            };
+            (
+                if on { 100.0 } else { 0.0 },
+                if on { 600.0 } else { 80.0 },
+                temp.trunc(),
+            )
+        });
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    /// Lost cooling at a steady load: found, and the explanation states the power range
+    /// it saw and over how long the die climbed, so it can be checked against the data.
+    #[test]
+    fn die_climb_at_flat_power_names_the_power_range_and_missing_power_says_nothing() {
+        let climb = |t: i64| {
+            let temp = if t < 100 {
+                62.0 + wobble(0, t)
+            } else {
+                (62.0 + 30.0 * (1.0 - (-((t - 100) as f64) / 12.0).exp())).trunc()
+            };
+            (98.0, 400.0 + 4.0 * wobble(1, t), temp)
+        };
+        let (found, runs) = die_climb_findings(160, climb);
+        assert!(!found.is_empty(), "lost cooling at flat power must be found");
+        let s = &found[0];
+        assert!(
+            s.contains("between 39") && s.contains(" and 40") && s.contains("averaged over 5 minutes"),
+            "{s}"
+        );
+        assert!(s.contains(" s while"), "{s}");
+        assert_eq!(runs, 1, "one finding, not a flapping one: {found:?}");
+        // The same climb without any power field: "power did not rise" cannot be said.
+        let (found, _) = die_climb_findings(160, |t| {
+            let (u, _, temp) = climb(t);
+            (u, f64::NAN, temp)
+        });
+        assert!(found.is_empty(), "{found:?}");
     }
 }

@@ -281,7 +281,7 @@ pub struct SimArgs {
     pub fault_rate_multiplier: Option<f64>,
     /// Inject a fault at start: GPU_UUID=KIND (repeatable). KIND: ecc-dbe, row-remap-failure,
     /// fallen-off-bus, app-xid, thermal, power-brake, nvlink-errors, pcie-replay, straggler,
-    /// miner, miner-throttled, unapproved-namespace.
+    /// miner, miner-throttled, unapproved-namespace, miner-in-job (needs a labelled job on the GPU).
     #[arg(long, value_name = "GPU=KIND")]
     pub inject: Vec<String>,
 }
@@ -374,6 +374,10 @@ pub enum BenchCommand {
     /// Fault detection on simulated fleets: recall, precision and delay per fault kind, and
     /// false incidents on fault-free fleets, for the health rules, the anomaly detectors and both.
     Detect(BenchDetectArgs),
+    /// False incidents on real production traffic: replays the GenTD26 trace (per-pod GPU
+    /// utilisation and memory) as dcgm-exporter pages through the analysis `run` uses and
+    /// counts incidents per 1,000 GPU-hours (goal: at most 1).
+    Replay(BenchReplayArgs),
     /// Failure prediction on held-out simulated histories: ROC-AUC, PR-AUC, precision and
     /// recall, lead times, against a rule baseline and random; and the cost of scoring a
     /// 10,000-GPU fleet.
@@ -429,6 +433,29 @@ pub struct BenchDetectArgs {
     /// Hours of each fault-free fleet.
     #[arg(long, default_value_t = 12.0)]
     pub clean_hours: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchReplayArgs {
+    /// Folder with the GenTD26 half (pod_gpu_duty_cycle.dev-half.csv,
+    /// pod_gpu_memory_used_bytes.dev-half.csv).
+    #[arg(long, default_value = "../shared/data/alibaba-gentd26")]
+    pub data: PathBuf,
+    /// Pods (GPUs, in sorted order) put on each node; the trace has no nodes.
+    #[arg(long, default_value_t = 8)]
+    pub gpus_per_node: usize,
+    /// Replay only the first N pods (sorted).
+    #[arg(long)]
+    pub max_gpus: Option<usize>,
+    /// Replay only the first H hours of the trace.
+    #[arg(long)]
+    pub hours: Option<f64>,
+    /// Acceptance: incidents per 1,000 GPU-hours at most this (exit status 1 above it).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_rate: f64,
+    /// Print this many incidents (rule, severity, node, summary).
+    #[arg(long, default_value_t = 20)]
+    pub show: usize,
 }
 
 #[derive(Debug, Args)]

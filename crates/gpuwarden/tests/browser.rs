@@ -136,3 +136,72 @@ async fn web_ui_works_in_a_real_browser() {
     println!("{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "browser test failed: {}", out.status);
 }
+
+/// A GPU with an open critical security incident is not shown as healthy: a miner is
+/// planted through the simulator (speed 10, so the rule's minutes pass in seconds), and
+/// once its critical `sec.mining.telemetry` incident is open the API's `status` of that
+/// GPU is `unhealthy` (its `health` stays the measured one) and
+/// `tests/browser/status.test.mjs` checks the tile and the GPU page in Chromium.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpu_with_an_open_critical_security_incident_is_not_shown_healthy() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        assert!(
+            !tools_required(),
+            "browser test needs: {} (GPUWARDEN_REQUIRE_TOOLS=1)",
+            missing.join(", ")
+        );
+        eprintln!("SKIPPED status browser test: missing {}", missing.join(", "));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let gw = common::start_simulated(dir.path(), 5, 10).await;
+    let gpus = wait_for(Duration::from_secs(30), "32 GPUs", || async {
+        let body = get_json(&format!("{}/api/v1/gpus", gw.base)).await.ok()?;
+        let list = body["gpus"].as_array()?.clone();
+        (list.len() == 32).then_some(list)
+    })
+    .await;
+    let uuid = gpus[3]["identity"]["uuid"].as_str().unwrap().to_string();
+    let (status, body) = common::inject(&gw.base, &uuid, "miner").await;
+    assert_eq!(status, 201, "{body}");
+    wait_for(Duration::from_secs(120), "an open critical mining incident", || async {
+        let url = format!("{}/api/v1/incidents?state=open&gpu={uuid}", gw.base);
+        let body = get_json(&url).await.ok()?;
+        body["incidents"]
+            .as_array()?
+            .iter()
+            .any(|i| i["rule"] == "sec.mining.telemetry" && i["severity"] == "critical")
+            .then_some(())
+    })
+    .await;
+    let gpu = get_json(&format!("{}/api/v1/gpus/{uuid}", gw.base)).await.unwrap();
+    assert_eq!(gpu["status"]["state"], "unhealthy", "{gpu}");
+    assert!(
+        gpu["status"]["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["rule"] == "sec.mining.telemetry"),
+        "{gpu}"
+    );
+    println!("health alone: {} {}", gpu["health"]["state"], gpu["health"]["score"]);
+
+    let script = repo_root().join("tests/browser/status.test.mjs");
+    let run = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(&gw.base)
+        .arg(&uuid)
+        .env("CHROMIUM", chromium())
+        .env("GPUWARDEN_SCREENSHOTS", repo_root().join("target/browser-screenshots"))
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(SCRIPT_TIMEOUT, run)
+        .await
+        .unwrap_or_else(|_| panic!("browser test did not finish within {SCRIPT_TIMEOUT:?}"))
+        .expect("run node");
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    println!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "status browser test failed: {}", out.status);
+}

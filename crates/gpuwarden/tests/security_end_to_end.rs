@@ -67,3 +67,56 @@ async fn planted_miner_and_unapproved_namespace_open_security_incidents() {
     let ns = incident(&gw.base, &other, "sec.use.unapproved_namespace").await;
     assert!(ns["summary"].as_str().unwrap().contains("is not approved"), "{ns}");
 }
+
+/// A miner started inside a running job's pod (the simulator's `miner-in-job`: same
+/// workload labels, telemetry turned into a hashing loop). The job's earlier samples
+/// (GB/s of PCIe or NVLink) are still in the rule's 10-minute window; the incident must
+/// open less than 5 minutes of data time after the first mining sample all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn miner_hidden_in_a_running_jobs_pod_opens_a_critical_incident_within_five_minutes() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start_simulated(dir.path(), 7, 10).await;
+    // Let the jobs run for a while (one second of wall time is ten of data time), so the
+    // host job's own traffic fills the rule's window before the miner starts.
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    let gpus = wait_for(Duration::from_secs(30), "32 GPUs", || async {
+        let body = get_json(&format!("{}/api/v1/gpus", gw.base)).await.ok()?;
+        let list = body["gpus"].as_array()?.clone();
+        (list.len() == 32).then_some(list)
+    })
+    .await;
+    let labelled: Vec<(String, Value)> = gpus
+        .iter()
+        .filter(|g| !g["identity"]["workload"]["pod"].is_null() || !g["identity"]["workload"]["job"].is_null())
+        .map(|g| {
+            (
+                g["identity"]["uuid"].as_str().unwrap().to_string(),
+                g["identity"]["workload"].clone(),
+            )
+        })
+        .collect();
+    assert!(!labelled.is_empty(), "no GPU runs a labelled job: {gpus:?}");
+    // The first labelled GPU whose job is still running takes the miner.
+    let mut planted = None;
+    for (uuid, workload) in &labelled {
+        let (status, label) = inject(&gw.base, uuid, "miner-in-job").await;
+        if status == 201 {
+            planted = Some((uuid.clone(), workload.clone(), label));
+            break;
+        }
+    }
+    let (uuid, workload, label) = planted.expect("a labelled GPU to hide a miner in");
+    let start_ms = label["start_ms"].as_i64().unwrap();
+
+    let mining = incident(&gw.base, &uuid, "sec.mining.telemetry").await;
+    assert_eq!(mining["severity"], "critical", "{mining}");
+    let delay = mining["opened_ms"].as_i64().unwrap() - start_ms;
+    assert!(
+        delay < 5 * 60_000,
+        "mining incident {delay} ms of data time after the first mining sample"
+    );
+    // Still the job's labels: the miner did not change them.
+    let now = get_json(&format!("{}/api/v1/gpus/{uuid}", gw.base)).await.unwrap();
+    let pod_now = &now["identity"]["workload"]["pod"];
+    assert_eq!(pod_now, &workload["pod"], "{now}");
+}

@@ -37,6 +37,10 @@ pub enum FaultKind {
     MinerThrottled,
     /// GPU used by a Kubernetes namespace that is not approved.
     UnapprovedNamespace,
+    /// A miner started inside a running job's pod: the GPU keeps the job's workload
+    /// labels while its telemetry turns into a hashing loop. Only injected on purpose
+    /// (no random rate), on a GPU that runs a job.
+    MinerInJob,
 }
 
 impl FaultKind {
@@ -53,6 +57,7 @@ impl FaultKind {
         FaultKind::Miner,
         FaultKind::MinerThrottled,
         FaultKind::UnapprovedNamespace,
+        FaultKind::MinerInJob,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -69,6 +74,7 @@ impl FaultKind {
             FaultKind::Miner => "miner",
             FaultKind::MinerThrottled => "miner-throttled",
             FaultKind::UnapprovedNamespace => "unapproved-namespace",
+            FaultKind::MinerInJob => "miner-in-job",
         }
     }
 
@@ -96,7 +102,7 @@ impl fmt::Display for FaultKind {
 
 /// Error for a fault name that is not one of [`FaultKind::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown fault kind '{0}': expected one of ecc-dbe, row-remap-failure, fallen-off-bus, app-xid, thermal, power-brake, nvlink-errors, pcie-replay, straggler, miner, miner-throttled, unapproved-namespace")]
+#[error("unknown fault kind '{0}': expected one of ecc-dbe, row-remap-failure, fallen-off-bus, app-xid, thermal, power-brake, nvlink-errors, pcie-replay, straggler, miner, miner-throttled, unapproved-namespace, miner-in-job")]
 pub struct UnknownFaultKind(pub String);
 
 impl FromStr for FaultKind {

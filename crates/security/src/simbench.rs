@@ -61,6 +61,7 @@ const SCENARIOS: &[&str] = &[
     "miner",
     "miner-throttled",
     "miner-intermittent",
+    "miner-in-job",
     "unapproved-namespace",
     "drift-power-limit",
     "drift-ecc",
@@ -321,6 +322,30 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(f64)) -> BenchReport {
                         {
                             episodes[i].start = l.start_ms;
                             pending.push(i);
+                        }
+                    }
+                }
+                "miner-in-job" => {
+                    // Hidden in a running job's pod: the planned GPU if it runs a
+                    // labelled job now, else the next candidate that does.
+                    fleet.advance_to(at);
+                    let k0 = candidates.iter().position(|&c| c == gpu).unwrap_or(0);
+                    let host = (0..candidates.len())
+                        .map(|i| candidates[(k0 + i) % candidates.len()])
+                        .find(|&g| {
+                            fleet.workload(g).is_some_and(|w| !w.is_empty())
+                                && !episodes.iter().any(|e| e.gpu == g && e.end + GRACE_MS > at)
+                        });
+                    if let Some(host) = host {
+                        if let Ok(l) = fleet.inject(&infos[host].uuid, FaultKind::MinerInJob, at) {
+                            episodes.push(Episode {
+                                gpu: host,
+                                variant: "miner-in-job",
+                                start: l.start_ms,
+                                end: l.start_ms + 2 * HOUR,
+                                expected: vec![crate::rules::mining::ID],
+                                acceptable: vec![crate::rules::behaviour::ID],
+                            });
                         }
                     }
                 }

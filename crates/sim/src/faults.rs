@@ -48,6 +48,8 @@ pub const fn default_rate_per_gpu_year(kind: FaultKind) -> f64 {
         FaultKind::NvlinkErrors => 0.0144,
         // Abuse: no published rate; low enough that a real-rate fleet rarely sees one.
         FaultKind::Miner | FaultKind::MinerThrottled | FaultKind::UnapprovedNamespace => 0.01,
+        // Planted on purpose only: it needs a running job to hide in.
+        FaultKind::MinerInJob => 0.0,
     }
 }
 
@@ -70,7 +72,7 @@ pub fn random_duration_ms(kind: FaultKind, rng: &mut ChaCha8Rng) -> Option<i64> 
         FaultKind::NvlinkErrors => (10 * MIN, HOUR),
         FaultKind::PcieReplay => (5 * MIN, 30 * MIN),
         FaultKind::Straggler => (30 * MIN, 2 * HOUR),
-        FaultKind::Miner | FaultKind::MinerThrottled => (HOUR, 6 * HOUR),
+        FaultKind::Miner | FaultKind::MinerThrottled | FaultKind::MinerInJob => (HOUR, 6 * HOUR),
         FaultKind::UnapprovedNamespace => (30 * MIN, 3 * HOUR),
     };
     Some(rng.random_range(lo..hi))
@@ -86,7 +88,7 @@ pub const fn default_injected_duration_ms(kind: FaultKind) -> Option<i64> {
         FaultKind::PowerBrake => Some(5 * MIN),
         FaultKind::NvlinkErrors | FaultKind::PcieReplay => Some(30 * MIN),
         FaultKind::Straggler => Some(HOUR),
-        FaultKind::Miner | FaultKind::MinerThrottled => Some(2 * HOUR),
+        FaultKind::Miner | FaultKind::MinerThrottled | FaultKind::MinerInJob => Some(2 * HOUR),
         FaultKind::UnapprovedNamespace => Some(HOUR),
     }
 }
@@ -238,7 +240,7 @@ pub fn tick(
             fx.sm_factor *= 0.5 + 0.5 * f.factor;
         }
         // Abuse scenarios act through the job they planted.
-        FaultKind::Miner | FaultKind::MinerThrottled | FaultKind::UnapprovedNamespace => {}
+        FaultKind::Miner | FaultKind::MinerThrottled | FaultKind::MinerInJob | FaultKind::UnapprovedNamespace => {}
     }
 }
 

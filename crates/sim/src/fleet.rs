@@ -397,7 +397,10 @@ impl Fleet {
             // episode.
             let in_episode = self.precursors[gi].is_some();
             let spec = g.model.spec();
-            let kinds = FaultKind::ALL.iter().filter(|k| faults::applicable(**k, spec).is_ok());
+            // Kinds without a rate (planted on purpose only) are never drawn.
+            let kinds = FaultKind::ALL
+                .iter()
+                .filter(|k| faults::applicable(**k, spec).is_ok() && faults::default_rate_per_gpu_year(**k) > 0.0);
             // Hard failures scale with the board's wear (1 when wear-out is off).
             let hazard = self.wear.get(gi).map_or(1.0, faults::wear_hazard);
             let rate =
@@ -618,6 +621,28 @@ impl Fleet {
                         account: None,
                     };
                 }
+                self.install_job(job);
+                fault.job = Some(id);
+            }
+            FaultKind::MinerInJob => {
+                // The miner takes the GPU out of its job but keeps the job's labels: the
+                // exporter still attributes the GPU to the same pod.
+                let Some(workload) = self.gpus[gi]
+                    .job
+                    .and_then(|id| self.jobs.get(&id))
+                    .map(|j| j.workload.clone())
+                    .filter(|w| !w.is_empty())
+                else {
+                    return Err(SimError::NotApplicable {
+                        gpu: label.gpu,
+                        kind,
+                        reason: "the GPU runs no labelled job for a miner to hide in",
+                    });
+                };
+                let id = self.next_job_id();
+                let mut job = workload::draw_job(&mut self.rng, id, Profile::Miner, node, vec![gi], now);
+                job.end_ms = None;
+                job.workload = workload;
                 self.install_job(job);
                 fault.job = Some(id);
             }

@@ -211,6 +211,32 @@ fn throttled_miner_toggles_about_half_the_time() {
     assert!(flips >= 8, "only {flips} on/off flips in 10 min");
 }
 
+/// A miner inside a running job's pod: same labels as the job, a hashing loop's
+/// telemetry (pinned SMs, no interconnect traffic); refused on a GPU with no job.
+#[test]
+fn miner_in_job_keeps_the_jobs_labels_and_drops_its_traffic() {
+    let mut f = fleet();
+    let uuid = f.gpus()[GPU].uuid.clone();
+    if f.workload(GPU).is_none() {
+        assert!(
+            f.inject(&uuid, FaultKind::MinerInJob, f.now_ms()).is_err(),
+            "no job to hide in"
+        );
+        inject(&mut f, GPU, FaultKind::UnapprovedNamespace);
+    }
+    let before = f.workload(GPU).cloned().unwrap();
+    f.advance_to(f.now_ms() + 60_000);
+    let t0 = f.now_ms();
+    f.inject(&uuid, FaultKind::MinerInJob, t0).unwrap();
+    for i in 1..=20 {
+        f.advance_to(t0 + i * 15_000);
+        assert_eq!(f.workload(GPU), Some(&before), "labels unchanged");
+        assert!(v(&f, GPU, F::ProfSmActive) > 0.9);
+        assert!(v(&f, GPU, F::ProfPcieRxBytes) < 1e5);
+        assert!(v(&f, GPU, F::ProfNvlinkTxBytes) < 1e5);
+    }
+}
+
 #[test]
 fn unapproved_namespace_shows_in_pod_labels() {
     let mut f = fleet();
@@ -229,6 +255,15 @@ fn unapproved_namespace_shows_in_pod_labels() {
 fn every_kind_injects_and_gets_a_label() {
     for &kind in FaultKind::ALL {
         let mut f = fleet();
+        if kind == FaultKind::MinerInJob {
+            // Needs a job to hide in: give the GPU one first.
+            inject(&mut f, GPU, FaultKind::UnapprovedNamespace);
+            let uuid = f.gpus()[GPU].uuid.clone();
+            f.inject(&uuid, kind, f.now_ms()).unwrap();
+            assert_eq!(f.labels().len(), 2);
+            assert!(f.inject(&uuid, kind, f.now_ms()).is_err(), "{kind} twice at once");
+            continue;
+        }
         inject(&mut f, GPU, kind);
         assert_eq!(f.labels().len(), 1);
         let uuid = f.gpus()[GPU].uuid.clone();

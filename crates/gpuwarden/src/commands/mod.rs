@@ -40,6 +40,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Bench(BenchCommand::Nab(args)) => bench::nab(args),
         Command::Bench(BenchCommand::Detect(args)) => bench::detect(args),
         Command::Bench(BenchCommand::Predict(args)) => bench::predict(args),
+        Command::Bench(BenchCommand::Replay(args)) => bench::replay(args),
         Command::Dashboards(DashboardsCommand::Export(args)) => dashboards::export(args),
         Command::Xid(args) => xid::xid(args),
         Command::Train(args) => train::train(args),

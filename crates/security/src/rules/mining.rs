@@ -20,6 +20,7 @@ pub const PARAMS: &[&str] = &[
     "nvlink_max_bytes_per_s",
     "power_cv_max",
     "sm_std_max",
+    "segment_min_seconds",
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -36,6 +37,14 @@ fn mean_std(xs: &[f64]) -> (f64, f64) {
     (m, v.sqrt())
 }
 
+fn state(rule: &Rule, f: &Feat) -> State {
+    match (f.sm, f.dram) {
+        (Some(sm), Some(d)) if sm >= rule.p("sm_active_min") && d >= rule.p("dram_active_min") => State::On,
+        (Some(sm), _) if sm <= rule.p("idle_sm_max") => State::Idle,
+        _ => State::Other,
+    }
+}
+
 pub fn evaluate(rule: &Rule, ctx: &Ctx) -> Option<Hit> {
     let g = ctx.gpu;
     if ctx.policy.allowlisted(g.workload()) {
@@ -43,12 +52,44 @@ pub fn evaluate(rule: &Rule, ctx: &Ctx) -> Option<Hit> {
     }
     let gap = ms(rule.p("max_gap_seconds"), 1e3);
     let run = g.recent_run(ctx.now, ms(rule.p("window_minutes"), 60e3), gap);
-    let state = |f: &Feat| match (f.sm, f.dram) {
-        (Some(sm), Some(d)) if sm >= rule.p("sm_active_min") && d >= rule.p("dram_active_min") => State::On,
-        (Some(sm), _) if sm <= rule.p("idle_sm_max") => State::Idle,
-        _ => State::Other,
-    };
-    let (on_n, on_ms) = time_in_state(&run, gap, |f| state(f) == State::On);
+    if let Some(hit) = judge(rule, &run, gap, ctx.now) {
+        return Some(hit);
+    }
+    // A change of behaviour under the same labels is a new segment: a miner started
+    // inside a running job's pod must not wait for the job's earlier samples (data
+    // loader traffic, varying load) to leave the window. The segment is what follows the
+    // last sample that no miner produces (interconnect traffic above the limits, or load
+    // that is neither pinned nor idle); because it is a suffix chosen after the fact, it
+    // must have lasted `segment_min_seconds` before it may condemn.
+    let cut = run.iter().rposition(|f| {
+        state(rule, f) == State::Other
+            || f.pcie_bps.is_some_and(|b| b > rule.p("pcie_max_bytes_per_s"))
+            || f.nvlink_bps.is_some_and(|b| b > rule.p("nvlink_max_bytes_per_s"))
+    })?;
+    let segment = &run[cut + 1..];
+    let (first, last) = (segment.first()?, segment.last()?);
+    if ((last.ts_ms - first.ts_ms) as f64) < rule.p("segment_min_seconds") * 1e3 {
+        return None;
+    }
+    let mut hit = judge(rule, segment, gap, ctx.now)?;
+    let changed_s = (ctx.now - first.ts_ms) / 1000;
+    hit.summary.push_str(&format!(
+        "; the GPU's behaviour changed {changed_s} s ago under the same workload labels (the samples before had \
+         interconnect traffic or varying load), so only the {} samples since then are judged",
+        segment.len()
+    ));
+    hit.labels
+        .push(("gpuwarden.mining.segment".into(), "behaviour-change".into()));
+    Some(hit)
+}
+
+/// The rule's condition on one contiguous run of samples.
+fn judge(rule: &Rule, run: &[Feat], gap: i64, now: gpuwarden_model::TimestampMs) -> Option<Hit> {
+    if run.is_empty() {
+        return None;
+    }
+    let state = |f: &Feat| state(rule, f);
+    let (on_n, on_ms) = time_in_state(run, gap, |f| state(f) == State::On);
     if (on_n as f64) < rule.p("min_on_samples") || (on_ms as f64) < rule.p("min_on_seconds") * 1e3 {
         return None;
     }
@@ -99,7 +140,6 @@ pub fn evaluate(rule: &Rule, ctx: &Ctx) -> Option<Hit> {
         "intermittent"
     };
     let span_s = (run[run.len() - 1].ts_ms - run[0].ts_ms) / 1000;
-    let now = ctx.now;
     Some(Hit {
         summary: format!(
             "mining signature ({variant}): SM active {sm_mean:.2} and DRAM active {dram_mean:.2} in {on_n} of {} samples \
@@ -176,6 +216,76 @@ mod tests {
             }
         });
         assert!(at.is_some_and(|ms| ms <= 3 * 60_000), "{at:?}");
+    }
+
+    /// A miner started inside a running job's pod, labels unchanged: the job's earlier
+    /// samples (GB/s of PCIe and NVLink) must not hold the conclusion back for a window.
+    #[test]
+    fn miner_hidden_in_a_running_job_is_found_within_five_minutes() {
+        for step in [10_000, 20_000, 30_000, 60_000] {
+            let mut t = Tk::new(super::ID);
+            t.set_workload(Some("ml-training"), Some("llm-pretrain-0"), None);
+            assert_eq!(t.feed_until(20 * 60_000, step, training), None, "the job alone");
+            let first = t.now + step;
+            // Five minutes of mining: well inside the job's 10-minute window, so only
+            // the new segment can have concluded.
+            let at = t.feed_more(5 * 60_000 - step, step, miner_on);
+            let delay = at.map(|a| a - first);
+            assert!(delay.is_some_and(|d| d < 5 * 60_000), "step {step}: {delay:?}");
+            let f = t.last.clone().unwrap();
+            assert!(f.summary.contains("behaviour changed"), "{}", f.summary);
+            assert_eq!(
+                f.labels.get("gpuwarden.mining.segment").map(String::as_str),
+                Some("behaviour-change")
+            );
+        }
+    }
+
+    #[test]
+    fn throttled_miner_hidden_in_a_running_job_is_found_within_five_minutes() {
+        let mut t = Tk::new(super::ID);
+        t.set_workload(Some("inference"), Some("serve-7"), None);
+        t.feed_until(20 * 60_000, STEP, training);
+        let first = t.now + STEP;
+        let at = t.feed_more(15 * 60_000, STEP, |ts| {
+            if ((ts - first) / 1000) % 60 < 30 {
+                miner_on(ts)
+            } else {
+                idle(ts)
+            }
+        });
+        let delay = at.map(|a| a - first);
+        assert!(delay.is_some_and(|d| d < 5 * 60_000), "{delay:?}");
+    }
+
+    /// The hard legitimate case for the segment: a memory-bound job whose data loader
+    /// moves a batch every few minutes, with quiet, flat compute in between. Quiet spells
+    /// shorter than `segment_min_seconds` are not a new segment.
+    #[test]
+    fn job_with_quiet_spells_between_transfers_is_not_mining() {
+        for quiet_s in [60, 90, 120] {
+            let mut t = Tk::new(super::ID);
+            t.set_workload(Some("ml-training"), Some("resident-0"), None);
+            let period = (quiet_s + 20) * 1000;
+            let at = t.feed_until(2 * 60 * 60_000, 10_000, |ts| {
+                let mut r = miner_on(ts);
+                if ts % period < 20_000 {
+                    set(&mut r, F::ProfPcieRxBytes, 2e9);
+                }
+                r
+            });
+            assert_eq!(at, None, "quiet spells of {quiet_s} s");
+        }
+    }
+
+    /// A job that ends and leaves the GPU idle under the same labels is a change of
+    /// behaviour too, but idle is not mining.
+    #[test]
+    fn job_going_idle_under_the_same_labels_is_not_mining() {
+        let mut t = Tk::new(super::ID);
+        t.set_workload(Some("ml-training"), Some("llm-pretrain-0"), None);
+        t.feed_until(20 * 60_000, STEP, training);
+        assert_eq!(t.feed_more(30 * 60_000, STEP, idle), None);
     }
 
     #[test]

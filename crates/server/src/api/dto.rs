@@ -3,7 +3,9 @@
 //! OpenAPI schema.
 
 use gpuwarden_detect::{Deduction, GpuHealth};
-use gpuwarden_model::{Dimension, Evidence, Finding, Freshness, GpuIdentity, HealthState, Incident};
+use gpuwarden_model::{
+    Dimension, Evidence, Finding, FindingKind, Freshness, GpuIdentity, HealthState, Incident, IncidentState, Severity,
+};
 use gpuwarden_pipeline::GpuView;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -94,7 +96,104 @@ impl Health {
     }
 }
 
-/// A GPU as the API shows it: identity, freshness, latest values and health.
+/// An unresolved incident of a GPU, as its status shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StatusIncident {
+    pub id: String,
+    pub rule: String,
+    pub kind: FindingKind,
+    pub severity: Severity,
+    pub state: IncidentState,
+    pub summary: String,
+    pub opened_ms: i64,
+}
+
+/// What a GPU's tile, page and API state say about it as a whole: its health, raised by
+/// its unresolved incidents of the other kinds (security, failure prediction, anomaly),
+/// which the health score does not count. A GPU with an open critical cryptomining
+/// incident is not "healthy" however well its hardware does.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct GpuStatus {
+    /// `unknown` whenever the data is stale (as `health.state`); otherwise the worse of
+    /// `health.state` and what the incidents imply: `unhealthy` for an unresolved
+    /// critical or fatal incident, `degraded` for a warning one (info incidents do not
+    /// change it).
+    pub state: HealthState,
+    /// Why `state` is worse than `health.state` (the worst incident), null when it is not.
+    pub reason: Option<String>,
+    /// Unresolved incidents of the GPU other than health ones, worst first (at most 10).
+    pub incidents: Vec<StatusIncident>,
+}
+
+/// Rank for "worst first": lower is worse.
+pub fn state_rank(s: HealthState) -> u8 {
+    match s {
+        HealthState::Unhealthy => 0,
+        HealthState::Degraded => 1,
+        HealthState::Unknown => 2,
+        HealthState::Healthy => 3,
+    }
+}
+
+impl GpuStatus {
+    /// The status of a GPU with `health`, fresh or `stale`, and its unresolved `incidents`
+    /// (any kind; health incidents are left out, the score already counts their findings).
+    pub fn new(health: &Health, stale: bool, incidents: &[&Incident]) -> GpuStatus {
+        let mut list: Vec<&Incident> = incidents
+            .iter()
+            .copied()
+            .filter(|i| i.kind != FindingKind::Health && i.state != IncidentState::Resolved)
+            .collect();
+        list.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.opened_ms.cmp(&b.opened_ms)));
+        list.truncate(10);
+        let implied = |sev: Severity| match sev {
+            Severity::Critical | Severity::Fatal => Some(HealthState::Unhealthy),
+            Severity::Warning => Some(HealthState::Degraded),
+            Severity::Info => None,
+        };
+        let worst = list.first().and_then(|i| implied(i.severity).map(|s| (s, *i)));
+        let (state, reason) = match worst {
+            _ if stale => (HealthState::Unknown, None),
+            Some((s, i)) if state_rank(s) < state_rank(health.state) => (
+                s,
+                Some(format!(
+                    "open {} {} incident: {}",
+                    i.severity.as_str(),
+                    kind_word(i.kind),
+                    i.summary
+                )),
+            ),
+            _ => (health.state, None),
+        };
+        GpuStatus {
+            state,
+            reason,
+            incidents: list
+                .into_iter()
+                .map(|i| StatusIncident {
+                    id: i.id.clone(),
+                    rule: i.rule.clone(),
+                    kind: i.kind,
+                    severity: i.severity,
+                    state: i.state,
+                    summary: i.summary.clone(),
+                    opened_ms: i.opened_ms,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn kind_word(k: FindingKind) -> &'static str {
+    match k {
+        FindingKind::Health => "health",
+        FindingKind::Anomaly => "anomaly",
+        FindingKind::Prediction => "failure-risk",
+        FindingKind::Security => "security",
+    }
+}
+
+/// A GPU as the API shows it: identity, freshness, latest values, health and status.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct GpuItem {
     pub identity: GpuIdentity,
@@ -107,13 +206,19 @@ pub struct GpuItem {
     pub staleness: Freshness,
     /// Latest value per field (dcgm-exporter names).
     pub latest: BTreeMap<String, f64>,
+    /// The measured health alone (hardware and its rules).
     pub health: Health,
+    /// Health together with the GPU's open security, failure-risk and anomaly incidents:
+    /// what its tile and page show.
+    pub status: GpuStatus,
 }
 
 impl GpuItem {
-    pub fn new(view: GpuView, health: Option<&GpuHealth>, findings: &[&Finding]) -> GpuItem {
+    pub fn new(view: GpuView, health: Option<&GpuHealth>, findings: &[&Finding], incidents: &[&Incident]) -> GpuItem {
         let h = Health::for_gpu(&view, health, findings);
+        let status = GpuStatus::new(&h, view.stale, incidents);
         GpuItem {
+            status,
             identity: view.identity,
             target: view.target,
             last_seen_ms: view.last_seen_ms,

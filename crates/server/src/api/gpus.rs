@@ -10,7 +10,8 @@ use axum::extract::{Path, Query, RawQuery, State};
 use axum::response::Response;
 use axum::Json;
 use gpuwarden_detect::GpuHealth;
-use gpuwarden_model::{Dimension, FieldName, Finding, GpuUuid, HealthState};
+use gpuwarden_incident::IncidentFilter;
+use gpuwarden_model::{Dimension, FieldName, Finding, GpuUuid, HealthState, Incident};
 use gpuwarden_pipeline::analyze::{dimension_field, SCORE_FIELD};
 use gpuwarden_pipeline::GpuView;
 use serde::Deserialize;
@@ -75,17 +76,26 @@ pub(crate) fn all_items(state: &AppState, scope: &CallerScope) -> Vec<GpuItem> {
             findings.entry(g).or_default().push(f);
         }
     }
-    state
-        .live
-        .snapshot(state.clock.now_ms())
-        .into_iter()
-        .filter(|g| scope.allows(&g.identity))
-        .map(|view| {
-            let h = by_uuid.get(&view.identity.uuid).copied();
-            let f = findings.get(&view.identity.uuid).map(Vec::as_slice).unwrap_or(&[]);
-            GpuItem::new(view, h, f)
-        })
-        .collect()
+    state.analysis.with_incidents(|engine| {
+        let mut incidents: HashMap<&GpuUuid, Vec<&Incident>> = HashMap::new();
+        for i in engine.list(&IncidentFilter::active()) {
+            if let Some(g) = &i.gpu {
+                incidents.entry(g).or_default().push(i);
+            }
+        }
+        state
+            .live
+            .snapshot(state.clock.now_ms())
+            .into_iter()
+            .filter(|g| scope.allows(&g.identity))
+            .map(|view| {
+                let h = by_uuid.get(&view.identity.uuid).copied();
+                let f = findings.get(&view.identity.uuid).map(Vec::as_slice).unwrap_or(&[]);
+                let i = incidents.get(&view.identity.uuid).map(Vec::as_slice).unwrap_or(&[]);
+                GpuItem::new(view, h, f, i)
+            })
+            .collect()
+    })
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -163,7 +173,16 @@ pub async fn get_one(
         .iter()
         .filter(|f| f.gpu.as_ref().is_some_and(|g| g.as_str() == uuid))
         .collect();
-    Ok(Json(GpuItem::new(view, health, &findings)))
+    let gpu = GpuUuid::new(&uuid);
+    let item = state.analysis.with_incidents(|engine| {
+        let incidents: Vec<&Incident> = engine
+            .list(&IncidentFilter::active())
+            .into_iter()
+            .filter(|i| i.gpu.as_ref() == Some(&gpu))
+            .collect();
+        GpuItem::new(view, health, &findings, &incidents)
+    });
+    Ok(Json(item))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -349,18 +368,12 @@ pub async fn health_history(
     }))
 }
 
-/// Sort key: unhealthy first, then degraded, unknown, healthy; lower score first.
+/// Sort key: by status (health with open incidents), unhealthy first, then degraded,
+/// unknown, healthy; lower score first.
 pub(crate) fn worst_first(items: &mut [GpuItem]) {
-    fn rank(s: HealthState) -> u8 {
-        match s {
-            HealthState::Unhealthy => 0,
-            HealthState::Degraded => 1,
-            HealthState::Unknown => 2,
-            HealthState::Healthy => 3,
-        }
-    }
+    use super::dto::state_rank as rank;
     items.sort_by(|a, b| {
-        rank(a.health.state).cmp(&rank(b.health.state)).then(
+        rank(a.status.state).cmp(&rank(b.status.state)).then(
             a.health
                 .score
                 .unwrap_or(f64::MAX)

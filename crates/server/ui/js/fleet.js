@@ -1,5 +1,6 @@
-// Fleet page (#/): counts by health state, open incidents by severity and GPUs by failure
-// risk at the top, then every GPU as a tile coloured by state, grouped by node; nodes and
+// Fleet page (#/): counts by state, open incidents by severity and GPUs by failure
+// risk at the top, then every GPU as a tile coloured by its state (health raised by its
+// open security, failure-risk and anomaly incidents), grouped by node; nodes and
 // GPUs worst first. Each tile carries the GPU's failure risk (probability of a hard
 // failure within 24 h and its band) from one fleet-wide GET /api/v1/predictions per
 // refresh; "risk —" when the GPU has no current prediction, nothing when no model runs.
@@ -174,7 +175,9 @@ function tile(g, risk) {
   const id = g.identity;
   const state = gpuState(g);
   const reason = mainReason(g);
-  const label = `GPU ${id.index ?? '?'} on ${id.node}: ${state}, score ${fmtScore(gpuScore(g))}. ${reason}${riskText(id.uuid, risk)}`;
+  const label = `GPU ${id.index ?? '?'} on ${id.node}: ${state}, health score ${fmtScore(gpuScore(g))}. ${reason}${riskText(id.uuid, risk)}`;
+  // Open security / failure-risk / anomaly incidents, worst first: a badge on the tile.
+  const top = (g.status?.incidents ?? [])[0];
   return h(
     'a',
     {
@@ -189,6 +192,7 @@ function tile(g, risk) {
     h('span', { class: 'state' }, state),
     h('span', { class: 'model' }, (id.model ?? 'unknown model').replace(/^NVIDIA /, '')),
     riskBadge(id.uuid, risk),
+    top ? h('span', { class: `incident-badge sev-${top.severity}`, dataset: { kind: top.kind, severity: top.severity } }, `${top.severity} ${top.kind}`) : null,
     state !== 'healthy' ? h('span', { class: 'reason' }, reason) : null,
   );
 }

@@ -14,16 +14,28 @@ const STALENESS = {
   too_old: 'no recent data',
 };
 
-/** The state to show: stale data or no health verdict is "unknown", never healthy. */
-export function gpuState(g) {
+/** The health state alone: stale data or no health verdict is "unknown", never healthy. */
+export function healthState(g) {
   if (g.stale) return 'unknown';
   const s = g.health?.state;
   return STATES.includes(s) ? s : 'unknown';
 }
 
-/** The score to show, or null ("?") when the state is unknown. */
+/**
+ * The state a tile and a GPU page show: health together with the GPU's open security,
+ * failure-risk and anomaly incidents (the API's `status`), so a GPU with an open critical
+ * cryptomining incident is never a green "healthy" tile. Stale is always "unknown".
+ */
+export function gpuState(g) {
+  const h = healthState(g);
+  if (h === 'unknown' && g.stale) return 'unknown';
+  const s = g.status?.state;
+  return STATES.includes(s) && stateRank(s) < stateRank(h) ? s : h;
+}
+
+/** The score to show, or null ("?") when the health state is unknown. */
 export function gpuScore(g) {
-  if (gpuState(g) === 'unknown') return null;
+  if (healthState(g) === 'unknown') return null;
   const s = g.health?.score;
   return typeof s === 'number' ? s : null;
 }
@@ -31,9 +43,10 @@ export function gpuScore(g) {
 /** Rank for "worst first": lower is worse. */
 export const stateRank = (s) => STATES.indexOf(s) < 0 ? STATES.indexOf('unknown') : STATES.indexOf(s);
 
-/** The one-line main reason for a GPU's state. */
+/** The one-line main reason for a GPU's state: an open incident that raised it first. */
 export function mainReason(g) {
   if (g.stale) return `No current data: ${STALENESS[g.staleness] ?? g.staleness}`;
+  if (g.status?.reason && gpuState(g) !== healthState(g)) return g.status.reason;
   const reasons = [...(g.health?.reasons ?? [])].sort((a, b) => b.points - a.points);
   if (reasons.length) return reasons[0].reason;
   if (!g.health) return 'No health verdict yet';

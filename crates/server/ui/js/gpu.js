@@ -8,7 +8,7 @@ import { api } from './api.js';
 import { h, replace, note } from './dom.js';
 import { lineChart } from './charts.js';
 import {
-  DIMENSIONS, gpuState, gpuScore, fmtScore, fmtNum, fmtTime, fmtAgo, fmtIso,
+  DIMENSIONS, gpuState, healthState, gpuScore, fmtScore, fmtNum, fmtTime, fmtAgo, fmtIso,
   fmtEventKind, fmtEventDetail, stalenessText, fmtProb, fmtContribution,
 } from './format.js';
 import { incidentTable } from './incident_table.js';
@@ -217,7 +217,10 @@ function renderIdentity(el, g) {
 }
 
 function renderHealth(el, g) {
-  const state = gpuState(g);
+  // The health panel shows the measured health; the page's badge (and this note) the
+  // GPU's state with its open incidents.
+  const state = healthState(g);
+  const overall = gpuState(g);
   const score = gpuScore(g);
   const dims = g.health?.dimensions ?? {};
   const reasons = g.health?.reasons ?? [];
@@ -229,6 +232,9 @@ function renderHealth(el, g) {
     h('h2', { id: 'h-health' }, 'Health'),
     h('div', { class: `bigscore state-${state}` }, h('span', { id: 'gpu-score', class: 'n' }, fmtScore(score)), h('span', {}, state)),
     why ? h('p', { class: 'muted' }, why) : null,
+    overall !== state
+      ? h('p', { class: `status-note state-${overall}`, id: 'gpu-status-reason' }, `The GPU is ${overall}: ${g.status?.reason ?? 'open incidents'}`)
+      : null,
     h(
       'table',
       { class: 'dims' },
