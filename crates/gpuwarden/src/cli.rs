@@ -87,6 +87,10 @@ pub struct TrainArgs {
     /// Data directory (its store is the history; the model goes to `models/`).
     #[arg(long, default_value = "./gpuwarden-data")]
     pub data_dir: PathBuf,
+    /// TOML configuration of the instance (same as `run`): its `[store]` section says
+    /// where the history is (`url = "postgres://…"` for the PostgreSQL store).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Use a simulated history even if the store has enough failures.
     #[arg(long)]
     pub simulate: bool,
