@@ -215,6 +215,17 @@ impl PgCluster {
         Ok(self.url(name))
     }
 
+    /// Restarts the server (fast shutdown: open connections are cut), waiting until it
+    /// accepts connections again.
+    pub fn restart(&self) -> Result<(), String> {
+        let data = self.data_dir();
+        self.run_pg(
+            "pg_ctl",
+            &["-D", path_str(&data)?, "-m", "fast", "-w", "-t", "30", "restart"],
+            Duration::from_secs(40),
+        )
+    }
+
     /// Runs a PostgreSQL program (as `postgres` when we are root) with a time limit.
     fn run_pg(&self, program: &str, args: &[&str], limit: Duration) -> Result<(), String> {
         let exe = self.bin.join(program);
