@@ -365,6 +365,9 @@ pub enum BenchCommand {
     /// Parse + store throughput, bytes per stored sample, and Prometheus scraping the same
     /// simulated endpoints side by side.
     Ingest(BenchIngestArgs),
+    /// Write throughput of the embedded store and PostgreSQL (binary COPY) on the same
+    /// simulated pages, per page and per scrape round.
+    Store(crate::commands::bench::BenchStoreArgs),
     /// API latency (p50/p95/p99) with concurrent clients on a simulated fleet, and the CPU
     /// cost of scoring per GPU.
     Api(BenchApiArgs),

@@ -98,8 +98,19 @@ impl PgCluster {
     }
 
     /// `initdb` and start a server on a free loopback port (bounded waits: 60 s for
-    /// `initdb`, 30 s for the start).
+    /// `initdb`, 30 s for the start). `fsync` is off: tests need no crash safety from a
+    /// throwaway server, and it keeps them fast on a busy disk.
     pub fn start() -> Result<PgCluster, String> {
+        Self::start_with(false)
+    }
+
+    /// Like [`start`](Self::start) with PostgreSQL's default durability (`fsync` on), for
+    /// benchmarks whose figures must be comparable to a real deployment.
+    pub fn start_durable() -> Result<PgCluster, String> {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Result<PgCluster, String> {
         let bin = find_bin_dir().ok_or("PostgreSQL is not installed (no initdb in PATH or /usr/lib/postgresql)")?;
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let nanos = std::time::SystemTime::now()
@@ -149,11 +160,14 @@ impl PgCluster {
         let mut last = String::new();
         for _ in 0..5 {
             cluster.port = free_port().map_err(|e| format!("finding a free port: {e}"))?;
-            let opts = format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=200",
+            let mut opts = format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
                 cluster.port,
                 path_str(&cluster.dir)?
             );
+            if !durable {
+                opts.push_str(" -c fsync=off -c full_page_writes=off");
+            }
             let log = cluster.dir.join("server.log");
             match cluster.run_pg(
                 "pg_ctl",

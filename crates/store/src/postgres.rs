@@ -423,6 +423,12 @@ impl PostgresStore {
             cfg.application_name("gpuwarden");
         }
         cfg.connect_timeout(options.connect_timeout);
+        // The staging table's "already exists, skipping" notice on every write is noise.
+        let server_options = match cfg.get_options() {
+            Some(o) => format!("{o} -c client_min_messages=warning"),
+            None => "-c client_min_messages=warning".to_string(),
+        };
+        cfg.options(&server_options);
         let target = describe(&cfg);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

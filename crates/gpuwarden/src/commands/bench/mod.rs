@@ -10,6 +10,7 @@ mod nab;
 mod predict;
 mod prometheus;
 mod security;
+mod store;
 
 pub use api::api;
 pub use detect::detect;
@@ -18,6 +19,7 @@ pub use ingest::ingest;
 pub use nab::nab;
 pub use predict::predict;
 pub use security::security;
+pub use store::{store, BenchStoreArgs};
 
 /// One line describing this machine, for the record next to each figure.
 pub(crate) fn machine_line() -> String {
