@@ -719,4 +719,48 @@ mod tests {
         let err = build(file, None, None, None).unwrap_err();
         assert!(format!("{err:#}").contains("store.retention"), "{err:#}");
     }
+
+    #[test]
+    fn store_defaults_to_the_embedded_store_in_the_data_dir() {
+        let c = build(FileConfig::default(), None, Some("/var/lib/gw".into()), None).unwrap();
+        match c.store {
+            gpuwarden_store::StoreConfig::Embedded { dir, .. } => assert_eq!(dir, PathBuf::from("/var/lib/gw/store")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn store_url_selects_postgres_with_the_password_from_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let text = format!(
+            "[store]\nurl = \"postgres://gw@db:5432/gw\"\npassword_file = \"{}\"\npartition = \"7d\"\npool_size = 4\n",
+            pw.display()
+        );
+        let c = build(toml::from_str(&text).unwrap(), None, None, None).unwrap();
+        let gpuwarden_store::StoreConfig::Postgres(o) = &c.store else {
+            panic!("{:?}", c.store)
+        };
+        assert_eq!(o.url, "postgres://gw@db:5432/gw");
+        assert_eq!(o.password.as_deref(), Some("s3cret"));
+        assert_eq!((o.partition_ms, o.pool_size), (7 * 86_400_000, 4));
+        assert!(!format!("{c:?}").contains("s3cret"), "the password is never in Debug output");
+    }
+
+    #[test]
+    fn store_settings_without_url_or_with_bad_values_are_refused() {
+        for (text, needle) in [
+            ("[store]\npool_size = 4\n", "url is not"),
+            ("[store]\nurl = \"postgres://gw@db/gw\"\npartition = \"5m\"\n", "shorter than an hour"),
+            ("[store]\nurl = \"postgres://gw@db/gw\"\npool_size = 0\n", "at least 1"),
+            (
+                "[store]\nurl = \"postgres://gw@db/gw\"\npassword_file = \"/nonexistent/pw\"\n",
+                "/nonexistent/pw",
+            ),
+        ] {
+            let err = build(toml::from_str(text).unwrap(), None, None, None).unwrap_err();
+            assert!(format!("{err:#}").contains(needle), "{text}: {err:#}");
+        }
+    }
 }
