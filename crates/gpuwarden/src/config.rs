@@ -207,11 +207,14 @@ pub fn store_config(s: &StoreSection, data_dir: &Path) -> Result<gpuwarden_store
     };
     let password = match &s.password_file {
         Some(f) => {
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("reading [store] password_file {}", f.display()))?;
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("reading [store] password_file {}", f.display()))?;
             let line = text.lines().next().unwrap_or("").to_string();
             if line.is_empty() {
-                bail!("[store] password_file {} is empty; write the password on its first line", f.display());
+                bail!(
+                    "[store] password_file {} is empty; write the password on its first line",
+                    f.display()
+                );
             }
             Some(line)
         }
@@ -745,14 +748,20 @@ mod tests {
         assert_eq!(o.url, "postgres://gw@db:5432/gw");
         assert_eq!(o.password.as_deref(), Some("s3cret"));
         assert_eq!((o.partition_ms, o.pool_size), (7 * 86_400_000, 4));
-        assert!(!format!("{c:?}").contains("s3cret"), "the password is never in Debug output");
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "the password is never in Debug output"
+        );
     }
 
     #[test]
     fn store_settings_without_url_or_with_bad_values_are_refused() {
         for (text, needle) in [
             ("[store]\npool_size = 4\n", "url is not"),
-            ("[store]\nurl = \"postgres://gw@db/gw\"\npartition = \"5m\"\n", "shorter than an hour"),
+            (
+                "[store]\nurl = \"postgres://gw@db/gw\"\npartition = \"5m\"\n",
+                "shorter than an hour",
+            ),
             ("[store]\nurl = \"postgres://gw@db/gw\"\npool_size = 0\n", "at least 1"),
             (
                 "[store]\nurl = \"postgres://gw@db/gw\"\npassword_file = \"/nonexistent/pw\"\n",

@@ -90,7 +90,10 @@ async fn run_stores_samples_and_incidents_in_postgres_and_a_restart_keeps_them()
         .unwrap();
     assert!(in_db >= before.len() as i64, "{in_db} rows for {uuid} in samples");
     let inc_rows = pg
-        .psql("gw", &format!("SELECT incident->>'rule' FROM incidents WHERE id = '{id}'"))
+        .psql(
+            "gw",
+            &format!("SELECT incident->>'rule' FROM incidents WHERE id = '{id}'"),
+        )
         .unwrap();
     assert_eq!(inc_rows, "remap.failure");
     assert!(!data1.join("store").exists(), "the embedded store was not used");
@@ -140,7 +143,10 @@ fn a_newer_schema_and_an_unreachable_database_stop_the_start_with_a_clear_messag
     // Nothing listens on port 1.
     let cfg = config(tmp.path(), "postgres://gw@127.0.0.1:1/gw");
     let err = run_expecting_exit(&tmp.path().join("d0"), &cfg);
-    assert!(err.contains("127.0.0.1:1/gw") && err.contains("is PostgreSQL running"), "{err}");
+    assert!(
+        err.contains("127.0.0.1:1/gw") && err.contains("is PostgreSQL running"),
+        "{err}"
+    );
 
     let Some(pg) = PgCluster::start_or_skip("postgres_store") else {
         return;

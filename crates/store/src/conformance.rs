@@ -153,7 +153,15 @@ pub fn empty_store_answers_empty(f: &mut dyn Fixture) {
 /// Samples come back bit-exactly (NaN, -0, infinities, subnormals), per field, across
 /// a flush and a reopen.
 pub fn samples_round_trip_bit_exactly(f: &mut dyn Fixture) {
-    let vals = [f64::NAN, -0.0, f64::INFINITY, f64::NEG_INFINITY, 1e-310, 0.1 + 0.2, 42.0];
+    let vals = [
+        f64::NAN,
+        -0.0,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        1e-310,
+        0.1 + 0.2,
+        42.0,
+    ];
     let rows: Vec<GpuSamples> = vals
         .iter()
         .enumerate()
@@ -257,11 +265,29 @@ pub fn reappend_of_the_same_key_is_idempotent(f: &mut dyn Fixture) {
     let check = |s: &dyn Store| {
         let p = all(s, 0, &temp());
         assert_eq!(p.len(), 10, "one point per time: {p:?}");
-        assert_eq!(p[9], Point { ts_ms: T0 + 9000, value: 99.0 });
-        assert_eq!(p[2], Point { ts_ms: T0 + 2000, value: 8.0 });
+        assert_eq!(
+            p[9],
+            Point {
+                ts_ms: T0 + 9000,
+                value: 99.0
+            }
+        );
+        assert_eq!(
+            p[2],
+            Point {
+                ts_ms: T0 + 2000,
+                value: 8.0
+            }
+        );
         let latest = s.latest(&gpu(0)).unwrap();
         let t = latest.iter().find(|(f, _)| *f == temp()).unwrap().1;
-        assert_eq!(t, Point { ts_ms: T0 + 9000, value: 99.0 });
+        assert_eq!(
+            t,
+            Point {
+                ts_ms: T0 + 9000,
+                value: 99.0
+            }
+        );
         assert_eq!(all(s, 0, &power()).len(), 10);
     };
     check(f.store());
@@ -273,7 +299,8 @@ pub fn reappend_of_the_same_key_is_idempotent(f: &mut dyn Fixture) {
 /// keep their arrival order; their content round-trips (Unicode included).
 pub fn events_filter_by_gpu_and_time_in_order(f: &mut dyn Fixture) {
     let s = f.store();
-    s.append_events(&[xid(0, T0 + 3000, 13), xid(1, T0 + 1000, 31)]).unwrap();
+    s.append_events(&[xid(0, T0 + 3000, 13), xid(1, T0 + 1000, 31)])
+        .unwrap();
     s.flush().unwrap();
     s.append_events(&[xid(0, T0 + 2000, 43), xid(0, T0 + 2000, 44), xid(0, T0 + 2000, 45)])
         .unwrap();
@@ -327,7 +354,11 @@ pub fn gpu_identities_update_and_seen_times_widen(f: &mut dyn Fixture) {
 /// reopen.
 pub fn incidents_latest_version_wins(f: &mut dyn Fixture) {
     let s = f.store();
-    let ids = ["inc-01JEXQ7RZ4M2V9K3T8N6PBCWDH", "inc-000042", "inc-01JEXQ7RZ4M2V9K3T8N6PBCWDA"];
+    let ids = [
+        "inc-01JEXQ7RZ4M2V9K3T8N6PBCWDH",
+        "inc-000042",
+        "inc-01JEXQ7RZ4M2V9K3T8N6PBCWDA",
+    ];
     for v in 1..=3 {
         let batch: Vec<Incident> = ids.iter().map(|id| incident(id, v)).collect();
         s.upsert_incidents(&batch).unwrap();
@@ -378,7 +409,11 @@ pub fn retention_drops_old_data_and_keeps_new(f: &mut dyn Fixture) {
         assert_eq!(ev, vec![xid(0, new_t, 79)]);
     };
     check(f.store());
-    assert_eq!(f.store().apply_retention(T0 + 5 * DAY_MS).unwrap(), 0, "nothing left to drop");
+    assert_eq!(
+        f.store().apply_retention(T0 + 5 * DAY_MS).unwrap(),
+        0,
+        "nothing left to drop"
+    );
     f.reopen();
     check(f.store());
 }
@@ -448,7 +483,11 @@ pub fn huge_batch_is_stored_whole(f: &mut dyn Fixture) {
             (0..1000).map(move |g| GpuSamples {
                 gpu: gpu(g),
                 ts_ms: T0 + t * 10_000,
-                values: fields.iter().enumerate().map(|(i, f)| (f.clone(), (g * 100 + i) as f64)).collect(),
+                values: fields
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| (f.clone(), (g * 100 + i) as f64))
+                    .collect(),
             })
         })
         .collect();

@@ -212,7 +212,18 @@ impl PgCluster {
     /// Runs SQL with `psql` against `database` (errors stop it: `ON_ERROR_STOP`).
     pub fn psql(&self, database: &str, sql: &str) -> Result<String, String> {
         let out = Command::new(psql_program(&self.bin))
-            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+            .args([
+                "-X",
+                "-q",
+                "-t",
+                "-A",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+            ])
             .args(["-p", &self.port.to_string(), "-d", database, "-c", sql])
             .stdin(Stdio::null())
             .output()

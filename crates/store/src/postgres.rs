@@ -732,9 +732,10 @@ async fn migrate_locked(
                 m.timescale.replace("{PARTITION_MS}", &width.to_string())
             ),
         };
-        tx.batch_execute(&sql)
-            .await
-            .map_err(db(format!("applying schema migration {} ({})", m.version, m.description)))?;
+        tx.batch_execute(&sql).await.map_err(db(format!(
+            "applying schema migration {} ({})",
+            m.version, m.description
+        )))?;
         tx.execute(
             "INSERT INTO gpuwarden_schema (version, description) VALUES ($1, $2)",
             &[&m.version, &m.description],
@@ -1131,7 +1132,9 @@ impl Store for PostgresStore {
                 .await
                 .map_err(db("reading incidents"))
         })?;
-        rows.iter().map(|r| decode("an incident", r.get::<_, &str>(0))).collect()
+        rows.iter()
+            .map(|r| decode("an incident", r.get::<_, &str>(0)))
+            .collect()
     }
 
     /// Drops whole partitions (TimescaleDB: chunks) that end at or before `cutoff`;
@@ -1151,9 +1154,12 @@ impl Store for PostgresStore {
                     .map_err(db("counting expired samples"))?
                     .get(0);
                 for t in ["samples", "events"] {
-                    c.execute(&format!("SELECT drop_chunks('{t}', older_than => $1::bigint)"), &[&cutoff])
-                        .await
-                        .map_err(db(format!("dropping old chunks of {t}")))?;
+                    c.execute(
+                        &format!("SELECT drop_chunks('{t}', older_than => $1::bigint)"),
+                        &[&cutoff],
+                    )
+                    .await
+                    .map_err(db(format!("dropping old chunks of {t}")))?;
                 }
                 Ok(n as u64)
             });

@@ -90,7 +90,13 @@ fn partitions_are_made_ahead_on_demand_and_dropped_whole() {
         .unwrap();
     assert_eq!(events_left, "t", "the events partition of the day went with it");
     let pts = s
-        .range(&GpuUuid::new("GPU-0001"), &DcgmField::GpuTemp.into(), i64::MIN, i64::MAX, 100)
+        .range(
+            &GpuUuid::new("GPU-0001"),
+            &DcgmField::GpuTemp.into(),
+            i64::MIN,
+            i64::MAX,
+            100,
+        )
         .unwrap();
     assert_eq!(pts.len(), 1);
 }

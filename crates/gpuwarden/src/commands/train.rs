@@ -15,8 +15,8 @@ use gpuwarden_predict::live::models_dir;
 use gpuwarden_predict::model::TrainOptions;
 use gpuwarden_predict::train::{fit_time_split, labeler};
 use gpuwarden_predict::{PredictConfig, PredictionAnalyzer, Predictor};
-use gpuwarden_store::StoreConfig;
 use gpuwarden_store::Store;
+use gpuwarden_store::StoreConfig;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::process::ExitCode;
 

@@ -77,7 +77,11 @@ fn pages(gpus: usize, rounds: usize) -> Result<(Vec<Vec<Page>>, usize)> {
             fleet.render_node(node, &mut text);
             let p = map_exporter_page(text.as_bytes(), name, ts, &limits)?;
             samples += p.sample_count();
-            let gpus = p.rows.iter().map(|r| GpuIdentity::new(r.gpu.clone(), name.as_str())).collect();
+            let gpus = p
+                .rows
+                .iter()
+                .map(|r| GpuIdentity::new(r.gpu.clone(), name.as_str()))
+                .collect();
             round.push(Page { rows: p.rows, gpus, ts });
         }
         out.push(round);
@@ -118,12 +122,7 @@ fn per_round(store: &dyn Store, rounds: &[Vec<Page>], samples: usize) -> Result<
 
 fn spread(mut v: Vec<f64>) -> String {
     v.sort_by(f64::total_cmp);
-    format!(
-        "{:.0} | {:.0} | {:.0}",
-        v[0],
-        v[v.len() / 2],
-        v[v.len() - 1]
-    )
+    format!("{:.0} | {:.0} | {:.0}", v[0], v[v.len() / 2], v[v.len() - 1])
 }
 
 pub fn store(args: BenchStoreArgs) -> Result<ExitCode> {
@@ -138,7 +137,11 @@ pub fn store(args: BenchStoreArgs) -> Result<ExitCode> {
         args.gpus,
         args.rounds,
         args.runs,
-        if args.postgres_url.is_some() { " --postgres-url …" } else { "" }
+        if args.postgres_url.is_some() {
+            " --postgres-url …"
+        } else {
+            ""
+        }
     );
     println!(
         "{samples} samples per pass ({} pages of {} GPUs' fields, {} rounds)",
@@ -158,8 +161,14 @@ pub fn store(args: BenchStoreArgs) -> Result<ExitCode> {
         let s = EmbeddedStore::open(&tmp.path().join(format!("round-{run}")), EmbeddedOptions::default())?;
         b.push(per_round(&s, &rounds, samples)?);
     }
-    println!("| embedded (fsync per call) | append_page per node page | {} |", spread(a));
-    println!("| embedded (fsync per call) | append_samples per round | {} |", spread(b));
+    println!(
+        "| embedded (fsync per call) | append_page per node page | {} |",
+        spread(a)
+    );
+    println!(
+        "| embedded (fsync per call) | append_samples per round | {} |",
+        spread(b)
+    );
 
     let cluster;
     let make_db: Box<dyn Fn(&str) -> Result<String>> = match &args.postgres_url {
@@ -196,8 +205,14 @@ pub fn store(args: BenchStoreArgs) -> Result<ExitCode> {
         let s = open(&format!("bench_round_{run}"))?;
         b.push(per_round(&s, &rounds, samples)?);
     }
-    println!("| PostgreSQL (COPY, commit per call) | append_page per node page | {} |", spread(a));
-    println!("| PostgreSQL (COPY, commit per call) | append_samples per round | {} |", spread(b));
+    println!(
+        "| PostgreSQL (COPY, commit per call) | append_page per node page | {} |",
+        spread(a)
+    );
+    println!(
+        "| PostgreSQL (COPY, commit per call) | append_samples per round | {} |",
+        spread(b)
+    );
     if args.postgres_url.is_some() {
         println!();
         println!("(with --postgres-url every pass writes the same database: later passes re-append the same keys, which replace in place)");
