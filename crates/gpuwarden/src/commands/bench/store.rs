@@ -170,22 +170,22 @@ pub fn store(args: BenchStoreArgs) -> Result<ExitCode> {
         spread(b)
     );
 
-    let cluster;
-    let make_db: Box<dyn Fn(&str) -> Result<String>> = match &args.postgres_url {
-        Some(url) => {
-            let url = url.clone();
-            Box::new(move |_| Ok(url.clone()))
-        }
-        None => {
-            cluster = match PgCluster::start_durable() {
-                Ok(c) => c,
-                Err(e) => {
-                    println!("| PostgreSQL | not measured: {e} | | | |");
-                    return Ok(ExitCode::SUCCESS);
-                }
-            };
-            let c = &cluster;
-            Box::new(move |name| c.create_database(name).map_err(anyhow::Error::msg))
+    // A throwaway server unless a database was given.
+    let cluster = match &args.postgres_url {
+        Some(_) => None,
+        None => match PgCluster::start_durable() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                println!("| PostgreSQL | not measured: {e} | | | |");
+                return Ok(ExitCode::SUCCESS);
+            }
+        },
+    };
+    let make_db = |name: &str| -> Result<String> {
+        match (&args.postgres_url, &cluster) {
+            (Some(url), _) => Ok(url.clone()),
+            (None, Some(c)) => c.create_database(name).map_err(anyhow::Error::msg),
+            (None, None) => bail!("no PostgreSQL to write to"),
         }
     };
     let open = |name: &str| -> Result<PostgresStore> {
