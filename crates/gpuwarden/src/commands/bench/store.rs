@@ -144,9 +144,9 @@ pub fn store(args: BenchStoreArgs) -> Result<ExitCode> {
         }
     );
     println!(
-        "{samples} samples per pass ({} pages of {} GPUs' fields, {} rounds)",
-        rounds.iter().map(Vec::len).sum::<usize>(),
+        "{samples} samples per pass: {} GPUs, {} node pages per round, {} rounds",
         args.gpus,
+        rounds.first().map_or(0, Vec::len),
         args.rounds
     );
     println!();
