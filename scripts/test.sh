@@ -21,6 +21,9 @@ command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)   # notify: real Alertmanager
 [[ -x /usr/sbin/rsyslogd ]] || need+=(rsyslog)                  # notify: real syslog collector
 [[ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ]] || need+=(rsyslog-gnutls)   # … with TLS
+# The PostgreSQL store's conformance suite and end-to-end test start a throwaway server
+# (initdb + pg_ctl on loopback, as user postgres when run as root).
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 || need+=(postgresql)
 if ((${#need[@]})); then
     echo "==> installing ${need[*]} (Debian packages)"
     SUDO=""

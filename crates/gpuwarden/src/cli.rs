@@ -87,6 +87,10 @@ pub struct TrainArgs {
     /// Data directory (its store is the history; the model goes to `models/`).
     #[arg(long, default_value = "./gpuwarden-data")]
     pub data_dir: PathBuf,
+    /// TOML configuration of the instance (same as `run`): its `[store]` section says
+    /// where the history is (`url = "postgres://…"` for the PostgreSQL store).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Use a simulated history even if the store has enough failures.
     #[arg(long)]
     pub simulate: bool,
@@ -363,6 +367,9 @@ pub enum BenchCommand {
     /// Parse + store throughput, bytes per stored sample, and Prometheus scraping the same
     /// simulated endpoints side by side.
     Ingest(BenchIngestArgs),
+    /// Write throughput of the embedded store and PostgreSQL (binary COPY) on the same
+    /// simulated pages, per page and per scrape round.
+    Store(crate::commands::bench::BenchStoreArgs),
     /// API latency (p50/p95/p99) with concurrent clients on a simulated fleet, and the CPU
     /// cost of scoring per GPU.
     Api(BenchApiArgs),

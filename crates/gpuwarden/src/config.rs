@@ -229,6 +229,80 @@ pub struct ScrapeSection {
 pub struct StoreSection {
     /// Drop data older than this, e.g. "7d" (default 7 days).
     pub retention: Option<String>,
+    /// `postgres://USER@HOST:PORT/DATABASE`: store in PostgreSQL instead of the embedded
+    /// store in `data_dir/store` (see docs/scaling.md). No password here.
+    pub url: Option<String>,
+    /// File holding the database password (first line). Else the environment variable
+    /// `GPUWARDEN_STORE_PASSWORD`, else none (trust or peer authentication).
+    pub password_file: Option<PathBuf>,
+    /// Width of one time partition of the PostgreSQL sample tables, e.g. "1d" (default)
+    /// or "7d". Fixed when the schema is created.
+    pub partition: Option<String>,
+    /// PostgreSQL connections per gpuwarden process (default 8).
+    pub pool_size: Option<usize>,
+    /// Use TimescaleDB when the database has it (default true).
+    pub timescaledb: Option<bool>,
+}
+
+/// The environment variable read for the database password when no
+/// `[store] password_file` is given.
+pub const STORE_PASSWORD_ENV: &str = "GPUWARDEN_STORE_PASSWORD";
+
+/// The store to open: `[store] url` selects PostgreSQL; otherwise the embedded store in
+/// `data_dir/store`. The password is read here (file or environment) and never logged.
+pub fn store_config(s: &StoreSection, data_dir: &Path) -> Result<gpuwarden_store::StoreConfig> {
+    let Some(url) = s.url.clone() else {
+        for (set, name) in [
+            (s.password_file.is_some(), "password_file"),
+            (s.partition.is_some(), "partition"),
+            (s.pool_size.is_some(), "pool_size"),
+            (s.timescaledb.is_some(), "timescaledb"),
+        ] {
+            if set {
+                bail!("[store] {name} is set but [store] url is not: {name} applies only to the PostgreSQL store; add url = \"postgres://…\" or remove {name}");
+            }
+        }
+        return Ok(gpuwarden_store::StoreConfig::Embedded {
+            dir: data_dir.join("store"),
+            options: gpuwarden_store::embedded::EmbeddedOptions::default(),
+        });
+    };
+    let password = match &s.password_file {
+        Some(f) => {
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("reading [store] password_file {}", f.display()))?;
+            let line = text.lines().next().unwrap_or("").to_string();
+            if line.is_empty() {
+                bail!(
+                    "[store] password_file {} is empty; write the password on its first line",
+                    f.display()
+                );
+            }
+            Some(line)
+        }
+        None => std::env::var(STORE_PASSWORD_ENV).ok().filter(|p| !p.is_empty()),
+    };
+    let mut options = gpuwarden_store::postgres::PostgresOptions {
+        url,
+        password,
+        ..Default::default()
+    };
+    if let Some(p) = s.partition.as_deref() {
+        options.partition_ms = millis("store.partition", p)?;
+        if options.partition_ms < 3_600_000 {
+            bail!("store.partition = \"{p}\" is shorter than an hour: that many partitions slow every query; use \"1d\" or \"7d\"");
+        }
+    }
+    if let Some(n) = s.pool_size {
+        if n == 0 {
+            bail!("store.pool_size must be at least 1");
+        }
+        options.pool_size = n;
+    }
+    if let Some(t) = s.timescaledb {
+        options.timescaledb = t;
+    }
+    Ok(gpuwarden_store::StoreConfig::Postgres(options))
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -253,6 +327,8 @@ impl FileConfig {
 pub struct RunConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Which store to open (`[store] url`: PostgreSQL; default the embedded store).
+    pub store: gpuwarden_store::StoreConfig,
     /// `allowed_hosts`, checked and normalized (lower case, IPv6 in brackets).
     pub allowed_hosts: Vec<String>,
     pub scrape_interval: Duration,
@@ -437,6 +513,7 @@ pub fn build(
         None => gpuwarden_server::tls::DEFAULT_RELOAD_INTERVAL,
     };
     let rate_limit = rate_limit(&file.api.rate_limit)?;
+    let store = store_config(&file.store, &data_dir)?;
     let retention = match file.store.retention.as_deref() {
         Some(s) => duration("store.retention", s)?,
         None => Duration::from_secs(7 * 24 * 3600),
@@ -458,6 +535,7 @@ pub fn build(
     Ok(RunConfig {
         listen,
         allowed_hosts,
+        store,
         data_dir,
         scrape_interval: interval,
         scrape_timeout: timeout,
@@ -853,5 +931,55 @@ mod tests {
         let file: FileConfig = toml::from_str("[store]\nretention = \"a week\"\n").unwrap();
         let err = build(file, None, None, None).unwrap_err();
         assert!(format!("{err:#}").contains("store.retention"), "{err:#}");
+    }
+
+    #[test]
+    fn store_defaults_to_the_embedded_store_in_the_data_dir() {
+        let c = build(FileConfig::default(), None, Some("/var/lib/gw".into()), None).unwrap();
+        match c.store {
+            gpuwarden_store::StoreConfig::Embedded { dir, .. } => assert_eq!(dir, PathBuf::from("/var/lib/gw/store")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn store_url_selects_postgres_with_the_password_from_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let text = format!(
+            "[store]\nurl = \"postgres://gw@db:5432/gw\"\npassword_file = \"{}\"\npartition = \"7d\"\npool_size = 4\n",
+            pw.display()
+        );
+        let c = build(toml::from_str(&text).unwrap(), None, None, None).unwrap();
+        let gpuwarden_store::StoreConfig::Postgres(o) = &c.store else {
+            panic!("{:?}", c.store)
+        };
+        assert_eq!(o.url, "postgres://gw@db:5432/gw");
+        assert_eq!(o.password.as_deref(), Some("s3cret"));
+        assert_eq!((o.partition_ms, o.pool_size), (7 * 86_400_000, 4));
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "the password is never in Debug output"
+        );
+    }
+
+    #[test]
+    fn store_settings_without_url_or_with_bad_values_are_refused() {
+        for (text, needle) in [
+            ("[store]\npool_size = 4\n", "url is not"),
+            (
+                "[store]\nurl = \"postgres://gw@db/gw\"\npartition = \"5m\"\n",
+                "shorter than an hour",
+            ),
+            ("[store]\nurl = \"postgres://gw@db/gw\"\npool_size = 0\n", "at least 1"),
+            (
+                "[store]\nurl = \"postgres://gw@db/gw\"\npassword_file = \"/nonexistent/pw\"\n",
+                "/nonexistent/pw",
+            ),
+        ] {
+            let err = build(toml::from_str(text).unwrap(), None, None, None).unwrap_err();
+            assert!(format!("{err:#}").contains(needle), "{text}: {err:#}");
+        }
     }
 }

@@ -62,8 +62,8 @@
 //! # Ordering
 //!
 //! Rows normally arrive in time order per GPU. Out-of-order rows are accepted and sorted
-//! on read and seal; duplicate timestamps are kept (both points are returned by `range`;
-//! `latest` reports the last to arrive). A late point older than a sealed segment lands
+//! on read and seal; a duplicate timestamp of a series replaces the earlier point: both
+//! are kept on disk, `range` returns only the last to arrive and `latest` reports it. A late point older than a sealed segment lands
 //! in a later segment; queries merge and sort across segments.
 //!
 //! # Retention
@@ -82,7 +82,7 @@ pub mod fault;
 pub mod incidents;
 mod lock;
 mod memtable;
-mod query;
+pub(crate) mod query;
 mod record;
 mod segment;
 mod wal;
@@ -795,6 +795,9 @@ impl Store for EmbeddedStore {
         if !points.is_sorted_by_key(|p| p.ts_ms) {
             points.sort_by_key(|p| p.ts_ms);
         }
+        // A re-append of the same (GPU, field, time) replaces the point (the trait's
+        // contract): of equal times, the last to arrive is kept.
+        let points = query::last_of_equal_times(points);
         Ok(query::downsample(points, from, to, max_points))
     }
 

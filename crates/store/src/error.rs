@@ -17,4 +17,14 @@ pub enum StoreError {
     Locked { path: PathBuf },
     #[error("store encoding of {what}: {reason}")]
     Encoding { what: String, reason: String },
+    /// The database (PostgreSQL store) refused or failed a statement, or could not be
+    /// reached. `what` names the operation and its input.
+    #[error("PostgreSQL store, {what}: {reason}")]
+    Database { what: String, reason: String },
+    /// The database's schema is not one this build can use (newer, or not ours).
+    #[error("PostgreSQL store schema: {0}")]
+    Schema(String),
+    /// The store's settings are wrong (a URL that does not parse, a password in the URL).
+    #[error("store configuration: {0}")]
+    Config(String),
 }

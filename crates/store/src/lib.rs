@@ -2,18 +2,61 @@
 //!
 //! [`Store`] is the one interface the rest of gpuwarden uses. It says nothing about the
 //! engine behind it: the embedded store (`embedded`, the default: one directory,
-//! crash-safe, compressed) implements it now, and a PostgreSQL store will implement the
-//! same trait and pass the same tests.
+//! crash-safe, compressed) and the PostgreSQL store (`postgres`, feature `postgres`, on
+//! by default: several instances can share it) implement it, and both pass the same
+//! behaviour tests ([`conformance`]). [`open`] picks one from a [`StoreConfig`]; every
+//! command opens its store through it.
 //!
 //! The trait is synchronous: implementations do blocking I/O, and async callers run them
 //! on a blocking thread (`tokio::task::spawn_blocking`). That keeps analyzers and tests
 //! free of an async runtime.
 
+pub mod conformance;
 pub mod embedded;
 mod error;
+pub mod pg_cluster;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod testing;
 
 pub use error::StoreError;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Which store to open, and its settings.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// The embedded store in `dir` (gpuwarden's default: `DATA_DIR/store`).
+    Embedded {
+        dir: PathBuf,
+        options: embedded::EmbeddedOptions,
+    },
+    /// A PostgreSQL database (`[store] url`).
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::PostgresOptions),
+}
+
+impl StoreConfig {
+    /// Where the store is, for messages (never a password).
+    pub fn describe(&self) -> String {
+        match self {
+            StoreConfig::Embedded { dir, .. } => dir.display().to_string(),
+            #[cfg(feature = "postgres")]
+            StoreConfig::Postgres(o) => o.url.clone(),
+        }
+    }
+}
+
+/// Opens the configured store: the one factory every command uses, so that a
+/// `[store] url` reaches `run`, `serve`, `train` and `forensics` alike.
+pub fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+    match config {
+        StoreConfig::Embedded { dir, options } => Ok(Arc::new(embedded::EmbeddedStore::open(dir, options.clone())?)),
+        #[cfg(feature = "postgres")]
+        StoreConfig::Postgres(options) => Ok(Arc::new(postgres::PostgresStore::open(options)?)),
+    }
+}
 
 use gpuwarden_model::{Event, FieldName, GpuIdentity, GpuSamples, GpuUuid, Incident, TimestampMs};
 use serde::{Deserialize, Serialize};
@@ -92,6 +135,11 @@ pub struct PageWrite<'a> {
 /// write that cannot be made durable returns an error. A failed write does not stop later
 /// ones: each write tries again (a full disk that is freed brings writes back), and
 /// [`write_health`](Store::write_health) says whether writes are failing meanwhile.
+///
+/// A sample is keyed by (GPU, field, timestamp): appending the same key again replaces
+/// its value (the last write wins) instead of adding a second point, so a batch that is
+/// delivered twice (a retried push, a replayed queue) is stored once in effect. The
+/// behaviour every implementation must show is written once in [`conformance`].
 pub trait Store: Send + Sync {
     /// Appends rows of samples (each row: one GPU, one time, many fields).
     fn append_samples(&self, rows: &[GpuSamples]) -> Result<(), StoreError>;

@@ -321,7 +321,7 @@ fn range_is_half_open_and_downsampled_by_bucket_average() {
 }
 
 #[test]
-fn out_of_order_and_duplicate_timestamps_are_kept_sorted() {
+fn out_of_order_rows_are_sorted_and_a_duplicate_timestamp_replaces() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path());
     let r = |ts: i64, v: f64| GpuSamples {
@@ -336,10 +336,7 @@ fn out_of_order_and_duplicate_timestamps_are_kept_sorted() {
             ts_ms: T0 + 1000,
             value: 1.0,
         },
-        Point {
-            ts_ms: T0 + 2000,
-            value: 2.0,
-        },
+        // The second point at T0+2000 replaces the first (last write wins).
         Point {
             ts_ms: T0 + 2000,
             value: 2.5,

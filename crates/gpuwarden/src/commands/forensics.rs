@@ -13,8 +13,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use gpuwarden_model::{EventKind, GpuUuid, TimestampMs};
-use gpuwarden_store::embedded::{EmbeddedOptions, EmbeddedStore};
-use gpuwarden_store::{Store, StoreError};
+use gpuwarden_store::{StoreConfig, StoreError};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -47,6 +46,11 @@ pub struct CollectArgs {
     /// Data directory of a stopped gpuwarden, or a copy of a running one's.
     #[arg(long, default_value = "./gpuwarden-data")]
     pub data_dir: PathBuf,
+    /// TOML configuration of the instance (same as `run`): with `[store] url` the
+    /// evidence is read from that PostgreSQL database (a running instance may keep
+    /// writing to it meanwhile).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// The archive to write.
     #[arg(long)]
     pub out: PathBuf,
@@ -92,22 +96,27 @@ fn collect(a: CollectArgs) -> Result<ExitCode> {
     if to <= from {
         bail!("--to must be after --from");
     }
-    let store_dir = a.data_dir.join("store");
-    if !store_dir.is_dir() {
-        bail!(
-            "{} has no store (expected {}): is --data-dir right?",
-            a.data_dir.display(),
-            store_dir.display()
-        );
+    let store_cfg = match &a.config {
+        Some(path) => crate::config::store_config(&crate::config::FileConfig::load(path)?.store, &a.data_dir)?,
+        None => crate::config::store_config(&Default::default(), &a.data_dir)?,
+    };
+    if let StoreConfig::Embedded { dir: store_dir, .. } = &store_cfg {
+        if !store_dir.is_dir() {
+            bail!(
+                "{} has no store (expected {}): is --data-dir right? (for a PostgreSQL store, pass --config)",
+                a.data_dir.display(),
+                store_dir.display()
+            );
+        }
     }
-    let store = match EmbeddedStore::open(&store_dir, EmbeddedOptions::default()) {
+    let store = match gpuwarden_store::open(&store_cfg) {
         Ok(s) => s,
         Err(e @ StoreError::Locked { .. }) => bail!(
             "{e}\nA running gpuwarden holds the store. Either stop it, or copy the data directory and collect from the copy:\n  \
              cp -a {} /tmp/gpuwarden-case && gpuwarden forensics collect --data-dir /tmp/gpuwarden-case …",
             a.data_dir.display()
         ),
-        Err(e) => return Err(e).with_context(|| format!("opening the store in {}", store_dir.display())),
+        Err(e) => return Err(e).with_context(|| format!("opening the store at {}", store_cfg.describe())),
     };
     let gpu = GpuUuid::new(&a.gpu);
     let record = store

@@ -5,7 +5,7 @@ pub(crate) mod audit;
 
 pub(crate) mod auth;
 pub(crate) mod backup;
-mod bench;
+pub(crate) mod bench;
 mod dashboards;
 pub(crate) mod forensics;
 mod listen;
@@ -32,6 +32,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Scrape(args) => scrape::scrape(args),
         Command::Notify(cmd) => notify::notify(cmd),
         Command::Bench(BenchCommand::Ingest(args)) => bench::ingest(args),
+        Command::Bench(BenchCommand::Store(args)) => bench::store(args),
         Command::Bench(BenchCommand::Security(args)) => bench::security(args),
         Command::Bench(BenchCommand::Hostile(args)) => bench::hostile(args),
         Command::Rules(cmd) => rules::rules(cmd),

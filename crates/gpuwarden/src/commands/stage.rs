@@ -11,7 +11,6 @@ use gpuwarden_detect::XidCatalog;
 use gpuwarden_model::Clock;
 use gpuwarden_pipeline::{Analysis, LiveFleet};
 use gpuwarden_server::derived_metrics::DerivedMetrics;
-use gpuwarden_store::embedded::{EmbeddedOptions, EmbeddedStore};
 use gpuwarden_store::Store;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
@@ -19,14 +18,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Creates the data directory and opens the embedded store in it.
+/// Creates the data directory and opens the configured store (`[store] url`:
+/// PostgreSQL; default the embedded store in `data_dir/store`).
 pub fn open_store(cfg: &RunConfig) -> Result<Arc<dyn Store>> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
-    let store_dir = cfg.data_dir.join("store");
-    let store = EmbeddedStore::open(&store_dir, EmbeddedOptions::default())
-        .with_context(|| format!("opening the store in {}", store_dir.display()))?;
-    Ok(Arc::new(store))
+    gpuwarden_store::open(&cfg.store).with_context(|| format!("opening the store at {}", cfg.store.describe()))
 }
 
 /// The live fleet view, seeded with the GPUs the store already knows (they show as stale

@@ -15,8 +15,8 @@ use gpuwarden_predict::live::models_dir;
 use gpuwarden_predict::model::TrainOptions;
 use gpuwarden_predict::train::{fit_time_split, labeler};
 use gpuwarden_predict::{PredictConfig, PredictionAnalyzer, Predictor};
-use gpuwarden_store::embedded::{EmbeddedOptions, EmbeddedStore};
 use gpuwarden_store::Store;
+use gpuwarden_store::StoreConfig;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::process::ExitCode;
 
@@ -52,12 +52,21 @@ fn store_failures(store: &dyn Store, catalog: &XidCatalog) -> Result<(usize, i64
 pub fn train(args: TrainArgs) -> Result<ExitCode> {
     let catalog = XidCatalog::builtin();
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let store_dir = args.data_dir.join("store");
+    let store_cfg = match &args.config {
+        Some(path) => crate::config::store_config(&crate::config::FileConfig::load(path)?.store, &args.data_dir)?,
+        None => crate::config::store_config(&Default::default(), &args.data_dir)?,
+    };
+    // The embedded store is read only if it exists (opening would create an empty one);
+    // a configured database is always read.
+    let store_exists = match &store_cfg {
+        StoreConfig::Embedded { dir, .. } => dir.exists(),
+        _ => true,
+    };
+    let store_dir = store_cfg.describe();
     let mut from_store = None;
-    if !args.simulate && store_dir.exists() {
-        let store = EmbeddedStore::open(&store_dir, EmbeddedOptions::default())
-            .with_context(|| format!("opening the store in {}", store_dir.display()))?;
-        let (n, from, to) = store_failures(&store, &catalog)?;
+    if !args.simulate && store_exists {
+        let store = gpuwarden_store::open(&store_cfg).with_context(|| format!("opening the store at {store_dir}"))?;
+        let (n, from, to) = store_failures(&*store, &catalog)?;
         if n >= args.min_failures {
             from_store = Some((store, n, from, to));
         } else {
@@ -72,7 +81,7 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
         println!("training on the store's history: {n} failed GPUs");
         let pb = bar(((to - from) / 3_600_000).max(1) as u64, "store");
         let outcome = replay_store(
-            &store,
+            &*store,
             &catalog,
             from,
             to,
@@ -81,7 +90,7 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
             &mut |snap, failures| labeler.observe(snap, failures),
         )?;
         pb.finish();
-        (outcome, format!("store {}", store_dir.display()))
+        (outcome, format!("store {store_dir}"))
     } else {
         let h = SimHistory {
             gpus: args.gpus,

@@ -1,7 +1,24 @@
-//! Read-side helpers shared by the query paths: range downsampling.
+//! Read-side helpers shared by the query paths (embedded and PostgreSQL): range
+//! downsampling, and one point per time.
 
 use crate::Point;
 use gpuwarden_model::TimestampMs;
+
+/// Keeps, of points with equal times in a time-sorted list, the last one (the latest
+/// arrival when the sort was stable over arrival order).
+pub fn last_of_equal_times(mut points: Vec<Point>) -> Vec<Point> {
+    if points.windows(2).all(|w| w[0].ts_ms != w[1].ts_ms) {
+        return points;
+    }
+    let mut out: Vec<Point> = Vec::with_capacity(points.len());
+    for p in points.drain(..) {
+        match out.last_mut() {
+            Some(last) if last.ts_ms == p.ts_ms => *last = p,
+            _ => out.push(p),
+        }
+    }
+    out
+}
 
 /// Downsamples sorted points of `[from, to)` to at most `max_points` bucket averages.
 ///

@@ -11,6 +11,7 @@ mod predict;
 mod prometheus;
 mod replay;
 mod security;
+mod store;
 
 pub use api::api;
 pub use detect::detect;
@@ -20,6 +21,7 @@ pub use nab::nab;
 pub use predict::predict;
 pub use replay::replay_cmd as replay;
 pub use security::security;
+pub use store::{store, BenchStoreArgs};
 
 /// One line describing this machine, for the record next to each figure.
 pub(crate) fn machine_line() -> String {
