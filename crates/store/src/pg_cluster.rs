@@ -308,6 +308,8 @@ impl Drop for PgCluster {
                 );
             }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("GPUWARDEN_PG_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
