@@ -3,6 +3,8 @@
 
 mod apply;
 #[cfg(test)]
+mod correlation_tests;
+#[cfg(test)]
 mod tests;
 
 use crate::config::{IncidentConfig, Limits};
