@@ -46,8 +46,9 @@ pub fn security(a: BenchSecurityArgs) -> Result<ExitCode> {
     let mut opened: [BTreeMap<String, Incident>; 2] = Default::default();
     let r = run_with(&cfg, &mut |f| bar.set_position((f * 1000.0) as u64), &mut |now, findings| {
         for (e, o) in engines.iter_mut().zip(opened.iter_mut()) {
+            // The latest version of each incident: its timeline has every (re)opening.
             for inc in e.apply(now, findings) {
-                o.entry(inc.id.clone()).or_insert(inc);
+                o.insert(inc.id.clone(), inc);
             }
         }
     });
@@ -158,24 +159,37 @@ struct IncidentScores {
     false_incidents: usize,
 }
 
-/// An incident belongs to an episode when it is on the episode's GPU and opened between
-/// its start and its end plus the bench's grace; one on no episode is a false incident.
-/// Delay: from the episode's start (its first abusive sample is the first step at or
-/// after it, at most one step later) to the first incident that belongs to it.
+/// An incident belongs to an episode when it is on the episode's GPU and opened — or
+/// reopened, as an intermittent miner's next burst reopens the same incident — between
+/// the episode's start and its end plus the bench's grace; an incident whose openings
+/// belong to no episode is a false incident. Delay: from the episode's start (its first
+/// abusive sample is the first step at or after it, at most one step later) to the
+/// first such opening.
 fn incident_scores<'a>(r: &BenchReport, incidents: impl Iterator<Item = &'a Incident>) -> IncidentScores {
-    let incidents: Vec<&Incident> = incidents.collect();
     let mut per_episode = vec![0usize; r.episodes.len()];
     let mut first: Vec<Option<i64>> = vec![None; r.episodes.len()];
     let mut false_incidents = 0;
-    for inc in &incidents {
+    for inc in incidents {
+        let openings: Vec<i64> = inc
+            .timeline
+            .iter()
+            .filter(|t| t.what == "opened" || t.what == "reopened")
+            .map(|t| t.ts_ms)
+            .collect();
         let mut matched = false;
         for (i, e) in r.episodes.iter().enumerate() {
             let on_gpu = r.uuids.get(e.gpu).is_some_and(|u| inc.gpu.as_ref() == Some(u));
-            if on_gpu && inc.opened_ms >= e.start && inc.opened_ms <= e.end + GRACE_MS {
-                matched = true;
-                per_episode[i] += 1;
-                first[i] = Some(first[i].map_or(inc.opened_ms, |f: i64| f.min(inc.opened_ms)));
-            }
+            let Some(t) = openings
+                .iter()
+                .copied()
+                .filter(|&t| on_gpu && t >= e.start && t <= e.end + GRACE_MS)
+                .min()
+            else {
+                continue;
+            };
+            matched = true;
+            per_episode[i] += 1;
+            first[i] = Some(first[i].map_or(t, |f: i64| f.min(t)));
         }
         if !matched {
             false_incidents += 1;
