@@ -59,10 +59,30 @@ pub fn assign<'a>(
             }
         }
     }
+    // Causes present per GPU at this evaluation (for consequences).
+    let mut present: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for (f, c) in findings.iter().zip(&causes) {
+        if let (Some(c), Some(g)) = (c, &f.gpu) {
+            present.insert((c.id.as_str(), g.as_str()));
+        }
+    }
     findings
         .iter()
         .zip(causes)
         .map(|(f, cause)| {
+            // A consequence joins its cause's incident on the GPU when there is one.
+            if let Some(g) = &f.gpu {
+                for c in rules.causes.iter().filter(|c| c.has_consequence(&f.rule)) {
+                    let node = node_key(&c.id, &f.node);
+                    if active(&node) {
+                        return Assigned { key: node, finding: f, cause: Some(c) };
+                    }
+                    let key = gpu_key(&c.id, g.as_str());
+                    if present.contains(&(c.id.as_str(), g.as_str())) || active(&key) {
+                        return Assigned { key, finding: f, cause: Some(c) };
+                    }
+                }
+            }
             let key = match (cause, &f.gpu) {
                 (None, _) => dedup_key(f),
                 (Some(c), None) => node_key(&c.id, &f.node),
@@ -159,6 +179,24 @@ mod tests {
         let k = keys(&fs, &|_| false);
         assert_eq!(k[0], "cause.memory@GPU-1");
         assert_eq!(k.iter().collect::<BTreeSet<_>>().len(), 8);
+    }
+
+    #[test]
+    fn clock_and_power_consequences_join_a_thermal_or_power_incident_only() {
+        // True: throttling lowers the clock, so the clock anomaly joins the thermal
+        // incident present at the same evaluation, or one already active.
+        let fs = [f("thermal.margin", "GPU-1", "n1"), f("anomaly.series.sm_clock", "GPU-1", "n1")];
+        assert_eq!(keys(&fs, &|_| false), ["cause.thermal@GPU-1", "cause.thermal@GPU-1"]);
+        let fs = [f("anomaly.cohort.power_usage", "GPU-1", "n1")];
+        assert_eq!(keys(&fs, &|k| k == "cause.power@GPU-1"), ["cause.power@GPU-1"]);
+        // False: alone, a slow clock is its own cause; another GPU's heat explains nothing.
+        let fs = [f("anomaly.cohort.sm_clock", "GPU-1", "n1")];
+        assert_eq!(keys(&fs, &|_| false), ["cause.slow_clocks@GPU-1"]);
+        let fs = [f("thermal.margin", "GPU-2", "n1"), f("anomaly.cohort.sm_clock", "GPU-1", "n1")];
+        assert_eq!(keys(&fs, &|_| false), ["cause.thermal@GPU-2", "cause.slow_clocks@GPU-1"]);
+        // Utilisation is no consequence of anything here.
+        let fs = [f("thermal.margin", "GPU-1", "n1"), f("anomaly.cohort.gpu_util", "GPU-1", "n1")];
+        assert_eq!(keys(&fs, &|_| false)[1], "anomaly.cohort.gpu_util@GPU-1");
     }
 
     #[test]

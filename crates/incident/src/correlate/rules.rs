@@ -45,6 +45,12 @@ pub struct Cause {
     pub title: String,
     pub explanation: String,
     pub signals: Vec<String>,
+    /// Signals that are what this cause does to the GPU (lower clocks, less power) but
+    /// may also have causes of their own: they join an incident of this cause on their
+    /// GPU when one is active or shows at the same evaluation, and otherwise go where
+    /// they would anyway.
+    #[serde(default)]
+    pub consequences: Vec<String>,
     #[serde(default)]
     pub node_wide_min_gpus: Option<u32>,
 }
@@ -53,6 +59,11 @@ impl Cause {
     /// Position of `rule` in the causal chain, if this cause lists it.
     pub fn position(&self, rule: &str) -> Option<usize> {
         self.signals.iter().position(|p| glob_match(p, rule))
+    }
+
+    /// Whether `rule` is one of this cause's consequences.
+    pub fn has_consequence(&self, rule: &str) -> bool {
+        self.consequences.iter().any(|p| glob_match(p, rule))
     }
 
     /// The explanation on one line (the file wraps it for reading).
@@ -135,7 +146,7 @@ impl CorrelationRules {
                     what: "signals",
                 });
             }
-            for p in &c.signals {
+            for p in c.signals.iter().chain(&c.consequences) {
                 if !is_pattern(p) {
                     return Err(CorrelationError::BadPattern {
                         id: c.id.clone(),

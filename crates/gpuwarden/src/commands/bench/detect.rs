@@ -222,6 +222,7 @@ pub fn detect(args: BenchDetectArgs) -> Result<ExitCode> {
         incidents: usize,
         delays: Vec<f64>,
         per_seed: Vec<f64>,
+        by_rule: BTreeMap<String, usize>,
     }
     let mut acc: Vec<BTreeMap<FaultKind, Acc>> = vec![BTreeMap::new(); NSETS];
     let mut busy = Duration::ZERO;
@@ -244,6 +245,9 @@ pub fn detect(args: BenchDetectArgs) -> Result<ExitCode> {
             for (si, incs) in r.incidents.iter().enumerate() {
                 let a = acc[si].entry(kind).or_default();
                 a.incidents += incs.len();
+                for i in incs {
+                    *a.by_rule.entry(i.rule.clone()).or_default() += 1;
+                }
                 a.matched += incs
                     .iter()
                     .filter(|i| {
@@ -348,6 +352,11 @@ pub fn detect(args: BenchDetectArgs) -> Result<ExitCode> {
                 nan_dash(p95, 0),
             )?;
         }
+    }
+    writeln!(t, "\nincidents by rule (both; cause.* = correlated):")?;
+    for &kind in KINDS {
+        let a = acc[2].get(&kind).cloned().unwrap_or_default();
+        writeln!(t, "  {kind}: {:?}", a.by_rule)?;
     }
     writeln!(t, "\nover all fault kinds:")?;
     for (si, set) in SETS.iter().enumerate() {
