@@ -63,14 +63,18 @@ async fn an_overheating_gpu_is_one_incident_with_its_thermal_signals_as_contribu
     assert_eq!(status, 201, "{label}");
 
     // Wait until the hardware slowdown has joined (the end of the chain) …
-    let incident = wait_for(Duration::from_secs(90), "a thermal incident with the slowdown", || async {
-        incidents_of(&gw.base, &uuid).await.into_iter().find(|i| {
-            i["rule"] == "cause.thermal"
-                && i["correlation"]["contributors"]
-                    .as_array()
-                    .is_some_and(|c| c.iter().any(|s| s["rule"] == "thermal.slowdown"))
-        })
-    })
+    let incident = wait_for(
+        Duration::from_secs(90),
+        "a thermal incident with the slowdown",
+        || async {
+            incidents_of(&gw.base, &uuid).await.into_iter().find(|i| {
+                i["rule"] == "cause.thermal"
+                    && i["correlation"]["contributors"]
+                        .as_array()
+                        .is_some_and(|c| c.iter().any(|s| s["rule"] == "thermal.slowdown"))
+            })
+        },
+    )
     .await;
     // … and a few more evaluations, so any stray incident would have opened too.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -89,7 +93,11 @@ async fn an_overheating_gpu_is_one_incident_with_its_thermal_signals_as_contribu
     assert!(rules.len() >= 2, "several signals, one incident: {rules:?}");
     assert!(rules.iter().all(|r| THERMAL_SIGNALS.contains(r)), "{rules:?}");
     // Severity and action are the worst contributor's.
-    let worst = contributors.iter().map(|c| severity_rank(&c["severity"])).max().unwrap();
+    let worst = contributors
+        .iter()
+        .map(|c| severity_rank(&c["severity"]))
+        .max()
+        .unwrap();
     assert_eq!(severity_rank(&inc["severity"]), worst, "{inc:#}");
     assert_eq!(inc["action"], "drain_node", "{inc:#}");
     // Every contributor keeps its evidence and when it was first and last seen.
@@ -103,13 +111,20 @@ async fn an_overheating_gpu_is_one_incident_with_its_thermal_signals_as_contribu
     assert!(rules.contains(&first), "{first} not in {rules:?}");
     // A later signal joined with a timeline entry.
     assert!(
-        inc["timeline"].as_array().unwrap().iter().any(|t| t["what"] == "joined"),
+        inc["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["what"] == "joined"),
         "{inc:#}"
     );
     // The contributor filter finds it.
-    let by_rule = get_json(&format!("{}/api/v1/incidents?rule=thermal.slowdown&gpu={uuid}", gw.base))
-        .await
-        .unwrap();
+    let by_rule = get_json(&format!(
+        "{}/api/v1/incidents?rule=thermal.slowdown&gpu={uuid}",
+        gw.base
+    ))
+    .await
+    .unwrap();
     assert_eq!(by_rule["total"], 1, "{by_rule}");
 }
 
@@ -132,18 +147,29 @@ async fn a_gpu_falling_off_the_bus_is_one_health_incident_and_a_linked_security_
     .await;
     let all = incidents_of(&gw.base, &uuid).await;
     let health: Vec<&Value> = all.iter().filter(|i| i["kind"] == "health").collect();
-    assert_eq!(health.len(), 1, "XID 79 and the GPU vanishing are one incident: {all:#?}");
+    assert_eq!(
+        health.len(),
+        1,
+        "XID 79 and the GPU vanishing are one incident: {all:#?}"
+    );
     assert_eq!(sec["kind"], "security");
     assert_eq!(sec["correlation"]["related"][0]["id"], bus["id"]);
     assert!(
-        sec["summary"].as_str().unwrap().starts_with("follows the GPU falling off the bus"),
+        sec["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("follows the GPU falling off the bus"),
         "{sec:#}"
     );
     let bus = get_json(&format!("{}/api/v1/incidents/{}", gw.base, bus["id"].as_str().unwrap()))
         .await
         .unwrap();
     assert!(
-        bus["correlation"]["related"].as_array().unwrap().iter().any(|r| r["id"] == sec["id"]),
+        bus["correlation"]["related"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == sec["id"]),
         "{bus:#}"
     );
 }

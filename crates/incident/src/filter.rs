@@ -21,7 +21,11 @@ impl IncidentFilter {
     /// Only active incidents (open, acknowledged or clearing).
     pub fn active() -> Self {
         IncidentFilter {
-            states: vec![IncidentState::Open, IncidentState::Acknowledged, IncidentState::Clearing],
+            states: vec![
+                IncidentState::Open,
+                IncidentState::Acknowledged,
+                IncidentState::Clearing,
+            ],
             ..Default::default()
         }
     }

@@ -253,8 +253,8 @@ impl Analysis {
     fn reload_incidents(&self, engine: &mut IncidentEngine) {
         match self.store.incidents() {
             Ok(existing) => {
-                *engine =
-                    IncidentEngine::new(self.incident_config.clone(), existing).with_correlation(self.correlation.clone())
+                *engine = IncidentEngine::new(self.incident_config.clone(), existing)
+                    .with_correlation(self.correlation.clone())
             }
             Err(e) => tracing::error!("reloading incidents after a failed write: {e}"),
         }

@@ -93,8 +93,12 @@ pub fn build(
     registry: &mut Registry,
 ) -> Result<Stage> {
     let correlation = match &cfg.incidents.correlation_rules {
-        Some(path) => gpuwarden_incident::CorrelationRules::load(path)
-            .with_context(|| format!("[incidents] correlation_rules = {}: fix the file or remove the setting to use the built-in rules", path.display()))?,
+        Some(path) => gpuwarden_incident::CorrelationRules::load(path).with_context(|| {
+            format!(
+                "[incidents] correlation_rules = {}: fix the file or remove the setting to use the built-in rules",
+                path.display()
+            )
+        })?,
         None => gpuwarden_incident::CorrelationRules::builtin(),
     };
     let analysis = Arc::new(

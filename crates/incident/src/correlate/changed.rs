@@ -36,8 +36,14 @@ pub fn changed_before(events: &[Event], series: &[SeriesWindow<'_>]) -> Vec<Time
                 },
                 Some(Severity::Warning),
             ),
-            EventKind::XidCleared { previous_code } => ("errors", format!("XID {previous_code} no longer reported"), None),
-            EventKind::GpuDisappeared => ("inventory", "GPU missing from its node's scrape".to_string(), Some(Severity::Critical)),
+            EventKind::XidCleared { previous_code } => {
+                ("errors", format!("XID {previous_code} no longer reported"), None)
+            }
+            EventKind::GpuDisappeared => (
+                "inventory",
+                "GPU missing from its node's scrape".to_string(),
+                Some(Severity::Critical),
+            ),
             EventKind::GpuAppeared => ("inventory", "GPU appeared in its node's scrape".to_string(), None),
             EventKind::EccDbe { count } => (
                 "errors",
@@ -45,7 +51,11 @@ pub fn changed_before(events: &[Event], series: &[SeriesWindow<'_>]) -> Vec<Time
                 Some(Severity::Critical),
             ),
             EventKind::RemapFailure => ("errors", "row remapping failed".to_string(), Some(Severity::Critical)),
-            EventKind::ThrottleStart { reasons } => ("clocks", format!("clock throttling started (reasons 0x{reasons:x})"), None),
+            EventKind::ThrottleStart { reasons } => (
+                "clocks",
+                format!("clock throttling started (reasons 0x{reasons:x})"),
+                None,
+            ),
             EventKind::ProcessStart { pid, name } => (
                 "workload",
                 match name {
@@ -80,8 +90,14 @@ pub fn changed_before(events: &[Event], series: &[SeriesWindow<'_>]) -> Vec<Time
 fn summarise(s: &SeriesWindow<'_>) -> Option<TimelineEntry> {
     let pts: Vec<(TimestampMs, f64)> = s.points.iter().copied().filter(|(_, v)| v.is_finite()).collect();
     let (&(t0, first), &(_, last)) = (pts.first()?, pts.last()?);
-    let (tmax, max) = pts.iter().copied().fold((t0, first), |a, b| if b.1 > a.1 { b } else { a });
-    let (tmin, min) = pts.iter().copied().fold((t0, first), |a, b| if b.1 < a.1 { b } else { a });
+    let (tmax, max) = pts
+        .iter()
+        .copied()
+        .fold((t0, first), |a, b| if b.1 > a.1 { b } else { a });
+    let (tmin, min) = pts
+        .iter()
+        .copied()
+        .fold((t0, first), |a, b| if b.1 < a.1 { b } else { a });
     if max - min < s.min_change {
         return None;
     }
@@ -146,14 +162,38 @@ mod tests {
     #[test]
     fn a_temperature_climb_and_events_make_an_ordered_timeline() {
         let events = [
-            ev(1_000, EventKind::ProcessStart { pid: 7, name: Some("train".into()) }),
-            ev(50_000, EventKind::Xid { code: 79, message: None, pid: None, process: None }),
+            ev(
+                1_000,
+                EventKind::ProcessStart {
+                    pid: 7,
+                    name: Some("train".into()),
+                },
+            ),
+            ev(
+                50_000,
+                EventKind::Xid {
+                    code: 79,
+                    message: None,
+                    pid: None,
+                    process: None,
+                },
+            ),
         ];
-        let series = [temp(vec![(0, 45.0), (10_000, 46.0), (20_000, 60.0), (30_000, 88.0), (40_000, 87.0)])];
+        let series = [temp(vec![
+            (0, 45.0),
+            (10_000, 46.0),
+            (20_000, 60.0),
+            (30_000, 88.0),
+            (40_000, 87.0),
+        ])];
         let tl = changed_before(&events, &series);
         let whats: Vec<&str> = tl.iter().map(|e| e.what.as_str()).collect();
         assert_eq!(whats, ["workload", "temperature", "errors"]);
-        assert!(tl[1].detail.contains("rose 45 → 87") && tl[1].detail.contains("peak 88"), "{}", tl[1].detail);
+        assert!(
+            tl[1].detail.contains("rose 45 → 87") && tl[1].detail.contains("peak 88"),
+            "{}",
+            tl[1].detail
+        );
         assert_eq!(tl[1].ts_ms, 20_000, "stamped where the climb started");
         assert!(tl[2].detail.contains("XID 79"));
     }

@@ -55,7 +55,9 @@ pub fn assign<'a>(
     for (f, c) in findings.iter().zip(&causes) {
         if let (Some(c), Some(g)) = (c, &f.gpu) {
             if c.node_wide_min_gpus.is_some() {
-                gpus.entry((c.id.as_str(), f.node.as_str())).or_default().insert(g.as_str());
+                gpus.entry((c.id.as_str(), f.node.as_str()))
+                    .or_default()
+                    .insert(g.as_str());
             }
         }
     }
@@ -75,11 +77,19 @@ pub fn assign<'a>(
                 for c in rules.causes.iter().filter(|c| c.has_consequence(&f.rule)) {
                     let node = node_key(&c.id, &f.node);
                     if active(&node) {
-                        return Assigned { key: node, finding: f, cause: Some(c) };
+                        return Assigned {
+                            key: node,
+                            finding: f,
+                            cause: Some(c),
+                        };
                     }
                     let key = gpu_key(&c.id, g.as_str());
                     if present.contains(&(c.id.as_str(), g.as_str())) || active(&key) {
-                        return Assigned { key, finding: f, cause: Some(c) };
+                        return Assigned {
+                            key,
+                            finding: f,
+                            cause: Some(c),
+                        };
                     }
                 }
             }
@@ -154,13 +164,20 @@ mod tests {
         let k = keys(&fs, &|_| false);
         assert_eq!(
             k,
-            ["cause.thermal@GPU-1", "cause.thermal@GPU-2", "xid.13@GPU-1", "cause.memory@GPU-1"]
+            [
+                "cause.thermal@GPU-1",
+                "cause.thermal@GPU-2",
+                "xid.13@GPU-1",
+                "cause.memory@GPU-1"
+            ]
         );
     }
 
     #[test]
     fn a_node_wide_cause_becomes_one_node_key_and_stays_while_active() {
-        let hot: Vec<Finding> = (1..=3).map(|i| f("thermal.margin", &format!("GPU-{i}"), "n1")).collect();
+        let hot: Vec<Finding> = (1..=3)
+            .map(|i| f("thermal.margin", &format!("GPU-{i}"), "n1"))
+            .collect();
         let k = keys(&hot, &|_| false);
         assert!(k.iter().all(|x| x == "cause.thermal@node:n1"), "{k:?}");
         // Two GPUs (below the threshold of 3): per GPU, unless the node incident is active.
@@ -185,17 +202,29 @@ mod tests {
     fn clock_and_power_consequences_join_a_thermal_or_power_incident_only() {
         // True: throttling lowers the clock, so the clock anomaly joins the thermal
         // incident present at the same evaluation, or one already active.
-        let fs = [f("thermal.margin", "GPU-1", "n1"), f("anomaly.series.sm_clock", "GPU-1", "n1")];
+        let fs = [
+            f("thermal.margin", "GPU-1", "n1"),
+            f("anomaly.series.sm_clock", "GPU-1", "n1"),
+        ];
         assert_eq!(keys(&fs, &|_| false), ["cause.thermal@GPU-1", "cause.thermal@GPU-1"]);
         let fs = [f("anomaly.cohort.power_usage", "GPU-1", "n1")];
         assert_eq!(keys(&fs, &|k| k == "cause.power@GPU-1"), ["cause.power@GPU-1"]);
         // False: alone, a slow clock is its own cause; another GPU's heat explains nothing.
         let fs = [f("anomaly.cohort.sm_clock", "GPU-1", "n1")];
         assert_eq!(keys(&fs, &|_| false), ["cause.slow_clocks@GPU-1"]);
-        let fs = [f("thermal.margin", "GPU-2", "n1"), f("anomaly.cohort.sm_clock", "GPU-1", "n1")];
-        assert_eq!(keys(&fs, &|_| false), ["cause.thermal@GPU-2", "cause.slow_clocks@GPU-1"]);
+        let fs = [
+            f("thermal.margin", "GPU-2", "n1"),
+            f("anomaly.cohort.sm_clock", "GPU-1", "n1"),
+        ];
+        assert_eq!(
+            keys(&fs, &|_| false),
+            ["cause.thermal@GPU-2", "cause.slow_clocks@GPU-1"]
+        );
         // Utilisation is no consequence of anything here.
-        let fs = [f("thermal.margin", "GPU-1", "n1"), f("anomaly.cohort.gpu_util", "GPU-1", "n1")];
+        let fs = [
+            f("thermal.margin", "GPU-1", "n1"),
+            f("anomaly.cohort.gpu_util", "GPU-1", "n1"),
+        ];
         assert_eq!(keys(&fs, &|_| false)[1], "anomaly.cohort.gpu_util@GPU-1");
     }
 

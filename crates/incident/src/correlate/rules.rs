@@ -25,7 +25,9 @@ pub enum CorrelationError {
     Duplicate(String),
     #[error("correlation cause {id:?}: {what} is empty; say what the cause is and why its signals follow from it")]
     Empty { id: String, what: &'static str },
-    #[error("correlation cause {id:?}: signal pattern {pattern:?} is not a rule id (a-z, 0-9, '_', '.', '*'; no spaces)")]
+    #[error(
+        "correlation cause {id:?}: signal pattern {pattern:?} is not a rule id (a-z, 0-9, '_', '.', '*'; no spaces)"
+    )]
     BadPattern { id: String, pattern: String },
     #[error("correlation cause {id:?}: signal {pattern:?} is a security rule; security findings are linked with [[link]], never grouped with health findings")]
     SecurityInCause { id: String, pattern: String },
@@ -128,7 +130,9 @@ impl CorrelationRules {
         for c in &self.causes {
             let id_ok = c.id.starts_with("cause.")
                 && c.id.len() > "cause.".len()
-                && c.id.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_' || ch == '.');
+                && c.id
+                    .chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_' || ch == '.');
             if !id_ok {
                 return Err(CorrelationError::BadCauseId(c.id.clone()));
             }
@@ -162,12 +166,18 @@ impl CorrelationRules {
             }
             if let Some(n) = c.node_wide_min_gpus {
                 if n < 2 {
-                    return Err(CorrelationError::NodeWideTooSmall { id: c.id.clone(), got: n });
+                    return Err(CorrelationError::NodeWideTooSmall {
+                        id: c.id.clone(),
+                        got: n,
+                    });
                 }
             }
         }
         for l in &self.links {
-            let id_ok = !l.id.is_empty() && l.id.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_');
+            let id_ok = !l.id.is_empty()
+                && l.id
+                    .chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_');
             if !id_ok {
                 return Err(CorrelationError::BadLinkId(l.id.clone()));
             }
@@ -269,7 +279,10 @@ mod tests {
         assert!(glob_match("anomaly.*.gpu_temp", "anomaly.cohort.gpu_temp"));
         assert!(!glob_match("anomaly.*.gpu_temp", "anomaly.cohort.memory_temp"));
         assert!(!glob_match("anomaly.*.gpu_temp", "anomaly.gpu_temp"));
-        assert!(glob_match("anomaly.*.nvlink_crc_*", "anomaly.series.nvlink_crc_flit_rate"));
+        assert!(glob_match(
+            "anomaly.*.nvlink_crc_*",
+            "anomaly.series.nvlink_crc_flit_rate"
+        ));
         assert!(glob_match("xid.48", "xid.48"));
         assert!(!glob_match("xid.48", "xid.480"));
         assert!(glob_match("*", "anything"));
@@ -309,30 +322,62 @@ mod tests {
                 ],
                 &["xid.79", "xid.13", "xid.31", "pcie.replay"],
             ),
-            ("cause.bus", &["xid.79", "gpu.fallen_off_bus"], &["xid.43", "target.gpus_vanished", "sec.drift.inventory"]),
+            (
+                "cause.bus",
+                &["xid.79", "gpu.fallen_off_bus"],
+                &["xid.43", "target.gpus_vanished", "sec.drift.inventory"],
+            ),
             (
                 "cause.nvlink",
-                &["nvlink.crc", "nvlink.replay", "nvlink.recovery", "anomaly.series.nvlink_crc_flit_rate", "xid.74"],
+                &[
+                    "nvlink.crc",
+                    "nvlink.replay",
+                    "nvlink.recovery",
+                    "anomaly.series.nvlink_crc_flit_rate",
+                    "xid.74",
+                ],
                 &["pcie.replay", "anomaly.series.nvlink_tx"],
             ),
-            ("cause.pcie", &["pcie.replay", "anomaly.series.pcie_replay_rate"], &["anomaly.series.pcie_tx", "nvlink.replay"]),
+            (
+                "cause.pcie",
+                &["pcie.replay", "anomaly.series.pcie_replay_rate"],
+                &["anomaly.series.pcie_tx", "nvlink.replay"],
+            ),
             (
                 "cause.power",
                 &["throttle.power_brake", "throttle.sw_power_cap", "power.over_limit"],
                 &["throttle.thermal", "anomaly.series.power_usage"],
             ),
-            ("cause.slow_clocks", &["clocks.straggler", "anomaly.cohort.sm_clock"], &["anomaly.cohort.mem_clock"]),
+            (
+                "cause.slow_clocks",
+                &["clocks.straggler", "anomaly.cohort.sm_clock"],
+                &["anomaly.cohort.mem_clock"],
+            ),
         ];
         for (cause, yes, no) in cases {
             for rule in *yes {
-                assert_eq!(r.cause_of(rule).map(|c| c.id.as_str()), Some(*cause), "{rule} should be {cause}");
+                assert_eq!(
+                    r.cause_of(rule).map(|c| c.id.as_str()),
+                    Some(*cause),
+                    "{rule} should be {cause}"
+                );
             }
             for rule in *no {
-                assert_ne!(r.cause_of(rule).map(|c| c.id.as_str()), Some(*cause), "{rule} must not be {cause}");
+                assert_ne!(
+                    r.cause_of(rule).map(|c| c.id.as_str()),
+                    Some(*cause),
+                    "{rule} must not be {cause}"
+                );
             }
         }
         // Uncorrelated: application XIDs, utilisation, security.
-        for rule in ["xid.13", "xid.31", "anomaly.cohort.gpu_util", "sec.mining.telemetry", "sec.drift.inventory"] {
+        for rule in [
+            "xid.13",
+            "xid.31",
+            "anomaly.cohort.gpu_util",
+            "sec.mining.telemetry",
+            "sec.drift.inventory",
+        ] {
             assert!(r.cause_of(rule).is_none(), "{rule}");
         }
         // Causal order: the temperature climb comes before the slowdown.
@@ -343,7 +388,10 @@ mod tests {
     #[test]
     fn builtin_link_ties_inventory_change_to_bus_loss_only() {
         let r = CorrelationRules::builtin();
-        let links: Vec<&str> = r.links_of("sec.drift.inventory").map(|l| l.after_cause.as_str()).collect();
+        let links: Vec<&str> = r
+            .links_of("sec.drift.inventory")
+            .map(|l| l.after_cause.as_str())
+            .collect();
         assert_eq!(links, ["cause.bus"]);
         assert_eq!(r.links_of("sec.mining.telemetry").count(), 0);
         assert_eq!(r.links_of("xid.79").count(), 0);
@@ -371,7 +419,10 @@ mod tests {
         let spaces = cause("").replace("\"a.b\"", "\"a b\"");
         assert!(matches!(err(&spaces), CorrelationError::BadPattern { .. }));
         let no_signals = cause("").replace("[\"a.b\"]", "[]");
-        assert!(matches!(err(&no_signals), CorrelationError::Empty { what: "signals", .. }));
+        assert!(matches!(
+            err(&no_signals),
+            CorrelationError::Empty { what: "signals", .. }
+        ));
         let link = |after: &str, sec: &str| {
             format!(
                 "{}\n[[link]]\nid = \"l\"\nsecurity = [\"{sec}\"]\nafter_cause = \"{after}\"\nwithin = \"5m\"\nnote = \"n\"\n",
@@ -383,7 +434,10 @@ mod tests {
             err(&link("cause.y", "sec.drift.inventory")),
             CorrelationError::UnknownCause { .. }
         ));
-        assert!(matches!(err(&link("cause.x", "xid.79")), CorrelationError::NotSecurity { .. }));
+        assert!(matches!(
+            err(&link("cause.x", "xid.79")),
+            CorrelationError::NotSecurity { .. }
+        ));
         let bad_within = link("cause.x", "sec.a").replace("\"5m\"", "\"soon\"");
         assert!(matches!(err(&bad_within), CorrelationError::Parse(_)));
     }

@@ -121,7 +121,10 @@ impl IncidentEngine {
         // Health causes first, so a security finding of the same evaluation can link to
         // the health incident it follows.
         for security in [false, true] {
-            for (key, group) in groups.iter().filter(|(_, g)| (g.first.kind == FindingKind::Security) == security) {
+            for (key, group) in groups
+                .iter()
+                .filter(|(_, g)| (g.first.kind == FindingKind::Security) == security)
+            {
                 self.present(now_ms, key, group, &mut changes);
                 if security {
                     self.link(now_ms, key, group, &rules, &mut changes);
@@ -243,7 +246,9 @@ impl IncidentEngine {
             Vec::new()
         };
         for m in &merged {
-            correlation.contributors.extend(m.correlation.contributors.iter().cloned());
+            correlation
+                .contributors
+                .extend(m.correlation.contributors.iter().cloned());
             correlation.related.push(RelatedIncident {
                 id: m.id.clone(),
                 link: "merged".into(),
@@ -423,7 +428,11 @@ fn contribute(inc: &mut Incident, now_ms: TimestampMs, group: &Group<'_>, cap: u
                 if announce {
                     let who = f.gpu.as_ref().map(|g| format!(" on {g}")).unwrap_or_default();
                     let detail = format!("signal {}{who} joined: {}", f.rule, f.summary);
-                    timeline::push(&mut inc.timeline, timeline::entry(now_ms, "joined", detail, Some(f.severity)), cap);
+                    timeline::push(
+                        &mut inc.timeline,
+                        timeline::entry(now_ms, "joined", detail, Some(f.severity)),
+                        cap,
+                    );
                 }
             }
         }
@@ -487,7 +496,9 @@ impl IncidentEngine {
             }
             inc.state = IncidentState::Resolved;
             inc.resolved_ms = Some(now_ms);
-            inc.resolution = Some(Resolution::Automatic { cleared_since_ms: now_ms });
+            inc.resolution = Some(Resolution::Automatic {
+                cleared_since_ms: now_ms,
+            });
             inc.correlation.related.push(RelatedIncident {
                 id: into.to_string(),
                 link: "merged".into(),
@@ -505,7 +516,14 @@ impl IncidentEngine {
     /// Relates the security incident of `key` to the health incident its link rules say
     /// it follows (same GPU, else same node; active, or resolved within the link's
     /// window), both ways, once.
-    fn link(&mut self, now_ms: TimestampMs, key: &str, group: &Group<'_>, rules: &CorrelationRules, changes: &mut Changes) {
+    fn link(
+        &mut self,
+        now_ms: TimestampMs,
+        key: &str,
+        group: &Group<'_>,
+        rules: &CorrelationRules,
+        changes: &mut Changes,
+    ) {
         let Some(sec_id) = self.by_key.get(key).cloned() else {
             return; // still pending (min_duration)
         };
@@ -546,9 +564,17 @@ impl IncidentEngine {
                 h.correlation.related.push(RelatedIncident {
                     id: sec_id.clone(),
                     link: l.id.clone(),
-                    note: format!("security finding {} on the same hardware follows from this incident", f.rule),
+                    note: format!(
+                        "security finding {} on the same hardware follows from this incident",
+                        f.rule
+                    ),
                 });
-                let e = timeline::entry(now_ms, "linked", format!("{sec_id}: {} follows from this", f.rule), None);
+                let e = timeline::entry(
+                    now_ms,
+                    "linked",
+                    format!("{sec_id}: {} follows from this", f.rule),
+                    None,
+                );
                 timeline::push(&mut h.timeline, e, cap);
                 changes.entry(health_id).or_default().insert(ChangeKind::Refreshed);
             }

@@ -38,7 +38,13 @@ fn active(e: &IncidentEngine) -> Vec<&Incident> {
 #[test]
 fn a_thermal_chain_is_one_incident_that_escalates_as_worse_signals_join() {
     let mut e = engine();
-    let temp = finding(FindingKind::Anomaly, "anomaly.series.gpu_temp", "GPU-1", Severity::Warning, Action::None);
+    let temp = finding(
+        FindingKind::Anomaly,
+        "anomaly.series.gpu_temp",
+        "GPU-1",
+        Severity::Warning,
+        Action::None,
+    );
     let margin = health("thermal.margin", "GPU-1", Severity::Warning, Action::None);
     let throttle = health("throttle.thermal", "GPU-1", Severity::Warning, Action::DrainNode);
     let slowdown = health("thermal.slowdown", "GPU-1", Severity::Critical, Action::DrainNode);
@@ -67,7 +73,12 @@ fn a_thermal_chain_is_one_incident_that_escalates_as_worse_signals_join() {
     let rules: Vec<&str> = inc.correlation.contributors.iter().map(|c| c.rule.as_str()).collect();
     assert_eq!(
         rules,
-        ["anomaly.series.gpu_temp", "thermal.margin", "throttle.thermal", "thermal.slowdown"]
+        [
+            "anomaly.series.gpu_temp",
+            "thermal.margin",
+            "throttle.thermal",
+            "thermal.slowdown"
+        ]
     );
     let t = &inc.correlation.contributors[0];
     assert_eq!((t.first_seen_ms, t.last_seen_ms, t.findings), (0, 3 * S, 4));
@@ -87,7 +98,15 @@ fn a_thermal_chain_is_one_incident_that_escalates_as_worse_signals_join() {
 #[test]
 fn the_first_domino_is_the_earliest_signal_of_the_chain_even_if_it_arrives_later() {
     let mut e = engine();
-    e.apply(0, &[health("thermal.slowdown", "GPU-1", Severity::Critical, Action::DrainNode)]);
+    e.apply(
+        0,
+        &[health(
+            "thermal.slowdown",
+            "GPU-1",
+            Severity::Critical,
+            Action::DrainNode,
+        )],
+    );
     e.apply(S, &[health("thermal.margin", "GPU-1", Severity::Warning, Action::None)]);
     let inc = active(&e)[0];
     assert_eq!(
@@ -106,7 +125,12 @@ fn an_ecc_fault_is_one_memory_incident_and_other_gpus_and_causes_stay_apart() {
         health("remap.correctable_rows", "GPU-1", Severity::Info, Action::None),
         health("ecc.dbe", "GPU-1", Severity::Critical, Action::ResetGpu),
         health("xid.48", "GPU-1", Severity::Critical, Action::ResetGpu),
-        health("remap.uncorrectable_rows", "GPU-1", Severity::Critical, Action::HardwareInspection),
+        health(
+            "remap.uncorrectable_rows",
+            "GPU-1",
+            Severity::Critical,
+            Action::HardwareInspection,
+        ),
         health("xid.63", "GPU-1", Severity::Warning, Action::ResetGpu),
     ];
     for (i, f) in chain.iter().enumerate() {
@@ -190,7 +214,7 @@ fn inventory_change_without_a_bus_loss_is_not_linked() {
     // A bus loss on another GPU of the same node does not explain this one... unless it
     // is a node incident; a GPU incident elsewhere is not.
     e.apply(0, &[health("xid.79", "GPU-3", Severity::Critical, Action::Reboot)]);
-    e.apply(S, &[inventory.clone()]);
+    e.apply(S, std::slice::from_ref(&inventory));
     let sec = active(&e)
         .into_iter()
         .find(|i| i.kind == FindingKind::Security)
@@ -233,7 +257,9 @@ fn a_node_wide_cause_is_one_node_incident_that_takes_over_gpu_incidents() {
     let merged = e.get(&gpu_incident).expect("merged");
     assert_eq!(merged.state, IncidentState::Resolved);
     assert!(merged.timeline.iter().any(|t| t.what == "merged"));
-    assert!(c.iter().any(|c| c.incident.id == gpu_incident && c.kinds.contains(&ChangeKind::Resolved)));
+    assert!(c
+        .iter()
+        .any(|c| c.incident.id == gpu_incident && c.kinds.contains(&ChangeKind::Resolved)));
     // As GPUs recover one by one, the rest stay in the node incident.
     e.apply(2 * S, &[hot("GPU-2")]);
     assert_eq!(active(&e).len(), 1);

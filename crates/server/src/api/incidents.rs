@@ -24,7 +24,9 @@ pub struct IncidentParams {
     /// open, acknowledged, clearing (condition absent, not yet resolved), resolved, or
     /// `active` (open + acknowledged + clearing); several
     /// separated by commas. Default: all.
-    #[param(pattern = "^(open|acknowledged|clearing|resolved|active)(,(open|acknowledged|clearing|resolved|active))*$")]
+    #[param(
+        pattern = "^(open|acknowledged|clearing|resolved|active)(,(open|acknowledged|clearing|resolved|active))*$"
+    )]
     state: Option<String>,
     /// Minimum severity: info, warning, critical, fatal.
     severity: Option<Severity>,

@@ -319,7 +319,9 @@ pub fn detect(args: BenchDetectArgs) -> Result<ExitCode> {
             let (lo, hi) = a
                 .per_seed
                 .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+                    (lo.min(x), hi.max(x))
+                });
             per_fault_all[si].push(per_fault);
             delays_all[si].extend(a.delays.iter().copied());
             let mut d = a.delays.clone();

@@ -8,8 +8,8 @@ use anyhow::{bail, Result};
 use gpuwarden_incident::{CorrelationRules, IncidentConfig, IncidentEngine};
 use gpuwarden_model::Incident;
 use gpuwarden_security::simbench::{max_s, median_s, run_with, BenchConfig, BenchReport, GRACE_MS};
-use std::collections::BTreeMap;
 use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -44,14 +44,18 @@ pub fn security(a: BenchSecurityArgs) -> Result<ExitCode> {
         IncidentEngine::new(IncidentConfig::default(), Vec::new()).with_correlation(CorrelationRules::none()),
     ];
     let mut opened: [BTreeMap<String, Incident>; 2] = Default::default();
-    let r = run_with(&cfg, &mut |f| bar.set_position((f * 1000.0) as u64), &mut |now, findings| {
-        for (e, o) in engines.iter_mut().zip(opened.iter_mut()) {
-            // The latest version of each incident: its timeline has every (re)opening.
-            for inc in e.apply(now, findings) {
-                o.insert(inc.id.clone(), inc);
+    let r = run_with(
+        &cfg,
+        &mut |f| bar.set_position((f * 1000.0) as u64),
+        &mut |now, findings| {
+            for (e, o) in engines.iter_mut().zip(opened.iter_mut()) {
+                // The latest version of each incident: its timeline has every (re)opening.
+                for inc in e.apply(now, findings) {
+                    o.insert(inc.id.clone(), inc);
+                }
             }
-        }
-    });
+        },
+    );
     bar.finish_and_clear();
     let wall = t0.elapsed().as_secs_f64();
 
@@ -119,7 +123,10 @@ pub fn security(a: BenchSecurityArgs) -> Result<ExitCode> {
     }
     println!("\n| Incidents | Per episode: mean / p95 / max | Episodes with an incident | Delay from the episode's start p50 / p95 | False incidents (per 1,000 legit GPU-h) |");
     println!("|---|---|---|---|---|");
-    for (name, o) in ["correlated (product)", "uncorrelated (one per rule)"].iter().zip(&opened) {
+    for (name, o) in ["correlated (product)", "uncorrelated (one per rule)"]
+        .iter()
+        .zip(&opened)
+    {
         let s = incident_scores(&r, o.values());
         println!(
             "| {name} | {:.2} / {} / {} | {}/{} | {} / {} | {} ({:.3}) |",
