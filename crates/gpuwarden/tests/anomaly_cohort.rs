@@ -41,7 +41,7 @@ async fn cohort_incidents(base: &str, uuid: &str) -> Vec<Value> {
         .and_then(|l| l["incidents"].as_array().cloned())
         .unwrap_or_default()
         .into_iter()
-        .filter(|i| is_cohort_finding(i["rule"].as_str().unwrap_or("")))
+        .filter(|i| common::has_rule_where(i, is_cohort_finding))
         .collect()
 }
 

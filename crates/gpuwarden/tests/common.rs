@@ -280,3 +280,20 @@ pub async fn start_sim_exporters(nodes: usize, gpus_per_node: usize, seed: u64) 
     .await;
     (guard, hostports)
 }
+
+/// Whether an incident (API JSON) answers to `rule`: its own rule, or — for an incident
+/// that correlates several findings (`cause.*`) — one of its contributing signals.
+pub fn has_rule(incident: &serde_json::Value, rule: &str) -> bool {
+    incident["rule"] == rule
+        || incident["correlation"]["contributors"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|s| s["rule"] == rule))
+}
+
+/// Whether an incident answers to a rule for which `pred` holds (see [`has_rule`]).
+pub fn has_rule_where(incident: &serde_json::Value, pred: impl Fn(&str) -> bool) -> bool {
+    pred(incident["rule"].as_str().unwrap_or(""))
+        || incident["correlation"]["contributors"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|s| pred(s["rule"].as_str().unwrap_or(""))))
+}

@@ -112,7 +112,7 @@ async fn a_far_future_or_pre_1970_timestamp_is_refused_and_resolves_nothing() {
         incidents(&gw.base)
             .await
             .into_iter()
-            .find(|i| i["rule"] == "xid.79" && i["gpu"] == "GPU-a" && i["state"] == "open")
+            .find(|i| common::has_rule(i, "xid.79") && i["gpu"] == "GPU-a" && i["state"] == "open")
     })
     .await;
     let id = xid["id"].as_str().unwrap().to_string();

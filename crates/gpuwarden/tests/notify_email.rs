@@ -48,6 +48,7 @@ fn incident() -> Incident {
         finding_count: 1,
         labels: Default::default(),
         flaps: 0,
+        correlation: Default::default(),
         timeline: vec![],
     }
 }

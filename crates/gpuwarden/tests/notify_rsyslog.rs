@@ -70,6 +70,7 @@ fn incident(id: &str, state: IncidentState) -> Incident {
         finding_count: 2,
         labels: Default::default(),
         flaps: 0,
+        correlation: Default::default(),
         timeline: vec![],
     }
 }

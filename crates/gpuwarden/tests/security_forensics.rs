@@ -69,6 +69,7 @@ fn seed_store(dir: &Path) {
             finding_count: 1,
             labels: Default::default(),
             flaps: 0,
+            correlation: Default::default(),
             timeline: Vec::new(),
         }])
         .unwrap();

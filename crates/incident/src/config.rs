@@ -41,6 +41,12 @@ pub struct IncidentConfig {
     /// and replaced by one `truncated` note (the first and the latest are kept).
     /// Minimum 16. Default 200.
     pub max_timeline: usize,
+
+    /// A correlation rule file (same format as the built-in `rules/correlation.toml`)
+    /// that replaces the built-in rules: which findings share a cause and become one
+    /// incident. Unset: the built-in rules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_rules: Option<std::path::PathBuf>,
 }
 
 impl Default for IncidentConfig {
@@ -52,6 +58,7 @@ impl Default for IncidentConfig {
             manual_resolve_grace: Duration::from_secs(30 * 60),
             refresh_interval: Duration::from_secs(60),
             max_timeline: 200,
+            correlation_rules: None,
         }
     }
 }

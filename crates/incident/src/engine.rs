@@ -3,14 +3,18 @@
 
 mod apply;
 #[cfg(test)]
+mod correlation_tests;
+#[cfg(test)]
 mod tests;
 
 use crate::config::{IncidentConfig, Limits};
+use crate::correlate::CorrelationRules;
 use crate::error::IncidentError;
 use crate::filter::IncidentFilter;
 use crate::timeline;
 use gpuwarden_model::{Incident, IncidentState, Resolution, Severity, TimestampMs};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// Groups findings into incidents and runs their lifecycle. See the crate docs.
 ///
@@ -32,6 +36,8 @@ pub struct IncidentEngine {
     /// Incident id → `last_seen_ms` as last returned to the caller (to bound how stale
     /// the persisted copy gets; see `refresh_interval`).
     returned_seen: HashMap<String, TimestampMs>,
+    /// Which findings share a cause (one incident per cause instead of per rule).
+    rules: Arc<CorrelationRules>,
 }
 
 /// A condition not yet old enough to open an incident.
@@ -71,7 +77,7 @@ impl IncidentEngine {
 
         // A condition that was absent when we stopped is still "cleared": its return is
         // a flap. The timeline's last condition entry tells (its tail is never truncated).
-        let cleared = incidents
+        let cleared: HashMap<String, TimestampMs> = incidents
             .values()
             .filter(|i| is_active(i))
             .filter_map(|i| {
@@ -84,6 +90,13 @@ impl IncidentEngine {
             })
             .collect();
         let returned_seen = incidents.values().map(|i| (i.id.clone(), i.last_seen_ms)).collect();
+        // Written before the clearing state existed: a cleared active incident shows as
+        // clearing from now on.
+        for id in cleared.keys() {
+            if let Some(i) = incidents.get_mut(id) {
+                i.state = IncidentState::Clearing;
+            }
+        }
 
         IncidentEngine {
             config,
@@ -93,7 +106,30 @@ impl IncidentEngine {
             cleared,
             pending: HashMap::new(),
             returned_seen,
+            rules: Arc::new(CorrelationRules::builtin()),
         }
+    }
+
+    /// Uses these correlation rules instead of the built-in ones
+    /// ([`CorrelationRules::none`] for one incident per rule and GPU). Incidents already
+    /// open keep their keys; new findings are grouped by the new rules.
+    pub fn with_correlation(mut self, rules: CorrelationRules) -> Self {
+        self.rules = Arc::new(rules);
+        self
+    }
+
+    /// The correlation rules in use.
+    pub fn correlation_rules(&self) -> &CorrelationRules {
+        &self.rules
+    }
+
+    /// Sets the "what changed before" timeline of an incident (built by the caller from
+    /// stored events and series; see [`crate::correlate::changed_before`]). Returns the
+    /// incident as changed, to persist; `None` for an unknown id.
+    pub fn set_changed_before(&mut self, id: &str, entries: Vec<gpuwarden_model::TimelineEntry>) -> Option<Incident> {
+        let inc = self.incidents.get_mut(id)?;
+        inc.correlation.changed_before = entries;
+        Some(inc.clone())
     }
 
     /// The configuration the engine runs with.
@@ -114,6 +150,21 @@ impl IncidentEngine {
         let inc = self.incidents.get_mut(id).ok_or_else(|| not_found(id))?;
         match inc.state {
             IncidentState::Acknowledged => Ok(inc.clone()),
+            IncidentState::Clearing if inc.acknowledged_ms.is_some() => Ok(inc.clone()),
+            // The condition is absent: it stays clearing, acknowledged (it goes back to
+            // acknowledged, not open, if the condition returns).
+            IncidentState::Clearing => {
+                inc.acknowledged_ms = Some(now_ms);
+                inc.acknowledged_by = Some(actor.to_string());
+                inc.updated_ms = now_ms;
+                let detail = by_whom(actor, comment);
+                timeline::push(
+                    &mut inc.timeline,
+                    timeline::entry(now_ms, "acknowledged", detail, None),
+                    cap,
+                );
+                Ok(inc.clone())
+            }
             IncidentState::Resolved => Err(IncidentError::InvalidTransition {
                 id: id.to_string(),
                 from: inc.state,
@@ -213,7 +264,7 @@ impl IncidentEngine {
 
 /// Open or acknowledged.
 pub(crate) fn is_active(i: &Incident) -> bool {
-    i.state != IncidentState::Resolved
+    i.state.is_active()
 }
 
 /// A new incident id: `inc-` and a ULID (26 Crockford base32 characters) whose time part

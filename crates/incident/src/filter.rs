@@ -18,10 +18,14 @@ pub struct IncidentFilter {
 }
 
 impl IncidentFilter {
-    /// Only active incidents (open or acknowledged).
+    /// Only active incidents (open, acknowledged or clearing).
     pub fn active() -> Self {
         IncidentFilter {
-            states: vec![IncidentState::Open, IncidentState::Acknowledged],
+            states: vec![
+                IncidentState::Open,
+                IncidentState::Acknowledged,
+                IncidentState::Clearing,
+            ],
             ..Default::default()
         }
     }
@@ -32,6 +36,9 @@ impl IncidentFilter {
             && self.node.as_ref().is_none_or(|n| &i.node == n)
             && self.gpu.as_ref().is_none_or(|g| i.gpu.as_ref() == Some(g))
             && self.kind.is_none_or(|k| i.kind == k)
-            && self.rule.as_ref().is_none_or(|r| &i.rule == r)
+            && self.rule.as_ref().is_none_or(|r| {
+                // A correlated incident answers to its cause and to each of its signals.
+                &i.rule == r || i.correlation.contributors.iter().any(|c| &c.rule == r)
+            })
     }
 }

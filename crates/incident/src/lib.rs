@@ -1,9 +1,16 @@
 //! The incident engine: turns the findings active at each evaluation into incidents
 //! with a lifecycle (open → acknowledged → resolved).
 //!
-//! - Findings are grouped by a **dedup key** ([`dedup_key`]): `"{rule}@{gpu uuid}"`, or
-//!   `"{rule}@node:{node}"` for node-level findings. At most one incident per key is
-//!   active (open or acknowledged) at any time.
+//! - Findings that share a cause are **correlated** ([`correlate`], rules in
+//!   `rules/correlation.toml`): the thermal chain of a GPU, its memory-error chain, XID 79
+//!   and the GPU vanishing are each one incident (`"{cause}@{gpu}"`, or
+//!   `"{cause}@node:{node}"` when the cause shows on many GPUs of a node), naming the root
+//!   cause and keeping every signal as a contributor. Other findings are grouped by a
+//!   **dedup key** ([`dedup_key`]): `"{rule}@{gpu uuid}"`, or `"{rule}@node:{node}"` for
+//!   node-level findings. At most one incident per key is active (open, acknowledged or
+//!   clearing) at any time.
+//! - An active incident whose condition is absent is **clearing** until it auto-resolves;
+//!   a returning condition puts it back to open (or acknowledged).
 //! - A condition that clears and comes back before auto-resolution is a **flap** of the
 //!   same incident; one that comes back within the flap window after resolution
 //!   **reopens** the same incident. Only after that window does a new incident open.
@@ -16,6 +23,7 @@
 
 mod change;
 mod config;
+pub mod correlate;
 mod duration_serde;
 mod engine;
 mod error;
@@ -25,6 +33,7 @@ mod timeline;
 
 pub use change::{ChangeKind, IncidentChange};
 pub use config::IncidentConfig;
+pub use correlate::{CorrelationError, CorrelationRules};
 pub use engine::IncidentEngine;
 pub use error::IncidentError;
 pub use filter::IncidentFilter;

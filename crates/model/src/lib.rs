@@ -25,6 +25,8 @@ pub use field::{DcgmField, FieldName, FieldType};
 pub use finding::{Action, Evidence, Finding, FindingKind, Severity};
 pub use gpu::{GpuIdentity, GpuUuid, MigInstance, Workload};
 pub use health::{Dimension, Freshness, HealthState};
-pub use incident::{Incident, IncidentState, Resolution, TimelineEntry};
+pub use incident::{
+    Contributor, Correlation, Incident, IncidentState, RelatedIncident, Resolution, RootCause, TimelineEntry,
+};
 pub use sample::{GpuSamples, Sample};
 pub use time::{Clock, SystemClock, TimestampMs};

@@ -153,6 +153,9 @@ impl Notification {
         let status = match inc.state {
             IncidentState::Open => Status::Firing,
             IncidentState::Acknowledged => Status::Acknowledged,
+            // Still active until it resolves: a receiver keeps it firing (or acknowledged).
+            IncidentState::Clearing if inc.acknowledged_ms.is_some() => Status::Acknowledged,
+            IncidentState::Clearing => Status::Firing,
             IncidentState::Resolved => Status::Resolved,
         };
         // The incident's own context (MITRE technique, pod, playbook from security rules)
@@ -307,6 +310,7 @@ pub(crate) mod tests {
             finding_count: 3,
             labels: Default::default(),
             flaps: 0,
+            correlation: Default::default(),
             timeline: vec![],
         }
     }

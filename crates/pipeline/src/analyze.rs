@@ -16,7 +16,7 @@
 use crate::live::LiveFleet;
 use gpuwarden_collect::dcgm::ExporterPage;
 use gpuwarden_detect::{Evaluation, HealthEngine, HealthRules, XidCatalog};
-use gpuwarden_incident::{ChangeKind, IncidentChange, IncidentConfig, IncidentEngine, IncidentError};
+use gpuwarden_incident::{ChangeKind, CorrelationRules, IncidentChange, IncidentConfig, IncidentEngine, IncidentError};
 use gpuwarden_model::{Analyzer, Clock, Dimension, Event, FieldName, GpuSamples, Incident, TimestampMs};
 use gpuwarden_store::{Store, StoreError};
 use parking_lot::{Mutex, RwLock};
@@ -72,6 +72,8 @@ pub struct Analysis {
     /// Upper bound of data time: the receiver's clock.
     time: Arc<dyn Clock>,
     incident_config: IncidentConfig,
+    /// Which findings share a cause (kept to rebuild the engine after a failed write).
+    correlation: CorrelationRules,
     data_clock: Mutex<DataClock>,
     analyzers: Mutex<Vec<Box<dyn Analyzer>>>,
     sinks: RwLock<Vec<Arc<dyn IncidentSink>>>,
@@ -95,6 +97,7 @@ impl Analysis {
             health: Mutex::new(HealthEngine::new(rules, catalog)),
             incidents: Mutex::new(IncidentEngine::new(incident_config.clone(), existing)),
             incident_config,
+            correlation: CorrelationRules::builtin(),
             time: clock.clone(),
             latest: RwLock::new(Arc::new(Evaluation::default())),
             store,
@@ -161,6 +164,19 @@ impl Analysis {
     /// a simulator running faster than real time.
     pub fn with_time_source(mut self, time: Arc<dyn Clock>) -> Self {
         self.time = time;
+        self
+    }
+
+    /// Groups findings with these correlation rules instead of the built-in ones
+    /// (`[incidents] correlation_rules`; [`CorrelationRules::none`] for one incident per
+    /// rule and GPU).
+    pub fn with_correlation(mut self, rules: CorrelationRules) -> Self {
+        let engine = std::mem::replace(
+            self.incidents.get_mut(),
+            IncidentEngine::new(self.incident_config.clone(), Vec::new()),
+        );
+        *self.incidents.get_mut() = engine.with_correlation(rules.clone());
+        self.correlation = rules;
         self
     }
 
@@ -236,7 +252,10 @@ impl Analysis {
     /// evaluation derives it again.
     fn reload_incidents(&self, engine: &mut IncidentEngine) {
         match self.store.incidents() {
-            Ok(existing) => *engine = IncidentEngine::new(self.incident_config.clone(), existing),
+            Ok(existing) => {
+                *engine = IncidentEngine::new(self.incident_config.clone(), existing)
+                    .with_correlation(self.correlation.clone())
+            }
             Err(e) => tracing::error!("reloading incidents after a failed write: {e}"),
         }
     }
@@ -267,7 +286,8 @@ impl Analysis {
             None => !fresh_nodes.contains(&inc.node),
         };
         let mut engine = self.incidents.lock();
-        let changes = engine.apply_changes_holding(now, &evaluation.findings, &unknown);
+        let mut changes = engine.apply_changes_holding(now, &evaluation.findings, &unknown);
+        self.attach_changed_before(&mut engine, &mut changes);
         // A failed write does not stop the evaluation from being published: the health
         // view is derived from what was stored and must age (stale → unknown) while the
         // store is down, not freeze on the last evaluation that wrote cleanly. The first
@@ -326,6 +346,26 @@ impl Analysis {
         match failure {
             Some(e) => Err(e),
             None => Ok(evaluation),
+        }
+    }
+
+    /// Gives each newly opened incident its "what changed before" timeline from the
+    /// store. A read that fails leaves the timeline empty (the incident matters more).
+    fn attach_changed_before(&self, engine: &mut IncidentEngine, changes: &mut [IncidentChange]) {
+        for c in changes.iter_mut().filter(|c| c.kinds.contains(&ChangeKind::Opened)) {
+            let built = {
+                let all = engine.list(&gpuwarden_incident::IncidentFilter::default());
+                crate::changed::for_incident(self.store.as_ref(), &c.incident, &all)
+            };
+            match built {
+                Ok(entries) if !entries.is_empty() => {
+                    if let Some(inc) = engine.set_changed_before(&c.incident.id, entries) {
+                        c.incident = inc;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("reading what changed before incident {}: {e}", c.incident.id),
+            }
         }
     }
 

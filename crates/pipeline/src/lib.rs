@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod analyze;
+pub mod changed;
 pub mod ingest;
 pub mod live;
 pub mod metrics;

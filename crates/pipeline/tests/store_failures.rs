@@ -191,7 +191,7 @@ fn a_page_whose_write_failed_changes_nothing_and_its_retry_counts_once() {
         .unwrap();
     assert_eq!(stored_at_t1.len(), 1);
     r.analysis.evaluate().unwrap();
-    assert_eq!(open_rules(&r).iter().filter(|x| *x == "xid.79").count(), 1);
+    assert_eq!(open_rules(&r).iter().filter(|x| *x == "cause.bus").count(), 1);
 }
 
 #[test]
@@ -209,14 +209,14 @@ fn incident_changes_that_could_not_be_persisted_are_not_shown_or_announced_until
 
     // The next evaluation persists it, shows it and announces it once.
     r.analysis.evaluate().unwrap();
-    assert_eq!(open_rules(&r), vec!["xid.79".to_string()]);
+    assert_eq!(open_rules(&r), vec!["cause.bus".to_string()]);
     assert_eq!(
         r.failing
             .inner()
             .incidents()
             .unwrap()
             .iter()
-            .filter(|i| i.rule == "xid.79")
+            .filter(|i| i.rule == "cause.bus")
             .count(),
         1
     );
@@ -225,7 +225,7 @@ fn incident_changes_that_could_not_be_persisted_are_not_shown_or_announced_until
         .0
         .lock()
         .iter()
-        .filter(|(rule, _)| rule == "xid.79")
+        .filter(|(rule, _)| rule == "cause.bus")
         .cloned()
         .collect();
     assert_eq!(announced.len(), 1, "{announced:?}");
@@ -234,13 +234,13 @@ fn incident_changes_that_could_not_be_persisted_are_not_shown_or_announced_until
     let id = r.analysis.with_incidents(|e| {
         e.list(&IncidentFilter::default())
             .into_iter()
-            .find(|i| i.rule == "xid.79")
+            .find(|i| i.rule == "cause.bus")
             .map(|i| i.id.clone())
             .unwrap()
     });
     r.failing.fail_next(Op::UpsertIncidents, 1);
     assert!(r.analysis.resolve(&id, "alice", None).is_err());
-    assert_eq!(open_rules(&r), vec!["xid.79".to_string()]);
+    assert_eq!(open_rules(&r), vec!["cause.bus".to_string()]);
     assert_eq!(r.sink.0.lock().len(), announced.len());
 }
 

@@ -26,7 +26,7 @@ const HOUR: i64 = 60 * MIN;
 const DRIVER: &str = "550.90.07";
 const OLD_DRIVER: &str = "535.54.03";
 /// A finding that starts this long after its episode ended still belongs to it (windows lag).
-const GRACE_MS: i64 = 15 * MIN;
+pub const GRACE_MS: i64 = 15 * MIN;
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -116,6 +116,10 @@ pub struct BenchReport {
     pub rows: u64,
     pub rules: Vec<RuleScore>,
     pub variants: Vec<VariantScore>,
+    /// The labelled episodes and the GPUs (`Episode::gpu` indexes `uuids`), for scoring
+    /// what the caller made of the findings.
+    pub episodes: Vec<Episode>,
+    pub uuids: Vec<GpuUuid>,
 }
 
 /// splitmix64: deterministic randomness without another dependency.
@@ -209,6 +213,16 @@ fn identity_of(info: &gpuwarden_sim::GpuInfo, workload: Workload, driver: &str) 
 
 /// Runs the bench. `progress` gets the fraction done now and then.
 pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(f64)) -> BenchReport {
+    run_with(cfg, progress, &mut |_, _| {})
+}
+
+/// As [`run`], handing every step's findings to `on_findings(now, findings)` (e.g. to
+/// turn them into incidents as the product does).
+pub fn run_with(
+    cfg: &BenchConfig,
+    progress: &mut dyn FnMut(f64),
+    on_findings: &mut dyn FnMut(TimestampMs, &[Finding]),
+) -> BenchReport {
     let mut fleet = Fleet::new(&SimConfig {
         nodes: cfg.nodes,
         gpus_per_node: cfg.gpus_per_node,
@@ -478,6 +492,7 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(f64)) -> BenchReport {
                 Freshness::Fresh
             }
         });
+        on_findings(now, &found);
         let mut seen: HashSet<(String, usize)> = HashSet::new();
         for f in found {
             let Some(gi) = f.gpu.as_ref().and_then(|g| index.get(g)).copied() else {
@@ -508,7 +523,10 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(f64)) -> BenchReport {
         runs.push((k.0, k.1, s, end));
     }
     progress(1.0);
-    score(&engine, n, &hard, start, end, &episodes, &runs, rows)
+    let mut report = score(&engine, n, &hard, start, end, &episodes, &runs, rows);
+    report.episodes = episodes;
+    report.uuids = infos.iter().map(|i| i.uuid.clone()).collect();
+    report
 }
 
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
@@ -597,6 +615,8 @@ fn score(
         rows,
         rules,
         variants: variants.into_values().collect(),
+        episodes: Vec::new(),
+        uuids: Vec::new(),
     }
 }
 

@@ -103,6 +103,7 @@ fn incident(id: &str, version: u64) -> Incident {
         resolved_ms: None,
         resolution: None,
         finding_count: version,
+        correlation: Default::default(),
         labels: [("k8s.pod".to_string(), "trainer-0".to_string())].into(),
         flaps: 0,
         timeline: vec![TimelineEntry {

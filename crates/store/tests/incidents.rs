@@ -41,6 +41,7 @@ fn incident(n: u32, version: u64) -> Incident {
         finding_count: version,
         labels: Default::default(),
         flaps: 0,
+        correlation: Default::default(),
         timeline: vec![TimelineEntry {
             ts_ms: T0,
             what: "opened".into(),

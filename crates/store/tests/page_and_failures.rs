@@ -332,6 +332,7 @@ fn incident(n: usize) -> Incident {
         finding_count: 1,
         labels: Default::default(),
         flaps: 0,
+        correlation: Default::default(),
         timeline: Vec::new(),
     }
 }

@@ -89,6 +89,15 @@ pub fn build(
     time: Arc<dyn Clock>,
     registry: &mut Registry,
 ) -> Result<Stage> {
+    let correlation = match &cfg.incidents.correlation_rules {
+        Some(path) => gpuwarden_incident::CorrelationRules::load(path).with_context(|| {
+            format!(
+                "[incidents] correlation_rules = {}: fix the file or remove the setting to use the built-in rules",
+                path.display()
+            )
+        })?,
+        None => gpuwarden_incident::CorrelationRules::builtin(),
+    };
     let analysis = Arc::new(
         Analysis::new(
             store,
@@ -99,7 +108,8 @@ pub fn build(
             cfg.incidents.clone(),
         )
         .context("loading incidents from the store")?
-        .with_time_source(time),
+        .with_time_source(time)
+        .with_correlation(correlation),
     );
     // What the health engine knew before a restart (counter baselines, XID episodes of
     // the repeat window) comes back from the store.

@@ -3,28 +3,41 @@
 
 use super::{is_active, IncidentEngine, Pending};
 use crate::change::{ChangeKind, IncidentChange};
-use crate::key::dedup_key;
+use crate::correlate::{self, Cause, CorrelationRules};
 use crate::timeline;
-use gpuwarden_model::{Finding, Incident, IncidentState, Resolution, Severity, TimestampMs};
+use gpuwarden_model::{
+    Contributor, Correlation, Finding, FindingKind, GpuUuid, Incident, IncidentState, RelatedIncident, Resolution,
+    RootCause, Severity, TimestampMs,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The findings of one dedup key at one evaluation, folded.
+/// The findings of one incident key at one evaluation, folded.
 struct Group<'a> {
-    /// The first finding (rule, kind, GPU, node are the same for the whole key).
+    /// The first finding (kind and node are the same for the whole key; so is the GPU,
+    /// except for a node incident of a cause).
     first: &'a Finding,
     /// The most severe finding (the latest of equals): its summary describes the incident.
     worst: &'a Finding,
     action: gpuwarden_model::Action,
     count: u64,
+    /// The cause that grouped them, if any.
+    cause: Option<&'a Cause>,
+    /// Every finding of the key, for the contributors.
+    findings: Vec<&'a Finding>,
+    /// A node incident of a cause (no single GPU).
+    node_wide: bool,
 }
 
 impl<'a> Group<'a> {
-    fn new(f: &'a Finding) -> Self {
+    fn new(key: &str, f: &'a Finding, cause: Option<&'a Cause>) -> Self {
         Group {
             first: f,
             worst: f,
             action: f.action,
             count: 1,
+            cause,
+            findings: vec![f],
+            node_wide: cause.is_some() && key.contains("@node:"),
         }
     }
 
@@ -34,10 +47,24 @@ impl<'a> Group<'a> {
         }
         self.action = self.action.max(f.action);
         self.count += 1;
+        self.findings.push(f);
     }
 
     fn severity(&self) -> Severity {
         self.worst.severity
+    }
+
+    /// The incident's rule: the cause's id, or the finding's rule.
+    fn rule(&self) -> &str {
+        self.cause.map_or(self.first.rule.as_str(), |c| c.id.as_str())
+    }
+
+    fn gpu(&self) -> Option<GpuUuid> {
+        if self.node_wide {
+            None
+        } else {
+            self.first.gpu.clone()
+        }
     }
 }
 
@@ -72,16 +99,37 @@ impl IncidentEngine {
         findings: &[Finding],
         unknown: &dyn Fn(&Incident) -> bool,
     ) -> Vec<IncidentChange> {
+        // The rules are shared so that groups may borrow them while incidents change.
+        let rules = self.rules.clone();
+        let assigned = {
+            let by_key = &self.by_key;
+            let incidents = &self.incidents;
+            let active = |key: &str| by_key.get(key).and_then(|id| incidents.get(id)).is_some_and(is_active);
+            correlate::assign(&rules, findings, &active)
+        };
         let mut groups: BTreeMap<String, Group<'_>> = BTreeMap::new();
-        for f in findings {
-            groups
-                .entry(dedup_key(f))
-                .and_modify(|g| g.add(f))
-                .or_insert_with(|| Group::new(f));
+        for a in assigned {
+            match groups.get_mut(&a.key) {
+                Some(g) => g.add(a.finding),
+                None => {
+                    let g = Group::new(&a.key, a.finding, a.cause);
+                    groups.insert(a.key, g);
+                }
+            }
         }
         let mut changes = Changes::new();
-        for (key, group) in &groups {
-            self.present(now_ms, key, group, &mut changes);
+        // Health causes first, so a security finding of the same evaluation can link to
+        // the health incident it follows.
+        for security in [false, true] {
+            for (key, group) in groups
+                .iter()
+                .filter(|(_, g)| (g.first.kind == FindingKind::Security) == security)
+            {
+                self.present(now_ms, key, group, &mut changes);
+                if security {
+                    self.link(now_ms, key, group, &rules, &mut changes);
+                }
+            }
         }
         self.absent(now_ms, &groups, unknown, &mut changes);
         self.pending.retain(|key, _| groups.contains_key(key));
@@ -112,6 +160,13 @@ impl IncidentEngine {
         if is_active(inc) {
             if let Some(cleared_ms) = self.cleared.remove(&id) {
                 inc.flaps = inc.flaps.saturating_add(1);
+                if inc.state == IncidentState::Clearing {
+                    inc.state = if inc.acknowledged_ms.is_some() {
+                        IncidentState::Acknowledged
+                    } else {
+                        IncidentState::Open
+                    };
+                }
                 let detail = format!("condition back (absent since {cleared_ms}); flap #{}", inc.flaps);
                 let e = timeline::entry(now_ms, "reopened", detail, Some(group.severity()));
                 timeline::push(&mut inc.timeline, e, lim.max_timeline);
@@ -174,17 +229,43 @@ impl IncidentEngine {
 
         let f = group.first;
         let id = super::new_id(now_ms);
+        let mut correlation = Correlation {
+            root_cause: group.cause.map(|c| RootCause {
+                rule: c.id.clone(),
+                title: c.title.clone(),
+                explanation: c.explanation_line(),
+                first_signal: f.rule.clone(),
+            }),
+            ..Correlation::default()
+        };
+        // A node incident takes over the GPU incidents of the same cause on that node
+        // (they are resolved as merged, and their signals come along).
+        let merged = if group.node_wide {
+            self.merge_gpu_incidents(now_ms, &id, group, changes)
+        } else {
+            Vec::new()
+        };
+        for m in &merged {
+            correlation
+                .contributors
+                .extend(m.correlation.contributors.iter().cloned());
+            correlation.related.push(RelatedIncident {
+                id: m.id.clone(),
+                link: "merged".into(),
+                note: format!("GPU incident merged into this node incident ({})", m.dedup_key),
+            });
+        }
         let mut detail = group.worst.summary.clone();
         if since < now_ms {
             detail.push_str(&format!(" (present since {since})"));
         }
-        let inc = Incident {
+        let mut inc = Incident {
             id: id.clone(),
             dedup_key: key.to_string(),
-            rule: f.rule.clone(),
+            rule: group.rule().to_string(),
             kind: f.kind,
             severity: group.severity(),
-            gpu: f.gpu.clone(),
+            gpu: group.gpu(),
             node: f.node.clone(),
             state: IncidentState::Open,
             summary: group.worst.summary.clone(),
@@ -200,7 +281,14 @@ impl IncidentEngine {
             labels: group.worst.labels.clone(),
             flaps: 0,
             timeline: vec![timeline::entry(now_ms, "opened", detail, Some(group.severity()))],
+            correlation,
         };
+        for m in &merged {
+            inc.severity = inc.severity.max(m.severity);
+            inc.action = inc.action.max(m.action);
+            inc.finding_count = inc.finding_count.saturating_add(m.finding_count);
+        }
+        contribute(&mut inc, now_ms, group, self.limits.max_timeline, false);
         self.by_key.insert(key.to_string(), id.clone());
         self.returned_seen.insert(id.clone(), now_ms);
         self.incidents.insert(id.clone(), inc);
@@ -228,6 +316,7 @@ impl IncidentEngine {
                 Some(&ms) => ms,
                 None => {
                     self.cleared.insert(inc.id.clone(), now_ms);
+                    inc.state = IncidentState::Clearing;
                     let e = timeline::entry(now_ms, "cleared", "condition absent".to_string(), None);
                     timeline::push(&mut inc.timeline, e, lim.max_timeline);
                     changes.entry(inc.id.clone()).or_default().insert(ChangeKind::Cleared);
@@ -270,6 +359,7 @@ impl IncidentEngine {
 /// Returns whether either went up (one timeline entry then, never one per finding).
 fn fold(inc: &mut Incident, now_ms: TimestampMs, group: &Group<'_>, cap: usize) -> bool {
     inc.finding_count = inc.finding_count.saturating_add(group.count);
+    contribute(inc, now_ms, group, cap, true);
     for (k, v) in &group.worst.labels {
         if inc.labels.get(k) != Some(v) {
             inc.labels.insert(k.clone(), v.clone());
@@ -288,6 +378,7 @@ fn fold(inc: &mut Incident, now_ms: TimestampMs, group: &Group<'_>, cap: usize) 
     }
     if severity >= inc.severity {
         inc.summary = group.worst.summary.clone();
+        annotate_links(inc);
     }
     if what.is_empty() {
         return false;
@@ -299,4 +390,194 @@ fn fold(inc: &mut Incident, now_ms: TimestampMs, group: &Group<'_>, cap: usize) 
         cap,
     );
     true
+}
+
+/// Records every finding of `group` in the incident's contributors (one per rule and
+/// GPU), names the earliest signal of the cause's chain as the first domino, and — when
+/// `announce` — notes each new signal in the timeline.
+fn contribute(inc: &mut Incident, now_ms: TimestampMs, group: &Group<'_>, cap: usize, announce: bool) {
+    for f in &group.findings {
+        let c = inc
+            .correlation
+            .contributors
+            .iter_mut()
+            .find(|c| c.rule == f.rule && c.gpu == f.gpu);
+        match c {
+            Some(c) => {
+                c.severity = c.severity.max(f.severity);
+                c.action = c.action.max(f.action);
+                c.last_seen_ms = c.last_seen_ms.max(now_ms);
+                c.findings = c.findings.saturating_add(1);
+                c.summary = f.summary.clone();
+                c.evidence = f.evidence.clone();
+            }
+            None => {
+                inc.correlation.contributors.push(Contributor {
+                    rule: f.rule.clone(),
+                    kind: f.kind,
+                    gpu: f.gpu.clone(),
+                    severity: f.severity,
+                    action: f.action,
+                    first_seen_ms: now_ms,
+                    last_seen_ms: now_ms,
+                    findings: 1,
+                    first_summary: f.summary.clone(),
+                    summary: f.summary.clone(),
+                    evidence: f.evidence.clone(),
+                });
+                if announce {
+                    let who = f.gpu.as_ref().map(|g| format!(" on {g}")).unwrap_or_default();
+                    let detail = format!("signal {}{who} joined: {}", f.rule, f.summary);
+                    timeline::push(
+                        &mut inc.timeline,
+                        timeline::entry(now_ms, "joined", detail, Some(f.severity)),
+                        cap,
+                    );
+                }
+            }
+        }
+        if group.node_wide {
+            if let Some(g) = &f.gpu {
+                if !inc.correlation.gpus.contains(g) {
+                    inc.correlation.gpus.push(g.clone());
+                }
+            }
+        }
+    }
+    if let Some(cause) = group.cause {
+        let first = inc
+            .correlation
+            .contributors
+            .iter()
+            .filter_map(|c| cause.position(&c.rule).map(|p| (p, c.first_seen_ms, c.rule.clone())))
+            .min();
+        if let (Some(rc), Some((_, _, rule))) = (inc.correlation.root_cause.as_mut(), first) {
+            rc.first_signal = rule;
+        }
+    }
+}
+
+/// A security incident that follows a health cause says so first in its summary, so it
+/// is never read as an attack on its own.
+fn annotate_links(inc: &mut Incident) {
+    if inc.kind != FindingKind::Security {
+        return;
+    }
+    if let Some(r) = inc.correlation.related.iter().find(|r| r.link != "merged") {
+        let prefix = format!("{} ({}): ", r.note, r.id);
+        if !inc.summary.starts_with(&prefix) {
+            inc.summary = format!("{prefix}{}", inc.summary);
+        }
+    }
+}
+
+impl IncidentEngine {
+    /// Resolves the active GPU incidents of `group`'s cause on its GPUs as merged into
+    /// the node incident `into`; returns them.
+    fn merge_gpu_incidents(
+        &mut self,
+        now_ms: TimestampMs,
+        into: &str,
+        group: &Group<'_>,
+        changes: &mut Changes,
+    ) -> Vec<Incident> {
+        let Some(cause) = group.cause else {
+            return Vec::new();
+        };
+        let gpus: BTreeSet<&GpuUuid> = group.findings.iter().filter_map(|f| f.gpu.as_ref()).collect();
+        let mut out = Vec::new();
+        for g in gpus {
+            let key = correlate::gpu_key(&cause.id, g.as_str());
+            let Some(inc) = self.by_key.get(&key).and_then(|id| self.incidents.get_mut(id)) else {
+                continue;
+            };
+            if !is_active(inc) {
+                continue;
+            }
+            inc.state = IncidentState::Resolved;
+            inc.resolved_ms = Some(now_ms);
+            inc.resolution = Some(Resolution::Automatic {
+                cleared_since_ms: now_ms,
+            });
+            inc.correlation.related.push(RelatedIncident {
+                id: into.to_string(),
+                link: "merged".into(),
+                note: "merged into the node incident: the cause shows on several GPUs of the node".into(),
+            });
+            let e = timeline::entry(now_ms, "merged", format!("merged into node incident {into}"), None);
+            timeline::push(&mut inc.timeline, e, self.limits.max_timeline);
+            self.cleared.remove(&inc.id);
+            changes.entry(inc.id.clone()).or_default().insert(ChangeKind::Resolved);
+            out.push(inc.clone());
+        }
+        out
+    }
+
+    /// Relates the security incident of `key` to the health incident its link rules say
+    /// it follows (same GPU, else same node; active, or resolved within the link's
+    /// window), both ways, once.
+    fn link(
+        &mut self,
+        now_ms: TimestampMs,
+        key: &str,
+        group: &Group<'_>,
+        rules: &CorrelationRules,
+        changes: &mut Changes,
+    ) {
+        let Some(sec_id) = self.by_key.get(key).cloned() else {
+            return; // still pending (min_duration)
+        };
+        let f = group.first;
+        for l in rules.links_of(&f.rule) {
+            let mut keys = Vec::new();
+            if let Some(g) = &f.gpu {
+                keys.push(correlate::gpu_key(&l.after_cause, g.as_str()));
+            }
+            keys.push(correlate::node_key(&l.after_cause, &f.node));
+            let within = crate::duration_serde::as_ms(l.within);
+            let target = keys.iter().filter_map(|k| self.by_key.get(k)).find_map(|id| {
+                let h = self.incidents.get(id)?;
+                let recent = is_active(h) || h.resolved_ms.is_some_and(|r| now_ms.saturating_sub(r) <= within);
+                recent.then(|| id.clone())
+            });
+            let Some(health_id) = target else {
+                continue;
+            };
+            let cap = self.limits.max_timeline;
+            let Some(sec) = self.incidents.get_mut(&sec_id) else {
+                return;
+            };
+            if sec.correlation.related.iter().any(|r| r.id == health_id) {
+                annotate_links(sec);
+                continue;
+            }
+            sec.correlation.related.push(RelatedIncident {
+                id: health_id.clone(),
+                link: l.id.clone(),
+                note: l.note.clone(),
+            });
+            annotate_links(sec);
+            let e = timeline::entry(now_ms, "linked", format!("{}: {}", health_id, l.note), None);
+            timeline::push(&mut sec.timeline, e, cap);
+            changes.entry(sec_id.clone()).or_default().insert(ChangeKind::Refreshed);
+            if let Some(h) = self.incidents.get_mut(&health_id) {
+                h.correlation.related.push(RelatedIncident {
+                    id: sec_id.clone(),
+                    link: l.id.clone(),
+                    note: format!(
+                        "security finding {} on the same hardware follows from this incident",
+                        f.rule
+                    ),
+                });
+                let e = timeline::entry(
+                    now_ms,
+                    "linked",
+                    format!("{sec_id}: {} follows from this", f.rule),
+                    None,
+                );
+                timeline::push(&mut h.timeline, e, cap);
+                changes.entry(health_id).or_default().insert(ChangeKind::Refreshed);
+            }
+        }
+    }
 }

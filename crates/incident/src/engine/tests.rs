@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::change::ChangeKind;
+use crate::correlate::CorrelationRules;
 use gpuwarden_model::{Action, Finding, FindingKind, GpuUuid};
 use proptest::prelude::*;
 use std::time::Duration;
@@ -28,8 +29,10 @@ fn xid(gpu: &str) -> Finding {
     finding("xid.79", Some(gpu), Severity::Critical, Action::ResetGpu)
 }
 
+/// Lifecycle tests run without correlation (one incident per rule and GPU); grouping is
+/// tested in `correlation_tests`.
 fn engine() -> IncidentEngine {
-    IncidentEngine::new(IncidentConfig::default(), Vec::new())
+    IncidentEngine::new(IncidentConfig::default(), Vec::new()).with_correlation(CorrelationRules::none())
 }
 
 /// The id of the incident findings of `key` go to.
@@ -150,17 +153,18 @@ fn auto_resolves_after_configured_absence_and_not_before() {
         auto_resolve_after: Duration::from_secs(5 * 60),
         ..Default::default()
     };
-    let mut e = IncidentEngine::new(config, Vec::new());
+    let mut e = IncidentEngine::new(config, Vec::new()).with_correlation(CorrelationRules::none());
     e.apply(0, &[xid("GPU-1")]);
     e.apply(MIN, &[xid("GPU-1")]);
     let cleared = e.apply_changes(2 * MIN, &[]);
     assert_eq!(cleared[0].kinds, vec![ChangeKind::Cleared]);
-    assert_eq!(cleared[0].incident.state, IncidentState::Open);
+    // Absent but not yet resolved: clearing, not open.
+    assert_eq!(cleared[0].incident.state, IncidentState::Clearing);
     for t in 3..6 {
         assert!(e.apply(t * MIN, &[]).is_empty());
         assert_eq!(
             e.get(&id(&e, "xid.79@GPU-1")).map(|i| i.state),
-            Some(IncidentState::Open)
+            Some(IncidentState::Clearing)
         );
     }
     // Last seen at 1 min: absent for 5 min at 6 min.
@@ -186,7 +190,7 @@ fn incidents_whose_condition_cannot_be_judged_do_not_resolve() {
         auto_resolve_after: Duration::from_secs(2 * 60),
         ..Default::default()
     };
-    let mut e = IncidentEngine::new(config, Vec::new());
+    let mut e = IncidentEngine::new(config, Vec::new()).with_correlation(CorrelationRules::none());
     e.apply(0, &[xid("GPU-1"), xid("GPU-2")]);
     let gpu1_unknown = |i: &Incident| i.gpu.as_ref().is_some_and(|g| g.as_str() == "GPU-1");
     for t in 1..10 {
@@ -342,7 +346,7 @@ fn min_duration_delays_warnings_but_not_critical() {
         min_duration: Duration::from_secs(120),
         ..Default::default()
     };
-    let mut e = IncidentEngine::new(config, Vec::new());
+    let mut e = IncidentEngine::new(config, Vec::new()).with_correlation(CorrelationRules::none());
     let warn = || finding("thermal", Some("GPU-1"), Severity::Warning, Action::None);
     assert!(e.apply(0, &[warn(), xid("GPU-2")]).iter().all(|i| i.rule == "xid.79"));
     assert!(e
@@ -381,7 +385,7 @@ fn ids_stay_after_restart_and_state_is_kept() {
     e.apply(MIN, &[xid("GPU-1"), xid("GPU-2")]); // GPU-3 cleared
     let saved: Vec<Incident> = e.list(&IncidentFilter::default()).into_iter().cloned().collect();
 
-    let mut e = IncidentEngine::new(IncidentConfig::default(), saved);
+    let mut e = IncidentEngine::new(IncidentConfig::default(), saved).with_correlation(CorrelationRules::none());
     let changed = e.apply_changes(2 * MIN, &[xid("GPU-1"), xid("GPU-3"), xid("GPU-4")]);
     let by_id: BTreeMap<_, _> = changed.iter().map(|c| (c.incident.id.clone(), &c.kinds)).collect();
     assert_eq!(by_id.get(&id(&e, "xid.79@GPU-4")), Some(&&vec![ChangeKind::Opened]));
@@ -541,12 +545,12 @@ proptest! {
         min_duration_s in prop_oneof![Just(0u64), Just(120u64)],
     ) {
         let config = IncidentConfig { min_duration: Duration::from_secs(min_duration_s), ..Default::default() };
-        let mut e = IncidentEngine::new(config.clone(), Vec::new());
+        let mut e = IncidentEngine::new(config.clone(), Vec::new()).with_correlation(CorrelationRules::none());
         let mut now = 0;
         for (i, s) in steps.iter().enumerate() {
             if i == restart_at {
                 let saved = e.list(&IncidentFilter::default()).into_iter().cloned().collect();
-                e = IncidentEngine::new(config.clone(), saved);
+                e = IncidentEngine::new(config.clone(), saved).with_correlation(CorrelationRules::none());
             }
             now += s.advance_s * 1000;
             let sev = [Severity::Info, Severity::Warning, Severity::Critical, Severity::Fatal];
@@ -620,7 +624,7 @@ fn old_sequential_ids_stay_readable_addressable_and_ordered() {
     saved.sort_by(|a, b| a.dedup_key.cmp(&b.dedup_key));
     saved[0].id = "inc-000009".into();
     saved[1].id = "inc-000010".into();
-    let mut e = IncidentEngine::new(IncidentConfig::default(), saved);
+    let mut e = IncidentEngine::new(IncidentConfig::default(), saved).with_correlation(CorrelationRules::none());
     assert_eq!(e.get("inc-000009").map(|i| i.dedup_key.as_str()), Some("xid.79@GPU-1"));
     // Findings still go to the old incident.
     e.apply(2 * MIN, &[xid("GPU-1"), xid("GPU-2"), xid("GPU-3")]);
@@ -654,7 +658,7 @@ fn incidents_opened_in_one_millisecond_list_in_a_stable_order() {
     assert_eq!(ids, sorted, "same opening time: by id, descending");
     // The same after a restart.
     let saved: Vec<Incident> = e.list(&IncidentFilter::default()).into_iter().cloned().collect();
-    let e = IncidentEngine::new(IncidentConfig::default(), saved);
+    let e = IncidentEngine::new(IncidentConfig::default(), saved).with_correlation(CorrelationRules::none());
     let again: Vec<String> = e
         .list(&IncidentFilter::default())
         .iter()

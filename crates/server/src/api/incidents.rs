@@ -21,9 +21,12 @@ use utoipa::IntoParams;
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct IncidentParams {
-    /// open, acknowledged, resolved, or `active` (open + acknowledged); several
+    /// open, acknowledged, clearing (condition absent, not yet resolved), resolved, or
+    /// `active` (open + acknowledged + clearing); several
     /// separated by commas. Default: all.
-    #[param(pattern = "^(open|acknowledged|resolved|active)(,(open|acknowledged|resolved|active))*$")]
+    #[param(
+        pattern = "^(open|acknowledged|clearing|resolved|active)(,(open|acknowledged|clearing|resolved|active))*$"
+    )]
     state: Option<String>,
     /// Minimum severity: info, warning, critical, fatal.
     severity: Option<Severity>,
@@ -45,11 +48,16 @@ fn parse_states(s: &str) -> Result<Vec<IncidentState>, ApiError> {
         .map(|one| match one.trim() {
             "open" => Ok(vec![IncidentState::Open]),
             "acknowledged" => Ok(vec![IncidentState::Acknowledged]),
+            "clearing" => Ok(vec![IncidentState::Clearing]),
             "resolved" => Ok(vec![IncidentState::Resolved]),
-            "active" => Ok(vec![IncidentState::Open, IncidentState::Acknowledged]),
+            "active" => Ok(vec![
+                IncidentState::Open,
+                IncidentState::Acknowledged,
+                IncidentState::Clearing,
+            ]),
             other => Err(ApiError::bad_request(
                 "bad_state",
-                format!("unknown incident state '{other}': use open, acknowledged, resolved or active"),
+                format!("unknown incident state '{other}': use open, acknowledged, clearing, resolved or active"),
             )),
         })
         .collect::<Result<Vec<_>, _>>()

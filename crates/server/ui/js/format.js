@@ -5,7 +5,7 @@
 export const STATES = ['unhealthy', 'degraded', 'unknown', 'healthy'];
 export const SEVERITIES = ['fatal', 'critical', 'warning', 'info'];
 export const DIMENSIONS = ['thermal', 'power', 'memory', 'interconnect', 'compute'];
-export const INCIDENT_STATES = ['open', 'acknowledged', 'resolved'];
+export const INCIDENT_STATES = ['open', 'acknowledged', 'clearing', 'resolved'];
 export const KINDS = ['health', 'anomaly', 'prediction', 'security'];
 
 const STALENESS = {

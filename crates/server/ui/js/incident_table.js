@@ -18,8 +18,12 @@ export function incidentTable(incidents, { onError, showGpu = true } = {}) {
   );
 }
 
+const STATE_TITLES = {
+  clearing: 'The condition is gone; the incident resolves by itself unless it comes back',
+};
+
 export function stateBadge(state) {
-  return h('span', { class: `badge ist-${state}` }, state);
+  return h('span', { class: `badge ist-${state}`, title: STATE_TITLES[state] ?? null }, state);
 }
 
 export function severityBadge(sev) {
@@ -33,7 +37,13 @@ function row(inc, { onError, showGpu }) {
     h('td', { class: 'state' }, stateBadge(inc.state)),
     h('td', {}, severityBadge(inc.severity)),
     h('td', { class: 'nowrap' }, h('a', { href: `#/incidents/${encodeURIComponent(inc.id)}` }, inc.id), h('div', { class: 'muted small' }, inc.kind)),
-    h('td', { class: 'inc-summary' }, inc.summary),
+    h(
+      'td',
+      { class: 'inc-summary' },
+      inc.correlation?.root_cause ? h('strong', {}, `${inc.correlation.root_cause.title}: `) : null,
+      inc.summary,
+      signalsNote(inc),
+    ),
     showGpu ? h('td', {}, inc.gpu ? h('a', { href: `#/gpu/${encodeURIComponent(inc.gpu)}`, title: inc.gpu }, shortUuid(inc.gpu)) : '–') : null,
     h('td', { class: 'nowrap' }, inc.node ?? '–'),
     h('td', {}, fmtAction(inc.action)),
@@ -42,7 +52,16 @@ function row(inc, { onError, showGpu }) {
   );
 }
 
-/** Ack (when open) and Resolve (until resolved) buttons; `comment()` supplies the comment. */
+/** "3 signals" under a correlated incident's summary; nothing for a single signal. */
+function signalsNote(inc) {
+  const n = inc.correlation?.contributors?.length ?? 0;
+  const related = inc.correlation?.related?.filter((r) => r.link !== 'merged').length ?? 0;
+  const parts = [n > 1 ? `${n} signals` : null, related ? `${related} related` : null].filter(Boolean);
+  return parts.length ? h('div', { class: 'muted small' }, parts.join(' · ')) : null;
+}
+
+/** Ack (when open or clearing, until acknowledged) and Resolve (until resolved) buttons;
+ * `comment()` supplies the comment. */
 export function actionButtons(inc, { onError, comment = () => '' } = {}) {
   const act = (fn, label) => async (ev) => {
     const btn = ev.currentTarget;
@@ -56,7 +75,7 @@ export function actionButtons(inc, { onError, comment = () => '' } = {}) {
     }
   };
   return [
-    inc.state === 'open'
+    inc.state === 'open' || (inc.state === 'clearing' && !inc.acknowledged_ms)
       ? h('button', { type: 'button', class: 'ack', onclick: act(api.ack, 'acknowledged'), 'aria-label': `Acknowledge ${inc.id}` }, 'Ack')
       : null,
     inc.state !== 'resolved'

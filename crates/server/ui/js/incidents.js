@@ -92,7 +92,16 @@ export function incidentPage(view, id) {
       if (disposed) return;
       replace(head, h('h1', {}, `${inc.id} `, stateBadge(inc.state), ' ', severityBadge(inc.severity)), h('p', { class: 'lead' }, inc.summary));
       replace(actions, actionButtons(inc, { onError, comment: () => comment.value.trim() }));
-      replace(body, details(inc), timeline(inc.timeline ?? []));
+      const c = inc.correlation ?? {};
+      replace(
+        body,
+        rootCause(c),
+        details(inc),
+        contributors(c.contributors ?? []),
+        related(c.related ?? []),
+        timeline(c.changed_before ?? [], { title: 'What changed before', empty: 'Nothing changed on this hardware in the 30 minutes before it opened (or no data was stored).', id: 'changed-before' }),
+        timeline(inc.timeline ?? []),
+      );
     },
   };
 }
@@ -116,12 +125,68 @@ function details(inc) {
   return h('section', {}, h('h2', {}, 'Details'), h('dl', { class: 'kv' }, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])));
 }
 
-function timeline(items) {
+function rootCause(c) {
+  const rc = c.root_cause;
+  if (!rc) return null;
+  return h(
+    'section',
+    { class: 'root-cause', id: 'root-cause' },
+    h('h2', {}, 'Most likely root cause'),
+    h('p', {}, h('strong', {}, rc.title), ` (${rc.rule})`),
+    h('p', {}, rc.explanation),
+    h('p', { class: 'muted' }, 'First signal of the chain: ', h('code', {}, rc.first_signal)),
+    c.gpus?.length ? h('p', {}, `GPUs of the node in this incident: `, c.gpus.map((g, i) => [i ? ', ' : '', h('a', { href: `#/gpu/${encodeURIComponent(g)}` }, g)])) : null,
+  );
+}
+
+function contributors(list) {
+  if (!list.length) return null;
+  return h(
+    'section',
+    { id: 'contributors' },
+    h('h2', {}, 'Contributing signals'),
+    h(
+      'table',
+      { class: 'contributors' },
+      h('thead', {}, h('tr', {}, ['Signal', 'Severity', 'GPU', 'First seen', 'Last seen', 'Findings', 'Latest finding', 'Evidence'].map((t) => h('th', { scope: 'col' }, t)))),
+      h(
+        'tbody',
+        {},
+        list.map((s) =>
+          h(
+            'tr',
+            {},
+            h('td', {}, h('code', {}, s.rule), h('div', { class: 'muted small' }, s.kind)),
+            h('td', {}, severityBadge(s.severity)),
+            h('td', {}, s.gpu ? h('a', { href: `#/gpu/${encodeURIComponent(s.gpu)}`, title: s.gpu }, s.gpu.slice(0, 12)) : '–'),
+            h('td', { class: 'nowrap' }, fmtTime(s.first_seen_ms)),
+            h('td', { class: 'nowrap' }, fmtTime(s.last_seen_ms)),
+            h('td', {}, String(s.findings)),
+            h('td', {}, s.summary, s.first_summary !== s.summary ? h('div', { class: 'muted small' }, `first: ${s.first_summary}`) : null),
+            h('td', { class: 'small' }, (s.evidence ?? []).map((e) => h('div', {}, `${e.signal} = ${e.observed}${e.expected != null ? ` (expected ${e.expected})` : ''}`))),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+function related(list) {
+  if (!list.length) return null;
+  return h(
+    'section',
+    { id: 'related' },
+    h('h2', {}, 'Related incidents'),
+    h('ul', {}, list.map((r) => h('li', {}, h('a', { href: `#/incidents/${encodeURIComponent(r.id)}` }, r.id), ` — ${r.note}`))),
+  );
+}
+
+function timeline(items, { title = 'Timeline', empty = 'No timeline entries.', id = null } = {}) {
   const sorted = [...items].sort((a, b) => a.ts_ms - b.ts_ms);
   return h(
     'section',
-    {},
-    h('h2', {}, 'Timeline'),
+    id ? { id } : {},
+    h('h2', {}, title),
     sorted.length
       ? h(
           'ol',
@@ -138,6 +203,6 @@ function timeline(items) {
             ),
           ),
         )
-      : h('p', { class: 'muted' }, 'No timeline entries.'),
+      : h('p', { class: 'muted' }, empty),
   );
 }

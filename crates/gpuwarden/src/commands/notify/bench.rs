@@ -121,6 +121,7 @@ fn change(i: usize, t: usize) -> IncidentChange {
             finding_count: 1,
             labels: Default::default(),
             flaps: 0,
+            correlation: Default::default(),
             timeline: vec![],
         },
         kinds: vec![ChangeKind::Opened],
