@@ -55,6 +55,7 @@ pub fn scraper(cfg: &RunConfig, static_targets: Vec<TargetSpec>, clock: Arc<dyn 
             max_body_bytes: cfg.max_body_bytes,
             ..Limits::default()
         },
+        ..ScrapeConfig::default()
     };
     let sources = TargetSources {
         static_targets,
