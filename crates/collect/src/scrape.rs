@@ -114,7 +114,10 @@ impl TargetStates {
 
     fn sync_targets(&self, targets: &[TargetSpec]) {
         let mut map = self.0.write();
-        map.retain(|url, _| targets.iter().any(|t| &t.url == url));
+        // A set, not a scan of the list per target: that was quadratic in the number of
+        // targets, every round.
+        let wanted: std::collections::HashSet<&str> = targets.iter().map(|t| t.url.as_str()).collect();
+        map.retain(|url, _| wanted.contains(url.as_str()));
         for t in targets {
             map.entry(t.url.clone()).or_insert_with(|| TargetState {
                 url: t.url.clone(),

@@ -159,4 +159,11 @@ pub trait Store: Send + Sync {
 
     /// Size and content figures.
     fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// One step of background maintenance that keeps on-disk size and memory close to
+    /// what the data needs (the embedded store merges small segments). Returns how much
+    /// work was done (0: nothing to do, call again later). Blocking; may take seconds.
+    fn compact(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 }
