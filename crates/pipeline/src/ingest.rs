@@ -269,6 +269,7 @@ impl Ingestor {
         self.metrics.gpus_stale.set(stale as i64);
         if let Ok(stats) = self.store.stats() {
             self.metrics.store_bytes.set(stats.bytes_on_disk);
+            self.metrics.store_samples.set(stats.samples);
             self.metrics.store_damaged_records.set(stats.damaged_records_skipped);
             self.metrics.store_damaged_files.set(stats.damaged_files_kept);
         }

@@ -9,6 +9,7 @@ mod ingest;
 mod nab;
 mod predict;
 mod prometheus;
+mod scale;
 mod security;
 
 pub use api::api;
@@ -17,6 +18,7 @@ pub use hostile::hostile;
 pub use ingest::ingest;
 pub use nab::nab;
 pub use predict::predict;
+pub use scale::scale;
 pub use security::security;
 
 /// One line describing this machine, for the record next to each figure.
