@@ -551,6 +551,58 @@ mod tests {
         vec![(FieldName::Dcgm(DcgmField::GpuTemp), v)]
     }
 
+    fn on(uuid: &str, node: &str, index: u32) -> GpuIdentity {
+        let mut g = GpuIdentity::new(GpuUuid::new(uuid), node);
+        g.index = Some(index);
+        g
+    }
+
+    fn uuids(views: &[GpuView]) -> Vec<&str> {
+        views.iter().map(|v| v.identity.uuid.as_str()).collect()
+    }
+
+    /// The listing order index follows GPUs that appear, vanish, come back and move to
+    /// another node or index, and pages agree with the full snapshot.
+    #[test]
+    fn listing_order_stays_consistent_as_gpus_appear_vanish_and_move() {
+        let live = LiveFleet::new(60_000);
+        let none = std::iter::empty::<(&GpuUuid, TimestampMs, &[(FieldName, f64)])>;
+        live.apply_scrape("t2", 1, &[on("GPU-c", "node-b", 1), on("GPU-d", "node-b", 0)], none());
+        live.apply_scrape("t1", 1, &[on("GPU-b", "node-a", 1), on("GPU-a", "node-a", 0)], none());
+        assert_eq!(uuids(&live.snapshot(1)), ["GPU-a", "GPU-b", "GPU-d", "GPU-c"]);
+        // GPU-b vanishes from its page: still listed (stale), same place.
+        live.apply_scrape("t1", 2, &[on("GPU-a", "node-a", 0)], none());
+        assert_eq!(uuids(&live.snapshot(2)), ["GPU-a", "GPU-b", "GPU-d", "GPU-c"]);
+        // GPU-a moves to node-c; a new GPU appears on node-a.
+        live.apply_scrape("t3", 3, &[on("GPU-a", "node-c", 0)], none());
+        live.apply_scrape("t1", 3, &[on("GPU-e", "node-a", 7)], none());
+        assert_eq!(uuids(&live.snapshot(3)), ["GPU-b", "GPU-e", "GPU-d", "GPU-c", "GPU-a"]);
+        // Its index changes on the same node.
+        live.apply_scrape("t2", 4, &[on("GPU-c", "node-b", 0), on("GPU-d", "node-b", 1)], none());
+        let all = live.snapshot(4);
+        assert_eq!(uuids(&all), ["GPU-b", "GPU-e", "GPU-c", "GPU-d", "GPU-a"]);
+        assert_eq!(live.inner.read().order.len(), live.inner.read().gpus.len());
+        // Seeding a known GPU does not list it twice.
+        live.seed([(on("GPU-c", "node-b", 0), 0), (on("GPU-z", "node-0", 0), 0)]);
+        let all = live.snapshot(4);
+        assert_eq!(uuids(&all), ["GPU-z", "GPU-b", "GPU-e", "GPU-c", "GPU-d", "GPU-a"]);
+        // Every page is the matching slice of the snapshot, and totals count all matches.
+        for offset in 0..7 {
+            for limit in 1..4 {
+                let p = live.page(4, |_| true, offset, limit);
+                assert_eq!(p.total, 6);
+                let want: Vec<&str> = uuids(&all).into_iter().skip(offset).take(limit).collect();
+                assert_eq!(uuids(&p.gpus), want, "offset {offset} limit {limit}");
+            }
+        }
+        let stale = live.page(4, |g| g.staleness != Staleness::Fresh, 0, 10);
+        assert_eq!(uuids(&stale.gpus), ["GPU-z", "GPU-b"], "seeded, and missing from its page");
+        assert_eq!(stale.total, 2);
+        let mut visited = Vec::new();
+        live.for_each(4, |g| visited.push(g.identity.uuid.to_string()));
+        assert_eq!(visited, uuids(&all));
+    }
+
     #[test]
     fn gpu_missing_from_scrape_is_stale() {
         let live = LiveFleet::new(10_000);
