@@ -69,6 +69,9 @@ fn bench_scale_measures_a_tiny_live_fleet() {
     let bytes: f64 = row(&stdout, "bytes per sample on disk, live").parse().unwrap();
     assert!(bytes > 0.0 && bytes.is_finite(), "{stdout}");
     let lag: f64 = row(&stdout, "scrape lag").parse().unwrap();
-    assert!(lag.is_finite() && lag < 5_000.0, "targets scraped every second:\n{stdout}");
+    assert!(
+        lag.is_finite() && lag < 5_000.0,
+        "targets scraped every second:\n{stdout}"
+    );
     assert!(stdout.contains("RSS and CPU over time"));
 }

@@ -596,7 +596,11 @@ mod tests {
             }
         }
         let stale = live.page(4, |g| g.staleness != Staleness::Fresh, 0, 10);
-        assert_eq!(uuids(&stale.gpus), ["GPU-z", "GPU-b"], "seeded, and missing from its page");
+        assert_eq!(
+            uuids(&stale.gpus),
+            ["GPU-z", "GPU-b"],
+            "seeded, and missing from its page"
+        );
         assert_eq!(stale.total, 2);
         let mut visited = Vec::new();
         live.for_each(4, |g| visited.push(g.identity.uuid.to_string()));

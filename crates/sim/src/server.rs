@@ -257,9 +257,16 @@ async fn metrics(State(st): State<NodeState>) -> Response {
 }
 
 /// A node's page on the shared listener (`/nodes/{i}/metrics`).
-async fn shared_metrics(State(handle): State<SimHandle>, axum::extract::Path(node): axum::extract::Path<usize>) -> Response {
+async fn shared_metrics(
+    State(handle): State<SimHandle>,
+    axum::extract::Path(node): axum::extract::Path<usize>,
+) -> Response {
     if node >= handle.inner.targets.len() {
-        return (StatusCode::NOT_FOUND, format!("no node {node} in this simulated fleet\n")).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no node {node} in this simulated fleet\n"),
+        )
+            .into_response();
     }
     metrics(State(NodeState { handle, node })).await
 }

@@ -118,8 +118,11 @@ pub struct EmbeddedOptions {
     /// Seal the memtable into a segment once it holds this many samples. Bounds memory
     /// (≈ 16–32 bytes a sample) and WAL size (≈ 9 bytes a sample). Default 4,000,000.
     pub memtable_max_samples: u64,
-    /// Seal once the memtable spans this much data time (ms). Bounds how much WAL a
-    /// small fleet replays at start. Default 1 hour.
+    /// Seal once the memtable spans this much data time (ms). Bounds how much WAL is
+    /// replayed at start and how much data sits in the WAL, which is uncompressed
+    /// (~17–20 bytes a sample against ~1–2 in merged segments): with an hour here, a live
+    /// store was mostly WAL. Small segments cost little since compaction merges them.
+    /// Default 2 minutes.
     pub memtable_max_span_ms: i64,
     /// Points per chunk of a series inside a segment: larger compresses a little better,
     /// smaller makes short `range` queries decode less. Default 4096.
@@ -148,7 +151,7 @@ impl Default for EmbeddedOptions {
         EmbeddedOptions {
             retention_ms: 7 * DAY_MS,
             memtable_max_samples: 4_000_000,
-            memtable_max_span_ms: 60 * 60 * 1000,
+            memtable_max_span_ms: 2 * 60 * 1000,
             chunk_max_samples: 4096,
             sync: true,
             incident_retention_ms: 90 * DAY_MS,
@@ -575,7 +578,11 @@ impl EmbeddedStore {
         let _compact = self.compact_lock.lock();
         let run: Vec<Arc<Segment>> = {
             let st = self.state.read();
-            match compact::pick(&st.segments, self.options.compact_fanout, self.options.compact_max_span_ms) {
+            match compact::pick(
+                &st.segments,
+                self.options.compact_fanout,
+                self.options.compact_max_span_ms,
+            ) {
                 Some((a, b)) => st.segments[a..b].to_vec(),
                 None => return Ok(0),
             }

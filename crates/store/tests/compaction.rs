@@ -213,7 +213,11 @@ fn inputs_left_behind_by_a_crash_are_removed_at_open() {
     assert_eq!(restored, 3);
     let s = open(dir.path());
     assert_eq!(seen(&s), before, "no sample counted twice");
-    assert_eq!(segment_files(dir.path()).len(), files.len() - 3, "the duplicates are gone");
+    assert_eq!(
+        segment_files(dir.path()).len(),
+        files.len() - 3,
+        "the duplicates are gone"
+    );
 }
 
 #[test]

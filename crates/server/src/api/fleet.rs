@@ -1,7 +1,7 @@
 //! `/api/v1/fleet/summary` and `/api/v1/nodes`: the fleet at a glance.
 
-use super::dto::{FleetSummary, NodeItem, NodeList, SeverityCounts, StateCounts};
 use super::dto::GpuItem;
+use super::dto::{FleetSummary, NodeItem, NodeList, SeverityCounts, StateCounts};
 use super::gpus::{health_of, rank, worst_first};
 use super::AppState;
 use crate::cache::AcceptsGzip;

@@ -97,7 +97,9 @@ pub async fn list(
     let limit = check_limit(params.limit)?;
     let offset = check_offset(params.offset)?;
     let key = format!("gpus?{}", raw.unwrap_or_default());
-    state.cached_json(&scope, &key, gzip, || Ok(list_page(&state, &scope, &params, offset, limit)))
+    state.cached_json(&scope, &key, gzip, || {
+        Ok(list_page(&state, &scope, &params, offset, limit))
+    })
 }
 
 /// The health of one GPU in an evaluation (its GPUs are sorted by node, then UUID).

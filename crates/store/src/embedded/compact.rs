@@ -83,7 +83,12 @@ pub fn merge(dir: &Path, inputs: &[Arc<Segment>], chunk_max_samples: usize, sync
     let mut vals: Vec<f64> = Vec::new();
     loop {
         // The smallest UUID at the head of any input.
-        let Some(gpu) = cursors.iter_mut().filter_map(|c| c.peek().map(|(g, _)| *g)).min().cloned() else {
+        let Some(gpu) = cursors
+            .iter_mut()
+            .filter_map(|c| c.peek().map(|(g, _)| *g))
+            .min()
+            .cloned()
+        else {
             break;
         };
         // This GPU's fields from every input that has it, in input (= time) order.

@@ -251,5 +251,4 @@ impl MemTable {
             .map(|g| g.iter().filter(|(_, s)| s.latest.is_some()).count() as u64)
             .sum()
     }
-
 }

@@ -368,13 +368,10 @@ impl Builder {
         tail.extend_from_slice(&index_crc.to_le_bytes());
         tail.extend_from_slice(END_MAGIC);
         self.out.write_all(&tail).map_err(io_err(&self.tmp))?;
-        let file = self
-            .out
-            .into_inner()
-            .map_err(|e| StoreError::Io {
-                path: self.tmp.clone(),
-                source: e.into_error(),
-            })?;
+        let file = self.out.into_inner().map_err(|e| StoreError::Io {
+            path: self.tmp.clone(),
+            source: e.into_error(),
+        })?;
         if sync {
             file.sync_all().map_err(io_err(&self.tmp))?;
         }
@@ -403,7 +400,6 @@ impl Builder {
         })
     }
 }
-
 
 fn put_ref(out: &mut Vec<u8>, r: BlockRef) {
     put_uvarint(out, r.offset);
@@ -595,7 +591,9 @@ impl Segment {
             return Ok(i.clone());
         }
         let file_len = self.index_at.offset + self.index_at.len + FOOTER as u64;
-        Ok(Arc::new(read_index(&self.file, &self.path, self.index_at, file_len)?.series))
+        Ok(Arc::new(
+            read_index(&self.file, &self.path, self.index_at, file_len)?.series,
+        ))
     }
 
     /// Drops the loaded index (readers holding it keep their copy).
@@ -644,7 +642,6 @@ impl Segment {
             .map(|(ts_ms, value)| Point { ts_ms, value })
             .collect())
     }
-
 }
 
 /// What an index holds.

@@ -246,7 +246,10 @@ pub fn scale(a: BenchScaleArgs) -> Result<ExitCode> {
                 }
             }
             if let Some(Some(status)) = guard.0.as_mut().map(|c| c.try_wait()).transpose()? {
-                bail!("gpuwarden exited ({status}) before its fleet was up; its log:\n{}", log());
+                bail!(
+                    "gpuwarden exited ({status}) before its fleet was up; its log:\n{}",
+                    log()
+                );
             }
             if started.elapsed() > Duration::from_secs(300) {
                 bail!("the fleet was not fully scraped within 5 minutes; log:\n{}", log());
@@ -291,7 +294,20 @@ pub fn scale(a: BenchScaleArgs) -> Result<ExitCode> {
         let last = counters(&client, &base).await?;
         let store_dir_bytes = dir_bytes(&data.join("store"));
         let (page_ms, summary_ms, failed) = load.await??;
-        Ok::<_, anyhow::Error>((ready_s, wall, cpu, readings, lags, scrape_p95, first, last, store_dir_bytes, page_ms, summary_ms, failed))
+        Ok::<_, anyhow::Error>((
+            ready_s,
+            wall,
+            cpu,
+            readings,
+            lags,
+            scrape_p95,
+            first,
+            last,
+            store_dir_bytes,
+            page_ms,
+            summary_ms,
+            failed,
+        ))
     });
     let (ready_s, wall, cpu, readings, lags, scrape_p95, first, last, store_dir_bytes, page_ms, summary_ms, failed) =
         match report {
@@ -337,10 +353,11 @@ pub fn scale(a: BenchScaleArgs) -> Result<ExitCode> {
     println!("|---|---:|");
     println!("| GPUs | {gpus} |");
     println!("| CPU (cores, mean over the run) | {:.2} |", cpu / wall.max(1e-9));
+    println!("| RSS start / middle / end (MB) | {rss_start:.0} / {rss_mid:.0} / {rss_end:.0} |");
     println!(
-        "| RSS start / middle / end (MB) | {rss_start:.0} / {rss_mid:.0} / {rss_end:.0} |"
+        "| RSS per GPU at the end (KB) | {:.1} |",
+        rss_end * 1024.0 / gpus as f64
     );
-    println!("| RSS per GPU at the end (KB) | {:.1} |", rss_end * 1024.0 / gpus as f64);
     println!(
         "| scrape lag: oldest target's last scrape, worst reading (ms; interval {} ms) | {max_lag:.0} |",
         interval.as_millis()
