@@ -40,7 +40,9 @@ pub struct StoreStats {
     pub bytes_on_disk: u64,
     /// Samples held (after retention).
     pub samples: u64,
-    /// Number of (GPU, field) series.
+    /// Number of (GPU, field) series the store knows (an implementation may count
+    /// series whose samples retention already dropped; the embedded store does, as
+    /// `latest` still reports them).
     pub series: u64,
     /// Events held.
     pub events: u64,
