@@ -32,6 +32,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
+/// One GPU's fields with their chunks, as an index lists them.
+type GpuFields = Vec<(FieldName, Vec<Chunk>)>;
+
 /// Samples of the smallest tier.
 const TIER_BASE: u64 = 65_536;
 
@@ -81,18 +84,15 @@ pub fn merge(dir: &Path, inputs: &[Arc<Segment>], chunk_max_samples: usize, sync
     let mut b = Builder::create(dir, last.id, chunk_max_samples)?;
     let mut ts: Vec<TimestampMs> = Vec::new();
     let mut vals: Vec<f64> = Vec::new();
-    loop {
-        // The smallest UUID at the head of any input.
-        let Some(gpu) = cursors
-            .iter_mut()
-            .filter_map(|c| c.peek().map(|(g, _)| *g))
-            .min()
-            .cloned()
-        else {
-            break;
-        };
+    // The smallest UUID at the head of any input, GPU after GPU.
+    while let Some(gpu) = cursors
+        .iter_mut()
+        .filter_map(|c| c.peek().map(|(g, _)| *g))
+        .min()
+        .cloned()
+    {
         // This GPU's fields from every input that has it, in input (= time) order.
-        let mut per_input: Vec<(usize, Vec<(FieldName, Vec<Chunk>)>)> = Vec::new();
+        let mut per_input: Vec<(usize, GpuFields)> = Vec::new();
         for (i, c) in cursors.iter_mut().enumerate() {
             if c.peek().is_some_and(|(g, _)| **g == gpu) {
                 if let Some((_, fields)) = c.next() {

@@ -412,9 +412,9 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// Index: version, wal_upto, covers_from (version 2), span flag (+ min, max), events ref
-/// + count, GPU count, then per GPU (by UUID): UUID, field count, per field (by name):
-/// name, chunk count, per chunk: count, min_ts, max_ts − min_ts, last value bits,
+/// Index: version, wal_upto, covers_from (version 2), span flag (+ min, max), events
+/// ref and count, GPU count, then per GPU (by UUID): UUID, field count, per field (by
+/// name): name, chunk count, per chunk: count, min_ts, max_ts − min_ts, last value bits,
 /// timestamp ref, value ref. This writes everything before the GPU count.
 fn encode_index_head(
     wal_upto: u64,

@@ -310,10 +310,7 @@ pub fn scale(a: BenchScaleArgs) -> Result<ExitCode> {
         ))
     });
     let (ready_s, wall, cpu, readings, lags, scrape_p95, first, last, store_dir_bytes, page_ms, summary_ms, failed) =
-        match report {
-            Ok(r) => r,
-            Err(e) => return Err(e),
-        };
+        report?;
     // Stop the child politely (it flushes the store), then forcibly.
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     let term = Instant::now();
