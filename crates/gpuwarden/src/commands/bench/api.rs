@@ -175,7 +175,13 @@ pub fn api(args: BenchApiArgs) -> Result<ExitCode> {
         for (mode, token, router) in setups {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
-            tokio::spawn(gpuwarden_server::serve(listener, router, rx.clone()));
+            // Room for every client's connection (the default limit, 1,024, is below
+            // 1,000 clients plus their warm-up and reconnects).
+            let limits = gpuwarden_server::ServeLimits {
+                max_connections: args.clients * 2 + 64,
+                ..gpuwarden_server::ServeLimits::default()
+            };
+            tokio::spawn(gpuwarden_server::serve_with(listener, router, rx.clone(), limits));
             for path in ["/api/v1/fleet/summary", "/api/v1/gpus"] {
                 let url = format!("http://{addr}{path}");
                 out.push((
