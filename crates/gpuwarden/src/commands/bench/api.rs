@@ -176,9 +176,10 @@ pub fn api(args: BenchApiArgs) -> Result<ExitCode> {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
             // Room for every client's connection (the default limit, 1,024, is below
-            // 1,000 clients plus their warm-up and reconnects).
+            // 1,000 clients), and for the previous endpoint's clients' connections,
+            // which the server counts until it reads their close.
             let limits = gpuwarden_server::ServeLimits {
-                max_connections: args.clients * 2 + 64,
+                max_connections: args.clients * 4 + 256,
                 ..gpuwarden_server::ServeLimits::default()
             };
             tokio::spawn(gpuwarden_server::serve_with(listener, router, rx.clone(), limits));
