@@ -32,6 +32,7 @@ fn config(timeout_ms: u64) -> ScrapeConfig {
         interval: Duration::from_millis(200),
         timeout: Duration::from_millis(timeout_ms),
         limits: Limits::default(),
+        ..ScrapeConfig::default()
     }
 }
 

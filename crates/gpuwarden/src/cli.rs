@@ -373,6 +373,10 @@ pub enum BenchCommand {
     /// API latency (p50/p95/p99) with concurrent clients on a simulated fleet, and the CPU
     /// cost of scoring per GPU.
     Api(BenchApiArgs),
+    /// A live simulated fleet of N GPUs through the real `run` pipeline for a stated time:
+    /// CPU, RSS over time, scrape lag, evaluation time per round and per GPU, API latency
+    /// under load while scrapes land, and bytes per sample on disk, measured live.
+    Scale(BenchScaleArgs),
     /// Anomaly detection on a labelled corpus (NAB by default): our streaming detector and
     /// NAB's windowed-Gaussian baseline, scored with NAB's method on the whole corpus and
     /// held out (threshold chosen on one half, scored on the other, both ways), beside
@@ -517,6 +521,28 @@ pub struct BenchHostileArgs {
     /// Scrape interval of the gpuwarden under test.
     #[arg(long, default_value = "1s")]
     pub interval: humantime::Duration,
+    /// The gpuwarden binary to run (default: this one), e.g. an older build to compare.
+    #[arg(long)]
+    pub binary: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchScaleArgs {
+    /// Simulated GPUs (rounded up to whole nodes).
+    #[arg(long, default_value_t = 1000)]
+    pub gpus: usize,
+    /// GPUs per simulated node (1-64).
+    #[arg(long, default_value_t = 8)]
+    pub gpus_per_node: usize,
+    /// How long to measure once every GPU has been scraped, e.g. `5m`, `1h`.
+    #[arg(long, default_value = "2m")]
+    pub duration: humantime::Duration,
+    /// Scrape interval of the fleet.
+    #[arg(long, default_value = "10s")]
+    pub scrape_interval: humantime::Duration,
+    /// API clients, each asking once a second (a page of 100 GPUs or the fleet summary).
+    #[arg(long, default_value_t = 100)]
+    pub clients: usize,
     /// The gpuwarden binary to run (default: this one), e.g. an older build to compare.
     #[arg(long)]
     pub binary: Option<PathBuf>,

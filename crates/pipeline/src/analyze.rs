@@ -79,6 +79,9 @@ pub struct Analysis {
     sinks: RwLock<Vec<Arc<dyn IncidentSink>>>,
     /// Bumped after every evaluation and incident action (for readers' caches).
     generation: std::sync::atomic::AtomicU64,
+    /// Wall time of each evaluation, and GPUs in the last one (`/metrics`).
+    eval_seconds: prometheus_client::metrics::histogram::Histogram,
+    eval_gpus: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Analysis {
@@ -110,7 +113,28 @@ impl Analysis {
             analyzers: Mutex::new(Vec::new()),
             sinks: RwLock::new(Vec::new()),
             generation: std::sync::atomic::AtomicU64::new(0),
+            eval_seconds: prometheus_client::metrics::histogram::Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            eval_gpus: Default::default(),
         })
+    }
+
+    /// Registers `gpuwarden_evaluation_duration_seconds` (every evaluation: health rules,
+    /// analyzers, incidents, storing scores) and `gpuwarden_evaluation_gpus`, so the cost
+    /// of scoring per GPU can be read from a running instance.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        let r = registry.sub_registry_with_prefix("gpuwarden");
+        r.register(
+            "evaluation_duration_seconds",
+            "Wall time of each fleet evaluation (health rules, analyzers, incidents, storing scores)",
+            self.eval_seconds.clone(),
+        );
+        r.register(
+            "evaluation_gpus",
+            "GPUs scored by the last fleet evaluation",
+            self.eval_gpus.clone(),
+        );
     }
 
     /// Rebuilds what the health engine remembers from the store, after a restart: every
@@ -263,6 +287,13 @@ impl Analysis {
     /// Evaluates the fleet, updates incidents and persists changes, and publishes the
     /// evaluation (also when a write failed; the error is returned after). Blocking.
     pub fn evaluate(&self) -> Result<Arc<Evaluation>, StoreError> {
+        let started = std::time::Instant::now();
+        let result = self.evaluate_timed();
+        self.eval_seconds.observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    fn evaluate_timed(&self) -> Result<Arc<Evaluation>, StoreError> {
         let now = self.now_ms();
         let wall = self.clock.now_ms();
         let live = self.live.clone();
@@ -340,6 +371,7 @@ impl Analysis {
             // Score history has a gap; the scores themselves are still right.
             failure.get_or_insert(e);
         }
+        self.eval_gpus.set(evaluation.gpus.len() as i64);
         let evaluation = Arc::new(evaluation);
         *self.latest.write() = evaluation.clone();
         self.bump();

@@ -17,5 +17,5 @@ pub mod targets;
 pub use admission::{IngestLimits, Refusal};
 pub use analyze::{Analysis, AnalysisError, IncidentSink, Restored};
 pub use ingest::Ingestor;
-pub use live::{GpuView, LiveFleet, Staleness, TargetIngestState};
+pub use live::{GpuPage, GpuRef, GpuView, LiveFleet, Staleness, TargetIngestState};
 pub use metrics::PipelineMetrics;

@@ -10,7 +10,7 @@ use gpuwarden_collect::dcgm::ExporterPage;
 use gpuwarden_model::{FieldName, Freshness, GpuIdentity, GpuUuid, TimestampMs};
 use parking_lot::RwLock;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// Why a GPU is stale (the model's [`Freshness`]; `Staleness` is kept as the
 /// pipeline's name for it).
@@ -92,10 +92,61 @@ pub struct TargetIngestState {
     pub gpus_vanished: Option<VanishedTarget>,
 }
 
+/// Where a GPU sorts in listings: node, then index, then UUID.
+type OrderKey = (String, Option<u32>, GpuUuid);
+
+fn order_key(identity: &GpuIdentity) -> OrderKey {
+    (identity.node.clone(), identity.index, identity.uuid.clone())
+}
+
 #[derive(Default)]
 struct Inner {
     gpus: HashMap<GpuUuid, LiveGpu>,
+    /// Every key of `gpus` in listing order, kept up to date as GPUs appear and change
+    /// node or index, so a page of a listing visits GPUs in order without sorting (or
+    /// copying) the whole fleet.
+    order: BTreeSet<OrderKey>,
     targets: HashMap<String, TargetFreshness>,
+}
+
+impl Inner {
+    fn insert_gpu(&mut self, gpu: LiveGpu) {
+        if let Some(old) = self.gpus.get(&gpu.identity.uuid) {
+            self.order.remove(&order_key(&old.identity));
+        }
+        self.order.insert(order_key(&gpu.identity));
+        self.gpus.insert(gpu.identity.uuid.clone(), gpu);
+    }
+
+    /// Replaces a known GPU's identity, moving it in the listing order when its node or
+    /// index changed.
+    fn set_identity(&mut self, identity: &GpuIdentity) {
+        let Some(g) = self.gpus.get_mut(&identity.uuid) else {
+            return;
+        };
+        if g.identity == *identity {
+            return;
+        }
+        if g.identity.node != identity.node || g.identity.index != identity.index {
+            self.order.remove(&order_key(&g.identity));
+            self.order.insert(order_key(identity));
+        }
+        g.identity = identity.clone();
+    }
+}
+
+/// A GPU of the live view as a listing filter sees it, without copying anything.
+#[derive(Debug, Clone, Copy)]
+pub struct GpuRef<'a> {
+    pub identity: &'a GpuIdentity,
+    pub staleness: Staleness,
+}
+
+/// One page of a listing: how many GPUs matched, and the views of the requested slice.
+#[derive(Debug, Default)]
+pub struct GpuPage {
+    pub total: usize,
+    pub gpus: Vec<GpuView>,
 }
 
 /// Thread-safe live fleet state.
@@ -144,7 +195,10 @@ impl LiveFleet {
         self.bump();
         let mut inner = self.inner.write();
         for (identity, last_seen_ms) in gpus {
-            inner.gpus.entry(identity.uuid.clone()).or_insert(LiveGpu {
+            if inner.gpus.contains_key(&identity.uuid) {
+                continue;
+            }
+            inner.insert_gpu(LiveGpu {
                 identity,
                 target: String::new(),
                 last_seen_ms,
@@ -277,27 +331,26 @@ impl LiveFleet {
         }
         for identity in gpus {
             t.gpus.insert(identity.uuid.clone());
+        }
+        for identity in gpus {
             match inner.gpus.get_mut(&identity.uuid) {
                 Some(g) => {
                     g.present_in_last_scrape = true;
                     g.vanished_with_target = false;
-                    g.target = target.to_string();
-                    if g.identity != *identity {
-                        g.identity = identity.clone();
+                    if g.target != target {
+                        g.target = target.to_string();
                     }
+                    inner.set_identity(identity);
                 }
                 None => {
-                    inner.gpus.insert(
-                        identity.uuid.clone(),
-                        LiveGpu {
-                            identity: identity.clone(),
-                            target: target.to_string(),
-                            last_seen_ms: wall_ms,
-                            present_in_last_scrape: true,
-                            vanished_with_target: false,
-                            latest: Vec::new(),
-                        },
-                    );
+                    inner.insert_gpu(LiveGpu {
+                        identity: identity.clone(),
+                        target: target.to_string(),
+                        last_seen_ms: wall_ms,
+                        present_in_last_scrape: true,
+                        vanished_with_target: false,
+                        latest: Vec::new(),
+                    });
                 }
             }
         }
@@ -377,15 +430,55 @@ impl LiveFleet {
     /// Every GPU, sorted by node then index then UUID.
     pub fn snapshot(&self, now_wall_ms: TimestampMs) -> Vec<GpuView> {
         let inner = self.inner.read();
-        let mut out: Vec<GpuView> = inner.gpus.values().map(|g| self.view(&inner, g, now_wall_ms)).collect();
-        out.sort_by(|a, b| {
-            (&a.identity.node, a.identity.index, &a.identity.uuid).cmp(&(
-                &b.identity.node,
-                b.identity.index,
-                &b.identity.uuid,
-            ))
-        });
-        out
+        inner
+            .order
+            .iter()
+            .filter_map(|(_, _, uuid)| inner.gpus.get(uuid))
+            .map(|g| self.view(&inner, g, now_wall_ms))
+            .collect()
+    }
+
+    /// One page of the GPUs `keep` accepts, in listing order (node, index, UUID):
+    /// `total` counts every match, views are built only for the `limit` matches after
+    /// the first `offset`. Costs a visit per GPU but copies only the page, so a page of
+    /// 100 GPUs no longer renders the whole fleet.
+    pub fn page(
+        &self,
+        now_wall_ms: TimestampMs,
+        mut keep: impl FnMut(GpuRef<'_>) -> bool,
+        offset: usize,
+        limit: usize,
+    ) -> GpuPage {
+        let inner = self.inner.read();
+        let mut page = GpuPage::default();
+        for (_, _, uuid) in &inner.order {
+            let Some(g) = inner.gpus.get(uuid) else { continue };
+            let staleness = self.staleness(&inner, g, now_wall_ms);
+            if !keep(GpuRef {
+                identity: &g.identity,
+                staleness,
+            }) {
+                continue;
+            }
+            if page.total >= offset && page.gpus.len() < limit {
+                page.gpus.push(self.view(&inner, g, now_wall_ms));
+            }
+            page.total += 1;
+        }
+        page
+    }
+
+    /// Visits every GPU in listing order without copying (counts, summaries).
+    pub fn for_each(&self, now_wall_ms: TimestampMs, mut f: impl FnMut(GpuRef<'_>)) {
+        let inner = self.inner.read();
+        for (_, _, uuid) in &inner.order {
+            if let Some(g) = inner.gpus.get(uuid) {
+                f(GpuRef {
+                    identity: &g.identity,
+                    staleness: self.staleness(&inner, g, now_wall_ms),
+                });
+            }
+        }
     }
 
     /// One GPU.
@@ -456,6 +549,62 @@ mod tests {
 
     fn row(v: f64) -> Vec<(FieldName, f64)> {
         vec![(FieldName::Dcgm(DcgmField::GpuTemp), v)]
+    }
+
+    fn on(uuid: &str, node: &str, index: u32) -> GpuIdentity {
+        let mut g = GpuIdentity::new(GpuUuid::new(uuid), node);
+        g.index = Some(index);
+        g
+    }
+
+    fn uuids(views: &[GpuView]) -> Vec<&str> {
+        views.iter().map(|v| v.identity.uuid.as_str()).collect()
+    }
+
+    /// The listing order index follows GPUs that appear, vanish, come back and move to
+    /// another node or index, and pages agree with the full snapshot.
+    #[test]
+    fn listing_order_stays_consistent_as_gpus_appear_vanish_and_move() {
+        let live = LiveFleet::new(60_000);
+        let none = std::iter::empty::<(&GpuUuid, TimestampMs, &[(FieldName, f64)])>;
+        live.apply_scrape("t2", 1, &[on("GPU-c", "node-b", 1), on("GPU-d", "node-b", 0)], none());
+        live.apply_scrape("t1", 1, &[on("GPU-b", "node-a", 1), on("GPU-a", "node-a", 0)], none());
+        assert_eq!(uuids(&live.snapshot(1)), ["GPU-a", "GPU-b", "GPU-d", "GPU-c"]);
+        // GPU-b vanishes from its page: still listed (stale), same place.
+        live.apply_scrape("t1", 2, &[on("GPU-a", "node-a", 0)], none());
+        assert_eq!(uuids(&live.snapshot(2)), ["GPU-a", "GPU-b", "GPU-d", "GPU-c"]);
+        // GPU-a moves to node-c; a new GPU appears on node-a.
+        live.apply_scrape("t3", 3, &[on("GPU-a", "node-c", 0)], none());
+        live.apply_scrape("t1", 3, &[on("GPU-e", "node-a", 7)], none());
+        assert_eq!(uuids(&live.snapshot(3)), ["GPU-b", "GPU-e", "GPU-d", "GPU-c", "GPU-a"]);
+        // Its index changes on the same node.
+        live.apply_scrape("t2", 4, &[on("GPU-c", "node-b", 0), on("GPU-d", "node-b", 1)], none());
+        let all = live.snapshot(4);
+        assert_eq!(uuids(&all), ["GPU-b", "GPU-e", "GPU-c", "GPU-d", "GPU-a"]);
+        assert_eq!(live.inner.read().order.len(), live.inner.read().gpus.len());
+        // Seeding a known GPU does not list it twice.
+        live.seed([(on("GPU-c", "node-b", 0), 0), (on("GPU-z", "node-0", 0), 0)]);
+        let all = live.snapshot(4);
+        assert_eq!(uuids(&all), ["GPU-z", "GPU-b", "GPU-e", "GPU-c", "GPU-d", "GPU-a"]);
+        // Every page is the matching slice of the snapshot, and totals count all matches.
+        for offset in 0..7 {
+            for limit in 1..4 {
+                let p = live.page(4, |_| true, offset, limit);
+                assert_eq!(p.total, 6);
+                let want: Vec<&str> = uuids(&all).into_iter().skip(offset).take(limit).collect();
+                assert_eq!(uuids(&p.gpus), want, "offset {offset} limit {limit}");
+            }
+        }
+        let stale = live.page(4, |g| g.staleness != Staleness::Fresh, 0, 10);
+        assert_eq!(
+            uuids(&stale.gpus),
+            ["GPU-z", "GPU-b"],
+            "seeded, and missing from its page"
+        );
+        assert_eq!(stale.total, 2);
+        let mut visited = Vec::new();
+        live.for_each(4, |g| visited.push(g.identity.uuid.to_string()));
+        assert_eq!(visited, uuids(&all));
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct PipelineMetrics {
     pub gpus: Gauge,
     pub gpus_stale: Gauge,
     pub store_bytes: Gauge<u64, AtomicU64>,
+    /// Samples the store holds (with `store_bytes`: bytes per sample, live).
+    pub store_samples: Gauge<u64, AtomicU64>,
     /// 1 while the store's writes are failing (cleared by the next write that succeeds).
     pub store_write_failing: Gauge,
     /// Damaged records the store skipped when reading its files (a flipped byte, a
@@ -70,6 +72,7 @@ impl Default for PipelineMetrics {
             gpus: Gauge::default(),
             gpus_stale: Gauge::default(),
             store_bytes: Gauge::default(),
+            store_samples: Gauge::default(),
             store_write_failing: Gauge::default(),
             store_damaged_records: Gauge::default(),
             store_damaged_files: Gauge::default(),
@@ -127,6 +130,11 @@ impl PipelineMetrics {
             "store_size_bytes",
             "Bytes the store occupies on disk",
             self.store_bytes.clone(),
+        );
+        r.register(
+            "store_samples",
+            "Samples the store holds (store_size_bytes / store_samples: bytes per sample)",
+            self.store_samples.clone(),
         );
         r.register(
             "store_write_failing",

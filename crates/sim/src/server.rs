@@ -1,5 +1,6 @@
-//! The running simulator: one HTTP listener per node serving `GET /metrics`, with the
-//! fleet advanced to "now" in simulated time on every request.
+//! The running simulator: one HTTP listener per node serving `GET /metrics` (or, for
+//! fleets too large for a port per node, one listener serving `/nodes/{i}/metrics`),
+//! with the fleet advanced to "now" in simulated time on every request.
 //!
 //! Simulated time is `start + wall elapsed × speed`. The fleet lives behind one mutex;
 //! advancing and rendering happen on the blocking pool because a long catch-up (a
@@ -32,7 +33,8 @@ pub struct Simulator;
 
 impl Simulator {
     /// Builds the fleet and binds one listener per node on `config.listen_host`
-    /// (`base_port + i`, or ephemeral ports). Must run inside a tokio runtime.
+    /// (`base_port + i`, or ephemeral ports), or one shared listener when
+    /// [`SimConfig::one_listener`]. Must run inside a tokio runtime.
     pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
         config.validate()?;
         let start_ms = config.start_ms.unwrap_or_else(|| SystemClock.now_ms());
@@ -41,17 +43,30 @@ impl Simulator {
             ..config.clone()
         })?;
         let nodes = fleet.node_names().to_vec();
-        let mut listeners = Vec::with_capacity(nodes.len());
+        let mut listeners = Vec::new();
         let mut targets = Vec::with_capacity(nodes.len());
-        for (i, name) in nodes.iter().enumerate() {
-            let port = config.base_port.map(|p| p + i as u16).unwrap_or(0);
-            let addr = std::net::SocketAddr::new(config.listen_host, port);
+        if config.one_listener() {
+            // One port for the whole fleet; node i at /nodes/{i}/metrics.
+            let addr = std::net::SocketAddr::new(config.listen_host, config.base_port.unwrap_or(0));
             let l = TcpListener::bind(addr)
                 .await
                 .map_err(|source| SimError::Bind { addr, source })?;
             let local = l.local_addr()?;
-            targets.push((name.clone(), format!("http://{local}/metrics")));
+            for (i, name) in nodes.iter().enumerate() {
+                targets.push((name.clone(), format!("http://{local}/nodes/{i}/metrics")));
+            }
             listeners.push(l);
+        } else {
+            for (i, name) in nodes.iter().enumerate() {
+                let port = config.base_port.map(|p| p + i as u16).unwrap_or(0);
+                let addr = std::net::SocketAddr::new(config.listen_host, port);
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| SimError::Bind { addr, source })?;
+                let local = l.local_addr()?;
+                targets.push((name.clone(), format!("http://{local}/metrics")));
+                listeners.push(l);
+            }
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         let inner = Arc::new(Inner {
@@ -68,11 +83,18 @@ impl Simulator {
         let handle = SimHandle { inner: inner.clone() };
         // Labels drawn while building the fleet (none today) still reach the file.
         handle.inner.flush_labels();
+        let shared = config.one_listener();
         for (node, listener) in listeners.into_iter().enumerate() {
-            let app = Router::new().route("/metrics", get(metrics)).with_state(NodeState {
-                handle: handle.clone(),
-                node,
-            });
+            let app = if shared {
+                Router::new()
+                    .route("/nodes/{node}/metrics", get(shared_metrics))
+                    .with_state(handle.clone())
+            } else {
+                Router::new().route("/metrics", get(metrics)).with_state(NodeState {
+                    handle: handle.clone(),
+                    node,
+                })
+            };
             let mut rx = stop_rx.clone();
             let task = tokio::spawn(async move {
                 let stop = async move {
@@ -232,6 +254,21 @@ async fn metrics(State(st): State<NodeState>) -> Response {
         Ok(body) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "render failed\n").into_response(),
     }
+}
+
+/// A node's page on the shared listener (`/nodes/{i}/metrics`).
+async fn shared_metrics(
+    State(handle): State<SimHandle>,
+    axum::extract::Path(node): axum::extract::Path<usize>,
+) -> Response {
+    if node >= handle.inner.targets.len() {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no node {node} in this simulated fleet\n"),
+        )
+            .into_response();
+    }
+    metrics(State(NodeState { handle, node })).await
 }
 
 impl SimHandle {

@@ -112,3 +112,50 @@ async fn serves_nodes_and_injects_over_http() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Past 1,024 nodes (a port each would run out of ports and descriptors) every node is
+/// served from one listener at `/nodes/{i}/metrics`; each page is that node's own.
+#[tokio::test]
+async fn large_fleets_share_one_listener() {
+    let cfg = SimConfig {
+        nodes: 1500,
+        gpus_per_node: 1,
+        fault_rate_multiplier: 0.0,
+        ..SimConfig::default()
+    };
+    let sim = Simulator::start(cfg).await.unwrap();
+    let targets = sim.targets();
+    assert_eq!(targets.len(), 1500);
+    let port = |url: &str| url.split('/').nth(2).unwrap().to_string();
+    assert!(targets.iter().all(|(_, url)| port(url) == port(&targets[0].1)));
+    let client = reqwest::Client::new();
+    for i in [0, 1499] {
+        let (node, url) = &targets[i];
+        assert!(url.ends_with(&format!("/nodes/{i}/metrics")), "{url}");
+        let body = client.get(url).send().await.unwrap().text().await.unwrap();
+        let lines = common::parse(&body);
+        let temps: Vec<_> = lines.iter().filter(|l| l.name == "DCGM_FI_DEV_GPU_TEMP").collect();
+        assert_eq!(temps.len(), 1, "one GPU per node");
+        assert!(body.contains(&format!("Hostname=\"{node}\"")), "node {node}'s own page");
+    }
+    let beyond = targets[0].1.replace("/nodes/0/", "/nodes/1500/");
+    assert_eq!(client.get(&beyond).send().await.unwrap().status(), 404);
+    sim.shutdown().await;
+}
+
+#[test]
+fn fleet_size_limits() {
+    let ok = SimConfig {
+        nodes: 12_500,
+        gpus_per_node: 8,
+        ..SimConfig::default()
+    };
+    assert!(ok.validate().is_ok(), "100,000 GPUs");
+    assert!(ok.one_listener());
+    let too_many = SimConfig {
+        nodes: gpuwarden_sim::config::MAX_NODES + 1,
+        ..SimConfig::default()
+    };
+    assert!(too_many.validate().is_err());
+    assert!(!SimConfig::default().one_listener());
+}

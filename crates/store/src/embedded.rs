@@ -78,6 +78,7 @@
 //! ago. Active incidents are never dropped.
 
 mod codec;
+mod compact;
 pub mod fault;
 pub mod incidents;
 mod lock;
@@ -97,7 +98,7 @@ use memtable::{Frozen, MemTable};
 use parking_lot::{Mutex, RwLock};
 use segment::Segment;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -117,8 +118,11 @@ pub struct EmbeddedOptions {
     /// Seal the memtable into a segment once it holds this many samples. Bounds memory
     /// (≈ 16–32 bytes a sample) and WAL size (≈ 9 bytes a sample). Default 4,000,000.
     pub memtable_max_samples: u64,
-    /// Seal once the memtable spans this much data time (ms). Bounds how much WAL a
-    /// small fleet replays at start. Default 1 hour.
+    /// Seal once the memtable spans this much data time (ms). Bounds how much WAL is
+    /// replayed at start and how much data sits in the WAL, which is uncompressed
+    /// (~17–20 bytes a sample against ~1–2 in merged segments): with an hour here, a live
+    /// store was mostly WAL. Small segments cost little since compaction merges them.
+    /// Default 2 minutes.
     pub memtable_max_span_ms: i64,
     /// Points per chunk of a series inside a segment: larger compresses a little better,
     /// smaller makes short `range` queries decode less. Default 4096.
@@ -131,6 +135,15 @@ pub struct EmbeddedOptions {
     /// retention is applied with [`EmbeddedStore::apply_configured_retention`]. Active
     /// incidents are always kept. Default 90 days.
     pub incident_retention_ms: i64,
+    /// Segment indexes kept loaded for queries (the newest used). A segment's index is
+    /// ~200 bytes per series; the others are read from the file when a query needs them.
+    /// Default 4.
+    pub segment_index_cache: usize,
+    /// Segments of one size tier merged at once by [`EmbeddedStore::compact`]. Default 4.
+    pub compact_fanout: usize,
+    /// A merged segment spans at most this much data time (ms): retention drops whole
+    /// segments. Default 1 day.
+    pub compact_max_span_ms: i64,
 }
 
 impl Default for EmbeddedOptions {
@@ -138,10 +151,13 @@ impl Default for EmbeddedOptions {
         EmbeddedOptions {
             retention_ms: 7 * DAY_MS,
             memtable_max_samples: 4_000_000,
-            memtable_max_span_ms: 60 * 60 * 1000,
+            memtable_max_span_ms: 2 * 60 * 1000,
             chunk_max_samples: 4096,
             sync: true,
             incident_retention_ms: 90 * DAY_MS,
+            segment_index_cache: 4,
+            compact_fanout: 4,
+            compact_max_span_ms: DAY_MS,
         }
     }
 }
@@ -196,6 +212,11 @@ pub struct EmbeddedStore {
     state: RwLock<State>,
     /// One seal (or retention pass) at a time.
     seal_lock: Mutex<()>,
+    /// One compaction (or retention pass) at a time: retention must not delete a
+    /// compaction's inputs under it.
+    compact_lock: Mutex<()>,
+    /// Segments whose index is loaded, most recently used last.
+    index_cache: Mutex<std::collections::VecDeque<Arc<Segment>>>,
     incidents: incidents::IncidentLog,
     /// What damaged files cost at open, for [`StoreStats`].
     damage: Damage,
@@ -400,6 +421,23 @@ impl EmbeddedStore {
                 Err(e) => return Err(e),
             }
         }
+        // Inputs of a compaction that a crash left behind (see `compact`): their data is
+        // in a newer segment that records them as covered.
+        let merged: Vec<(u64, u64)> = segments
+            .iter()
+            .filter(|s| s.covers_from < s.id)
+            .map(|s| (s.covers_from, s.id))
+            .collect();
+        let mut kept = Vec::with_capacity(segments.len());
+        for seg in segments {
+            if merged.iter().any(|&(lo, hi)| seg.id >= lo && seg.id < hi) {
+                tracing::info!(path = %seg.path.display(), "removing a segment already merged by compaction");
+                std::fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
+            } else {
+                kept.push(seg);
+            }
+        }
+        let segments = kept;
         let covered = segments.iter().map(|s| s.wal_upto).max().unwrap_or(0);
 
         let mut state = State {
@@ -411,17 +449,19 @@ impl EmbeddedStore {
             next_segment_id: max_seg_id + 1,
         };
         for seg in &state.segments {
-            for (gpu, fields) in &seg.series {
+            for (gpu, fields) in seg.index()?.iter() {
                 for (field, chunks) in fields {
                     if let (Some(first), Some(last)) = (chunks.first(), chunks.last()) {
                         let p = Point {
                             ts_ms: last.max_ts,
                             value: last.last_value,
                         };
-                        state.mem.note_sealed(gpu, field, first.min_ts, p);
+                        state.mem.note_sealed(gpu, &field, first.min_ts, p);
                     }
                 }
             }
+            // Read again when a query needs it (see `segment_index_cache`).
+            seg.unload_index();
         }
 
         let newest = wal_seqs.last().copied();
@@ -457,6 +497,8 @@ impl EmbeddedStore {
             gate: RwLock::new(()),
             state: RwLock::new(state),
             seal_lock: Mutex::new(()),
+            compact_lock: Mutex::new(()),
+            index_cache: Mutex::new(Default::default()),
             incidents,
             damage,
             health: Mutex::new(WriteHealth::Ok),
@@ -511,6 +553,76 @@ impl EmbeddedStore {
         if let Err(e) = self.seal_locked(guard) {
             tracing::error!(dir = %self.dir.display(), error = %e, "sealing the memtable failed; data stays in the WAL, will retry");
         }
+    }
+
+    /// A segment's series index, loading it if needed; at most
+    /// [`EmbeddedOptions::segment_index_cache`] stay loaded (least recently used out).
+    fn segment_index(&self, seg: &Arc<Segment>) -> Result<Arc<segment::SeriesIndex>, StoreError> {
+        let index = seg.index()?;
+        let mut cache = self.index_cache.lock();
+        cache.retain(|s| !Arc::ptr_eq(s, seg));
+        cache.push_back(seg.clone());
+        while cache.len() > self.options.segment_index_cache.max(1) {
+            if let Some(old) = cache.pop_front() {
+                old.unload_index();
+            }
+        }
+        Ok(index)
+    }
+
+    /// Merges one run of small consecutive segments into one (see [`compact`] for the
+    /// policy and why), if any qualifies; returns the number of segments merged (0: none
+    /// qualified). Call it repeatedly in the background; appends, queries and seals go
+    /// on meanwhile.
+    pub fn compact_step(&self) -> Result<usize, StoreError> {
+        let _compact = self.compact_lock.lock();
+        let run: Vec<Arc<Segment>> = {
+            let st = self.state.read();
+            match compact::pick(
+                &st.segments,
+                self.options.compact_fanout,
+                self.options.compact_max_span_ms,
+            ) {
+                Some((a, b)) => st.segments[a..b].to_vec(),
+                None => return Ok(0),
+            }
+        };
+        let merged = Arc::new(compact::merge(
+            &self.dir,
+            &run,
+            self.options.chunk_max_samples,
+            self.options.sync,
+        )?);
+        {
+            // Only seals changed the list meanwhile (retention waits on compact_lock),
+            // and they only append: the run is still where it was.
+            let mut st = self.state.write();
+            if let Some(at) = st.segments.iter().position(|s| Arc::ptr_eq(s, &run[0])) {
+                st.segments.splice(at..at + run.len(), [merged.clone()]);
+            }
+        }
+        {
+            let mut cache = self.index_cache.lock();
+            cache.retain(|s| !run.iter().any(|r| Arc::ptr_eq(r, s)));
+        }
+        // The newest input's file is the merged segment now; the others are redundant.
+        // A crash before this is harmless: open removes them (`covers_from`).
+        let Some((_, older)) = run.split_last() else {
+            return Ok(0);
+        };
+        for seg in older {
+            std::fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
+        }
+        if self.options.sync {
+            sync_dir(&self.dir)?;
+        }
+        tracing::debug!(
+            segments = run.len(),
+            samples = merged.samples,
+            id = merged.id,
+            "compacted segments"
+        );
+        Ok(run.len())
     }
 
     fn seal_locked(&self, _guard: parking_lot::MutexGuard<'_, ()>) -> Result<(), StoreError> {
@@ -775,11 +887,8 @@ impl Store for EmbeddedStore {
         };
         let mut points = Vec::new();
         for seg in &segments {
-            for c in seg
-                .chunks(gpu, field)
-                .iter()
-                .filter(|c| c.max_ts >= from && c.min_ts < to)
-            {
+            let chunks = self.segment_index(seg)?.chunks(gpu, field);
+            for c in chunks.iter().filter(|c| c.max_ts >= from && c.min_ts < to) {
                 points.extend(
                     seg.read_chunk(c)?
                         .into_iter()
@@ -819,6 +928,7 @@ impl Store for EmbeddedStore {
     /// Deletes sealed segments whose samples and events are all older than `cutoff`;
     /// returns the number of samples they held. See the module docs for granularity.
     fn apply_retention(&self, cutoff: TimestampMs) -> Result<u64, StoreError> {
+        let _compact = self.compact_lock.lock();
         let _seal = self.seal_lock.lock();
         let expired: Vec<Arc<Segment>> = {
             let mut st = self.state.write();
@@ -864,6 +974,10 @@ impl Store for EmbeddedStore {
         self.seal_locked(guard)
     }
 
+    fn compact(&self) -> Result<usize, StoreError> {
+        self.compact_step()
+    }
+
     fn stats(&self) -> Result<StoreStats, StoreError> {
         let mut bytes_on_disk = 0;
         for entry in std::fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
@@ -876,28 +990,24 @@ impl Store for EmbeddedStore {
             }
         }
         let st = self.state.read();
-        let mut series: HashSet<(GpuUuid, FieldName)> = st.mem.live_series().collect();
+        // Every series with a latest point: counting them from the segments' indexes
+        // cost a set of every (GPU, field) of every segment on each `/metrics` scrape.
+        let series = st.mem.known_series();
         let mut samples = st.mem.samples();
         let mut events = st.events.len() as u64;
         if let Some(p) = &st.pending {
             samples += p.frozen.samples;
             events += p.events.len() as u64;
-            for (g, fields) in &p.frozen.series {
-                series.extend(fields.keys().map(|f| (g.clone(), f.clone())));
-            }
         }
         for seg in &st.segments {
             samples += seg.samples;
             events += seg.events.len() as u64;
-            for (g, fields) in &seg.series {
-                series.extend(fields.keys().map(|f| (g.clone(), f.clone())));
-            }
         }
         let (damaged_records_skipped, damaged_bytes_skipped, damaged_files_kept) = self.damage.snapshot();
         Ok(StoreStats {
             bytes_on_disk,
             samples,
-            series: series.len() as u64,
+            series,
             events,
             damaged_records_skipped,
             damaged_bytes_skipped,
@@ -911,3 +1021,43 @@ const _: fn() = || {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<EmbeddedStore>();
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpuwarden_model::DcgmField;
+
+    /// Segment indexes are read at open and dropped; queries load them again, and no
+    /// more than `segment_index_cache` stay loaded however many segments a query spans.
+    #[test]
+    fn loaded_segment_indexes_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = EmbeddedOptions {
+            memtable_max_samples: 10,
+            segment_index_cache: 2,
+            sync: false,
+            ..EmbeddedOptions::default()
+        };
+        let gpu = GpuUuid::new("GPU-cache-0001");
+        let field: FieldName = DcgmField::GpuTemp.into();
+        {
+            let s = EmbeddedStore::open(dir.path(), options.clone()).unwrap();
+            for i in 0..100 {
+                let mut row = GpuSamples::new(gpu.clone(), 1_000 * i);
+                row.values.push((field.clone(), i as f64));
+                s.append_samples(&[row]).unwrap();
+            }
+            s.flush().unwrap();
+        }
+        let s = EmbeddedStore::open(dir.path(), options).unwrap();
+        let loaded = |s: &EmbeddedStore| s.state.read().segments.iter().filter(|g| g.index_loaded()).count();
+        assert!(s.state.read().segments.len() >= 9);
+        assert_eq!(loaded(&s), 0, "indexes are not kept after open");
+        let points = s.range(&gpu, &field, 0, 1_000_000, usize::MAX).unwrap();
+        assert_eq!(points.len(), 100);
+        assert!(points.iter().enumerate().all(|(i, p)| p.value == i as f64));
+        assert_eq!(loaded(&s), 2);
+        // The latest points came from the indexes read at open.
+        assert_eq!(s.latest(&gpu).unwrap()[0].1.value, 99.0);
+    }
+}

@@ -83,7 +83,9 @@ pub struct StoreStats {
     pub bytes_on_disk: u64,
     /// Samples held (after retention).
     pub samples: u64,
-    /// Number of (GPU, field) series.
+    /// Number of (GPU, field) series the store knows (an implementation may count
+    /// series whose samples retention already dropped; the embedded store does, as
+    /// `latest` still reports them).
     pub series: u64,
     /// Events held.
     pub events: u64,
@@ -207,4 +209,11 @@ pub trait Store: Send + Sync {
 
     /// Size and content figures.
     fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// One step of background maintenance that keeps on-disk size and memory close to
+    /// what the data needs (the embedded store merges small segments). Returns how much
+    /// work was done (0: nothing to do, call again later). Blocking; may take seconds.
+    fn compact(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 }

@@ -209,4 +209,8 @@ impl Store for FailingStore {
     fn stats(&self) -> Result<StoreStats, StoreError> {
         self.inner.stats()
     }
+
+    fn compact(&self) -> Result<usize, StoreError> {
+        self.inner.compact()
+    }
 }

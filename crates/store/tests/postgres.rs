@@ -156,7 +156,9 @@ fn a_database_with_foreign_tables_or_a_newer_schema_is_refused() {
 #[test]
 fn writes_fail_while_the_server_restarts_and_resume_after() {
     // Its own server: restarting the shared one would cut the other tests' connections.
-    let Some(pg) = PgCluster::start_or_skip("postgres") else { return };
+    let Some(pg) = PgCluster::start_or_skip("postgres") else {
+        return;
+    };
     let opts = PostgresOptions {
         url: pg.create_database("restart").unwrap(),
         ..PostgresOptions::default()

@@ -38,6 +38,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Rules(cmd) => rules::rules(cmd),
         Command::Forensics(cmd) => forensics::forensics(cmd),
         Command::Bench(BenchCommand::Api(args)) => bench::api(args),
+        Command::Bench(BenchCommand::Scale(args)) => bench::scale(args),
         Command::Bench(BenchCommand::Nab(args)) => bench::nab(args),
         Command::Bench(BenchCommand::Detect(args)) => bench::detect(args),
         Command::Bench(BenchCommand::Predict(args)) => bench::predict(args),

@@ -134,7 +134,7 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
 
     let eval_task = super::stage::spawn_evaluation(analysis.clone(), cfg.scrape_interval, shutdown_rx.clone());
     let retention_task =
-        super::stage::spawn_retention(store.clone(), cfg.retention, clock.clone(), shutdown_rx.clone());
+        super::stage::spawn_store_maintenance(store.clone(), cfg.retention, clock.clone(), shutdown_rx.clone());
 
     let before_metrics = {
         let ingestor = ingestor.clone();

@@ -174,7 +174,7 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
     let eval_interval = cfg.scrape_interval.min(agent_interval);
     let eval_task = super::stage::spawn_evaluation(analysis.clone(), eval_interval, shutdown_rx.clone());
     let retention_task =
-        super::stage::spawn_retention(store.clone(), cfg.retention, clock.clone(), shutdown_rx.clone());
+        super::stage::spawn_store_maintenance(store.clone(), cfg.retention, clock.clone(), shutdown_rx.clone());
     let notify_tasks = notifier.spawn(shutdown_rx.clone());
     super::audit::forward_to(&audit, notifier.clone(), cfg.audit_forward.clone());
 

@@ -1,6 +1,6 @@
 //! The wiring `run` and `serve` share: the analysis stage with every analyzer and the
 //! notifier registered, and the background loops (evaluation every interval, retention
-//! hourly). One place, so the two commands cannot drift apart — they differ only in
+//! hourly, store compaction). One place, so the two commands cannot drift apart — they differ only in
 //! where GPUs come from (simulator and scrapes, or agent pushes and remote_write).
 
 use crate::config::RunConfig;
@@ -52,6 +52,7 @@ pub fn scraper(cfg: &RunConfig, static_targets: Vec<TargetSpec>, clock: Arc<dyn 
             max_body_bytes: cfg.max_body_bytes,
             ..Limits::default()
         },
+        ..ScrapeConfig::default()
     };
     let sources = TargetSources {
         static_targets,
@@ -124,6 +125,7 @@ pub fn build(
             "health engine state restored from the store"
         );
     }
+    analysis.register_metrics(registry);
     analysis.add_analyzer(Box::new(gpuwarden_anomaly::AnomalyAnalyzer::default()));
     analysis.add_analyzer(Box::new(security_engine(cfg)?));
     registry.register_collector(Box::new(DerivedMetrics {
@@ -259,26 +261,40 @@ pub fn spawn_evaluation(
     })
 }
 
-/// Applies retention once at start and then hourly.
-pub fn spawn_retention(
+/// The store's background upkeep: compaction (merging small segments, see
+/// `gpuwarden_store::embedded` — keeps bytes per sample and memory per GPU flat in a
+/// large fleet) every few seconds while there is work, and retention at start and then
+/// hourly. Both run on the blocking pool.
+pub fn spawn_store_maintenance(
     store: Arc<dyn Store>,
     retention: Duration,
     clock: Arc<dyn Clock>,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        let mut retention_tick = tokio::time::interval(Duration::from_secs(3600));
+        let mut compact_tick = tokio::time::interval(Duration::from_secs(5));
+        compact_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => {}
+                _ = retention_tick.tick() => {
+                    let cutoff = clock.now_ms() - retention.as_millis() as i64;
+                    let s = store.clone();
+                    match tokio::task::spawn_blocking(move || s.apply_retention(cutoff)).await {
+                        Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "retention dropped old samples"),
+                        Ok(Err(e)) => tracing::warn!("applying retention: {e}"),
+                        _ => {}
+                    }
+                }
+                _ = compact_tick.tick() => {
+                    let s = store.clone();
+                    // One merge per tick: a merge takes the disk for a moment, and the
+                    // next tick comes soon when more is waiting.
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.compact()).await {
+                        tracing::warn!("compacting the store: {e}");
+                    }
+                }
                 _ = shutdown.changed() => return,
-            }
-            let cutoff = clock.now_ms() - retention.as_millis() as i64;
-            let s = store.clone();
-            match tokio::task::spawn_blocking(move || s.apply_retention(cutoff)).await {
-                Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "retention dropped old samples"),
-                Ok(Err(e)) => tracing::warn!("applying retention: {e}"),
-                _ => {}
             }
         }
     })

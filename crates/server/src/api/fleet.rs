@@ -1,7 +1,8 @@
 //! `/api/v1/fleet/summary` and `/api/v1/nodes`: the fleet at a glance.
 
+use super::dto::GpuItem;
 use super::dto::{FleetSummary, NodeItem, NodeList, SeverityCounts, StateCounts};
-use super::gpus::{all_items, worst_first};
+use super::gpus::{health_of, rank, worst_first};
 use super::AppState;
 use crate::cache::AcceptsGzip;
 use crate::scope::CallerScope;
@@ -11,8 +12,9 @@ use axum::extract::State;
 use axum::response::Response;
 use gpuwarden_detect::{GpuHealth, NodeHealth};
 use gpuwarden_incident::IncidentFilter;
-use gpuwarden_model::{Finding, GpuUuid, HealthState, Severity};
-use std::collections::{BTreeSet, HashSet};
+use gpuwarden_model::{Finding, FindingKind, GpuUuid, HealthState, Incident, Severity};
+use gpuwarden_pipeline::Staleness;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// Counts by state, open incidents by severity, and the worst GPUs.
 #[utoipa::path(get, operation_id = "get_fleet_summary", path = "/api/v1/fleet/summary", tag = "fleet",
@@ -25,19 +27,91 @@ pub async fn summary(
     state.cached_json(&scope, "summary", gzip, || summary_now(&state, &scope))
 }
 
+/// How many of the worst GPUs the summary lists.
+const WORST: usize = 10;
+
 fn summary_now(state: &AppState, scope: &CallerScope) -> Result<FleetSummary, ApiError> {
-    let mut items = all_items(state, scope);
+    // One pass over references into the live view: counts, node names, and the worst
+    // GPUs so far (kept sorted, ties in listing order, as a stable sort of the whole
+    // fleet would give); only those few are copied and rendered.
+    let evaluation = state.analysis.latest();
+    // The worst state each GPU's open non-health incidents imply (the GPU's status
+    // raises its health to it, see `GpuStatus`): one pass over the active incidents.
+    let raised: HashMap<GpuUuid, u8> = state.analysis.with_incidents(|engine| {
+        let mut m: HashMap<GpuUuid, u8> = HashMap::new();
+        for i in engine.list(&IncidentFilter::active()) {
+            let implied = match i.severity {
+                Severity::Critical | Severity::Fatal => HealthState::Unhealthy,
+                Severity::Warning => HealthState::Degraded,
+                Severity::Info => continue,
+            };
+            if let (Some(g), false) = (&i.gpu, i.kind == FindingKind::Health) {
+                let r = m.entry(g.clone()).or_insert(u8::MAX);
+                *r = (*r).min(rank(implied));
+            }
+        }
+        m
+    });
     let mut counts = StateCounts::default();
-    let mut nodes = BTreeSet::new();
-    for g in &items {
-        nodes.insert(g.identity.node.clone());
-        match g.health.state {
+    let mut nodes: HashSet<String> = HashSet::new();
+    let mut gpus = 0;
+    let mut worst: Vec<((u8, f64), GpuUuid)> = Vec::with_capacity(WORST + 1);
+    state.live.for_each(state.clock.now_ms(), |g| {
+        if !scope.allows(g.identity) {
+            return;
+        }
+        gpus += 1;
+        if !nodes.contains(&g.identity.node) {
+            nodes.insert(g.identity.node.clone());
+        }
+        let health = health_of(&evaluation, &g.identity.node, &g.identity.uuid)
+            .filter(|h| g.staleness == Staleness::Fresh && h.state != HealthState::Unknown);
+        let (shown, score) = match health {
+            Some(h) => (h.state, h.score),
+            None => (HealthState::Unknown, None),
+        };
+        match shown {
             HealthState::Healthy => counts.healthy += 1,
             HealthState::Degraded => counts.degraded += 1,
             HealthState::Unhealthy => counts.unhealthy += 1,
             HealthState::Unknown => counts.unknown += 1,
         }
-    }
+        // Worst first by status: health raised by open incidents (stale stays unknown).
+        let status_rank = match raised.get(&g.identity.uuid) {
+            Some(&r) if g.staleness == Staleness::Fresh => r.min(rank(shown)),
+            _ => rank(shown),
+        };
+        let key = (status_rank, score.unwrap_or(f64::MAX));
+        let at = worst.partition_point(|(k, _)| k.0 < key.0 || (k.0 == key.0 && k.1.total_cmp(&key.1).is_le()));
+        if at < WORST {
+            worst.insert(at, (key, g.identity.uuid.clone()));
+            worst.truncate(WORST);
+        }
+    });
+    let now = state.clock.now_ms();
+    let mut items: Vec<GpuItem> = state.analysis.with_incidents(|engine| {
+        let active = engine.list(&IncidentFilter::active());
+        worst
+            .iter()
+            .filter_map(|(_, uuid)| state.live.get(uuid.as_str(), now))
+            .map(|view| {
+                let h = health_of(&evaluation, &view.identity.node, &view.identity.uuid);
+                let findings: Vec<&Finding> = evaluation
+                    .findings
+                    .iter()
+                    .filter(|f| f.gpu.as_ref() == Some(&view.identity.uuid))
+                    .collect();
+                let incidents: Vec<&Incident> = active
+                    .iter()
+                    .copied()
+                    .filter(|i| i.gpu.as_ref() == Some(&view.identity.uuid))
+                    .collect();
+                GpuItem::new(view, h, &findings, &incidents)
+            })
+            .collect()
+    });
+    // The view may have moved on between the pass and the copies.
+    worst_first(&mut items);
     let mut open = SeverityCounts::default();
     let visible = Visibility::new(state, scope);
     state.analysis.with_incidents(|engine| {
@@ -53,9 +127,6 @@ fn summary_now(state: &AppState, scope: &CallerScope) -> Result<FleetSummary, Ap
             }
         }
     });
-    let gpus = items.len();
-    worst_first(&mut items);
-    items.truncate(10);
     Ok(FleetSummary {
         gpus,
         nodes: nodes.len(),
@@ -118,8 +189,9 @@ fn nodes_now(state: &AppState, scope: &CallerScope) -> Result<NodeList, ApiError
         })
         .collect();
     // Nodes seen but not yet evaluated are unknown, not missing.
+    let listed: HashSet<String> = nodes.iter().map(|n| n.node.clone()).collect();
     for node in &known {
-        if !nodes.iter().any(|n| &n.node == node) {
+        if !listed.contains(node) {
             nodes.push(NodeItem {
                 node: node.clone(),
                 score: None,

@@ -9,13 +9,13 @@ use crate::ApiError;
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::response::Response;
 use axum::Json;
-use gpuwarden_detect::GpuHealth;
+use gpuwarden_detect::{Evaluation, GpuHealth};
 use gpuwarden_incident::IncidentFilter;
 use gpuwarden_model::{Dimension, FieldName, Finding, GpuUuid, HealthState, Incident};
 use gpuwarden_pipeline::analyze::{dimension_field, SCORE_FIELD};
-use gpuwarden_pipeline::GpuView;
+use gpuwarden_pipeline::{GpuView, Staleness};
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use utoipa::IntoParams;
 
@@ -66,38 +66,6 @@ fn check_max_points(max_points: Option<usize>, default: usize) -> Result<usize, 
     }
 }
 
-/// Every GPU the caller may see, with health, sorted by node then index.
-pub(crate) fn all_items(state: &AppState, scope: &CallerScope) -> Vec<GpuItem> {
-    let evaluation = state.analysis.latest();
-    let by_uuid: HashMap<&GpuUuid, &GpuHealth> = evaluation.gpus.iter().map(|g| (&g.uuid, g)).collect();
-    let mut findings: HashMap<&GpuUuid, Vec<&Finding>> = HashMap::new();
-    for f in &evaluation.findings {
-        if let Some(g) = &f.gpu {
-            findings.entry(g).or_default().push(f);
-        }
-    }
-    state.analysis.with_incidents(|engine| {
-        let mut incidents: HashMap<&GpuUuid, Vec<&Incident>> = HashMap::new();
-        for i in engine.list(&IncidentFilter::active()) {
-            if let Some(g) = &i.gpu {
-                incidents.entry(g).or_default().push(i);
-            }
-        }
-        state
-            .live
-            .snapshot(state.clock.now_ms())
-            .into_iter()
-            .filter(|g| scope.allows(&g.identity))
-            .map(|view| {
-                let h = by_uuid.get(&view.identity.uuid).copied();
-                let f = findings.get(&view.identity.uuid).map(Vec::as_slice).unwrap_or(&[]);
-                let i = incidents.get(&view.identity.uuid).map(Vec::as_slice).unwrap_or(&[]);
-                GpuItem::new(view, h, f, i)
-            })
-            .collect()
-    })
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -131,21 +99,81 @@ pub async fn list(
     let offset = check_offset(params.offset)?;
     let key = format!("gpus?{}", raw.unwrap_or_default());
     state.cached_json(&scope, &key, gzip, || {
-        let all: Vec<GpuItem> = all_items(&state, &scope)
-            .into_iter()
-            .filter(|g| params.node.as_ref().is_none_or(|n| &g.identity.node == n))
-            .filter(|g| params.stale.is_none_or(|s| g.stale == s))
-            .filter(|g| params.state.is_none_or(|s| g.health.state == s))
-            .collect();
-        let total = all.len();
-        let gpus = all.into_iter().skip(offset).take(limit).collect();
-        Ok(GpuList {
-            gpus,
-            total,
-            limit,
-            offset,
-        })
+        Ok(list_page(&state, &scope, &params, offset, limit))
     })
+}
+
+/// The health of one GPU in an evaluation (its GPUs are sorted by node, then UUID).
+pub(crate) fn health_of<'a>(evaluation: &'a Evaluation, node: &str, uuid: &GpuUuid) -> Option<&'a GpuHealth> {
+    match evaluation
+        .gpus
+        .binary_search_by(|g| (g.node.as_str(), &g.uuid).cmp(&(node, uuid)))
+    {
+        Ok(i) => evaluation.gpus.get(i),
+        // Moved to another node since the evaluation: look it up by UUID alone.
+        Err(_) => evaluation.gpus.iter().find(|g| &g.uuid == uuid),
+    }
+}
+
+/// The state a GPU shows in the API (stale data is `unknown` whatever its last score).
+fn shown_state(health: Option<&GpuHealth>, staleness: Staleness) -> HealthState {
+    match health {
+        Some(h) if staleness == Staleness::Fresh => h.state,
+        _ => HealthState::Unknown,
+    }
+}
+
+/// One page of `/api/v1/gpus`: filters run over references into the live view, and
+/// only the page's GPUs are copied and rendered, so the cost of a page of 100 does not
+/// grow with the fleet's render cost (scrapes change the view every few milliseconds in
+/// a large fleet, so a cache of whole-fleet answers rarely hits).
+fn list_page(state: &AppState, scope: &CallerScope, params: &ListParams, offset: usize, limit: usize) -> GpuList {
+    let evaluation = state.analysis.latest();
+    let page = state.live.page(
+        state.clock.now_ms(),
+        |g| {
+            scope.allows(g.identity)
+                && params.node.as_ref().is_none_or(|n| &g.identity.node == n)
+                && params.stale.is_none_or(|s| (g.staleness != Staleness::Fresh) == s)
+                && params.state.is_none_or(|s| {
+                    shown_state(health_of(&evaluation, &g.identity.node, &g.identity.uuid), g.staleness) == s
+                })
+        },
+        offset,
+        limit,
+    );
+    let on_page: HashSet<&GpuUuid> = page.gpus.iter().map(|v| &v.identity.uuid).collect();
+    let mut findings: HashMap<&GpuUuid, Vec<&Finding>> = HashMap::new();
+    for f in &evaluation.findings {
+        if let Some(g) = f.gpu.as_ref().filter(|g| on_page.contains(g)) {
+            findings.entry(g).or_default().push(f);
+        }
+    }
+    // A GPU's status is its health raised by its open incidents (security, prediction,
+    // anomaly): one pass over the active incidents, keeping the page's.
+    let gpus = state.analysis.with_incidents(|engine| {
+        let mut incidents: HashMap<&GpuUuid, Vec<&Incident>> = HashMap::new();
+        for i in engine.list(&IncidentFilter::active()) {
+            if let Some(g) = i.gpu.as_ref().filter(|g| on_page.contains(g)) {
+                incidents.entry(g).or_default().push(i);
+            }
+        }
+        page.gpus
+            .iter()
+            .map(|view| {
+                let h = health_of(&evaluation, &view.identity.node, &view.identity.uuid);
+                let f = findings.get(&view.identity.uuid).map(Vec::as_slice).unwrap_or(&[]);
+                let i = incidents.get(&view.identity.uuid).map(Vec::as_slice).unwrap_or(&[]);
+                GpuItem::new(view.clone(), h, f, i)
+            })
+            .collect()
+    });
+    GpuList {
+        gpus,
+        total: page.total,
+        limit,
+        offset,
+    }
 }
 
 fn find_view(state: &AppState, scope: &CallerScope, uuid: &str) -> Result<GpuView, ApiError> {
@@ -368,10 +396,14 @@ pub async fn health_history(
     }))
 }
 
-/// Sort key: by status (health with open incidents), unhealthy first, then degraded,
-/// unknown, healthy; lower score first.
+/// Worst first: unhealthy, degraded, unknown, healthy.
+pub(crate) fn rank(s: HealthState) -> u8 {
+    super::dto::state_rank(s)
+}
+
+/// Sort key: by status (health raised by open incidents), unhealthy first, then
+/// degraded, unknown, healthy; lower score first.
 pub(crate) fn worst_first(items: &mut [GpuItem]) {
-    use super::dto::state_rank as rank;
     items.sort_by(|a, b| {
         rank(a.status.state).cmp(&rank(b.status.state)).then(
             a.health

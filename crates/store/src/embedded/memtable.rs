@@ -243,12 +243,12 @@ impl MemTable {
         self.gpus.iter().map(|(u, g)| (u, g.first_seen, g.last_seen))
     }
 
-    /// Series with unsealed points.
-    pub fn live_series(&self) -> impl Iterator<Item = (GpuUuid, FieldName)> + '_ {
-        self.gpus.iter().flat_map(|(u, g)| {
-            g.iter()
-                .filter(|(_, s)| s.buf.len() > 0)
-                .map(move |(f, _)| (u.clone(), f))
-        })
+    /// Series with a latest point: every series written since the store was created
+    /// (sealed, unsealed, or expired by retention).
+    pub fn known_series(&self) -> u64 {
+        self.gpus
+            .values()
+            .map(|g| g.iter().filter(|(_, s)| s.latest.is_some()).count() as u64)
+            .sum()
     }
 }

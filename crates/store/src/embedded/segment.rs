@@ -6,7 +6,7 @@
 //! ```text
 //! "GWSEG\0\0\x01"                       8-byte magic
 //! blocks …                               timestamp columns, value columns, events JSON
-//! index                                  binary, varints (see `encode_index`)
+//! index                                  binary, varints (see `encode_index_head`)
 //! index offset u64 LE | index length u64 LE | index CRC-32 u32 LE | "GWSEGEND"
 //! ```
 //!
@@ -17,8 +17,17 @@
 //! that has them, which removes most of the timestamp cost even when scrape times jitter.
 //!
 //! The index (GPU and field names, chunk time ranges, offsets, the last value of each
-//! chunk) is read into memory at open; chunk data is read with positioned reads on
-//! demand. A segment is written to `*.tmp`, synced, renamed, and the directory synced, so
+//! chunk) is checked and read at open, then dropped: a segment keeps only its span, its
+//! counts and its events in memory, and the index is read again when a query needs it
+//! (the store keeps a few loaded, see `EmbeddedOptions::segment_index_cache`). Kept for
+//! every segment, the indexes grew with retention × series — about 200 bytes per series
+//! per segment, gigabytes for a 20,000-GPU fleet after an hour. Chunk data is read with
+//! positioned reads on demand.
+//!
+//! A segment written by compaction (see `super::compact`) holds the data of a run of
+//! consecutive older segments; its index records the oldest id it replaces
+//! (`covers_from`), so segments left behind by a crash between writing it and deleting
+//! its inputs are recognised as duplicates at open. A segment is written to `*.tmp`, synced, renamed, and the directory synced, so
 //! a segment file either exists whole or not at all. Its header records `wal_upto`: the
 //! WAL files it makes redundant.
 
@@ -31,11 +40,13 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"GWSEG\x00\x00\x01";
 const END_MAGIC: &[u8; 8] = b"GWSEGEND";
 const FOOTER: usize = 8 + 8 + 4 + 8;
-const INDEX_VERSION: u64 = 1;
+/// Version 1: no `covers_from` (a segment covers only itself). Version 2 adds it.
+const INDEX_VERSION: u64 = 2;
 
 pub fn file_name(id: u64) -> String {
     format!("seg-{id:020}.seg")
@@ -65,18 +76,98 @@ pub struct Chunk {
     pub vals: BlockRef,
 }
 
+/// A segment's index as read from its file: the encoded bytes (~40 bytes a series,
+/// against ~200 parsed into maps) and where each GPU's entries start, so a query parses
+/// only its GPU's entries.
+#[derive(Debug)]
+pub struct SeriesIndex {
+    bytes: Vec<u8>,
+    file_len: u64,
+    gpus: HashMap<GpuUuid, usize>,
+    /// GPUs in index (UUID) order, for merges.
+    order: Vec<(GpuUuid, usize)>,
+}
+
+impl SeriesIndex {
+    /// The chunks of one series (empty when the segment has none).
+    pub fn chunks(&self, gpu: &GpuUuid, field: &FieldName) -> Vec<Chunk> {
+        let Some(&at) = self.gpus.get(gpu) else {
+            return Vec::new();
+        };
+        self.gpu_entries(at)
+            .ok()
+            .and_then(|fields| fields.into_iter().find(|(f, _)| f == field))
+            .map(|(_, c)| c)
+            .unwrap_or_default()
+    }
+
+    /// Every field of the GPU whose entries start at `at`, with its chunks.
+    fn gpu_entries(&self, at: usize) -> Result<Vec<(FieldName, Vec<Chunk>)>, CodecError> {
+        let mut r = IndexReader {
+            buf: &self.bytes,
+            pos: at,
+        };
+        r.string()?;
+        read_gpu_fields(&mut r, self.file_len)
+    }
+
+    /// Every GPU with its fields and chunks, in UUID order.
+    pub fn iter(&self) -> impl Iterator<Item = (&GpuUuid, Vec<(FieldName, Vec<Chunk>)>)> + '_ {
+        self.order
+            .iter()
+            .map(|(gpu, at)| (gpu, self.gpu_entries(*at).unwrap_or_default()))
+    }
+}
+
+/// One GPU's field entries (after its UUID).
+fn read_gpu_fields(r: &mut IndexReader<'_>, file_len: u64) -> Result<Vec<(FieldName, Vec<Chunk>)>, CodecError> {
+    let n_fields = r.count()?;
+    let mut fields = Vec::with_capacity(n_fields as usize);
+    for _ in 0..n_fields {
+        let name = FieldName::parse(r.string()?);
+        let n_chunks = r.count()?;
+        let mut chunks = Vec::with_capacity(n_chunks as usize);
+        for _ in 0..n_chunks {
+            let count = r.uvarint()?;
+            let min_ts = unzigzag(r.uvarint()?);
+            let max_ts = min_ts.wrapping_add(r.uvarint()? as i64);
+            let last_value = f64::from_bits(r.u64_raw()?);
+            let ts = r.block(file_len)?;
+            let vals = r.block(file_len)?;
+            chunks.push(Chunk {
+                count,
+                min_ts,
+                max_ts,
+                last_value,
+                ts,
+                vals,
+            });
+        }
+        fields.push((name, chunks));
+    }
+    Ok(fields)
+}
+
 /// An open, sealed segment.
 #[derive(Debug)]
 pub struct Segment {
     pub path: PathBuf,
     file: File,
+    /// The id in the file name.
+    pub id: u64,
+    /// The oldest segment id whose data this one holds: `id` itself, or the first input
+    /// of the compaction that wrote it.
+    pub covers_from: u64,
     /// WAL files with sequence ≤ this are contained in this segment (or older ones).
     pub wal_upto: u64,
     /// Time range of everything in it (samples and events); `None` when empty.
     pub span: Option<(TimestampMs, TimestampMs)>,
     pub samples: u64,
-    pub series: HashMap<GpuUuid, HashMap<FieldName, Vec<Chunk>>>,
     pub events: Vec<Event>,
+    /// The index's place in the file, to read it again on demand.
+    index_at: BlockRef,
+    /// The index while loaded (see the module docs).
+    index: parking_lot::Mutex<Option<Arc<SeriesIndex>>>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -96,107 +187,218 @@ pub fn write(
     chunk_max_samples: usize,
     sync: bool,
 ) -> Result<Segment, StoreError> {
-    let chunk_max = chunk_max_samples.max(1);
-    let mut data: Vec<u8> = MAGIC.to_vec();
-    let mut ts_blocks: HashMap<Vec<u8>, BlockRef> = HashMap::new();
-    let mut put_block = |data: &mut Vec<u8>, bytes: Vec<u8>, dedupe: bool| -> BlockRef {
-        if dedupe {
-            if let Some(r) = ts_blocks.get(&bytes) {
-                return *r;
-            }
-        }
-        let r = BlockRef {
-            offset: data.len() as u64,
-            len: bytes.len() as u64,
-            crc: crc32fast::hash(&bytes),
-        };
-        data.extend_from_slice(&bytes);
-        if dedupe {
-            ts_blocks.insert(bytes, r);
-        }
-        r
-    };
-    // Deterministic order (GPU, field) so equal inputs give equal files.
+    let mut b = Builder::create(dir, id, chunk_max_samples)?;
+    // Deterministic order (GPU, field) so equal inputs give equal files; the index is
+    // written in this order too.
     let mut gpus: Vec<&GpuUuid> = frozen.series.keys().collect();
     gpus.sort();
-    let mut series: HashMap<GpuUuid, HashMap<FieldName, Vec<Chunk>>> = HashMap::new();
-    let mut span: Option<(TimestampMs, TimestampMs)> = None;
-    let mut widen = |lo: TimestampMs, hi: TimestampMs| {
-        span = Some(span.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
-    };
-    let mut samples = 0u64;
     for gpu in gpus {
         let fields = &frozen.series[gpu];
         let mut names: Vec<&FieldName> = fields.keys().collect();
         names.sort();
-        let out = series.entry(gpu.clone()).or_default();
+        b.begin_gpu(gpu);
         for name in names {
             let buf = &fields[name];
-            let mut chunks = Vec::new();
-            for (ts, vals) in buf.ts.chunks(chunk_max).zip(buf.vals.chunks(chunk_max)) {
-                let (Some(&min_ts), Some(&max_ts), Some(&last_value)) = (ts.first(), ts.last(), vals.last()) else {
-                    continue;
-                };
-                let mut tb = Vec::new();
-                codec::encode_ints(ts, &mut tb);
-                let mut vb = Vec::new();
-                codec::encode_floats(vals, &mut vb);
-                let ts_ref = put_block(&mut data, tb, true);
-                let val_ref = put_block(&mut data, vb, false);
-                widen(min_ts, max_ts);
-                samples += ts.len() as u64;
-                chunks.push(Chunk {
-                    count: ts.len() as u64,
-                    min_ts,
-                    max_ts,
-                    last_value,
-                    ts: ts_ref,
-                    vals: val_ref,
-                });
+            b.add_series(name, &buf.ts, &buf.vals)?;
+        }
+        b.end_gpu();
+    }
+    b.finish(id, wal_upto, events, sync)
+}
+
+/// Writes one segment file series by series, GPUs in UUID order and fields in name
+/// order: blocks go straight to the file (`*.tmp`) and index entries are encoded as
+/// they come, so neither a seal nor a compaction holds the file or a parsed index in
+/// memory.
+pub struct Builder {
+    chunk_max: usize,
+    dir: PathBuf,
+    id: u64,
+    tmp: PathBuf,
+    out: std::io::BufWriter<File>,
+    offset: u64,
+    /// Identical timestamp columns are written once (see the module docs); cleared when
+    /// it grows large (GPUs of one node, which share scrape times, are adjacent).
+    ts_blocks: HashMap<Vec<u8>, BlockRef>,
+    /// Encoded index entries of the finished GPUs, and how many.
+    index_body: Vec<u8>,
+    gpus: u64,
+    /// The GPU being written: UUID, encoded field entries, field count.
+    current: Option<(GpuUuid, Vec<u8>, u64)>,
+    span: Option<(TimestampMs, TimestampMs)>,
+    samples: u64,
+}
+
+const MAX_DEDUPED_TS_BLOCKS: usize = 65_536;
+
+impl Builder {
+    /// Starts `seg-<id>.seg.tmp` in `dir`.
+    pub fn create(dir: &Path, id: u64, chunk_max_samples: usize) -> Result<Self, StoreError> {
+        let tmp = dir.join(format!("{}.tmp", file_name(id)));
+        let file = File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        out.write_all(MAGIC).map_err(io_err(&tmp))?;
+        Ok(Builder {
+            chunk_max: chunk_max_samples.max(1),
+            dir: dir.to_path_buf(),
+            id,
+            tmp,
+            out,
+            offset: MAGIC.len() as u64,
+            ts_blocks: HashMap::new(),
+            index_body: Vec::new(),
+            gpus: 0,
+            current: None,
+            span: None,
+            samples: 0,
+        })
+    }
+
+    fn widen(&mut self, lo: TimestampMs, hi: TimestampMs) {
+        self.span = Some(self.span.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+    }
+
+    fn put_block(&mut self, bytes: Vec<u8>, dedupe: bool) -> Result<BlockRef, StoreError> {
+        if dedupe {
+            if let Some(r) = self.ts_blocks.get(&bytes) {
+                return Ok(*r);
             }
-            out.insert(name.clone(), chunks);
+        }
+        let r = BlockRef {
+            offset: self.offset,
+            len: bytes.len() as u64,
+            crc: crc32fast::hash(&bytes),
+        };
+        self.out.write_all(&bytes).map_err(io_err(&self.tmp))?;
+        self.offset += bytes.len() as u64;
+        if dedupe {
+            if self.ts_blocks.len() >= MAX_DEDUPED_TS_BLOCKS {
+                self.ts_blocks.clear();
+            }
+            self.ts_blocks.insert(bytes, r);
+        }
+        Ok(r)
+    }
+
+    /// Starts the entries of `gpu` (UUIDs in increasing order).
+    pub fn begin_gpu(&mut self, gpu: &GpuUuid) {
+        self.end_gpu();
+        self.current = Some((gpu.clone(), Vec::new(), 0));
+    }
+
+    /// Finishes the current GPU's entries (nothing when it got no points).
+    pub fn end_gpu(&mut self) {
+        if let Some((gpu, fields, n)) = self.current.take() {
+            if n > 0 {
+                put_str(&mut self.index_body, gpu.as_str());
+                put_uvarint(&mut self.index_body, n);
+                self.index_body.extend_from_slice(&fields);
+                self.gpus += 1;
+            }
         }
     }
-    for e in events {
-        widen(e.ts_ms, e.ts_ms);
+
+    /// Adds one series of the current GPU (fields in increasing order, points sorted by
+    /// time), cut into chunks.
+    pub fn add_series(&mut self, name: &FieldName, ts: &[TimestampMs], vals: &[f64]) -> Result<(), StoreError> {
+        let mut chunks = Vec::new();
+        for (ts, vals) in ts.chunks(self.chunk_max).zip(vals.chunks(self.chunk_max)) {
+            let (Some(&min_ts), Some(&max_ts), Some(&last_value)) = (ts.first(), ts.last(), vals.last()) else {
+                continue;
+            };
+            let mut tb = Vec::new();
+            codec::encode_ints(ts, &mut tb);
+            let mut vb = Vec::new();
+            codec::encode_floats(vals, &mut vb);
+            let ts_ref = self.put_block(tb, true)?;
+            let val_ref = self.put_block(vb, false)?;
+            self.widen(min_ts, max_ts);
+            self.samples += ts.len() as u64;
+            chunks.push(Chunk {
+                count: ts.len() as u64,
+                min_ts,
+                max_ts,
+                last_value,
+                ts: ts_ref,
+                vals: val_ref,
+            });
+        }
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let Some((_, fields, n)) = self.current.as_mut() else {
+            return Err(StoreError::Encoding {
+                what: "segment".into(),
+                reason: "a series was added outside a GPU".into(),
+            });
+        };
+        encode_field(fields, name, &chunks);
+        *n += 1;
+        Ok(())
     }
-    let events_json = serde_json::to_vec(events).map_err(|e| StoreError::Encoding {
-        what: "segment events".into(),
-        reason: e.to_string(),
-    })?;
-    let events_ref = put_block(&mut data, events_json, false);
 
-    let index = encode_index(wal_upto, span, &series, events_ref, events.len() as u64);
-    let index_offset = data.len() as u64;
-    data.extend_from_slice(&index);
-    data.extend_from_slice(&index_offset.to_le_bytes());
-    data.extend_from_slice(&(index.len() as u64).to_le_bytes());
-    data.extend_from_slice(&crc32fast::hash(&index).to_le_bytes());
-    data.extend_from_slice(END_MAGIC);
-
-    let path = dir.join(file_name(id));
-    let tmp = dir.join(format!("{}.tmp", file_name(id)));
-    {
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(&data).map_err(io_err(&tmp))?;
+    /// Writes the events and the index, fsyncs, renames over `seg-<id>.seg`, fsyncs the
+    /// directory, and returns the segment opened (index not loaded). `covers_from`: the
+    /// oldest segment id whose data it holds (`id` for a seal).
+    pub fn finish(
+        mut self,
+        covers_from: u64,
+        wal_upto: u64,
+        events: &[Event],
+        sync: bool,
+    ) -> Result<Segment, StoreError> {
+        self.end_gpu();
+        for e in events {
+            self.widen(e.ts_ms, e.ts_ms);
+        }
+        let events_json = serde_json::to_vec(events).map_err(|e| StoreError::Encoding {
+            what: "segment events".into(),
+            reason: e.to_string(),
+        })?;
+        let events_ref = self.put_block(events_json, false)?;
+        let span = self.span;
+        let mut index = encode_index_head(wal_upto, covers_from, span, events_ref, events.len() as u64);
+        put_uvarint(&mut index, self.gpus);
+        index.extend_from_slice(&self.index_body);
+        let index_offset = self.offset;
+        let index_crc = crc32fast::hash(&index);
+        let mut tail = index.clone();
+        tail.extend_from_slice(&index_offset.to_le_bytes());
+        tail.extend_from_slice(&(index.len() as u64).to_le_bytes());
+        tail.extend_from_slice(&index_crc.to_le_bytes());
+        tail.extend_from_slice(END_MAGIC);
+        self.out.write_all(&tail).map_err(io_err(&self.tmp))?;
+        let file = self.out.into_inner().map_err(|e| StoreError::Io {
+            path: self.tmp.clone(),
+            source: e.into_error(),
+        })?;
         if sync {
-            f.sync_all().map_err(io_err(&tmp))?;
+            file.sync_all().map_err(io_err(&self.tmp))?;
         }
+        drop(file);
+        let path = self.dir.join(file_name(self.id));
+        std::fs::rename(&self.tmp, &path).map_err(io_err(&path))?;
+        if sync {
+            super::sync_dir(&self.dir)?;
+        }
+        let file = File::open(&path).map_err(io_err(&path))?;
+        Ok(Segment {
+            path,
+            file,
+            id: self.id,
+            covers_from,
+            wal_upto,
+            span,
+            samples: self.samples,
+            events: events.to_vec(),
+            index_at: BlockRef {
+                offset: index_offset,
+                len: index.len() as u64,
+                crc: index_crc,
+            },
+            index: parking_lot::Mutex::new(None),
+        })
     }
-    std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    if sync {
-        super::sync_dir(dir)?;
-    }
-    let file = File::open(&path).map_err(io_err(&path))?;
-    Ok(Segment {
-        path,
-        file,
-        wal_upto,
-        span,
-        samples,
-        series,
-        events: events.to_vec(),
-    })
 }
 
 fn put_ref(out: &mut Vec<u8>, r: BlockRef) {
@@ -210,19 +412,21 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// Index: version, wal_upto, span flag (+ min, max), events ref + count, GPU count, then
-/// per GPU: UUID, field count, per field: name, chunk count, per chunk: count, min_ts,
-/// max_ts − min_ts, last value bits, timestamp ref, value ref.
-fn encode_index(
+/// Index: version, wal_upto, covers_from (version 2), span flag (+ min, max), events
+/// ref and count, GPU count, then per GPU (by UUID): UUID, field count, per field (by
+/// name): name, chunk count, per chunk: count, min_ts, max_ts − min_ts, last value bits,
+/// timestamp ref, value ref. This writes everything before the GPU count.
+fn encode_index_head(
     wal_upto: u64,
+    covers_from: u64,
     span: Option<(TimestampMs, TimestampMs)>,
-    series: &HashMap<GpuUuid, HashMap<FieldName, Vec<Chunk>>>,
     events: BlockRef,
     n_events: u64,
 ) -> Vec<u8> {
     let mut out = Vec::new();
     put_uvarint(&mut out, INDEX_VERSION);
     put_uvarint(&mut out, wal_upto);
+    put_uvarint(&mut out, covers_from);
     match span {
         None => out.push(0),
         Some((lo, hi)) => {
@@ -233,28 +437,21 @@ fn encode_index(
     }
     put_ref(&mut out, events);
     put_uvarint(&mut out, n_events);
-    let mut gpus: Vec<_> = series.iter().collect();
-    gpus.sort_by(|a, b| a.0.cmp(b.0));
-    put_uvarint(&mut out, gpus.len() as u64);
-    for (gpu, fields) in gpus {
-        put_str(&mut out, gpu.as_str());
-        let mut fields: Vec<_> = fields.iter().collect();
-        fields.sort_by(|a, b| a.0.cmp(b.0));
-        put_uvarint(&mut out, fields.len() as u64);
-        for (name, chunks) in fields {
-            put_str(&mut out, name.as_str());
-            put_uvarint(&mut out, chunks.len() as u64);
-            for c in chunks {
-                put_uvarint(&mut out, c.count);
-                put_uvarint(&mut out, zigzag(c.min_ts));
-                put_uvarint(&mut out, c.max_ts.wrapping_sub(c.min_ts) as u64);
-                out.extend_from_slice(&c.last_value.to_bits().to_le_bytes());
-                put_ref(&mut out, c.ts);
-                put_ref(&mut out, c.vals);
-            }
-        }
-    }
     out
+}
+
+/// One field's index entry.
+fn encode_field(out: &mut Vec<u8>, name: &FieldName, chunks: &[Chunk]) {
+    put_str(out, name.as_str());
+    put_uvarint(out, chunks.len() as u64);
+    for c in chunks {
+        put_uvarint(out, c.count);
+        put_uvarint(out, zigzag(c.min_ts));
+        put_uvarint(out, c.max_ts.wrapping_sub(c.min_ts) as u64);
+        out.extend_from_slice(&c.last_value.to_bits().to_le_bytes());
+        put_ref(out, c.ts);
+        put_ref(out, c.vals);
+    }
 }
 
 struct IndexReader<'a> {
@@ -310,7 +507,8 @@ impl IndexReader<'_> {
 }
 
 impl Segment {
-    /// Opens a segment and reads its index and events. Any inconsistency is
+    /// Opens a segment, checks and reads its index (kept loaded until
+    /// [`unload_index`](Self::unload_index)) and reads its events. Any inconsistency is
     /// [`StoreError::Corrupt`] with the offset concerned.
     pub fn open(path: &Path) -> Result<Segment, StoreError> {
         let file = File::open(path).map_err(io_err(path))?;
@@ -340,76 +538,73 @@ impl Segment {
         if index_offset.checked_add(index_len) != Some(footer_at) {
             return Err(corrupt(footer_at, "segment footer points outside the file"));
         }
-        let mut index = vec![0u8; index_len as usize];
-        file.read_exact_at(&mut index, index_offset).map_err(io_err(path))?;
-        if crc32fast::hash(&index) != index_crc {
-            return Err(corrupt(index_offset, "segment index CRC mismatch"));
-        }
-        let mut r = IndexReader { buf: &index, pos: 0 };
-        let parsed = (|| -> Result<_, CodecError> {
-            if r.uvarint()? != INDEX_VERSION {
-                return Err(CodecError("unsupported segment index version"));
-            }
-            let wal_upto = r.uvarint()?;
-            let span = match r.bytes(1)?[0] {
-                0 => None,
-                _ => Some((unzigzag(r.uvarint()?), unzigzag(r.uvarint()?))),
-            };
-            let events_ref = r.block(file_len)?;
-            let n_events = r.uvarint()?;
-            let mut series = HashMap::new();
-            let mut samples = 0u64;
-            for _ in 0..r.count()? {
-                let gpu = GpuUuid::new(r.string()?);
-                let mut fields = HashMap::new();
-                for _ in 0..r.count()? {
-                    let name = FieldName::parse(r.string()?);
-                    let n_chunks = r.count()?;
-                    let mut chunks = Vec::with_capacity(n_chunks as usize);
-                    for _ in 0..n_chunks {
-                        let count = r.uvarint()?;
-                        let min_ts = unzigzag(r.uvarint()?);
-                        let max_ts = min_ts.wrapping_add(r.uvarint()? as i64);
-                        let last_value = f64::from_bits(r.u64_raw()?);
-                        let ts = r.block(file_len)?;
-                        let vals = r.block(file_len)?;
-                        samples = samples.saturating_add(count);
-                        chunks.push(Chunk {
-                            count,
-                            min_ts,
-                            max_ts,
-                            last_value,
-                            ts,
-                            vals,
-                        });
-                    }
-                    fields.insert(name, chunks);
-                }
-                series.insert(gpu, fields);
-            }
-            Ok((wal_upto, span, events_ref, n_events, series, samples))
-        })();
-        let (wal_upto, span, events_ref, n_events, series, samples) =
-            parsed.map_err(|e| corrupt(index_offset + r.pos as u64, e.0))?;
+        let id = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(parse_name)
+            .unwrap_or(0);
+        let index_at = BlockRef {
+            offset: index_offset,
+            len: index_len,
+            crc: index_crc,
+        };
+        let index = read_index(&file, path, index_at, file_len)?;
         let mut seg = Segment {
             path: path.to_path_buf(),
             file,
-            wal_upto,
-            span,
-            samples,
-            series,
+            id,
+            covers_from: index.covers_from.unwrap_or(id),
+            wal_upto: index.wal_upto,
+            span: index.span,
+            samples: index.samples,
             events: Vec::new(),
+            index_at,
+            index: parking_lot::Mutex::new(Some(Arc::new(index.series))),
         };
+        let events_ref = index.events_ref;
         let events_json = seg.read_block(events_ref)?;
         seg.events = serde_json::from_slice(&events_json)
             .map_err(|e| corrupt(events_ref.offset, &format!("segment events are not valid JSON: {e}")))?;
-        if seg.events.len() as u64 != n_events {
+        if seg.events.len() as u64 != index.n_events {
             return Err(corrupt(
                 events_ref.offset,
                 "segment event count disagrees with its index",
             ));
         }
         Ok(seg)
+    }
+
+    /// The series index, read from the file unless loaded; keeps it loaded.
+    pub fn index(&self) -> Result<Arc<SeriesIndex>, StoreError> {
+        if let Some(i) = self.index.lock().as_ref() {
+            return Ok(i.clone());
+        }
+        let loaded = self.read_index()?;
+        *self.index.lock() = Some(loaded.clone());
+        Ok(loaded)
+    }
+
+    /// The series index without keeping it loaded (a compaction reading its inputs
+    /// once).
+    pub fn read_index(&self) -> Result<Arc<SeriesIndex>, StoreError> {
+        if let Some(i) = self.index.lock().as_ref() {
+            return Ok(i.clone());
+        }
+        let file_len = self.index_at.offset + self.index_at.len + FOOTER as u64;
+        Ok(Arc::new(
+            read_index(&self.file, &self.path, self.index_at, file_len)?.series,
+        ))
+    }
+
+    /// Drops the loaded index (readers holding it keep their copy).
+    pub fn unload_index(&self) {
+        *self.index.lock() = None;
+    }
+
+    /// Whether the index is loaded now.
+    #[cfg(test)]
+    pub fn index_loaded(&self) -> bool {
+        self.index.lock().is_some()
     }
 
     fn read_block(&self, r: BlockRef) -> Result<Vec<u8>, StoreError> {
@@ -447,11 +642,74 @@ impl Segment {
             .map(|(ts_ms, value)| Point { ts_ms, value })
             .collect())
     }
+}
 
-    pub fn chunks(&self, gpu: &GpuUuid, field: &FieldName) -> &[Chunk] {
-        self.series
-            .get(gpu)
-            .and_then(|f| f.get(field))
-            .map_or(&[], |c| c.as_slice())
+/// What an index holds.
+struct ParsedIndex {
+    wal_upto: u64,
+    covers_from: Option<u64>,
+    span: Option<(TimestampMs, TimestampMs)>,
+    events_ref: BlockRef,
+    n_events: u64,
+    series: SeriesIndex,
+    samples: u64,
+}
+
+/// Reads, checks (CRC and every entry) and indexes the index at `at`.
+fn read_index(file: &File, path: &Path, at: BlockRef, file_len: u64) -> Result<ParsedIndex, StoreError> {
+    let corrupt = |offset: u64, reason: &str| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        reason: reason.to_string(),
+    };
+    let mut index = vec![0u8; at.len as usize];
+    file.read_exact_at(&mut index, at.offset).map_err(io_err(path))?;
+    if crc32fast::hash(&index) != at.crc {
+        return Err(corrupt(at.offset, "segment index CRC mismatch"));
     }
+    let mut r = IndexReader { buf: &index, pos: 0 };
+    let parsed = (|| -> Result<_, CodecError> {
+        let version = r.uvarint()?;
+        if version != 1 && version != INDEX_VERSION {
+            return Err(CodecError("unsupported segment index version"));
+        }
+        let wal_upto = r.uvarint()?;
+        let covers_from = if version >= 2 { Some(r.uvarint()?) } else { None };
+        let span = match r.bytes(1)?[0] {
+            0 => None,
+            _ => Some((unzigzag(r.uvarint()?), unzigzag(r.uvarint()?))),
+        };
+        let events_ref = r.block(file_len)?;
+        let n_events = r.uvarint()?;
+        let n_gpus = r.count()?;
+        let mut gpus = HashMap::with_capacity(n_gpus as usize);
+        let mut order = Vec::with_capacity(n_gpus as usize);
+        let mut samples = 0u64;
+        for _ in 0..n_gpus {
+            let at = r.pos;
+            let gpu = GpuUuid::new(r.string()?);
+            for (_, chunks) in read_gpu_fields(&mut r, file_len)? {
+                samples = chunks.iter().fold(samples, |n, c| n.saturating_add(c.count));
+            }
+            gpus.insert(gpu.clone(), at);
+            order.push((gpu, at));
+        }
+        Ok((wal_upto, covers_from, span, events_ref, n_events, gpus, order, samples))
+    })();
+    let (wal_upto, covers_from, span, events_ref, n_events, gpus, order, samples) =
+        parsed.map_err(|e| corrupt(at.offset + r.pos as u64, e.0))?;
+    Ok(ParsedIndex {
+        wal_upto,
+        covers_from,
+        span,
+        events_ref,
+        n_events,
+        series: SeriesIndex {
+            bytes: index,
+            file_len,
+            gpus,
+            order,
+        },
+        samples,
+    })
 }

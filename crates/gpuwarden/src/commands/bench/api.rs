@@ -188,7 +188,14 @@ pub fn api(args: BenchApiArgs) -> Result<ExitCode> {
         for (mode, token, router) in setups {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
-            tokio::spawn(gpuwarden_server::serve(listener, router, rx.clone()));
+            // Room for every client's connection (the default limit, 1,024, is below
+            // 1,000 clients), and for the previous endpoint's clients' connections,
+            // which the server counts until it reads their close.
+            let limits = gpuwarden_server::ServeLimits {
+                max_connections: args.clients * 4 + 256,
+                ..gpuwarden_server::ServeLimits::default()
+            };
+            tokio::spawn(gpuwarden_server::serve_with(listener, router, rx.clone(), limits));
             servers.push((mode, token, addr));
         }
         // Rounds alternate off, on, off, on … so slow drift of the machine's load falls

@@ -10,6 +10,7 @@ mod nab;
 mod predict;
 mod prometheus;
 mod replay;
+mod scale;
 mod security;
 mod store;
 
@@ -20,6 +21,7 @@ pub use ingest::ingest;
 pub use nab::nab;
 pub use predict::predict;
 pub use replay::replay_cmd as replay;
+pub use scale::scale;
 pub use security::security;
 pub use store::{store, BenchStoreArgs};
 
