@@ -56,6 +56,9 @@ pub enum NabError {
     },
 }
 
+/// `results/final_results.json`: detector → profile → normalised score.
+pub type PublishedResults = BTreeMap<String, BTreeMap<String, f64>>;
+
 /// An inclusive labelled anomaly window, in ms since the epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
@@ -310,7 +313,7 @@ impl Corpus {
     /// `results/final_results.json`: detector → profile → normalised score; `None` when
     /// the corpus has no such file (corpora other than NAB), an error when it is there but
     /// unreadable or malformed.
-    pub fn published_final_results(&self) -> Result<Option<BTreeMap<String, BTreeMap<String, f64>>>, NabError> {
+    pub fn published_final_results(&self) -> Result<Option<PublishedResults>, NabError> {
         let path = self.root.join("results/final_results.json");
         if !path.exists() {
             return Ok(None);
@@ -341,7 +344,7 @@ impl Corpus {
                 last_category = category;
                 nth = 0;
             }
-            if nth % 2 == 0 {
+            if nth.is_multiple_of(2) {
                 a.push(i)
             } else {
                 b.push(i)

@@ -258,10 +258,7 @@ fn format_ts(ms: i64) -> String {
 
 /// Our three whole-corpus scores among the published ones (`results/final_results.json`),
 /// best standard score first.
-fn scoreboard(
-    published: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>,
-    ours: &[ProfileResult],
-) -> String {
+fn scoreboard(published: &gpuwarden_anomaly::nab::corpus::PublishedResults, ours: &[ProfileResult]) -> String {
     let names = ["standard", "reward_low_FP_rate", "reward_low_FN_rate"];
     let mut rows: Vec<(String, [f64; 3])> = published
         .iter()
