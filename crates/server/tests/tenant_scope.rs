@@ -529,6 +529,30 @@ async fn every_route_answers_each_tenant_with_its_own_data_only() {
     assert_eq!(gpu_set(&b["gpus"]), set(B_GPUS), "{b}");
     let a_node_a = f.get(Who::A, "/api/v1/gpus?node=node-a").await;
     assert_eq!(gpu_set(&a_node_a["gpus"]), set(["GPU-a0"]));
+    // A GPU's status counts only incidents the caller may see: GPU-a0 is A's now, but
+    // its critical security incident recorded team-b's workload.
+    let status_rules = |v: &Value| -> BTreeSet<String> {
+        v["status"]["incidents"]
+            .as_array()
+            .map(|l| l.iter().filter_map(|i| i["rule"].as_str().map(String::from)).collect())
+            .unwrap_or_default()
+    };
+    let a0_admin = f.get(Who::Admin, "/api/v1/gpus/GPU-a0").await;
+    assert!(status_rules(&a0_admin).contains("sec.a0"), "{a0_admin}");
+    assert_eq!(a0_admin["status"]["state"], "unhealthy", "{a0_admin}");
+    let a0_tenant = f.get(Who::A, "/api/v1/gpus/GPU-a0").await;
+    assert!(!status_rules(&a0_tenant).contains("sec.a0"), "{a0_tenant}");
+    let listed = a["gpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["identity"]["uuid"] == "GPU-a0")
+        .unwrap();
+    assert!(!status_rules(listed).contains("sec.a0"), "{listed}");
+    let summary_a = f.get(Who::A, "/api/v1/fleet/summary").await;
+    for g in summary_a["worst"].as_array().unwrap() {
+        assert!(!status_rules(g).contains("sec.a0"), "{g}");
+    }
     // The account came from the exporter's label.
     let b0 = f.get(Who::A, "/api/v1/gpus/GPU-b0").await;
     assert_eq!(b0["identity"]["workload"]["account"], "physics", "{b0}");

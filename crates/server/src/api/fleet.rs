@@ -37,9 +37,13 @@ fn summary_now(state: &AppState, scope: &CallerScope) -> Result<FleetSummary, Ap
     let evaluation = state.analysis.latest();
     // The worst state each GPU's open non-health incidents imply (the GPU's status
     // raises its health to it, see `GpuStatus`): one pass over the active incidents.
+    let visible = Visibility::new(state, scope);
     let raised: HashMap<GpuUuid, u8> = state.analysis.with_incidents(|engine| {
         let mut m: HashMap<GpuUuid, u8> = HashMap::new();
         for i in engine.list(&IncidentFilter::active()) {
+            if !visible.incident(i) {
+                continue;
+            }
             let implied = match i.severity {
                 Severity::Critical | Severity::Fatal => HealthState::Unhealthy,
                 Severity::Warning => HealthState::Degraded,
@@ -104,7 +108,7 @@ fn summary_now(state: &AppState, scope: &CallerScope) -> Result<FleetSummary, Ap
                 let incidents: Vec<&Incident> = active
                     .iter()
                     .copied()
-                    .filter(|i| i.gpu.as_ref() == Some(&view.identity.uuid))
+                    .filter(|i| i.gpu.as_ref() == Some(&view.identity.uuid) && visible.incident(i))
                     .collect();
                 GpuItem::new(view, h, &findings, &incidents)
             })
@@ -113,7 +117,6 @@ fn summary_now(state: &AppState, scope: &CallerScope) -> Result<FleetSummary, Ap
     // The view may have moved on between the pass and the copies.
     worst_first(&mut items);
     let mut open = SeverityCounts::default();
-    let visible = Visibility::new(state, scope);
     state.analysis.with_incidents(|engine| {
         for incident in engine.list(&IncidentFilter::active()) {
             if !visible.incident(incident) {

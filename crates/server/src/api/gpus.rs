@@ -5,6 +5,7 @@ use super::AppState;
 use crate::cache::AcceptsGzip;
 use crate::scope::CallerScope;
 use crate::time_param::parse_time;
+use crate::visibility::Visibility;
 use crate::ApiError;
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::response::Response;
@@ -150,11 +151,14 @@ fn list_page(state: &AppState, scope: &CallerScope, params: &ListParams, offset:
         }
     }
     // A GPU's status is its health raised by its open incidents (security, prediction,
-    // anomaly): one pass over the active incidents, keeping the page's.
+    // anomaly): one pass over the active incidents, keeping the page's — and only those
+    // the caller may see (a security incident about the previous tenant's workload on
+    // this GPU is not this tenant's to read).
+    let visible = Visibility::new(state, scope);
     let gpus = state.analysis.with_incidents(|engine| {
         let mut incidents: HashMap<&GpuUuid, Vec<&Incident>> = HashMap::new();
         for i in engine.list(&IncidentFilter::active()) {
-            if let Some(g) = i.gpu.as_ref().filter(|g| on_page.contains(g)) {
+            if let Some(g) = i.gpu.as_ref().filter(|g| on_page.contains(g) && visible.incident(i)) {
                 incidents.entry(g).or_default().push(i);
             }
         }
@@ -202,11 +206,12 @@ pub async fn get_one(
         .filter(|f| f.gpu.as_ref().is_some_and(|g| g.as_str() == uuid))
         .collect();
     let gpu = GpuUuid::new(&uuid);
+    let visible = Visibility::new(&state, &scope);
     let item = state.analysis.with_incidents(|engine| {
         let incidents: Vec<&Incident> = engine
             .list(&IncidentFilter::active())
             .into_iter()
-            .filter(|i| i.gpu.as_ref() == Some(&gpu))
+            .filter(|i| i.gpu.as_ref() == Some(&gpu) && visible.incident(i))
             .collect();
         GpuItem::new(view, health, &findings, &incidents)
     });
