@@ -28,6 +28,10 @@ pub struct GpuView {
     pub staleness: Staleness,
     /// Latest value per field, by dcgm-exporter name.
     pub latest: BTreeMap<String, f64>,
+    /// Since when the GPU has carried its current workload labels (namespace, pod,
+    /// job, account), as far as this process has seen: a tenant that sees the GPU through
+    /// its workload reads its history only from here (what ran before was another's).
+    pub workload_since_ms: TimestampMs,
 }
 
 struct LiveGpu {
@@ -41,6 +45,8 @@ struct LiveGpu {
     /// Latest value per field, sorted by field (binary search keeps a page with many
     /// names linear-logarithmic instead of quadratic).
     latest: Vec<(FieldName, f64)>,
+    /// See [`GpuView::workload_since_ms`].
+    workload_since_ms: TimestampMs,
 }
 
 impl LiveGpu {
@@ -120,12 +126,15 @@ impl Inner {
 
     /// Replaces a known GPU's identity, moving it in the listing order when its node or
     /// index changed.
-    fn set_identity(&mut self, identity: &GpuIdentity) {
+    fn set_identity(&mut self, identity: &GpuIdentity, now_ms: TimestampMs) {
         let Some(g) = self.gpus.get_mut(&identity.uuid) else {
             return;
         };
         if g.identity == *identity {
             return;
+        }
+        if g.identity.workload != identity.workload {
+            g.workload_since_ms = now_ms;
         }
         if g.identity.node != identity.node || g.identity.index != identity.index {
             self.order.remove(&order_key(&g.identity));
@@ -205,6 +214,9 @@ impl LiveFleet {
                 present_in_last_scrape: false,
                 vanished_with_target: false,
                 latest: Vec::new(),
+                // Who ran there before the restart is not known: no earlier history for
+                // a tenant that sees the GPU through its workload.
+                workload_since_ms: last_seen_ms,
             });
         }
     }
@@ -340,7 +352,7 @@ impl LiveFleet {
                     if g.target != target {
                         g.target = target.to_string();
                     }
-                    inner.set_identity(identity);
+                    inner.set_identity(identity, wall_ms);
                 }
                 None => {
                     inner.insert_gpu(LiveGpu {
@@ -350,6 +362,7 @@ impl LiveFleet {
                         present_in_last_scrape: true,
                         vanished_with_target: false,
                         latest: Vec::new(),
+                        workload_since_ms: wall_ms,
                     });
                 }
             }
@@ -534,6 +547,7 @@ impl LiveFleet {
             stale: staleness != Staleness::Fresh,
             staleness,
             latest: g.latest.iter().map(|(f, v)| (f.as_str().to_string(), *v)).collect(),
+            workload_since_ms: g.workload_since_ms,
         }
     }
 }
@@ -646,6 +660,26 @@ mod tests {
         let r = row(40.0);
         live.apply_scrape("t", 1000, std::slice::from_ref(&a), [(&a.uuid, 1000, &r[..])]);
         assert_eq!(live.get("GPU-a", 20_000).unwrap().staleness, Staleness::TooOld);
+    }
+
+    #[test]
+    fn workload_since_moves_only_when_the_workload_changes() {
+        let live = LiveFleet::new(10_000);
+        let mut a = gpu("GPU-a");
+        a.workload.namespace = Some("team-b".into());
+        let r = row(40.0);
+        live.apply_scrape("t", 1000, std::slice::from_ref(&a), [(&a.uuid, 1000, &r[..])]);
+        assert_eq!(live.get("GPU-a", 1000).unwrap().workload_since_ms, 1000);
+        live.apply_scrape("t", 2000, std::slice::from_ref(&a), [(&a.uuid, 2000, &r[..])]);
+        assert_eq!(live.get("GPU-a", 2000).unwrap().workload_since_ms, 1000, "same workload");
+        a.workload.namespace = Some("team-a".into());
+        live.apply_scrape("t", 3000, std::slice::from_ref(&a), [(&a.uuid, 3000, &r[..])]);
+        assert_eq!(live.get("GPU-a", 3000).unwrap().workload_since_ms, 3000, "a new tenant's workload");
+        a.extra_labels.insert("x".into(), "y".into());
+        live.apply_scrape("t", 4000, std::slice::from_ref(&a), [(&a.uuid, 4000, &r[..])]);
+        assert_eq!(live.get("GPU-a", 4000).unwrap().workload_since_ms, 3000, "other labels do not count");
+        live.seed([(gpu("GPU-s"), 5)]);
+        assert_eq!(live.get("GPU-s", 10).unwrap().workload_since_ms, 5, "seeded: nothing before the restart");
     }
 
     #[test]

@@ -173,6 +173,7 @@ enum Who {
 struct Fleet {
     app: axum::Router,
     analysis: Arc<Analysis>,
+    store: Arc<dyn gpuwarden_store::Store>,
     target_urls: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
@@ -425,7 +426,7 @@ async fn fleet() -> Fleet {
         );
     let app = router(
         AppState {
-            store,
+            store: store.clone(),
             live,
             analysis: analysis.clone(),
             targets,
@@ -446,6 +447,7 @@ async fn fleet() -> Fleet {
     Fleet {
         app,
         analysis,
+        store,
         target_urls,
         _dir: dir,
     }
@@ -587,6 +589,24 @@ async fn every_route_answers_each_tenant_with_its_own_data_only() {
         series["points"][0][1], 41.0,
         "the tenant reads its own series: {series}"
     );
+    // History is split by tenant: a sample from before GPU-a0's current workload arrived
+    // (another tenant's time) is the admin's to read, not A's, who sees GPU-a0 through
+    // its namespace; GPU-c0, on a node A owns, keeps its whole history for A.
+    let before = SystemClock.now_ms() - 30 * 60_000;
+    for uuid in ["GPU-a0", "GPU-c0"] {
+        let mut old = gpuwarden_model::GpuSamples::new(GpuUuid::new(uuid), before);
+        old.values.push((gpuwarden_model::FieldName::Dcgm(gpuwarden_model::DcgmField::GpuTemp), 99.0));
+        f.store.append_samples(&[old]).unwrap();
+    }
+    let old_points = |v: &Value| -> usize {
+        v["points"].as_array().unwrap().iter().filter(|p| p[1] == 99.0).count()
+    };
+    let path = |uuid: &str| format!("/api/v1/gpus/{uuid}/series?field=DCGM_FI_DEV_GPU_TEMP&from=-1h");
+    assert_eq!(old_points(&f.get(Who::Admin, &path("GPU-a0")).await), 1);
+    let a0 = f.get(Who::A, &path("GPU-a0")).await;
+    assert_eq!(old_points(&a0), 0, "another tenant's time on GPU-a0: {a0}");
+    assert!(a0["from"].as_i64().unwrap() > before, "{a0}");
+    assert_eq!(old_points(&f.get(Who::A, &path("GPU-c0")).await), 1, "A owns node-c");
     let (_, unknown) = f.call(Who::A, "GET", "/api/v1/gpus/GPU-zz", None).await;
     let (_, foreign) = f.call(Who::A, "GET", "/api/v1/gpus/GPU-a1", None).await;
     assert_eq!(

@@ -363,6 +363,7 @@ mod tests {
             stale: false,
             staleness: Freshness::Fresh,
             latest: BTreeMap::new(),
+            workload_since_ms: 0,
         };
         let mut dims: BTreeMap<Dimension, Option<f64>> = Dimension::ALL.iter().map(|d| (*d, None)).collect();
         dims.insert(Dimension::Thermal, Some(100.0));

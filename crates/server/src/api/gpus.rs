@@ -188,6 +188,17 @@ fn find_view(state: &AppState, scope: &CallerScope, uuid: &str) -> Result<GpuVie
         .ok_or_else(|| ApiError::not_found("gpu_not_found", format!("no GPU with UUID '{uuid}'")))
 }
 
+/// The earliest instant of a GPU's history the caller may read. A tenant that sees the
+/// GPU through its workload (namespace, Slurm account) rather than by owning its node
+/// reads only since that workload arrived: what ran there before was another tenant's.
+fn history_floor(scope: &CallerScope, view: &GpuView) -> i64 {
+    if scope.is_restricted() && !scope.owns_node(&view.identity.node) {
+        view.workload_since_ms
+    } else {
+        i64::MIN
+    }
+}
+
 /// One GPU.
 #[utoipa::path(get, operation_id = "get_gpu", path = "/api/v1/gpus/{uuid}", tag = "gpus",
     params(("uuid" = String, Path, description = "GPU UUID")),
@@ -290,6 +301,7 @@ pub async fn series(
         ));
     };
     let (from, to) = window(params.from.as_deref(), params.to.as_deref(), &view)?;
+    let from = from.max(history_floor(&scope, &view));
     let max_points = check_max_points(params.max_points, 1000)?;
     let points = read_range(&state, &uuid, FieldName::parse(&field), from, to, max_points).await?;
     Ok(Json(SeriesBody {
@@ -329,6 +341,7 @@ pub async fn events(
         (None, None) => (i64::MIN, i64::MAX),
         (f, t) => window(f, t, &view)?,
     };
+    let from = from.max(history_floor(&scope, &view));
     let store = state.store.clone();
     let gpu_uuid = GpuUuid::new(&uuid);
     let events = tokio::task::spawn_blocking(move || store.events(Some(&gpu_uuid), from, to))
@@ -369,6 +382,7 @@ pub async fn health_history(
     // Scores are stamped at evaluation time, which can be after the latest sample.
     anchor_view.last_seen_ms = anchor_view.last_seen_ms.max(state.analysis.now_ms());
     let (from, to) = window(params.from.as_deref(), params.to.as_deref(), &anchor_view)?;
+    let from = from.max(history_floor(&scope, &view));
     let max_points = check_max_points(params.max_points, 500)?;
     let points = read_range(
         &state,
