@@ -671,15 +671,31 @@ mod tests {
         live.apply_scrape("t", 1000, std::slice::from_ref(&a), [(&a.uuid, 1000, &r[..])]);
         assert_eq!(live.get("GPU-a", 1000).unwrap().workload_since_ms, 1000);
         live.apply_scrape("t", 2000, std::slice::from_ref(&a), [(&a.uuid, 2000, &r[..])]);
-        assert_eq!(live.get("GPU-a", 2000).unwrap().workload_since_ms, 1000, "same workload");
+        assert_eq!(
+            live.get("GPU-a", 2000).unwrap().workload_since_ms,
+            1000,
+            "same workload"
+        );
         a.workload.namespace = Some("team-a".into());
         live.apply_scrape("t", 3000, std::slice::from_ref(&a), [(&a.uuid, 3000, &r[..])]);
-        assert_eq!(live.get("GPU-a", 3000).unwrap().workload_since_ms, 3000, "a new tenant's workload");
+        assert_eq!(
+            live.get("GPU-a", 3000).unwrap().workload_since_ms,
+            3000,
+            "a new tenant's workload"
+        );
         a.extra_labels.insert("x".into(), "y".into());
         live.apply_scrape("t", 4000, std::slice::from_ref(&a), [(&a.uuid, 4000, &r[..])]);
-        assert_eq!(live.get("GPU-a", 4000).unwrap().workload_since_ms, 3000, "other labels do not count");
+        assert_eq!(
+            live.get("GPU-a", 4000).unwrap().workload_since_ms,
+            3000,
+            "other labels do not count"
+        );
         live.seed([(gpu("GPU-s"), 5)]);
-        assert_eq!(live.get("GPU-s", 10).unwrap().workload_since_ms, 5, "seeded: nothing before the restart");
+        assert_eq!(
+            live.get("GPU-s", 10).unwrap().workload_since_ms,
+            5,
+            "seeded: nothing before the restart"
+        );
     }
 
     #[test]

@@ -595,12 +595,13 @@ async fn every_route_answers_each_tenant_with_its_own_data_only() {
     let before = SystemClock.now_ms() - 30 * 60_000;
     for uuid in ["GPU-a0", "GPU-c0"] {
         let mut old = gpuwarden_model::GpuSamples::new(GpuUuid::new(uuid), before);
-        old.values.push((gpuwarden_model::FieldName::Dcgm(gpuwarden_model::DcgmField::GpuTemp), 99.0));
+        old.values.push((
+            gpuwarden_model::FieldName::Dcgm(gpuwarden_model::DcgmField::GpuTemp),
+            99.0,
+        ));
         f.store.append_samples(&[old]).unwrap();
     }
-    let old_points = |v: &Value| -> usize {
-        v["points"].as_array().unwrap().iter().filter(|p| p[1] == 99.0).count()
-    };
+    let old_points = |v: &Value| -> usize { v["points"].as_array().unwrap().iter().filter(|p| p[1] == 99.0).count() };
     let path = |uuid: &str| format!("/api/v1/gpus/{uuid}/series?field=DCGM_FI_DEV_GPU_TEMP&from=-1h");
     assert_eq!(old_points(&f.get(Who::Admin, &path("GPU-a0")).await), 1);
     let a0 = f.get(Who::A, &path("GPU-a0")).await;
