@@ -76,6 +76,16 @@ async fn run_stores_samples_and_incidents_in_postgres_and_a_restart_keeps_them()
     })
     .await;
     let id = incident["id"].as_str().unwrap().to_string();
+    // The remap failure is one signal of a memory incident (correlation); the incident's
+    // rule names its cause.
+    let rule = incident["rule"].as_str().unwrap().to_string();
+    let contributes = |inc: &serde_json::Value| {
+        inc["correlation"]["contributors"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|x| x["rule"] == "remap.failure"))
+            || inc["rule"] == "remap.failure"
+    };
+    assert!(contributes(&incident), "{incident}");
     wait_for(Duration::from_secs(30), "3 stored points", || async {
         (points(&gw.base, &uuid).await.len() >= 3).then_some(())
     })
@@ -95,7 +105,7 @@ async fn run_stores_samples_and_incidents_in_postgres_and_a_restart_keeps_them()
             &format!("SELECT incident->>'rule' FROM incidents WHERE id = '{id}'"),
         )
         .unwrap();
-    assert_eq!(inc_rows, "remap.failure");
+    assert_eq!(inc_rows, rule);
     assert!(!data1.join("store").exists(), "the embedded store was not used");
 
     // kill -9, then start on an empty data directory: everything comes from PostgreSQL.
@@ -106,7 +116,8 @@ async fn run_stores_samples_and_incidents_in_postgres_and_a_restart_keeps_them()
     let lost: Vec<_> = before.difference(&after).collect();
     assert!(lost.is_empty(), "{} acknowledged points lost: {lost:?}", lost.len());
     let again = get_json(&format!("{}/api/v1/incidents/{id}", gw2.base)).await.unwrap();
-    assert_eq!(again["rule"], "remap.failure", "{again}");
+    assert_eq!(again["rule"], rule.as_str(), "{again}");
+    assert!(contributes(&again), "the correlation came back from the database: {again}");
     let body = get_json(&format!("{}/api/v1/gpus", gw2.base)).await.unwrap();
     assert_eq!(body["total"], 16, "the inventory is in the database");
 }
