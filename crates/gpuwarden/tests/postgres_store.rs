@@ -117,7 +117,10 @@ async fn run_stores_samples_and_incidents_in_postgres_and_a_restart_keeps_them()
     assert!(lost.is_empty(), "{} acknowledged points lost: {lost:?}", lost.len());
     let again = get_json(&format!("{}/api/v1/incidents/{id}", gw2.base)).await.unwrap();
     assert_eq!(again["rule"], rule.as_str(), "{again}");
-    assert!(contributes(&again), "the correlation came back from the database: {again}");
+    assert!(
+        contributes(&again),
+        "the correlation came back from the database: {again}"
+    );
     let body = get_json(&format!("{}/api/v1/gpus", gw2.base)).await.unwrap();
     assert_eq!(body["total"], 16, "the inventory is in the database");
 }
