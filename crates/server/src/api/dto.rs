@@ -135,6 +135,20 @@ pub fn state_rank(s: HealthState) -> u8 {
     }
 }
 
+/// The state an unresolved incident implies for its GPU's status: critical/fatal →
+/// unhealthy, warning → degraded. `None` for health incidents (the score already counts
+/// their findings), resolved ones and info.
+pub fn implied_state(i: &Incident) -> Option<HealthState> {
+    if i.kind == FindingKind::Health || i.state == IncidentState::Resolved {
+        return None;
+    }
+    match i.severity {
+        Severity::Critical | Severity::Fatal => Some(HealthState::Unhealthy),
+        Severity::Warning => Some(HealthState::Degraded),
+        Severity::Info => None,
+    }
+}
+
 impl GpuStatus {
     /// The status of a GPU with `health`, fresh or `stale`, and its unresolved `incidents`
     /// (any kind; health incidents are left out, the score already counts their findings).
@@ -146,12 +160,7 @@ impl GpuStatus {
             .collect();
         list.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.opened_ms.cmp(&b.opened_ms)));
         list.truncate(10);
-        let implied = |sev: Severity| match sev {
-            Severity::Critical | Severity::Fatal => Some(HealthState::Unhealthy),
-            Severity::Warning => Some(HealthState::Degraded),
-            Severity::Info => None,
-        };
-        let worst = list.first().and_then(|i| implied(i.severity).map(|s| (s, *i)));
+        let worst = list.first().and_then(|i| implied_state(i).map(|s| (s, *i)));
         let (state, reason) = match worst {
             _ if stale => (HealthState::Unknown, None),
             Some((s, i)) if state_rank(s) < state_rank(health.state) => (

@@ -1,8 +1,9 @@
 //! `/api/v1/fleet/summary` and `/api/v1/nodes`: the fleet at a glance.
 
 use super::dto::GpuItem;
+use super::dto::{implied_state, state_rank as rank};
 use super::dto::{FleetSummary, NodeItem, NodeList, SeverityCounts, StateCounts};
-use super::gpus::{health_of, rank, worst_first};
+use super::gpus::{health_of, worst_first};
 use super::AppState;
 use crate::cache::AcceptsGzip;
 use crate::scope::CallerScope;
@@ -12,7 +13,7 @@ use axum::extract::State;
 use axum::response::Response;
 use gpuwarden_detect::{GpuHealth, NodeHealth};
 use gpuwarden_incident::IncidentFilter;
-use gpuwarden_model::{Finding, FindingKind, GpuUuid, HealthState, Incident, Severity};
+use gpuwarden_model::{Finding, GpuUuid, HealthState, Incident, Severity};
 use gpuwarden_pipeline::Staleness;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -44,12 +45,7 @@ fn summary_now(state: &AppState, scope: &CallerScope) -> Result<FleetSummary, Ap
             if !visible.incident(i) {
                 continue;
             }
-            let implied = match i.severity {
-                Severity::Critical | Severity::Fatal => HealthState::Unhealthy,
-                Severity::Warning => HealthState::Degraded,
-                Severity::Info => continue,
-            };
-            if let (Some(g), false) = (&i.gpu, i.kind == FindingKind::Health) {
+            if let (Some(g), Some(implied)) = (&i.gpu, implied_state(i)) {
                 let r = m.entry(g.clone()).or_insert(u8::MAX);
                 *r = (*r).min(rank(implied));
             }

@@ -415,15 +415,11 @@ pub async fn health_history(
     }))
 }
 
-/// Worst first: unhealthy, degraded, unknown, healthy.
-pub(crate) fn rank(s: HealthState) -> u8 {
-    super::dto::state_rank(s)
-}
-
 /// Sort key: by status (health raised by open incidents), unhealthy first, then
 /// degraded, unknown, healthy; lower score first.
 pub(crate) fn worst_first(items: &mut [GpuItem]) {
     items.sort_by(|a, b| {
+        let rank = super::dto::state_rank;
         rank(a.status.state).cmp(&rank(b.status.state)).then(
             a.health
                 .score
