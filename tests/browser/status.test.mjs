@@ -1,6 +1,6 @@
 // Real-browser test: a GPU with an open critical security incident is not shown as
 // healthy. Run by `crates/gpuwarden/tests/browser.rs` after it planted a miner on GPU
-// UUID and waited for the critical `sec.mining.telemetry` incident:
+// UUID and waited for the critical mining incident (`cause.unauthorized_workload`):
 //
 //   node tests/browser/status.test.mjs http://127.0.0.1:9470 GPU-UUID
 //

@@ -139,7 +139,8 @@ async fn web_ui_works_in_a_real_browser() {
 
 /// A GPU with an open critical security incident is not shown as healthy: a miner is
 /// planted through the simulator (speed 10, so the rule's minutes pass in seconds), and
-/// once its critical `sec.mining.telemetry` incident is open the API's `status` of that
+/// once its critical security incident (`cause.unauthorized_workload`, grouping
+/// `sec.mining.telemetry`) is open the API's `status` of that
 /// GPU is `unhealthy` (its `health` stays the measured one) and
 /// `tests/browser/status.test.mjs` checks the tile and the GPU page in Chromium.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,7 +172,7 @@ async fn gpu_with_an_open_critical_security_incident_is_not_shown_healthy() {
         body["incidents"]
             .as_array()?
             .iter()
-            .any(|i| i["rule"] == "sec.mining.telemetry" && i["severity"] == "critical")
+            .any(|i| i["rule"] == "cause.unauthorized_workload" && i["severity"] == "critical")
             .then_some(())
     })
     .await;
@@ -182,7 +183,7 @@ async fn gpu_with_an_open_critical_security_incident_is_not_shown_healthy() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|i| i["rule"] == "sec.mining.telemetry"),
+            .any(|i| i["rule"] == "cause.unauthorized_workload"),
         "{gpu}"
     );
     println!("health alone: {} {}", gpu["health"]["state"], gpu["health"]["score"]);

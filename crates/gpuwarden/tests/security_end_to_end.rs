@@ -1,8 +1,9 @@
 //! The security rule pack end to end through the real binary: `gpuwarden run` registers
-//! the engine, a miner planted through the simulator's control API opens a
-//! `sec.mining.telemetry` incident on that GPU (plus the ghost or unapproved-namespace
-//! incident that matches the labels it was planted with) within five minutes of data
-//! time, and an unapproved-namespace job opens `sec.use.unapproved_namespace`.
+//! the engine, a miner planted through the simulator's control API opens one security
+//! incident on that GPU (`cause.unauthorized_workload`: `sec.mining.telemetry` within
+//! five minutes of data time, beside the ghost or unapproved-namespace finding that
+//! matches the labels it was planted with), and an unapproved-namespace job opens one
+//! with `sec.use.unapproved_namespace`.
 //!
 //! The simulator runs at `--speed 10` with a 1 s scrape interval: 10 s of data per scrape.
 
@@ -12,13 +13,32 @@ use common::{get_json, inject, start_simulated, wait_for};
 use serde_json::Value;
 use std::time::Duration;
 
+/// Whether an incident is, or groups, a finding of `rule`.
+fn has_signal(incident: &Value, rule: &str) -> bool {
+    incident["rule"] == rule
+        || incident["correlation"]["contributors"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["rule"] == rule))
+}
+
+/// When a finding of `rule` first joined the incident (its opening if it is the rule).
+fn signal_first_seen(incident: &Value, rule: &str) -> i64 {
+    incident["correlation"]["contributors"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["rule"] == rule))
+        .map_or(&incident["opened_ms"], |c| &c["first_seen_ms"])
+        .as_i64()
+        .unwrap()
+}
+
+/// The incident on `uuid` that is, or groups, a finding of `rule`.
 async fn incident(base: &str, uuid: &str, rule: &str) -> Value {
     wait_for(Duration::from_secs(90), rule, || async {
         let list = get_json(&format!("{base}/api/v1/incidents?gpu={uuid}")).await.ok()?;
         list["incidents"]
             .as_array()?
             .iter()
-            .find(|i| i["rule"] == rule)
+            .find(|i| has_signal(i, rule))
             .cloned()
     })
     .await
@@ -46,23 +66,36 @@ async fn planted_miner_and_unapproved_namespace_open_security_incidents() {
     let mining = incident(&gw.base, &miner, "sec.mining.telemetry").await;
     assert_eq!(mining["kind"], "security");
     assert_eq!(mining["severity"], "critical");
-    let delay = mining["opened_ms"].as_i64().unwrap() - start_ms;
-    assert!(delay <= 5 * 60_000, "mining incident after {delay} ms of data time");
+    let delay = signal_first_seen(&mining, "sec.mining.telemetry") - start_ms;
+    assert!(delay <= 5 * 60_000, "mining finding after {delay} ms of data time");
     assert!(mining["summary"].as_str().unwrap().contains("T1496"), "{mining}");
 
-    // The miner was planted either with no pod (ghost) or in an unapproved namespace.
-    let usage = wait_for(Duration::from_secs(60), "ghost or namespace incident", || async {
+    // The miner was planted either with no pod (ghost) or in an unapproved namespace:
+    // that finding and the mining are one workload, so one incident.
+    let usage = wait_for(Duration::from_secs(60), "ghost or namespace finding", || async {
         let list = get_json(&format!("{}/api/v1/incidents?gpu={miner}", gw.base))
             .await
             .ok()?;
         list["incidents"]
             .as_array()?
             .iter()
-            .find(|i| i["rule"] == "sec.use.ghost" || i["rule"] == "sec.use.unapproved_namespace")
+            .find(|i| has_signal(i, "sec.use.ghost") || has_signal(i, "sec.use.unapproved_namespace"))
             .cloned()
     })
     .await;
     assert_eq!(usage["kind"], "security");
+    assert_eq!(usage["id"], mining["id"], "one incident for one workload: {usage}");
+    assert_eq!(usage["rule"], "cause.unauthorized_workload", "{usage}");
+    // Both rules' ATT&CK techniques are kept (mining: T1496.001; ghost: T1564, unapproved
+    // namespace: T1078), the primary one is the worst finding's.
+    let techniques = usage["labels"]["gpuwarden.mitre.techniques"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        techniques.contains("T1496.001") && (techniques.contains("T1564") || techniques.contains("T1078")),
+        "every rule's technique kept: {usage}"
+    );
+    assert_eq!(usage["labels"]["threat.technique.id"], "T1496", "{usage}");
 
     let ns = incident(&gw.base, &other, "sec.use.unapproved_namespace").await;
     assert!(ns["summary"].as_str().unwrap().contains("is not approved"), "{ns}");
@@ -110,7 +143,7 @@ async fn miner_hidden_in_a_running_jobs_pod_opens_a_critical_incident_within_fiv
 
     let mining = incident(&gw.base, &uuid, "sec.mining.telemetry").await;
     assert_eq!(mining["severity"], "critical", "{mining}");
-    let delay = mining["opened_ms"].as_i64().unwrap() - start_ms;
+    let delay = signal_first_seen(&mining, "sec.mining.telemetry") - start_ms;
     assert!(
         delay < 5 * 60_000,
         "mining incident {delay} ms of data time after the first mining sample"

@@ -2,6 +2,7 @@
 //! incidents lives in `engine/apply.rs`.
 
 mod apply;
+pub use apply::TECHNIQUES_LABEL;
 #[cfg(test)]
 mod correlation_tests;
 #[cfg(test)]

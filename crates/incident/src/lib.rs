@@ -34,7 +34,7 @@ mod timeline;
 pub use change::{ChangeKind, IncidentChange};
 pub use config::IncidentConfig;
 pub use correlate::{CorrelationError, CorrelationRules};
-pub use engine::IncidentEngine;
+pub use engine::{IncidentEngine, TECHNIQUES_LABEL};
 pub use error::IncidentError;
 pub use filter::IncidentFilter;
 pub use key::dedup_key;

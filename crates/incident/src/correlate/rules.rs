@@ -29,11 +29,11 @@ pub enum CorrelationError {
         "correlation cause {id:?}: signal pattern {pattern:?} is not a rule id (a-z, 0-9, '_', '.', '*'; no spaces)"
     )]
     BadPattern { id: String, pattern: String },
-    #[error("correlation cause {id:?}: signal {pattern:?} is a security rule; security findings are linked with [[link]], never grouped with health findings")]
-    SecurityInCause { id: String, pattern: String },
+    #[error("correlation cause {id:?}: signal {pattern:?} mixes security and health rules; a cause lists only security rules (\"sec.*\") or only health rules — relate the two kinds with [[link]]")]
+    MixedCause { id: String, pattern: String },
     #[error("correlation cause {id:?}: node_wide_min_gpus must be at least 2 (got {got})")]
     NodeWideTooSmall { id: String, got: u32 },
-    #[error("correlation link {id:?}: after_cause {cause:?} is not a cause of this file")]
+    #[error("correlation link {id:?}: after_cause {cause:?} is not a health cause of this file")]
     UnknownCause { id: String, cause: String },
     #[error("correlation link {id:?}: {pattern:?} is not a security rule id (must start with \"sec.\")")]
     NotSecurity { id: String, pattern: String },
@@ -66,6 +66,12 @@ impl Cause {
     /// Whether `rule` is one of this cause's consequences.
     pub fn has_consequence(&self, rule: &str) -> bool {
         self.consequences.iter().any(|p| glob_match(p, rule))
+    }
+
+    /// Whether this cause groups security findings (every signal a `sec.` rule). A cause
+    /// is either all security or all health: the file refuses a mix.
+    pub fn is_security(&self) -> bool {
+        self.signals.iter().all(|p| p.starts_with("sec."))
     }
 
     /// The explanation on one line (the file wraps it for reading).
@@ -150,6 +156,7 @@ impl CorrelationRules {
                     what: "signals",
                 });
             }
+            let security = c.is_security();
             for p in c.signals.iter().chain(&c.consequences) {
                 if !is_pattern(p) {
                     return Err(CorrelationError::BadPattern {
@@ -157,8 +164,10 @@ impl CorrelationRules {
                         pattern: p.clone(),
                     });
                 }
-                if p.starts_with("sec.") || p == "*" || p.starts_with("sec*") {
-                    return Err(CorrelationError::SecurityInCause {
+                // A wildcard of a health cause ("*.gpu_temp") never claims a security
+                // finding: `cause_of` only looks at causes of the finding's kind.
+                if p.starts_with("sec.") != security {
+                    return Err(CorrelationError::MixedCause {
                         id: c.id.clone(),
                         pattern: p.clone(),
                     });
@@ -184,7 +193,7 @@ impl CorrelationRules {
             if !ids.insert(l.id.clone()) {
                 return Err(CorrelationError::Duplicate(l.id.clone()));
             }
-            if !self.causes.iter().any(|c| c.id == l.after_cause) {
+            if !self.causes.iter().any(|c| c.id == l.after_cause && !c.is_security()) {
                 return Err(CorrelationError::UnknownCause {
                     id: l.id.clone(),
                     cause: l.after_cause.clone(),
@@ -215,12 +224,13 @@ impl CorrelationRules {
     }
 
     /// The cause a finding of `rule` belongs to: the first in file order that lists it.
-    /// Security rules never belong to a cause.
+    /// A security rule only ever belongs to a security cause, a health rule to a health
+    /// cause: the two kinds are never grouped.
     pub fn cause_of(&self, rule: &str) -> Option<&Cause> {
-        if rule.starts_with("sec.") {
-            return None;
-        }
-        self.causes.iter().find(|c| c.position(rule).is_some())
+        let security = rule.starts_with("sec.");
+        self.causes
+            .iter()
+            .find(|c| c.is_security() == security && c.position(rule).is_some())
     }
 
     /// The cause with this id.
@@ -370,15 +380,34 @@ mod tests {
                 );
             }
         }
-        // Uncorrelated: application XIDs, utilisation, security.
+        // Uncorrelated: application XIDs, utilisation, configuration drift.
         for rule in [
             "xid.13",
             "xid.31",
             "anomaly.cohort.gpu_util",
-            "sec.mining.telemetry",
             "sec.drift.inventory",
+            "sec.drift.driver_floor",
+            "sec.drift.power_limit",
+            "sec.drift.config",
         ] {
             assert!(r.cause_of(rule).is_none(), "{rule}");
+        }
+        // The workload on a GPU: mining by an unknown or unapproved workload is one
+        // security cause; never a health cause, and health rules never join it.
+        for rule in [
+            "sec.use.ghost",
+            "sec.use.unapproved_namespace",
+            "sec.use.off_hours",
+            "sec.mining.telemetry",
+            "sec.behaviour.off_hours_change",
+        ] {
+            let c = r.cause_of(rule).map(|c| c.id.as_str());
+            assert_eq!(c, Some("cause.unauthorized_workload"), "{rule}");
+        }
+        for c in &r.causes {
+            for rule in ["thermal.margin", "ecc.dbe", "xid.79", "anomaly.cohort.gpu_util"] {
+                assert!(!(c.is_security() && c.position(rule).is_some()), "{rule} in {}", c.id);
+            }
         }
         // Causal order: the temperature climb comes before the slowdown.
         let thermal = r.cause("cause.thermal").expect("thermal");
@@ -412,10 +441,20 @@ mod tests {
         assert_eq!(err(&twice), CorrelationError::Duplicate("cause.x".into()));
         let bad_id = cause("").replace("cause.x", "thermal");
         assert!(matches!(err(&bad_id), CorrelationError::BadCauseId(_)));
-        let sec = cause("").replace("\"a.b\"", "\"sec.mining.telemetry\"");
-        let e = err(&sec);
-        assert!(matches!(e, CorrelationError::SecurityInCause { .. }));
+        let mixed = cause("").replace("\"a.b\"", "\"a.b\", \"sec.mining.telemetry\"");
+        let e = err(&mixed);
+        assert!(matches!(e, CorrelationError::MixedCause { .. }));
         assert!(e.to_string().contains("cause.x"), "{e}");
+        let mixed = cause("").replace("\"a.b\"", "\"sec.mining.telemetry\", \"a.b\"");
+        assert!(matches!(err(&mixed), CorrelationError::MixedCause { .. }));
+        // A cause of security rules only is fine; a link may not follow it.
+        let sec = cause("").replace("\"a.b\"", "\"sec.mining.telemetry\", \"sec.use.*\"");
+        let rules = CorrelationRules::parse(&sec).expect("security-only cause");
+        assert!(rules.causes[0].is_security());
+        let link_to_sec = format!(
+            "{sec}\n[[link]]\nid = \"l\"\nsecurity = [\"sec.drift.inventory\"]\nafter_cause = \"cause.x\"\nwithin = \"5m\"\nnote = \"n\"\n"
+        );
+        assert!(matches!(err(&link_to_sec), CorrelationError::UnknownCause { .. }));
         let spaces = cause("").replace("\"a.b\"", "\"a b\"");
         assert!(matches!(err(&spaces), CorrelationError::BadPattern { .. }));
         let no_signals = cause("").replace("[\"a.b\"]", "[]");

@@ -289,6 +289,7 @@ impl IncidentEngine {
             inc.finding_count = inc.finding_count.saturating_add(m.finding_count);
         }
         contribute(&mut inc, now_ms, group, self.limits.max_timeline, false);
+        keep_techniques(&mut inc, group);
         self.by_key.insert(key.to_string(), id.clone());
         self.returned_seen.insert(id.clone(), now_ms);
         self.incidents.insert(id.clone(), inc);
@@ -360,11 +361,16 @@ impl IncidentEngine {
 fn fold(inc: &mut Incident, now_ms: TimestampMs, group: &Group<'_>, cap: usize) -> bool {
     inc.finding_count = inc.finding_count.saturating_add(group.count);
     contribute(inc, now_ms, group, cap, true);
-    for (k, v) in &group.worst.labels {
-        if inc.labels.get(k) != Some(v) {
-            inc.labels.insert(k.clone(), v.clone());
+    // The labels describe the worst finding, like the summary: a milder signal joining
+    // later (a warning beside a critical one) must not relabel the incident.
+    if group.severity() >= inc.severity {
+        for (k, v) in &group.worst.labels {
+            if inc.labels.get(k) != Some(v) {
+                inc.labels.insert(k.clone(), v.clone());
+            }
         }
     }
+    keep_techniques(inc, group);
     inc.last_seen_ms = inc.last_seen_ms.max(now_ms);
     let severity = group.severity();
     let mut what = Vec::new();
@@ -455,6 +461,30 @@ fn contribute(inc: &mut Incident, now_ms: TimestampMs, group: &Group<'_>, cap: u
             rc.first_signal = rule;
         }
     }
+}
+
+/// The label that lists a security finding's MITRE ATT&CK techniques (comma-separated;
+/// `threat.technique.id` is the primary one). An incident that groups several security
+/// findings keeps the union of theirs here, so a SIEM sees every technique, while
+/// `threat.technique.id` stays the worst finding's.
+pub const TECHNIQUES_LABEL: &str = "gpuwarden.mitre.techniques";
+
+/// Records in [`TECHNIQUES_LABEL`] the techniques of every finding the incident has
+/// grouped so far (sorted, comma-separated).
+fn keep_techniques(inc: &mut Incident, group: &Group<'_>) {
+    let own = inc.labels.get(TECHNIQUES_LABEL).into_iter();
+    let theirs = group.findings.iter().filter_map(|f| f.labels.get(TECHNIQUES_LABEL));
+    let all: BTreeSet<&str> = own
+        .chain(theirs)
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    if all.is_empty() {
+        return;
+    }
+    let joined = all.into_iter().collect::<Vec<_>>().join(",");
+    inc.labels.insert(TECHNIQUES_LABEL.to_string(), joined);
 }
 
 /// A security incident that follows a health cause says so first in its summary, so it

@@ -240,6 +240,60 @@ fn inventory_change_without_a_bus_loss_is_not_linked() {
     assert!(sec.correlation.related.is_empty(), "{:?}", sec.correlation.related);
 }
 
+fn labelled(rule: &str, gpu: &str, severity: Severity, technique: &str) -> Finding {
+    let mut f = finding(FindingKind::Security, rule, gpu, severity, Action::None);
+    f.labels.insert("threat.technique.id".into(), technique.into());
+    f.labels.insert(TECHNIQUES_LABEL.into(), technique.into());
+    f
+}
+
+#[test]
+fn a_miner_in_an_unapproved_namespace_is_one_security_incident_with_both_techniques() {
+    let mut e = engine();
+    let namespace = labelled("sec.use.unapproved_namespace", "GPU-4", Severity::Warning, "T1078");
+    let mining = labelled("sec.mining.telemetry", "GPU-4", Severity::Critical, "T1496");
+    let thermal = health("thermal.margin", "GPU-4", Severity::Warning, Action::None);
+    e.apply(0, &[namespace.clone(), thermal.clone()]);
+    e.apply(S, &[namespace.clone(), mining.clone(), thermal.clone()]);
+    // The milder signal alone later must not relabel the incident.
+    e.apply(2 * S, std::slice::from_ref(&namespace));
+
+    let all = active(&e);
+    assert_eq!(all.len(), 2, "one security incident, one health incident: {all:?}");
+    let sec = all.iter().find(|i| i.kind == FindingKind::Security).expect("security");
+    let heat = all.iter().find(|i| i.kind == FindingKind::Health).expect("health");
+    assert_eq!(sec.rule, "cause.unauthorized_workload");
+    assert_eq!(sec.severity, Severity::Critical, "worst contributor: mining");
+    assert_eq!(
+        sec.labels["threat.technique.id"], "T1496",
+        "the worst finding's technique"
+    );
+    assert_eq!(sec.labels[TECHNIQUES_LABEL], "T1078,T1496");
+    let rc = sec.correlation.root_cause.as_ref().expect("root cause");
+    assert_eq!(rc.first_signal, "sec.use.unapproved_namespace");
+    assert_eq!(heat.rule, "cause.thermal", "health never joins a security cause");
+
+    // Another GPU's miner is its own incident; configuration drift stays apart.
+    e.apply(
+        3 * S,
+        &[labelled("sec.mining.telemetry", "GPU-5", Severity::Critical, "T1496")],
+    );
+    e.apply(
+        4 * S,
+        &[labelled("sec.drift.power_limit", "GPU-4", Severity::Warning, "T1562")],
+    );
+    let keys: Vec<String> = e
+        .list(&IncidentFilter::default())
+        .iter()
+        .map(|i| i.dedup_key.clone())
+        .collect();
+    assert!(
+        keys.contains(&"cause.unauthorized_workload@GPU-5".to_string()),
+        "{keys:?}"
+    );
+    assert!(keys.contains(&"sec.drift.power_limit@GPU-4".to_string()), "{keys:?}");
+}
+
 #[test]
 fn a_node_wide_cause_is_one_node_incident_that_takes_over_gpu_incidents() {
     let mut e = engine();
