@@ -12,6 +12,7 @@
 //! free of an async runtime.
 
 pub mod conformance;
+pub mod docs;
 pub mod embedded;
 mod error;
 pub mod pg_cluster;

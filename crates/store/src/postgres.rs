@@ -56,9 +56,9 @@
 //! unresolved incident per key); [`Store::write_incidents`] serializes writers of one key
 //! with an advisory lock and tells the loser to adopt the winner's incident. The
 //! notification outbox (`outbox`: claimed with `FOR UPDATE SKIP LOCKED` and a lease) and
-//! silences (`silences`) are tables here too, reached through [`PgHandle`]. The ingest
-//! ledger, the XID tracker's state, trained models and UI sessions still live in files
-//! under `data_dir` (docs/scaling.md says what that means for two instances).
+//! silences (`silences`) are tables here too, reached through [`PgHandle`], and so are
+//! the ingest batch ledger, UI sessions and named state documents (XID tracker state,
+//! the current failure model) in `state`.
 
 use crate::{GpuRecord, IncidentWrite, PageWrite, Point, Store, StoreError, StoreStats, WriteHealth};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -74,6 +74,7 @@ use tokio_postgres::{GenericClient, NoTls};
 
 pub mod outbox;
 pub mod silences;
+pub mod state;
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
@@ -174,7 +175,9 @@ CREATE TABLE incidents (
 /// Version 2: state that instances sharing the database must share. Incidents get their
 /// dedup key as a column and a partial unique index (at most one unresolved incident per
 /// key, whichever instance opened it); the notification outbox and the per-incident
-/// transition numbers move in (see `postgres/outbox.rs`); silences too.
+/// transition numbers move in (see `postgres/outbox.rs`); silences, named state
+/// documents (XID tracker state, the current failure model: `postgres/state.rs`), the
+/// ingest batch ledger and UI sessions too.
 const COMMON_V2: &str = "
 ALTER TABLE incidents ADD COLUMN dedup_key text;
 UPDATE incidents SET dedup_key = coalesce(incident->>'dedup_key', id);
@@ -205,6 +208,21 @@ CREATE TABLE silences (
     id text PRIMARY KEY,
     updated_ms bigint NOT NULL,
     silence jsonb NOT NULL
+);
+CREATE TABLE state_docs (
+    name text PRIMARY KEY,
+    updated_ms bigint NOT NULL,
+    doc bytea NOT NULL
+);
+CREATE TABLE ingest_batches (
+    id text PRIMARY KEY,
+    stored_ms bigint NOT NULL
+);
+CREATE INDEX ingest_batches_by_time ON ingest_batches (stored_ms);
+CREATE TABLE ui_sessions (
+    id_hash text PRIMARY KEY,
+    expires_ms bigint NOT NULL,
+    session jsonb NOT NULL
 );
 ";
 
@@ -260,7 +278,7 @@ SELECT add_compression_policy('samples', compress_after => (2 * {PARTITION_MS}):
 },
 Migration {
     version: 2,
-    description: "one unresolved incident per key; notification outbox, transition numbers, silences",
+    description: "one unresolved incident per key; outbox, transition numbers, silences, state documents, ingest batches, UI sessions",
     native: "",
     timescale: "",
 }];

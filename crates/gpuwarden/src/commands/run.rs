@@ -109,8 +109,9 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
             .with_time_source(time)
             .with_analysis(analysis.clone()),
     );
-    let xid_state_path = cfg.data_dir.join("xid-tracker.json");
-    ingestor.load_xid_state(&xid_state_path);
+    // Files in data_dir, or shared rows when the store is PostgreSQL.
+    let state_docs = gpuwarden_store::docs::for_store(store.as_ref(), &cfg.data_dir);
+    ingestor.load_xid_state(state_docs.as_ref());
 
     let scraper = super::stage::scraper(&cfg, static_targets, clock.clone());
     let target_states = scraper.states();
@@ -181,8 +182,11 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     let _ = shutdown_tx.send(true);
     let _ = scrape_task.await;
     let _ = ingest_task.await;
-    if let Err(e) = ingestor.save_xid_state(&xid_state_path) {
-        tracing::warn!("saving XID state to {}: {e}", xid_state_path.display());
+    if let Err(e) = ingestor.save_xid_state(state_docs.as_ref()) {
+        tracing::warn!(
+            "saving XID state to {}: {e}",
+            state_docs.describe(gpuwarden_pipeline::ingest::XID_STATE_DOC)
+        );
     }
     let _ = retention_task.await;
     let _ = eval_task.await;
