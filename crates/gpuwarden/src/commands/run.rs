@@ -51,6 +51,10 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     let allowed_hosts = super::allowed_hosts(&cfg)?;
     let auth = super::open_auth(&cfg, clock.clone())?;
     let store = super::stage::open_store(&cfg)?;
+    if let (Some(a), Some(db)) = (&auth, store.postgres()) {
+        // A browser signed in on one instance is signed in on all (docs/scaling.md).
+        a.share_sessions(db);
+    }
     let (audit, audit_writer) = super::audit::open_for_server(&cfg.data_dir)?;
 
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| {

@@ -94,6 +94,10 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
     let allowed_hosts = super::allowed_hosts(&cfg)?;
     let auth = super::open_auth(&cfg, clock.clone())?;
     let store = super::stage::open_store(&cfg)?;
+    if let (Some(a), Some(db)) = (&auth, store.postgres()) {
+        // A browser signed in on one instance is signed in on all (docs/scaling.md).
+        a.share_sessions(db);
+    }
     let (audit, audit_writer) = super::audit::open_for_server(&cfg.data_dir)?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

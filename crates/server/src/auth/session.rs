@@ -1,6 +1,9 @@
 //! Web UI sessions: a browser signs in once with a token and then carries a random
 //! session id in a `Secure; HttpOnly; SameSite=Strict` cookie — never the token itself.
 //!
+//! With the store in PostgreSQL they are also rows of `ui_sessions` ([`Sessions::share`]),
+//! so every instance on the database knows them (hashes there too).
+//!
 //! Sessions are kept in `<data_dir>/auth/sessions.json` (0600, atomic replace), so a
 //! restart or an upgrade signs nobody out; the file holds SHA-256 hashes of the session
 //! ids, never the cookie values, so reading it does not let anyone sign in. A damaged file
@@ -42,6 +45,10 @@ pub struct Sessions {
     ttl_ms: i64,
     /// Where they are kept; `None`: in memory only (tests).
     path: Option<PathBuf>,
+    /// With the store in PostgreSQL: the sessions are rows there too (`ui_sessions`), so a
+    /// browser signed in on one instance is signed in on every instance on the database.
+    #[cfg(feature = "postgres")]
+    shared: std::sync::OnceLock<gpuwarden_store::postgres::PgHandle>,
 }
 
 /// The file's layout.
@@ -74,7 +81,17 @@ impl Sessions {
             map: Mutex::new(HashMap::new()),
             ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1),
             path: None,
+            #[cfg(feature = "postgres")]
+            shared: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Keeps sessions in the PostgreSQL store as well (set once, at start): a session
+    /// created here is written there, and an id unknown here is looked up there. A
+    /// database that fails is logged; the session still works on this instance.
+    #[cfg(feature = "postgres")]
+    pub fn share(&self, db: gpuwarden_store::postgres::PgHandle) {
+        let _ = self.shared.set(db);
     }
 
     /// Sessions kept in `path`: the live ones there are loaded (expired ones dropped). A
@@ -148,6 +165,17 @@ impl Sessions {
         map.retain(|_, s| s.expires_ms > now_ms);
         map.insert(key(&id), s.clone());
         self.persist(&map);
+        #[cfg(feature = "postgres")]
+        if let Some(db) = self.shared.get() {
+            match serde_json::to_string(&s) {
+                Ok(json) => {
+                    if let Err(e) = db.session_put(&key(&id), json, s.expires_ms, now_ms) {
+                        tracing::warn!("UI session not shared with the other instances: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!("UI session not shared with the other instances: {e}"),
+            }
+        }
         Ok((id, s))
     }
 
@@ -162,8 +190,32 @@ impl Sessions {
                 map.remove(&k);
                 None
             }
-            None => None,
+            None => {
+                drop(map);
+                self.get_shared(&k, now_ms)
+            }
         }
+    }
+
+    /// A session created on another instance sharing the database (cached here).
+    #[cfg(feature = "postgres")]
+    fn get_shared(&self, k: &str, now_ms: i64) -> Option<Session> {
+        let db = self.shared.get()?;
+        let json = match db.session_get(k, now_ms) {
+            Ok(j) => j?,
+            Err(e) => {
+                tracing::warn!("looking up a UI session in the database: {e}");
+                return None;
+            }
+        };
+        let s: Session = serde_json::from_str(&json).ok()?;
+        self.map.lock().insert(k.to_string(), s.clone());
+        Some(s)
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    fn get_shared(&self, _k: &str, _now_ms: i64) -> Option<Session> {
+        None
     }
 
     /// Ends session `id` (sign-out, or its token was revoked).
@@ -171,6 +223,12 @@ impl Sessions {
         let mut map = self.map.lock();
         if map.remove(&key(id)).is_some() {
             self.persist(&map);
+        }
+        #[cfg(feature = "postgres")]
+        if let Some(db) = self.shared.get() {
+            if let Err(e) = db.session_remove(&key(id)) {
+                tracing::warn!("ending a UI session in the database: {e}");
+            }
         }
     }
 
