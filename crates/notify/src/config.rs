@@ -441,4 +441,17 @@ sinks = ["hook", "siem"]
         let c: NotifyConfig = toml::from_str("[[routes]]\nsinks = [\"nope\"]\n").unwrap();
         assert!(c.settings().unwrap_err().to_string().contains("nope"));
     }
+
+    #[test]
+    fn the_claim_lease_defaults_above_the_timeout_and_must_exceed_it() {
+        let c: NotifyConfig = toml::from_str("").unwrap();
+        assert_eq!(c.settings().unwrap().claim_lease, Duration::from_secs(60));
+        let c: NotifyConfig = toml::from_str("timeout = \"45s\"\n").unwrap();
+        assert_eq!(c.settings().unwrap().claim_lease, Duration::from_secs(90));
+        let c: NotifyConfig = toml::from_str("timeout = \"10s\"\nclaim_lease = \"5s\"\n").unwrap();
+        let e = c.settings().unwrap_err().to_string();
+        assert!(e.contains("claim_lease") && e.contains("timeout"), "{e}");
+        let c: NotifyConfig = toml::from_str("timeout = \"1s\"\nclaim_lease = \"3s\"\n").unwrap();
+        assert_eq!(c.settings().unwrap().claim_lease, Duration::from_secs(3));
+    }
 }
