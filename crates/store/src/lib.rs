@@ -110,9 +110,12 @@ pub enum IncidentWrite {
     /// held that (another instance sharing the store wrote the same transition first),
     /// so this instance must not announce it again.
     Stored { transition: bool },
-    /// Not stored: another active incident with the same dedup key is in the store
-    /// (another instance opened it first). The caller adopts this one in place of its
-    /// own, so that there is one incident per condition across instances.
+    /// Not stored: the store holds a version to adopt instead — another unresolved
+    /// incident with the same dedup key (another instance opened it first), or a newer
+    /// version of this same incident (acknowledged, or resolved after everything this
+    /// copy knows of, on another instance). The caller takes it in place of its own, so
+    /// that there is one incident per condition across instances and no instance writes
+    /// another's acknowledgement or resolution away.
     Adopted(Incident),
 }
 

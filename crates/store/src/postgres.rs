@@ -1264,6 +1264,9 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         }
         let mut rows: Vec<(String, String, String, i64, Option<i64>, String)> = Vec::with_capacity(incidents.len());
+        // Per incident: whether this copy knows of an acknowledgement, and the time of the
+        // newest thing it knows happened (to tell a stale copy from a reopening).
+        let mut known: Vec<(bool, i64)> = Vec::with_capacity(incidents.len());
         for inc in incidents {
             rows.push((
                 inc.id.clone(),
@@ -1273,6 +1276,8 @@ impl Store for PostgresStore {
                 inc.resolved_ms,
                 encode("an incident", inc)?,
             ));
+            let newest = inc.timeline.iter().map(|t| t.ts_ms).fold(inc.opened_ms, i64::max);
+            known.push((inc.acknowledged_ms.is_some(), newest));
         }
         let r = self.query(move |mut c| async move {
             let tx = c.transaction().await.map_err(db("starting an incident write"))?;
@@ -1284,8 +1289,25 @@ impl Store for PostgresStore {
                     .map_err(db(format!("locking incident key {k}")))?;
             }
             let mut out = Vec::with_capacity(rows.len());
-            for (id, key, state, updated, resolved, json) in &rows {
+            for ((id, key, state, updated, resolved, json), (acked, newest)) in rows.iter().zip(&known) {
                 if state != "resolved" {
+                    // A stale copy: the stored incident was acknowledged, or resolved after
+                    // everything this copy knows of (by a person on another instance, or by
+                    // the other instance's auto-resolution). Adopt the stored version
+                    // rather than write the acknowledgement or resolution away.
+                    let newer = tx
+                        .query_opt(
+                            "SELECT incident::text FROM incidents WHERE id = $1 AND (
+                               (state = 'acknowledged' AND NOT $2)
+                               OR (state = 'resolved' AND coalesce(resolved_ms, 0) > $3))",
+                            &[id, acked, newest],
+                        )
+                        .await
+                        .map_err(db(format!("reading incident {id}")))?;
+                    if let Some(row) = newer {
+                        out.push(IncidentWrite::Adopted(decode("an incident", row.get::<_, &str>(0))?));
+                        continue;
+                    }
                     let other = tx
                         .query_opt(
                             "SELECT incident::text FROM incidents WHERE dedup_key = $1 AND state <> 'resolved'                              AND id <> $2 ORDER BY id LIMIT 1",

@@ -251,6 +251,46 @@ fn two_instances_keep_one_unresolved_incident_per_key_and_each_transition_once()
         a.write_incidents(std::slice::from_ref(&done)).unwrap(),
         vec![IncidentWrite::Stored { transition: false }]
     );
+    // A stale copy does not write a person's acknowledgement (or a resolution newer than
+    // anything it knows of) away: the writer adopts the stored version.
+    let other_key = "ecc.dbe@GPU-0001";
+    let mut v = open_incident("inc-01EEEEEEEEEEEEEEEEEEEEEEEE", other_key);
+    a.write_incidents(std::slice::from_ref(&v)).unwrap();
+    let mut acked = v.clone();
+    acked.state = IncidentState::Acknowledged;
+    acked.acknowledged_ms = Some(T0 + 50);
+    acked.acknowledged_by = Some("alice".into());
+    a.upsert_incidents(std::slice::from_ref(&acked)).unwrap();
+    v.last_seen_ms += 100;
+    match &b.write_incidents(std::slice::from_ref(&v)).unwrap()[..] {
+        [IncidentWrite::Adopted(w)] => assert_eq!(w, &acked),
+        other => panic!("expected the acknowledged version: {other:?}"),
+    }
+    let mut gone = acked.clone();
+    gone.state = IncidentState::Resolved;
+    gone.resolved_ms = Some(T0 + 5_000);
+    a.write_incidents(std::slice::from_ref(&gone)).unwrap();
+    let mut stale = acked.clone();
+    stale.last_seen_ms = T0 + 4_000;
+    match &b.write_incidents(std::slice::from_ref(&stale)).unwrap()[..] {
+        [IncidentWrite::Adopted(w)] => assert_eq!(w.state, IncidentState::Resolved),
+        other => panic!("expected the resolved version: {other:?}"),
+    }
+    // A reopening (it knows of something after the resolution) is written.
+    let mut reopened = acked.clone();
+    reopened.state = IncidentState::Open;
+    reopened.acknowledged_ms = None;
+    reopened.timeline.push(gpuwarden_model::TimelineEntry {
+        ts_ms: T0 + 6_000,
+        what: "reopened".into(),
+        detail: "condition back".into(),
+        severity: None,
+    });
+    assert_eq!(
+        b.write_incidents(std::slice::from_ref(&reopened)).unwrap(),
+        vec![IncidentWrite::Stored { transition: true }]
+    );
+
     // Resolved: a new incident of the key may open.
     let z = open_incident("inc-01CCCCCCCCCCCCCCCCCCCCCCCC", key);
     assert_eq!(
