@@ -4,6 +4,7 @@
 //!
 //! * one incident for the fault (not one per instance), the same id on both APIs;
 //! * one notification per transition (opened, resolved), each delivery key once;
+//! * a silence created through one instance is listed (and applied) by the other;
 //! * the instance holding a claim on an undelivered outbox entry is SIGKILLed while the
 //!   receiver refuses deliveries; once the receiver is back, the survivor delivers that
 //!   entry after the claim's lease runs out, and the incident still resolves and is
@@ -128,6 +129,25 @@ async fn two_instances_on_one_database_open_one_incident_notify_once_and_survive
             first = fresh[1]["identity"]["uuid"].as_str().map(str::to_string);
         }
         first
+    })
+    .await;
+
+    // A silence created through one instance holds on the other (shared rows).
+    let (status, sil) = post_json(
+        &format!("{}/api/v1/silences", a.base),
+        serde_json::json!({"matchers": {"nodes": ["no-such-node"]}, "author": "alice",
+            "comment": "maintenance elsewhere", "duration": "1h"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{sil}");
+    let sil_id = sil["id"].as_str().unwrap().to_string();
+    wait_for(Duration::from_secs(10), "the silence listed by the other instance", || async {
+        let list = get_json(&format!("{}/api/v1/silences", b.base)).await.ok()?;
+        list["silences"]
+            .as_array()?
+            .iter()
+            .any(|s| s["id"] == sil_id.as_str() && s["state"] == "active")
+            .then_some(())
     })
     .await;
 
