@@ -42,9 +42,7 @@ async fn hook(State(r): State<Receiver>, body: Bytes) -> StatusCode {
         r.refused.fetch_add(1, Ordering::SeqCst);
         return StatusCode::SERVICE_UNAVAILABLE;
     }
-    r.got
-        .lock()
-        .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+    r.got.lock().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
     StatusCode::OK
 }
 
@@ -68,11 +66,17 @@ async fn start_simulator() -> (KillOnDrop, String, String) {
         async move { reqwest::get(&url).await.ok().filter(|r| r.status().is_success()) }
     })
     .await;
-    (guard, format!("127.0.0.1:{port}"), format!("http://127.0.0.1:{control}"))
+    (
+        guard,
+        format!("127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{control}"),
+    )
 }
 
 async fn incidents(gw: &Gpuwarden) -> Option<Vec<Value>> {
-    let body = get_json(&format!("{}/api/v1/incidents?limit=1000", gw.base)).await.ok()?;
+    let body = get_json(&format!("{}/api/v1/incidents?limit=1000", gw.base))
+        .await
+        .ok()?;
     body["incidents"].as_array().cloned()
 }
 
@@ -122,7 +126,11 @@ async fn two_instances_on_one_database_open_one_incident_notify_once_and_survive
         let mut first = None;
         for gw in [&a, &b] {
             let body = get_json(&format!("{}/api/v1/gpus", gw.base)).await.ok()?;
-            let fresh: Vec<&Value> = body["gpus"].as_array()?.iter().filter(|g| g["stale"] == false).collect();
+            let fresh: Vec<&Value> = body["gpus"]
+                .as_array()?
+                .iter()
+                .filter(|g| g["stale"] == false)
+                .collect();
             if fresh.len() != 4 {
                 return None;
             }
@@ -141,14 +149,18 @@ async fn two_instances_on_one_database_open_one_incident_notify_once_and_survive
     .await;
     assert_eq!(status, 201, "{sil}");
     let sil_id = sil["id"].as_str().unwrap().to_string();
-    wait_for(Duration::from_secs(10), "the silence listed by the other instance", || async {
-        let list = get_json(&format!("{}/api/v1/silences", b.base)).await.ok()?;
-        list["silences"]
-            .as_array()?
-            .iter()
-            .any(|s| s["id"] == sil_id.as_str() && s["state"] == "active")
-            .then_some(())
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "the silence listed by the other instance",
+        || async {
+            let list = get_json(&format!("{}/api/v1/silences", b.base)).await.ok()?;
+            list["silences"]
+                .as_array()?
+                .iter()
+                .any(|s| s["id"] == sil_id.as_str() && s["state"] == "active")
+                .then_some(())
+        },
+    )
     .await;
 
     // One fault, seen by both instances at once.
@@ -176,7 +188,10 @@ async fn two_instances_on_one_database_open_one_incident_notify_once_and_survive
         .psql("ha", &format!("SELECT dedup_key FROM incidents WHERE id = '{id}'"))
         .unwrap();
     let rows: i64 = pg
-        .psql("ha", &format!("SELECT count(*) FROM incidents WHERE dedup_key = '{key}'"))
+        .psql(
+            "ha",
+            &format!("SELECT count(*) FROM incidents WHERE dedup_key = '{key}'"),
+        )
         .unwrap()
         .parse()
         .unwrap();
@@ -190,18 +205,22 @@ async fn two_instances_on_one_database_open_one_incident_notify_once_and_survive
     .await;
 
     // The receiver refuses; some instance holds a claim on the opening's entry. Kill it.
-    let claim = wait_for(Duration::from_secs(20), "a claimed, undelivered outbox entry", || async {
-        let out = pg
-            .psql(
-                "ha",
-                &format!(
-                    "SELECT id || ' ' || claimed_by FROM notify_outbox WHERE incident = '{id}' \
+    let claim = wait_for(
+        Duration::from_secs(20),
+        "a claimed, undelivered outbox entry",
+        || async {
+            let out = pg
+                .psql(
+                    "ha",
+                    &format!(
+                        "SELECT id || ' ' || claimed_by FROM notify_outbox WHERE incident = '{id}' \
                      AND state = 'pending' AND claimed_by IS NOT NULL AND attempts > 0 ORDER BY id LIMIT 1"
-                ),
-            )
-            .ok()?;
-        (!out.is_empty()).then_some(out)
-    })
+                    ),
+                )
+                .ok()?;
+            (!out.is_empty()).then_some(out)
+        },
+    )
     .await;
     let (entry, owner) = claim.split_once(' ').unwrap();
     let pid: u32 = owner.split(':').nth(1).unwrap().parse().unwrap();
@@ -217,25 +236,35 @@ async fn two_instances_on_one_database_open_one_incident_notify_once_and_survive
     receiver.refusing.store(false, Ordering::SeqCst);
 
     // The survivor delivers the dead one's entry once its lease has run out.
-    wait_for(Duration::from_secs(30), "the dead instance's entry delivered", || async {
-        let state = pg
-            .psql("ha", &format!("SELECT state FROM notify_outbox WHERE id = {entry}"))
-            .ok()?;
-        (state == "delivered").then_some(())
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "the dead instance's entry delivered",
+        || async {
+            let state = pg
+                .psql("ha", &format!("SELECT state FROM notify_outbox WHERE id = {entry}"))
+                .ok()?;
+            (state == "delivered").then_some(())
+        },
+    )
     .await;
 
     // The fault ends; the survivor resolves the incident and announces it.
-    wait_for(Duration::from_secs(60), "the incident resolved and announced", || async {
-        let list = incidents(&survivor).await?;
-        let resolved = on_gpu(&list).iter().any(|i| i["id"] == id.as_str() && i["state"] == "resolved");
-        let announced = receiver
-            .got
-            .lock()
-            .iter()
-            .any(|n| n["incident"] == id.as_str() && n["transition"] == "resolved");
-        (resolved && announced).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(60),
+        "the incident resolved and announced",
+        || async {
+            let list = incidents(&survivor).await?;
+            let resolved = on_gpu(&list)
+                .iter()
+                .any(|i| i["id"] == id.as_str() && i["state"] == "resolved");
+            let announced = receiver
+                .got
+                .lock()
+                .iter()
+                .any(|n| n["incident"] == id.as_str() && n["transition"] == "resolved");
+            (resolved && announced).then_some(())
+        },
+    )
     .await;
     // Let anything doubled arrive before counting.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -244,7 +273,9 @@ async fn two_instances_on_one_database_open_one_incident_notify_once_and_survive
     let mut by_key: BTreeMap<String, usize> = BTreeMap::new();
     let mut by_transition: BTreeMap<(String, String), usize> = BTreeMap::new();
     for n in &got {
-        *by_key.entry(n["delivery_key"].as_str().unwrap_or("").to_string()).or_default() += 1;
+        *by_key
+            .entry(n["delivery_key"].as_str().unwrap_or("").to_string())
+            .or_default() += 1;
         *by_transition
             .entry((
                 n["incident"].as_str().unwrap_or("").to_string(),

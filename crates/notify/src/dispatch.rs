@@ -695,7 +695,9 @@ impl IncidentSink for Notifier {
                     Ok(Some(s)) => s,
                     Ok(None) => continue,
                     Err(e) => {
-                        tracing::error!("the notification of incident {id} could not be numbered and will not be sent: {e}");
+                        tracing::error!(
+                            "the notification of incident {id} could not be numbered and will not be sent: {e}"
+                        );
                         continue;
                     }
                 },

@@ -346,7 +346,7 @@ impl Analysis {
                             }
                             gpuwarden_store::IncidentWrite::Adopted(winner) => {
                                 tracing::debug!(loser = %c.incident.id, winner = %winner.id, "adopted the incident another instance opened");
-                                c.incident = engine.adopt(&c.incident.id, winner);
+                                c.incident = engine.adopt(&c.incident.id, *winner);
                                 c.kinds.retain(|k| !k.is_notable());
                             }
                         }

@@ -116,7 +116,7 @@ pub enum IncidentWrite {
     /// copy knows of, on another instance). The caller takes it in place of its own, so
     /// that there is one incident per condition across instances and no instance writes
     /// another's acknowledgement or resolution away.
-    Adopted(Incident),
+    Adopted(Box<Incident>),
 }
 
 /// Whether writes currently reach disk, for a readiness probe.

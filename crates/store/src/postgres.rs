@@ -729,7 +729,9 @@ pub struct PgHandle {
 
 impl std::fmt::Debug for PgHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgHandle").field("target", &self.target).finish_non_exhaustive()
+        f.debug_struct("PgHandle")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
     }
 }
 
@@ -1305,7 +1307,7 @@ impl Store for PostgresStore {
                         .await
                         .map_err(db(format!("reading incident {id}")))?;
                     if let Some(row) = newer {
-                        out.push(IncidentWrite::Adopted(decode("an incident", row.get::<_, &str>(0))?));
+                        out.push(IncidentWrite::Adopted(Box::new(decode("an incident", row.get::<_, &str>(0))?)));
                         continue;
                     }
                     let other = tx
@@ -1316,7 +1318,7 @@ impl Store for PostgresStore {
                         .await
                         .map_err(db(format!("looking for another open incident of {key}")))?;
                     if let Some(row) = other {
-                        out.push(IncidentWrite::Adopted(decode("an incident", row.get::<_, &str>(0))?));
+                        out.push(IncidentWrite::Adopted(Box::new(decode("an incident", row.get::<_, &str>(0))?)));
                         continue;
                     }
                 }

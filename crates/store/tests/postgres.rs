@@ -230,7 +230,7 @@ fn two_instances_keep_one_unresolved_incident_per_key_and_each_transition_once()
     // B saw the same condition and opened its own: it is told to adopt A's.
     let y = open_incident("inc-01BBBBBBBBBBBBBBBBBBBBBBBB", key);
     match &b.write_incidents(std::slice::from_ref(&y)).unwrap()[..] {
-        [IncidentWrite::Adopted(w)] => assert_eq!(w, &x),
+        [IncidentWrite::Adopted(w)] => assert_eq!(**w, x),
         other => panic!("expected adoption of {}: {other:?}", x.id),
     }
     // B, now on A's incident: a refresh is no transition; a resolution is, once.
@@ -263,7 +263,7 @@ fn two_instances_keep_one_unresolved_incident_per_key_and_each_transition_once()
     a.upsert_incidents(std::slice::from_ref(&acked)).unwrap();
     v.last_seen_ms += 100;
     match &b.write_incidents(std::slice::from_ref(&v)).unwrap()[..] {
-        [IncidentWrite::Adopted(w)] => assert_eq!(w, &acked),
+        [IncidentWrite::Adopted(w)] => assert_eq!(**w, acked),
         other => panic!("expected the acknowledged version: {other:?}"),
     }
     let mut gone = acked.clone();
@@ -376,11 +376,13 @@ fn the_shared_outbox_is_claimed_once_in_order_and_again_after_the_lease() {
     // B finds nothing while A's lease holds.
     assert!(b.outbox_claim("hook", 10, "B", T0 + 1000, 3000).unwrap().is_empty());
     // A delivers inc-2's; then A dies holding inc-1 #1. After the lease B gets it.
-    a.outbox_finish(&[got[1].id], "delivered", None, T0 + 1000, 100).unwrap();
+    a.outbox_finish(&[got[1].id], "delivered", None, T0 + 1000, 100)
+        .unwrap();
     assert!(b.outbox_claim("hook", 10, "B", T0 + 2999, 3000).unwrap().is_empty());
     let taken = b.outbox_claim("hook", 10, "B", T0 + 3000, 3000).unwrap();
     assert_eq!(taken.iter().map(|r| r.id).collect::<Vec<_>>(), vec![got[0].id]);
-    b.outbox_finish(&[got[0].id], "delivered", None, T0 + 3100, 100).unwrap();
+    b.outbox_finish(&[got[0].id], "delivered", None, T0 + 3100, 100)
+        .unwrap();
     // Only now is inc-1 #2 the head.
     let next = b.outbox_claim("hook", 10, "B", T0 + 3200, 3000).unwrap();
     assert_eq!(next.len(), 1);
@@ -404,7 +406,9 @@ fn the_shared_outbox_is_claimed_once_in_order_and_again_after_the_lease() {
             std::thread::spawn(move || {
                 let mut mine = Vec::new();
                 loop {
-                    let got = h.outbox_claim("hook", 7, &format!("C{k}"), T0 + 10_000, 60_000).unwrap();
+                    let got = h
+                        .outbox_claim("hook", 7, &format!("C{k}"), T0 + 10_000, 60_000)
+                        .unwrap();
                     if got.is_empty() {
                         return mine;
                     }
@@ -439,4 +443,39 @@ fn silences_are_shared_rows() {
     assert_eq!(a.silences_load().unwrap().len(), 2);
     b.silences_save(vec![], vec!["sil-1".into()], T0 + 2).unwrap();
     assert_eq!(a.silences_load().unwrap(), vec!["{\"id\": \"sil-2\"}".to_string()]);
+}
+
+#[test]
+fn state_documents_batch_ids_and_sessions_are_shared_between_instances() {
+    use gpuwarden_store::docs::{PgDocs, StateDocs};
+    let Some((_pg, _db, options)) = database() else {
+        return;
+    };
+    let sa = PostgresStore::open(&options).unwrap();
+    let sb = PostgresStore::open(&options).unwrap();
+    let (a, b) = (sa.handle().unwrap(), sb.handle().unwrap());
+    // Documents: written by one, read by the other, replaced whole.
+    let (da, db) = (PgDocs(a.clone()), PgDocs(b.clone()));
+    assert_eq!(db.get("xid-tracker.json").unwrap(), None);
+    da.put("xid-tracker.json", b"{\"gpus\":{}}").unwrap();
+    assert_eq!(
+        db.get("xid-tracker.json").unwrap().as_deref(),
+        Some(&b"{\"gpus\":{}}"[..])
+    );
+    db.put("xid-tracker.json", &[0, 159, 146, 150]).unwrap();
+    assert_eq!(da.get("xid-tracker.json").unwrap(), Some(vec![0, 159, 146, 150]));
+    // Batch ids: a batch stored through one is a duplicate on the other.
+    assert!(!b.batch_seen("b-1").unwrap());
+    a.batch_record("b-1", T0, 10).unwrap();
+    a.batch_record("b-1", T0 + 1, 10).unwrap();
+    assert!(b.batch_seen("b-1").unwrap());
+    // Sessions: by hash, until they expire; removal ends them everywhere.
+    a.session_put("h1", "{\"csrf\":\"x\"}".into(), T0 + 1000, T0).unwrap();
+    assert_eq!(
+        b.session_get("h1", T0 + 999).unwrap().as_deref(),
+        Some("{\"csrf\": \"x\"}")
+    );
+    assert_eq!(b.session_get("h1", T0 + 1000).unwrap(), None, "expired");
+    b.session_remove("h1").unwrap();
+    assert_eq!(a.session_get("h1", T0).unwrap(), None);
 }

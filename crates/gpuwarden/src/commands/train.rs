@@ -251,7 +251,10 @@ fn sync_shared_model(db: &gpuwarden_store::docs::PgDocs, local: &gpuwarden_store
         Ok(Some(bytes)) => {
             if local.get(MODEL_DOC).ok().flatten().as_deref() != Some(&bytes[..]) {
                 if let Err(e) = local.put(MODEL_DOC, &bytes) {
-                    tracing::warn!("failure prediction: copying the shared model to {}: {e}", local.describe(MODEL_DOC));
+                    tracing::warn!(
+                        "failure prediction: copying the shared model to {}: {e}",
+                        local.describe(MODEL_DOC)
+                    );
                 }
             }
         }

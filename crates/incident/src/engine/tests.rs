@@ -684,7 +684,9 @@ fn adopting_another_instances_incident_replaces_ours_and_takes_its_findings() {
     // Findings of the key now update the winner: no second opening.
     let changes = second.apply_changes(2_000, &[xid("GPU-1")]);
     assert!(
-        changes.iter().all(|c| c.incident.id == winner.id && !c.kinds.contains(&ChangeKind::Opened)),
+        changes
+            .iter()
+            .all(|c| c.incident.id == winner.id && !c.kinds.contains(&ChangeKind::Opened)),
         "{changes:?}"
     );
     // Its condition gone for long enough, the adopted incident resolves here too.

@@ -78,12 +78,10 @@ impl BatchIds for SharedLedger {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        self.db
-            .batch_record(id, now, self.capacity)
-            .map_err(|e| LedgerError {
-                path: PathBuf::from(format!("ingest_batches in {}", self.db.target())),
-                source: std::io::Error::other(e.to_string()),
-            })
+        self.db.batch_record(id, now, self.capacity).map_err(|e| LedgerError {
+            path: PathBuf::from(format!("ingest_batches in {}", self.db.target())),
+            source: std::io::Error::other(e.to_string()),
+        })
     }
 }
 
