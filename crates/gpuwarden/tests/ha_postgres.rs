@@ -315,3 +315,85 @@ async fn two_instances_on_one_database_open_one_incident_notify_once_and_survive
     server.abort();
     drop(survivor);
 }
+
+/// A browser signed in on one instance is signed in on the other (the load balancer may
+/// send it to either), and signing out on one ends the session on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ui_session_is_valid_on_both_instances_and_ends_on_both() {
+    let Some(pg) = PgCluster::start_or_skip("ha_postgres") else {
+        return;
+    };
+    let url = pg.create_database("ha_sessions").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gpuwarden.toml");
+    std::fs::write(&config, format!("[store]\nurl = \"{url}\"\n\n[auth]\nenabled = true\n")).unwrap();
+    let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
+    let out = Command::new(binary())
+        .args([
+            "auth", "token", "create", "--quiet", "--role", "operator", "--name", "alice", "--config",
+        ])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data_a)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    // API tokens stay per instance (docs/scaling.md): the operator installs the file on both.
+    std::fs::create_dir_all(data_b.join("auth")).unwrap();
+    std::fs::copy(data_a.join("auth/tokens.json"), data_b.join("auth/tokens.json")).unwrap();
+    let cfg = config.to_str().unwrap();
+    let a = start_serve(&data_a, &["--config", cfg]).await;
+    let b = start_serve(&data_b, &["--config", cfg]).await;
+
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/api/v1/auth/session", a.base))
+        .json(&serde_json::json!({ "token": token }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let csrf = r.json::<Value>().await.unwrap()["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let whoami = |base: String| {
+        let (http, cookie) = (http.clone(), cookie.clone());
+        async move {
+            http.get(format!("{base}/api/v1/auth/whoami"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(whoami(a.base.clone()).await, 200);
+    assert_eq!(
+        whoami(b.base.clone()).await,
+        200,
+        "the session of instance A on instance B"
+    );
+    // Sign out through B; A refuses the cookie from then on.
+    let r = http
+        .post(format!("{}/api/v1/auth/session/logout", b.base))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", csrf)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(whoami(a.base.clone()).await, 401);
+    assert_eq!(whoami(b.base.clone()).await, 401);
+}

@@ -89,8 +89,20 @@ impl Sessions {
     /// Keeps sessions in the PostgreSQL store as well (set once, at start): a session
     /// created here is written there, and an id unknown here is looked up there. A
     /// database that fails is logged; the session still works on this instance.
+    /// Sessions this instance already had (its file) are written there too.
     #[cfg(feature = "postgres")]
     pub fn share(&self, db: gpuwarden_store::postgres::PgHandle) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        for (k, s) in self.map.lock().iter() {
+            let put = serde_json::to_string(s)
+                .map_err(|e| e.to_string())
+                .and_then(|json| db.session_put(k, json, s.expires_ms, now).map_err(|e| e.to_string()));
+            if let Err(e) = put {
+                tracing::warn!("UI session not shared with the other instances: {e}");
+            }
+        }
         let _ = self.shared.set(db);
     }
 
@@ -181,8 +193,27 @@ impl Sessions {
 
     /// The live session `id`; an expired one is forgotten (the file drops it at the next
     /// write).
+    ///
+    /// Shared (PostgreSQL): the database decides, so a sign-out on another instance ends
+    /// the session here too; only when it cannot be asked does this instance's own copy
+    /// answer.
     pub fn get(&self, id: &str, now_ms: i64) -> Option<Session> {
         let k = key(id);
+        #[cfg(feature = "postgres")]
+        if let Some(db) = self.shared.get() {
+            match db.session_get(&k, now_ms) {
+                Ok(found) => {
+                    let s = found.and_then(|json| serde_json::from_str::<Session>(&json).ok());
+                    let mut map = self.map.lock();
+                    match &s {
+                        Some(s) => map.insert(k, s.clone()),
+                        None => map.remove(&k),
+                    };
+                    return s;
+                }
+                Err(e) => tracing::warn!("looking up a UI session in the database: {e}; using this instance's copy"),
+            }
+        }
         let mut map = self.map.lock();
         match map.get(&k) {
             Some(s) if s.expires_ms > now_ms => Some(s.clone()),
@@ -190,32 +221,8 @@ impl Sessions {
                 map.remove(&k);
                 None
             }
-            None => {
-                drop(map);
-                self.get_shared(&k, now_ms)
-            }
+            None => None,
         }
-    }
-
-    /// A session created on another instance sharing the database (cached here).
-    #[cfg(feature = "postgres")]
-    fn get_shared(&self, k: &str, now_ms: i64) -> Option<Session> {
-        let db = self.shared.get()?;
-        let json = match db.session_get(k, now_ms) {
-            Ok(j) => j?,
-            Err(e) => {
-                tracing::warn!("looking up a UI session in the database: {e}");
-                return None;
-            }
-        };
-        let s: Session = serde_json::from_str(&json).ok()?;
-        self.map.lock().insert(k.to_string(), s.clone());
-        Some(s)
-    }
-
-    #[cfg(not(feature = "postgres"))]
-    fn get_shared(&self, _k: &str, _now_ms: i64) -> Option<Session> {
-        None
     }
 
     /// Ends session `id` (sign-out, or its token was revoked).
