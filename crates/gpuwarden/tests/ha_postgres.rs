@@ -397,3 +397,65 @@ async fn a_ui_session_is_valid_on_both_instances_and_ends_on_both() {
     assert_eq!(whoami(a.base.clone()).await, 401);
     assert_eq!(whoami(b.base.clone()).await, 401);
 }
+
+/// An agent's retried push that reaches the other instance is answered "duplicate" there
+/// (the batch ledger is shared), and the sample is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_retried_to_the_other_instance_is_a_duplicate() {
+    let Some(pg) = PgCluster::start_or_skip("ha_postgres") else {
+        return;
+    };
+    let url = pg.create_database("ha_ledger").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gpuwarden.toml");
+    std::fs::write(&config, format!("[store]\nurl = \"{url}\"\n")).unwrap();
+    const TOKEN: &str = "test-token-0123456789abcdef-0123456789";
+    let tokens = dir.path().join("token");
+    std::fs::write(&tokens, format!("{TOKEN}\n")).unwrap();
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--ingest-token-file",
+        tokens.to_str().unwrap(),
+    ];
+    let a = start_serve(&dir.path().join("a"), &args).await;
+    let b = start_serve(&dir.path().join("b"), &args).await;
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 60_000;
+    let batch = serde_json::json!({
+        "version": 1, "id": "batch-ha-0001", "node": "n1", "created_ms": ts,
+        "pages": [{"source": "nvml",
+                   "gpus": [{"uuid": "GPU-ha", "node": "n1", "index": 0, "device": null, "model": null,
+                             "pci_bus_id": null, "driver_version": null, "mig": null,
+                             "workload": {"namespace": null, "pod": null, "container": null, "job": null},
+                             "extra_labels": {}}],
+                   "rows": [{"gpu": "GPU-ha", "ts_ms": ts, "values": [["DCGM_FI_DEV_GPU_TEMP", 40.0]]}]}],
+        "events": []
+    });
+    let push = |base: String| {
+        let batch = batch.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("{base}/api/v1/ingest"))
+                .bearer_auth(TOKEN)
+                .json(&batch)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, reply) = push(a.base.clone()).await;
+    assert_eq!((status, reply["status"].as_str()), (200, Some("stored")), "{reply}");
+    let (status, reply) = push(b.base.clone()).await;
+    assert_eq!((status, reply["status"].as_str()), (200, Some("duplicate")), "{reply}");
+    let rows: i64 = pg
+        .psql("ha_ledger", "SELECT count(*) FROM samples WHERE gpu = 'GPU-ha'")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(rows, 1);
+}
