@@ -459,3 +459,38 @@ async fn a_push_retried_to_the_other_instance_is_a_duplicate() {
         .unwrap();
     assert_eq!(rows, 1);
 }
+
+/// A model trained once (`train` with the PostgreSQL store) is picked up by an instance
+/// on an empty data directory: the current model is shared through the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_trained_once_is_served_by_every_instance() {
+    let Some(pg) = PgCluster::start_or_skip("ha_postgres") else {
+        return;
+    };
+    let url = pg.create_database("ha_model").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::predict_config(dir.path(), 1, &format!("[store]\nurl = \"{url}\"\n"));
+    let out = Command::new(binary())
+        .args(["train", "--simulate", "--gpus", "32", "--days", "4", "--step", "5m"])
+        .args(["--fault-rate-multiplier", "3000", "--budget", "0.3", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("trainer"))
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.contains("shared through the store"), "{stdout}");
+    let version = stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "model")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let gw = start_serve(&dir.path().join("fresh"), &["--config", config.to_str().unwrap()]).await;
+    let model = get_json(&format!("{}/api/v1/models/current", gw.base))
+        .await
+        .expect("the instance loaded the shared model");
+    assert_eq!(model["version"], version.as_str(), "{model}");
+}
