@@ -182,6 +182,14 @@ const COMMON_V2: &str = "
 ALTER TABLE incidents ADD COLUMN dedup_key text;
 UPDATE incidents SET dedup_key = coalesce(incident->>'dedup_key', id);
 ALTER TABLE incidents ALTER COLUMN dedup_key SET NOT NULL;
+-- Instances that shared a version-1 database may each have opened an incident for one
+-- condition: keep the oldest unresolved one per key, resolve the others.
+UPDATE incidents SET state = 'resolved', resolved_ms = updated_ms,
+    incident = jsonb_set(jsonb_set(incident, '{state}', to_jsonb('resolved'::text)), '{resolved_ms}', to_jsonb(updated_ms))
+  WHERE id IN (SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY dedup_key ORDER BY opened, id) AS n
+                 FROM (SELECT id, dedup_key, (incident->>'opened_ms')::bigint AS opened FROM incidents
+                       WHERE state <> 'resolved') u) d
+               WHERE n > 1);
 CREATE UNIQUE INDEX incidents_one_unresolved_per_key ON incidents (dedup_key) WHERE state <> 'resolved';
 CREATE TABLE notify_seq (
     incident text PRIMARY KEY,

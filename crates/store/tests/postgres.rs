@@ -479,3 +479,38 @@ fn state_documents_batch_ids_and_sessions_are_shared_between_instances() {
     b.session_remove("h1").unwrap();
     assert_eq!(a.session_get("h1", T0).unwrap(), None);
 }
+
+#[test]
+fn migrating_a_version_1_database_resolves_duplicate_open_incidents() {
+    use gpuwarden_model::IncidentState;
+    let Some((pg, db, options)) = database() else {
+        return;
+    };
+    // A version-1 database that two instances shared: two open incidents for one key.
+    {
+        let s = PostgresStore::open(&options).unwrap();
+        s.upsert_incidents(&[open_incident("inc-01KEEP0000000000000000000A", "k@GPU-0001")])
+            .unwrap();
+    }
+    let mut dup = open_incident("inc-01DUPE0000000000000000000B", "k@GPU-0001");
+    dup.opened_ms += 10;
+    let json = serde_json::to_string(&dup).unwrap().replace('\'', "''");
+    pg.psql(
+        &db,
+        &format!(
+            "DROP INDEX incidents_one_unresolved_per_key; \
+             INSERT INTO incidents (id, state, updated_ms, resolved_ms, incident, dedup_key) \
+             VALUES ('{}', 'open', {}, NULL, '{json}'::jsonb, 'k@GPU-0001'); \
+             DELETE FROM gpuwarden_schema WHERE version = 2; \
+             DROP TABLE notify_seq, notify_outbox, silences, state_docs, ingest_batches, ui_sessions; \
+             ALTER TABLE incidents DROP COLUMN dedup_key;",
+            dup.id, dup.updated_ms
+        ),
+    )
+    .unwrap();
+    let s = PostgresStore::open(&options).unwrap();
+    let by_id: std::collections::BTreeMap<String, IncidentState> =
+        s.incidents().unwrap().into_iter().map(|i| (i.id, i.state)).collect();
+    assert_eq!(by_id["inc-01KEEP0000000000000000000A"], IncidentState::Open);
+    assert_eq!(by_id["inc-01DUPE0000000000000000000B"], IncidentState::Resolved);
+}
