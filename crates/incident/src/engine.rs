@@ -250,6 +250,32 @@ impl IncidentEngine {
         counts
     }
 
+    /// Takes `winner` — the unresolved incident another instance sharing the store opened
+    /// for the same condition — in place of this engine's own incident `loser_id`, which
+    /// the store refused to hold beside it: the loser is forgotten (it was never stored)
+    /// and findings of the key go to the winner from now on, so that instances sharing
+    /// one store keep one incident per condition. Returns the winner as now held.
+    pub fn adopt(&mut self, loser_id: &str, winner: Incident) -> Incident {
+        if loser_id != winner.id {
+            self.incidents.remove(loser_id);
+            self.returned_seen.remove(loser_id);
+            if let Some(cleared_ms) = self.cleared.remove(loser_id) {
+                // The condition was absent here; the winner's own state says otherwise
+                // only when it is not clearing.
+                if winner.state == IncidentState::Clearing {
+                    self.cleared.insert(winner.id.clone(), cleared_ms);
+                }
+            }
+        }
+        if winner.state == IncidentState::Clearing {
+            self.cleared.entry(winner.id.clone()).or_insert(winner.updated_ms);
+        }
+        self.by_key.insert(winner.dedup_key.clone(), winner.id.clone());
+        self.returned_seen.insert(winner.id.clone(), winner.last_seen_ms);
+        self.incidents.insert(winner.id.clone(), winner.clone());
+        winner
+    }
+
     /// Forgets resolved incidents resolved before `cutoff_ms` (retention; the store keeps
     /// its own). Returns how many were dropped.
     pub fn prune_resolved(&mut self, cutoff_ms: TimestampMs) -> usize {

@@ -29,6 +29,11 @@ pub struct NotifyConfig {
     pub timeout: Option<String>,
     /// Delivered and failed entries kept in the outbox per sink, for the API (default 1000).
     pub keep_done: Option<usize>,
+    /// With the outbox in PostgreSQL (`[store] url`), how long an instance holds the
+    /// entries it claimed before another instance may send them instead (default "60s";
+    /// must be longer than `timeout`). It is how long a transition claimed by an instance
+    /// that died waits before the others deliver it.
+    pub claim_lease: Option<String>,
     /// `[notify.silences]`: bounds on silences (count, matchers, lengths, duration).
     #[serde(default)]
     pub silences: crate::silence::SilenceLimits,
@@ -49,6 +54,8 @@ pub struct DeliverySettings {
     pub timeout: Duration,
     pub keep_done: usize,
     pub silence_limits: crate::silence::SilenceLimits,
+    /// How long a claim on outbox entries lasts when the outbox is shared (PostgreSQL).
+    pub claim_lease: Duration,
 }
 
 impl Default for DeliverySettings {
@@ -60,6 +67,7 @@ impl Default for DeliverySettings {
             timeout: Duration::from_secs(10),
             keep_done: 1000,
             silence_limits: Default::default(),
+            claim_lease: Duration::from_secs(60),
         }
     }
 }
@@ -73,6 +81,11 @@ pub enum ConfigError {
     UnknownSink { index: usize, sink: String },
     #[error("notify sink '{sink}': {problem}")]
     Sink { sink: String, problem: String },
+    #[error(
+        "notify.claim_lease ({lease:?}) must be longer than notify.timeout ({timeout:?}): otherwise another \
+         instance may send an entry while the first is still sending it"
+    )]
+    LeaseTooShort { lease: Duration, timeout: Duration },
 }
 
 fn duration(field: &'static str, v: &Option<String>, default: Duration) -> Result<Duration, ConfigError> {
@@ -96,13 +109,22 @@ impl NotifyConfig {
             }
         }
         let d = DeliverySettings::default();
+        let timeout = duration("timeout", &self.timeout, d.timeout)?;
+        let claim_lease = duration("claim_lease", &self.claim_lease, d.claim_lease.max(timeout * 2))?;
+        if claim_lease <= timeout {
+            return Err(ConfigError::LeaseTooShort {
+                lease: claim_lease,
+                timeout,
+            });
+        }
         Ok(DeliverySettings {
             retry_initial: duration("retry_initial", &self.retry_initial, d.retry_initial)?,
             retry_max: duration("retry_max", &self.retry_max, d.retry_max)?,
             give_up_after: duration("give_up_after", &self.give_up_after, d.give_up_after)?,
-            timeout: duration("timeout", &self.timeout, d.timeout)?,
+            timeout,
             keep_done: self.keep_done.unwrap_or(d.keep_done).max(1),
             silence_limits: self.silences.clone(),
+            claim_lease,
         })
     }
 }
@@ -418,5 +440,18 @@ sinks = ["hook", "siem"]
     fn a_route_to_a_missing_sink_is_an_error() {
         let c: NotifyConfig = toml::from_str("[[routes]]\nsinks = [\"nope\"]\n").unwrap();
         assert!(c.settings().unwrap_err().to_string().contains("nope"));
+    }
+
+    #[test]
+    fn the_claim_lease_defaults_above_the_timeout_and_must_exceed_it() {
+        let c: NotifyConfig = toml::from_str("").unwrap();
+        assert_eq!(c.settings().unwrap().claim_lease, Duration::from_secs(60));
+        let c: NotifyConfig = toml::from_str("timeout = \"45s\"\n").unwrap();
+        assert_eq!(c.settings().unwrap().claim_lease, Duration::from_secs(90));
+        let c: NotifyConfig = toml::from_str("timeout = \"10s\"\nclaim_lease = \"5s\"\n").unwrap();
+        let e = c.settings().unwrap_err().to_string();
+        assert!(e.contains("claim_lease") && e.contains("timeout"), "{e}");
+        let c: NotifyConfig = toml::from_str("timeout = \"1s\"\nclaim_lease = \"3s\"\n").unwrap();
+        assert_eq!(c.settings().unwrap().claim_lease, Duration::from_secs(3));
     }
 }

@@ -13,7 +13,7 @@ use crate::config::{DeliverySettings, NotifyConfig};
 use crate::error::NotifyError;
 use crate::message::Notification;
 use crate::metrics::NotifyMetrics;
-use crate::outbox::{Entry, EntryState, NewEntry, Outbox, SinkCounts};
+use crate::outbox::{Entry, EntryState, NewEntry, Outbox, OutboxStore, SinkCounts};
 use crate::route::Router;
 use crate::silence::{NewSilence, Silence, SilenceError, Silences};
 use crate::sinks::{self, BuildContext, Sink, SinkError};
@@ -98,9 +98,19 @@ impl From<&Entry> for EntryView {
     }
 }
 
+/// Where the notifier keeps its outbox and silences.
+#[derive(Debug, Clone, Copy)]
+pub enum StateIn<'a> {
+    /// Files in this directory (`outbox.log`, `silences.json`): one process.
+    Files(&'a Path),
+    /// Tables of the PostgreSQL store: every instance on the database shares them.
+    #[cfg(feature = "postgres")]
+    Postgres(&'a gpuwarden_store::postgres::PgHandle),
+}
+
 /// The notification subsystem of one gpuwarden.
 pub struct Notifier {
-    outbox: Outbox,
+    outbox: Box<dyn OutboxStore>,
     silences: Silences,
     router: Router,
     sinks: BTreeMap<String, SinkSlot>,
@@ -118,6 +128,13 @@ impl Notifier {
     /// Builds every sink of `cfg` (resolving secrets) and opens the outbox and silences
     /// in `dir` (e.g. `data_dir/outbox`).
     pub fn new(cfg: &NotifyConfig, dir: &Path, clock: Arc<dyn Clock>) -> Result<Notifier, NotifyError> {
+        Self::new_in(cfg, StateIn::Files(dir), clock)
+    }
+
+    /// Like [`new`](Self::new), with the outbox and silences where `state` says: files in
+    /// a directory, or the PostgreSQL database of the store (shared by every instance on
+    /// it).
+    pub fn new_in(cfg: &NotifyConfig, state: StateIn<'_>, clock: Arc<dyn Clock>) -> Result<Notifier, NotifyError> {
         let settings = cfg.settings()?;
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
@@ -135,8 +152,8 @@ impl Notifier {
         for (name, sc) in &cfg.sinks {
             built.push((sinks::build(name, sc, &ctx)?, sc.rate_limit_per_minute()));
         }
-        let mut n = Notifier::from_parts(
-            dir,
+        let mut n = Notifier::from_parts_in(
+            state,
             built,
             Router::new(cfg.routes.clone(), cfg.sinks.keys().cloned().collect()),
             settings,
@@ -154,8 +171,33 @@ impl Notifier {
         settings: DeliverySettings,
         clock: Arc<dyn Clock>,
     ) -> Result<Notifier, NotifyError> {
-        let outbox = Outbox::open(dir, settings.keep_done)?;
-        let silences = Silences::open(&dir.join("silences.json"))?.with_limits(settings.silence_limits.clone());
+        Self::from_parts_in(StateIn::Files(dir), sinks, router, settings, clock)
+    }
+
+    /// [`from_parts`](Self::from_parts) with the outbox and silences where `state` says.
+    pub fn from_parts_in(
+        state: StateIn<'_>,
+        sinks: Vec<(Arc<dyn Sink>, Option<u32>)>,
+        router: Router,
+        settings: DeliverySettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Notifier, NotifyError> {
+        let (outbox, silences): (Box<dyn OutboxStore>, Silences) = match state {
+            StateIn::Files(dir) => (
+                Box::new(Outbox::open(dir, settings.keep_done)?),
+                Silences::open(&dir.join("silences.json"))?,
+            ),
+            #[cfg(feature = "postgres")]
+            StateIn::Postgres(db) => (
+                Box::new(crate::outbox::shared::PgOutbox::new(
+                    db.clone(),
+                    settings.claim_lease,
+                    settings.keep_done,
+                )),
+                Silences::open_shared(db)?,
+            ),
+        };
+        let silences = silences.with_limits(settings.silence_limits.clone());
         let metrics = NotifyMetrics::default();
         let sinks: BTreeMap<String, SinkSlot> = sinks
             .into_iter()
@@ -270,8 +312,13 @@ impl Notifier {
         let _g = self.enqueue_lock.lock();
         let probe = Notification::from_finding(f, 0);
         let fp = fnv(&format!("{}|{}|{}", probe.incident, f.ts_ms, f.severity));
-        let Some(seq) = self.outbox.next_seq(&probe.incident, fp) else {
-            return;
+        let seq = match self.outbox.next_seq(&probe.incident, fp) {
+            Ok(Some(seq)) => seq,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!("a finding's notification could not be numbered and will not be sent: {e}");
+                return;
+            }
         };
         let n = Notification::from_finding(f, seq);
         self.enqueue(vec![(n.incident.clone(), seq, fp)], vec![n]);
@@ -335,10 +382,25 @@ impl Notifier {
             if *shutdown.borrow() {
                 return;
             }
-            let batch = self.outbox.pending(&name, slot.sink.max_batch());
+            let batch = match self.claim(&name, slot.sink.max_batch()).await {
+                Ok(b) => b,
+                Err(e) => {
+                    // The shared outbox is unreachable: the entries are safe there; try again.
+                    tracing::warn!("notifications to sink '{name}': reading the outbox: {e}");
+                    Vec::new()
+                }
+            };
             if batch.is_empty() {
+                // A shared outbox gets entries from other instances, and claims of a dead
+                // one run out: look again after a while even without a wake-up.
+                let poll = if self.outbox.shared() {
+                    (self.settings.claim_lease / 4).clamp(Duration::from_millis(200), Duration::from_secs(2))
+                } else {
+                    Duration::from_secs(24 * 3600)
+                };
                 tokio::select! {
                     _ = slot.wake.notified() => {}
+                    _ = tokio::time::sleep(poll) => {}
                     _ = shutdown.changed() => {}
                 }
                 continue;
@@ -397,6 +459,18 @@ impl Notifier {
                 }
             }
         }
+    }
+
+    /// The next entries of `sink` to send (claimed, where the outbox is shared), read on a
+    /// blocking thread: a shared outbox is a database round trip.
+    async fn claim(self: &Arc<Self>, sink: &str, max: usize) -> Result<Vec<Entry>, crate::outbox::OutboxError> {
+        if !self.outbox.shared() {
+            return self.outbox.claim(sink, max, self.clock.now_ms());
+        }
+        let (me, sink) = (self.clone(), sink.to_string());
+        tokio::task::spawn_blocking(move || me.outbox.claim(&sink, max, me.clock.now_ms()))
+            .await
+            .unwrap_or_else(|e| Err(crate::outbox::OutboxError::Database(format!("claim task: {e}"))))
     }
 
     /// Records the outcome of an attempt: outbox, metrics, the sink's health, and a log
@@ -618,8 +692,14 @@ impl IncidentSink for Notifier {
             let seq = match seen.get(id) {
                 Some(s) => s + 1,
                 None => match self.outbox.next_seq(id, fp) {
-                    Some(s) => s,
-                    None => continue,
+                    Ok(Some(s)) => s,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::error!(
+                            "the notification of incident {id} could not be numbered and will not be sent: {e}"
+                        );
+                        continue;
+                    }
                 },
             };
             let ns = match (&lookup, &c.incident.gpu) {

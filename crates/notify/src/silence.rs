@@ -194,11 +194,49 @@ pub enum SilenceError {
     NotFound(String),
     #[error("saving silences to {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// The silences in the PostgreSQL store could not be read or written.
+    #[error("silences in the database: {0}")]
+    Shared(String),
 }
 
-/// The silences of one gpuwarden, saved in one file.
+/// Reads every silence from the shared store; a row this build cannot read is skipped
+/// (logged), not fatal.
+#[cfg(feature = "postgres")]
+fn load_shared(db: &gpuwarden_store::postgres::PgHandle) -> Result<Vec<Silence>, SilenceError> {
+    let rows = db.silences_load().map_err(|e| SilenceError::Shared(e.to_string()))?;
+    Ok(rows
+        .iter()
+        .filter_map(|j| match serde_json::from_str::<Silence>(j) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("a silence in the database is not readable by this build, skipped: {e}");
+                None
+            }
+        })
+        .collect())
+}
+
+/// Where silences are kept: the seam between [`Silences`] and its storage.
+enum Backend {
+    /// One JSON file, replaced whole on every change (one process).
+    File(PathBuf),
+    /// One row per silence in the PostgreSQL store, shared by every instance on it; the
+    /// list in memory is refreshed from there (at most every [`SHARED_REFRESH`]).
+    #[cfg(feature = "postgres")]
+    Postgres {
+        db: gpuwarden_store::postgres::PgHandle,
+        refreshed: parking_lot::Mutex<Option<std::time::Instant>>,
+    },
+}
+
+/// How stale a shared list may be: a silence created on another instance holds here
+/// within this long.
+#[cfg(feature = "postgres")]
+const SHARED_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The silences of one gpuwarden, saved in one file (or, shared, in PostgreSQL).
 pub struct Silences {
-    path: PathBuf,
+    backend: Backend,
     list: parking_lot::RwLock<Vec<Silence>>,
     limits: SilenceLimits,
 }
@@ -218,10 +256,43 @@ impl Silences {
             Err(e) => return Err(io(e)),
         };
         Ok(Silences {
-            path: path.to_path_buf(),
+            backend: Backend::File(path.to_path_buf()),
             list: parking_lot::RwLock::new(list),
             limits: SilenceLimits::default(),
         })
+    }
+
+    /// The silences of every instance sharing the PostgreSQL store behind `db`.
+    #[cfg(feature = "postgres")]
+    pub fn open_shared(db: &gpuwarden_store::postgres::PgHandle) -> Result<Silences, SilenceError> {
+        let list = load_shared(db)?;
+        Ok(Silences {
+            backend: Backend::Postgres {
+                db: db.clone(),
+                refreshed: parking_lot::Mutex::new(Some(std::time::Instant::now())),
+            },
+            list: parking_lot::RwLock::new(list),
+            limits: SilenceLimits::default(),
+        })
+    }
+
+    /// Shared: reads the list again when it is older than [`SHARED_REFRESH`]. A failed
+    /// read keeps the list held (logged): better old silences than none.
+    fn refresh(&self) {
+        #[cfg(feature = "postgres")]
+        if let Backend::Postgres { db, refreshed } = &self.backend {
+            let mut at = refreshed.lock();
+            if at.is_some_and(|t| t.elapsed() < SHARED_REFRESH) {
+                return;
+            }
+            match load_shared(db) {
+                Ok(list) => {
+                    *self.list.write() = list;
+                    *at = Some(std::time::Instant::now());
+                }
+                Err(e) => tracing::warn!("silences: {e}; using the list read before"),
+            }
+        }
     }
 
     /// The same silences under other bounds (those already saved are kept as they are).
@@ -305,18 +376,28 @@ impl Silences {
             created_ms: now_ms,
             within: new.within,
         };
+        self.refresh();
         let mut list = self.list.write();
+        let forgotten: Vec<String> = list
+            .iter()
+            .filter(|s| s.ends_ms.saturating_add(FORGET_AFTER_MS) <= now_ms)
+            .map(|s| s.id.clone())
+            .collect();
         list.retain(|s| s.ends_ms.saturating_add(FORGET_AFTER_MS) > now_ms);
         if list.len() >= self.limits.max_count {
             return Err(SilenceError::TooMany(list.len()));
         }
         list.push(silence.clone());
-        self.save(&list)?;
+        if let Err(e) = self.save(&list, &silence, forgotten, now_ms) {
+            list.pop();
+            return Err(e);
+        }
         Ok(silence)
     }
 
     /// Ends a silence now (an expired one stays expired); returns it.
     pub fn expire(&self, id: &str, now_ms: TimestampMs) -> Result<Silence, SilenceError> {
+        self.refresh();
         let mut list = self.list.write();
         let s = list
             .iter_mut()
@@ -327,12 +408,13 @@ impl Silences {
             s.starts_ms = s.starts_ms.min(now_ms);
         }
         let out = s.clone();
-        self.save(&list)?;
+        self.save(&list, &out, Vec::new(), now_ms)?;
         Ok(out)
     }
 
     /// Every silence known, newest first.
     pub fn list(&self) -> Vec<Silence> {
+        self.refresh();
         let mut v = self.list.read().clone();
         v.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then_with(|| b.id.cmp(&a.id)));
         v
@@ -340,6 +422,7 @@ impl Silences {
 
     /// The id of an active silence that holds back `n` for `sink`.
     pub fn silenced_by(&self, n: &Notification, sink: &str, now_ms: TimestampMs) -> Option<String> {
+        self.refresh();
         self.list
             .read()
             .iter()
@@ -347,20 +430,40 @@ impl Silences {
             .map(|s| s.id.clone())
     }
 
-    fn save(&self, list: &[Silence]) -> Result<(), SilenceError> {
+    /// Persists a change: the file backend rewrites `list` whole; the shared one writes
+    /// `changed` and deletes `forgotten` (rows, so two instances changing different
+    /// silences at once lose nothing).
+    fn save(
+        &self,
+        list: &[Silence],
+        changed: &Silence,
+        forgotten: Vec<String>,
+        now_ms: TimestampMs,
+    ) -> Result<(), SilenceError> {
+        let path = match &self.backend {
+            Backend::File(path) => path,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { db, .. } => {
+                let json = serde_json::to_string(changed).expect("silences serialize");
+                return db
+                    .silences_save(vec![(changed.id.clone(), json)], forgotten, now_ms)
+                    .map_err(|e| SilenceError::Shared(e.to_string()));
+            }
+        };
+        let _ = (changed, forgotten, now_ms);
         let io = |source| SilenceError::Io {
-            path: self.path.clone(),
+            path: path.clone(),
             source,
         };
-        let tmp = self.path.with_extension("json.tmp");
+        let tmp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(list).expect("silences serialize");
         {
             let mut f = std::fs::File::create(&tmp).map_err(io)?;
             std::io::Write::write_all(&mut f, &bytes).map_err(io)?;
             f.sync_all().map_err(io)?;
         }
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        if let Some(dir) = self.path.parent() {
+        std::fs::rename(&tmp, path).map_err(io)?;
+        if let Some(dir) = path.parent() {
             std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         }
         Ok(())

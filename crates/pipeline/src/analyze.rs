@@ -326,7 +326,7 @@ impl Analysis {
         let mut failure: Option<StoreError> = None;
         if !changes.is_empty() {
             let changed: Vec<Incident> = changes.iter().map(|c| c.incident.clone()).collect();
-            match self.store.upsert_incidents(&changed) {
+            match self.store.write_incidents(&changed) {
                 Err(e) => {
                     // Not persisted, so not applied and not announced: the next
                     // evaluation derives the same changes again and retries.
@@ -334,7 +334,23 @@ impl Analysis {
                     failure = Some(e);
                     drop(engine);
                 }
-                Ok(()) => {
+                Ok(outcomes) => {
+                    // Instances sharing the store: adopt the incident another one opened
+                    // for the same condition, and announce only the transitions this
+                    // write made (another instance announced the others).
+                    for (c, outcome) in changes.iter_mut().zip(outcomes) {
+                        match outcome {
+                            gpuwarden_store::IncidentWrite::Stored { transition: true } => {}
+                            gpuwarden_store::IncidentWrite::Stored { transition: false } => {
+                                c.kinds.retain(|k| !k.is_notable());
+                            }
+                            gpuwarden_store::IncidentWrite::Adopted(winner) => {
+                                tracing::debug!(loser = %c.incident.id, winner = %winner.id, "adopted the incident another instance opened");
+                                c.incident = engine.adopt(&c.incident.id, *winner);
+                                c.kinds.retain(|k| !k.is_notable());
+                            }
+                        }
+                    }
                     drop(engine);
                     // Only after they are persisted: a notification never announces an
                     // incident that a crash could make disappear.

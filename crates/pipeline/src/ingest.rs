@@ -263,26 +263,29 @@ impl Ingestor {
     }
 
     /// Restores the XID tracker's memory of each GPU's last XID (saved by
-    /// [`Ingestor::save_xid_state`]), so a restart does not report an XID that was
-    /// already reported. A missing file is not an error; a damaged one is logged and
-    /// ignored (the cost is one repeated XID event per GPU, never a lost one).
-    pub fn load_xid_state(&self, path: &std::path::Path) {
-        match std::fs::read(path) {
-            Ok(bytes) => match serde_json::from_slice::<XidTracker>(&bytes) {
+    /// [`Ingestor::save_xid_state`]) from `docs` (the file `data_dir/xid-tracker.json`, or
+    /// the PostgreSQL store's `state_docs`, shared by instances), so a restart does not
+    /// report an XID that was already reported. A missing document is not an error; a
+    /// damaged one is logged and ignored (the cost is one repeated XID event per GPU,
+    /// never a lost one).
+    pub fn load_xid_state(&self, docs: &dyn gpuwarden_store::docs::StateDocs) {
+        match docs.get(XID_STATE_DOC) {
+            Ok(Some(bytes)) => match serde_json::from_slice::<XidTracker>(&bytes) {
                 Ok(t) => *self.xid.lock() = t,
-                Err(e) => tracing::warn!("ignoring damaged XID state {}: {e}", path.display()),
+                Err(e) => tracing::warn!("ignoring damaged XID state {}: {e}", docs.describe(XID_STATE_DOC)),
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!("reading XID state {}: {e}", path.display()),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("reading XID state {}: {e}", docs.describe(XID_STATE_DOC)),
         }
     }
 
-    /// Saves the XID tracker's state atomically (write to a temporary file, rename).
-    pub fn save_xid_state(&self, path: &std::path::Path) -> std::io::Result<()> {
-        let json = serde_json::to_vec(&*self.xid.lock()).map_err(std::io::Error::other)?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, json)?;
-        std::fs::rename(&tmp, path)
+    /// Saves the XID tracker's state to `docs`, replacing it whole.
+    pub fn save_xid_state(&self, docs: &dyn gpuwarden_store::docs::StateDocs) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(&*self.xid.lock()).map_err(|e| StoreError::Encoding {
+            what: "the XID tracker's state".into(),
+            reason: e.to_string(),
+        })?;
+        docs.put(XID_STATE_DOC, &json)
     }
 
     /// Refreshes gauges that change with time rather than with scrapes.
@@ -300,6 +303,9 @@ impl Ingestor {
         self.metrics.store_write_failing.set(i64::from(failing));
     }
 }
+
+/// Name of the XID tracker's state among the state documents (a file in `data_dir`).
+pub const XID_STATE_DOC: &str = "xid-tracker.json";
 
 /// Pages applied at once by [`Ingestor::run`] (of different targets).
 pub const INGEST_LANES: usize = 8;

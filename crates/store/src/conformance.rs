@@ -123,6 +123,32 @@ fn pts(v: &[(i64, f64)]) -> Vec<Point> {
     v.iter().map(|&(ts_ms, value)| Point { ts_ms, value }).collect()
 }
 
+/// A store with one writer stores every incident `write_incidents` hands it (nothing to
+/// adopt: the writer's engine keeps one incident per key itself), a new one as a
+/// transition, and holds the latest version of each.
+pub fn one_writer_stores_every_incident_it_writes(f: &mut dyn Fixture) {
+    use crate::IncidentWrite;
+    let s = f.store();
+    let a = incident("inc-01JEXQ7RZ4M2V9K3T8N6PBCWDA", 1);
+    let mut b = incident("inc-01JEXQ7RZ4M2V9K3T8N6PBCWDB", 1);
+    b.dedup_key = "ecc.dbe@GPU-0002".into();
+    let first = s.write_incidents(&[a.clone(), b.clone()]).unwrap();
+    assert_eq!(first, vec![IncidentWrite::Stored { transition: true }; 2]);
+    let mut resolved = incident(&a.id, 2);
+    resolved.state = IncidentState::Resolved;
+    resolved.resolved_ms = Some(T0 + 10);
+    let second = s.write_incidents(std::slice::from_ref(&resolved)).unwrap();
+    assert_eq!(second, vec![IncidentWrite::Stored { transition: true }]);
+    // After a resolution the key may open again under a new id.
+    let mut again = incident("inc-01JEXQ7RZ4M2V9K3T8N6PBCWDC", 3);
+    again.dedup_key = a.dedup_key.clone();
+    let third = s.write_incidents(std::slice::from_ref(&again)).unwrap();
+    assert!(matches!(third[..], [IncidentWrite::Stored { .. }]), "{third:?}");
+    f.reopen();
+    let got = f.store().incidents().unwrap();
+    assert_eq!(got, vec![resolved, b, again]);
+}
+
 /// A new store holds nothing and answers every query with nothing; empty writes succeed.
 pub fn empty_store_answers_empty(f: &mut dyn Fixture) {
     let s = f.store();
@@ -564,6 +590,7 @@ macro_rules! store_conformance_tests {
             events_filter_by_gpu_and_time_in_order,
             gpu_identities_update_and_seen_times_widen,
             incidents_latest_version_wins,
+            one_writer_stores_every_incident_it_writes,
             retention_drops_old_data_and_keeps_new,
             page_is_visible_whole_or_not_at_all,
             huge_batch_is_stored_whole,

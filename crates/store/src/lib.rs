@@ -12,6 +12,7 @@
 //! free of an async runtime.
 
 pub mod conformance;
+pub mod docs;
 pub mod embedded;
 mod error;
 pub mod pg_cluster;
@@ -99,6 +100,23 @@ pub struct StoreStats {
     /// Damaged files kept as evidence (`*.corrupt`) before they were repaired.
     #[serde(default)]
     pub damaged_files_kept: u64,
+}
+
+/// What became of one incident handed to [`Store::write_incidents`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum IncidentWrite {
+    /// Stored. `transition` is true when this write created the incident or changed its
+    /// lifecycle state, severity or action in the store; false when the store already
+    /// held that (another instance sharing the store wrote the same transition first),
+    /// so this instance must not announce it again.
+    Stored { transition: bool },
+    /// Not stored: the store holds a version to adopt instead — another unresolved
+    /// incident with the same dedup key (another instance opened it first), or a newer
+    /// version of this same incident (acknowledged, or resolved after everything this
+    /// copy knows of, on another instance). The caller takes it in place of its own, so
+    /// that there is one incident per condition across instances and no instance writes
+    /// another's acknowledgement or resolution away.
+    Adopted(Box<Incident>),
 }
 
 /// Whether writes currently reach disk, for a readiness probe.
@@ -196,6 +214,28 @@ pub trait Store: Send + Sync {
     /// Records new versions of incidents: each is the whole incident, and the latest
     /// version of an id replaces the earlier ones. Durable on `Ok`, like the appends.
     fn upsert_incidents(&self, incidents: &[Incident]) -> Result<(), StoreError>;
+
+    /// Like [`upsert_incidents`](Store::upsert_incidents), for stores that several
+    /// instances share: one outcome per incident, in order. An active incident whose
+    /// dedup key already has another active incident in the store is not written
+    /// ([`IncidentWrite::Adopted`]), and a write that changes nothing the store did not
+    /// already say is not a transition. The default (a store only one process writes)
+    /// stores everything, every write a transition.
+    fn write_incidents(&self, incidents: &[Incident]) -> Result<Vec<IncidentWrite>, StoreError> {
+        self.upsert_incidents(incidents)?;
+        Ok(incidents
+            .iter()
+            .map(|_| IncidentWrite::Stored { transition: true })
+            .collect())
+    }
+
+    /// The handle to the PostgreSQL database behind this store, for the state other
+    /// components keep beside it (notification outbox, silences) so that instances
+    /// sharing the store share it too. `None` for a store of one process.
+    #[cfg(feature = "postgres")]
+    fn postgres(&self) -> Option<postgres::PgHandle> {
+        None
+    }
 
     /// The latest version of every incident held, ordered by id. Resolved incidents are
     /// held until the implementation's incident retention drops them; active ones always.

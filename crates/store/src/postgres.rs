@@ -50,13 +50,17 @@
 //! transaction, so it is there whole or not at all. Duplicated keys inside one batch
 //! keep the last occurrence (PostgreSQL refuses to update one row twice in a statement).
 //!
-//! # Not in the database yet
+//! # State shared by instances
 //!
-//! Silences, the notification outbox, the ingest ledger, the XID tracker's state and
-//! trained models still live in files under `data_dir`: instances sharing this store do
-//! not share those.
+//! Incidents carry their dedup key as a column with a partial unique index (one
+//! unresolved incident per key); [`Store::write_incidents`] serializes writers of one key
+//! with an advisory lock and tells the loser to adopt the winner's incident. The
+//! notification outbox (`outbox`: claimed with `FOR UPDATE SKIP LOCKED` and a lease) and
+//! silences (`silences`) are tables here too, reached through [`PgHandle`], and so are
+//! the ingest batch ledger, UI sessions and named state documents (XID tracker state,
+//! the current failure model) in `state`.
 
-use crate::{GpuRecord, PageWrite, Point, Store, StoreError, StoreStats, WriteHealth};
+use crate::{GpuRecord, IncidentWrite, PageWrite, Point, Store, StoreError, StoreStats, WriteHealth};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use gpuwarden_model::{Event, FieldName, GpuIdentity, GpuSamples, GpuUuid, Incident, TimestampMs};
 use parking_lot::Mutex;
@@ -67,6 +71,10 @@ use std::time::Duration;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{GenericClient, NoTls};
+
+pub mod outbox;
+pub mod silences;
+pub mod state;
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
@@ -164,6 +172,68 @@ CREATE TABLE incidents (
 );
 ";
 
+/// Version 2: state that instances sharing the database must share. Incidents get their
+/// dedup key as a column and a partial unique index (at most one unresolved incident per
+/// key, whichever instance opened it); the notification outbox and the per-incident
+/// transition numbers move in (see `postgres/outbox.rs`); silences, named state
+/// documents (XID tracker state, the current failure model: `postgres/state.rs`), the
+/// ingest batch ledger and UI sessions too.
+const COMMON_V2: &str = "
+ALTER TABLE incidents ADD COLUMN dedup_key text;
+UPDATE incidents SET dedup_key = coalesce(incident->>'dedup_key', id);
+ALTER TABLE incidents ALTER COLUMN dedup_key SET NOT NULL;
+-- Instances that shared a version-1 database may each have opened an incident for one
+-- condition: keep the oldest unresolved one per key, resolve the others.
+UPDATE incidents SET state = 'resolved', resolved_ms = updated_ms,
+    incident = jsonb_set(jsonb_set(incident, '{state}', to_jsonb('resolved'::text)), '{resolved_ms}', to_jsonb(updated_ms))
+  WHERE id IN (SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY dedup_key ORDER BY opened, id) AS n
+                 FROM (SELECT id, dedup_key, (incident->>'opened_ms')::bigint AS opened FROM incidents
+                       WHERE state <> 'resolved') u) d
+               WHERE n > 1);
+CREATE UNIQUE INDEX incidents_one_unresolved_per_key ON incidents (dedup_key) WHERE state <> 'resolved';
+CREATE TABLE notify_seq (
+    incident text PRIMARY KEY,
+    seq bigint NOT NULL,
+    fp bigint NOT NULL
+);
+CREATE TABLE notify_outbox (
+    id bigserial PRIMARY KEY,
+    sink text NOT NULL,
+    incident text NOT NULL,
+    notification jsonb NOT NULL,
+    state text NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    last_error text,
+    created_ms bigint NOT NULL,
+    updated_ms bigint NOT NULL,
+    silenced_by text,
+    claimed_by text,
+    claim_until_ms bigint
+);
+CREATE INDEX notify_outbox_pending ON notify_outbox (sink, incident, id) WHERE state = 'pending';
+CREATE INDEX notify_outbox_sink ON notify_outbox (sink, id);
+CREATE TABLE silences (
+    id text PRIMARY KEY,
+    updated_ms bigint NOT NULL,
+    silence jsonb NOT NULL
+);
+CREATE TABLE state_docs (
+    name text PRIMARY KEY,
+    updated_ms bigint NOT NULL,
+    doc bytea NOT NULL
+);
+CREATE TABLE ingest_batches (
+    id text PRIMARY KEY,
+    stored_ms bigint NOT NULL
+);
+CREATE INDEX ingest_batches_by_time ON ingest_batches (stored_ms);
+CREATE TABLE ui_sessions (
+    id_hash text PRIMARY KEY,
+    expires_ms bigint NOT NULL,
+    session jsonb NOT NULL
+);
+";
+
 /// The migrations, oldest first. Never edit a released one: add the next version.
 pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
@@ -213,6 +283,12 @@ ALTER TABLE samples SET (timescaledb.compress,
     timescaledb.compress_segmentby = 'gpu, field', timescaledb.compress_orderby = 'ts_ms');
 SELECT add_compression_policy('samples', compress_after => (2 * {PARTITION_MS})::bigint);
 ",
+},
+Migration {
+    version: 2,
+    description: "one unresolved incident per key; outbox, transition numbers, silences, state documents, ingest batches, UI sessions",
+    native: "",
+    timescale: "",
 }];
 
 /// The newest schema version this build knows.
@@ -473,6 +549,16 @@ impl PostgresStore {
         Ok(store)
     }
 
+    /// A cheap, cloneable handle on this store's connections, for the shared state kept
+    /// beside the samples (outbox, silences). It fails cleanly once the store is dropped.
+    pub fn handle(&self) -> Option<PgHandle> {
+        Some(PgHandle {
+            rt: self.rt.as_ref()?.handle().clone(),
+            pool: self.pool.clone(),
+            target: Arc::from(self.target.as_str()),
+        })
+    }
+
     /// How samples are partitioned in this database.
     pub fn partitioning(&self) -> Partitioning {
         self.partitioning
@@ -639,6 +725,54 @@ impl PostgresStore {
     }
 }
 
+/// A handle on the PostgreSQL store's pool and runtime (see [`PostgresStore::handle`]):
+/// what the notification outbox and silences use to keep their state in the same
+/// database, so that every instance sharing the store shares them.
+#[derive(Clone)]
+pub struct PgHandle {
+    rt: tokio::runtime::Handle,
+    pool: Pool,
+    target: Arc<str>,
+}
+
+impl std::fmt::Debug for PgHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgHandle")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgHandle {
+    /// `host:port/db`, for messages.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Runs `f` with a pooled connection on the store's runtime and waits for it (works
+    /// from any thread, like the store's own calls).
+    pub(crate) fn query<T: Send + 'static, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send,
+    {
+        let (pool, target) = (self.pool.clone(), self.target.to_string());
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.rt.spawn(async move {
+            let r = async {
+                let c = PostgresStore::conn(&pool, &target).await?;
+                f(c).await
+            }
+            .await;
+            let _ = tx.send(r);
+        });
+        rx.recv().map_err(|_| StoreError::Database {
+            what: self.target.to_string(),
+            reason: "the query task ended without an answer (the store is shutting down)".into(),
+        })?
+    }
+}
+
 fn now_ms() -> TimestampMs {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -763,6 +897,7 @@ async fn migrate_locked(
 fn common_for(version: i32) -> &'static str {
     match version {
         1 => COMMON_V1,
+        2 => COMMON_V2,
         _ => "",
     }
 }
@@ -1089,14 +1224,15 @@ impl Store for PostgresStore {
         }
         // The last version of an id in the batch wins (one row may be updated once per statement).
         let mut by_id: HashMap<&str, usize> = HashMap::new();
-        let mut rows: Vec<(String, String, i64, Option<i64>, String)> = Vec::new();
+        let mut rows: Vec<(String, String, i64, Option<i64>, String, String)> = Vec::new();
         for inc in incidents {
             let row = (
                 inc.id.clone(),
-                format!("{:?}", inc.state).to_lowercase(),
+                inc.state.as_str().to_string(),
                 inc.updated_ms,
                 inc.resolved_ms,
                 encode("an incident", inc)?,
+                inc.dedup_key.clone(),
             );
             match by_id.get(inc.id.as_str()) {
                 Some(&i) => rows[i] = row,
@@ -1112,18 +1248,118 @@ impl Store for PostgresStore {
             let updated: Vec<i64> = rows.iter().map(|r| r.2).collect();
             let resolved: Vec<Option<i64>> = rows.iter().map(|r| r.3).collect();
             let json: Vec<&str> = rows.iter().map(|r| r.4.as_str()).collect();
+            let keys: Vec<&str> = rows.iter().map(|r| r.5.as_str()).collect();
             c.execute(
-                "INSERT INTO incidents (id, state, updated_ms, resolved_ms, incident)
-                 SELECT i, s, u, r, j::jsonb FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[])
-                   AS x(i, s, u, r, j) ORDER BY i
+                "INSERT INTO incidents (id, state, updated_ms, resolved_ms, incident, dedup_key)
+                 SELECT i, s, u, r, j::jsonb, k FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::text[])
+                   AS x(i, s, u, r, j, k) ORDER BY i
                  ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, updated_ms = EXCLUDED.updated_ms,
-                   resolved_ms = EXCLUDED.resolved_ms, incident = EXCLUDED.incident",
-                &[&ids, &states, &updated, &resolved, &json],
+                   resolved_ms = EXCLUDED.resolved_ms, incident = EXCLUDED.incident, dedup_key = EXCLUDED.dedup_key",
+                &[&ids, &states, &updated, &resolved, &json, &keys],
             )
             .await
             .map_err(db(format!("upserting {} incidents", ids.len())))
         });
         self.note(r).map(|_| ())
+    }
+
+    /// One transaction; per dedup key a transaction-scoped advisory lock, so two
+    /// instances writing the same condition are serialized: the second finds the first's
+    /// unresolved incident and adopts it instead of opening a second one (the partial
+    /// unique index `incidents_one_unresolved_per_key` is the backstop). A write is a
+    /// transition when the stored row did not exist or had another state, severity or
+    /// action.
+    fn write_incidents(&self, incidents: &[Incident]) -> Result<Vec<IncidentWrite>, StoreError> {
+        if incidents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut rows: Vec<(String, String, String, i64, Option<i64>, String)> = Vec::with_capacity(incidents.len());
+        // Per incident: whether this copy knows of an acknowledgement, and the time of the
+        // newest thing it knows happened (to tell a stale copy from a reopening).
+        let mut known: Vec<(bool, i64)> = Vec::with_capacity(incidents.len());
+        for inc in incidents {
+            rows.push((
+                inc.id.clone(),
+                inc.dedup_key.clone(),
+                inc.state.as_str().to_string(),
+                inc.updated_ms,
+                inc.resolved_ms,
+                encode("an incident", inc)?,
+            ));
+            let newest = inc.timeline.iter().map(|t| t.ts_ms).fold(inc.opened_ms, i64::max);
+            known.push((inc.acknowledged_ms.is_some(), newest));
+        }
+        let r = self.query(move |mut c| async move {
+            let tx = c.transaction().await.map_err(db("starting an incident write"))?;
+            // Locks in key order: two instances locking overlapping sets cannot deadlock.
+            let keys: BTreeSet<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+            for k in keys {
+                tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", &[&k])
+                    .await
+                    .map_err(db(format!("locking incident key {k}")))?;
+            }
+            let mut out = Vec::with_capacity(rows.len());
+            for ((id, key, state, updated, resolved, json), (acked, newest)) in rows.iter().zip(&known) {
+                if state != "resolved" {
+                    // A stale copy: the stored incident was acknowledged, or resolved after
+                    // everything this copy knows of (by a person on another instance, or by
+                    // the other instance's auto-resolution). Adopt the stored version
+                    // rather than write the acknowledgement or resolution away.
+                    let newer = tx
+                        .query_opt(
+                            "SELECT incident::text FROM incidents WHERE id = $1 AND (
+                               (state = 'acknowledged' AND NOT $2)
+                               OR (state = 'resolved' AND coalesce(resolved_ms, 0) > $3))",
+                            &[id, acked, newest],
+                        )
+                        .await
+                        .map_err(db(format!("reading incident {id}")))?;
+                    if let Some(row) = newer {
+                        out.push(IncidentWrite::Adopted(Box::new(decode("an incident", row.get::<_, &str>(0))?)));
+                        continue;
+                    }
+                    let other = tx
+                        .query_opt(
+                            "SELECT incident::text FROM incidents WHERE dedup_key = $1 AND state <> 'resolved'                              AND id <> $2 ORDER BY id LIMIT 1",
+                            &[key, id],
+                        )
+                        .await
+                        .map_err(db(format!("looking for another open incident of {key}")))?;
+                    if let Some(row) = other {
+                        out.push(IncidentWrite::Adopted(Box::new(decode("an incident", row.get::<_, &str>(0))?)));
+                        continue;
+                    }
+                }
+                let same: Option<bool> = tx
+                    .query_opt(
+                        "SELECT state = $2 AND incident->'severity' = ($3::text::jsonb)->'severity'                          AND incident->'action' = ($3::text::jsonb)->'action' FROM incidents WHERE id = $1",
+                        &[id, state, json],
+                    )
+                    .await
+                    .map_err(db(format!("reading incident {id}")))?
+                    .map(|r| r.get(0));
+                tx.execute(
+                    "INSERT INTO incidents (id, dedup_key, state, updated_ms, resolved_ms, incident)
+                     VALUES ($1, $2, $3, $4, $5, $6::text::jsonb)
+                     ON CONFLICT (id) DO UPDATE SET dedup_key = EXCLUDED.dedup_key, state = EXCLUDED.state,
+                       updated_ms = EXCLUDED.updated_ms, resolved_ms = EXCLUDED.resolved_ms,
+                       incident = EXCLUDED.incident",
+                    &[id, key, state, updated, resolved, json],
+                )
+                .await
+                .map_err(db(format!("writing incident {id}")))?;
+                out.push(IncidentWrite::Stored {
+                    transition: same != Some(true),
+                });
+            }
+            tx.commit().await.map_err(db("committing incidents"))?;
+            Ok(out)
+        });
+        self.note(r)
+    }
+
+    fn postgres(&self) -> Option<PgHandle> {
+        self.handle()
     }
 
     fn incidents(&self) -> Result<Vec<Incident>, StoreError> {

@@ -51,6 +51,10 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     let allowed_hosts = super::allowed_hosts(&cfg)?;
     let auth = super::open_auth(&cfg, clock.clone())?;
     let store = super::stage::open_store(&cfg)?;
+    if let (Some(a), Some(db)) = (&auth, store.postgres()) {
+        // A browser signed in on one instance is signed in on all (docs/scaling.md).
+        a.share_sessions(db);
+    }
     let (audit, audit_writer) = super::audit::open_for_server(&cfg.data_dir)?;
 
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| {
@@ -109,8 +113,9 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
             .with_time_source(time)
             .with_analysis(analysis.clone()),
     );
-    let xid_state_path = cfg.data_dir.join("xid-tracker.json");
-    ingestor.load_xid_state(&xid_state_path);
+    // Files in data_dir, or shared rows when the store is PostgreSQL.
+    let state_docs = gpuwarden_store::docs::for_store(store.as_ref(), &cfg.data_dir);
+    ingestor.load_xid_state(state_docs.as_ref());
 
     let scraper = super::stage::scraper(&cfg, static_targets, clock.clone());
     let target_states = scraper.states();
@@ -181,8 +186,11 @@ async fn run_async(cfg: RunConfig, args: RunArgs) -> Result<ExitCode> {
     let _ = shutdown_tx.send(true);
     let _ = scrape_task.await;
     let _ = ingest_task.await;
-    if let Err(e) = ingestor.save_xid_state(&xid_state_path) {
-        tracing::warn!("saving XID state to {}: {e}", xid_state_path.display());
+    if let Err(e) = ingestor.save_xid_state(state_docs.as_ref()) {
+        tracing::warn!(
+            "saving XID state to {}: {e}",
+            state_docs.describe(gpuwarden_pipeline::ingest::XID_STATE_DOC)
+        );
     }
     let _ = retention_task.await;
     let _ = eval_task.await;

@@ -22,7 +22,7 @@ use gpuwarden_agent::wire::BatchLimits;
 use gpuwarden_model::{Clock, SystemClock};
 use gpuwarden_pipeline::{Ingestor, PipelineMetrics};
 use gpuwarden_server::api::ingest::auth::IngestTokens;
-use gpuwarden_server::api::ingest::ledger::{BatchLedger, DEFAULT_CAPACITY};
+use gpuwarden_server::api::ingest::ledger::{BatchIds, BatchLedger, SharedLedger, DEFAULT_CAPACITY};
 use gpuwarden_server::api::ingest::{self, IngestMetrics, IngestState};
 use gpuwarden_server::AppState;
 use prometheus_client::registry::Registry;
@@ -94,6 +94,10 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
     let allowed_hosts = super::allowed_hosts(&cfg)?;
     let auth = super::open_auth(&cfg, clock.clone())?;
     let store = super::stage::open_store(&cfg)?;
+    if let (Some(a), Some(db)) = (&auth, store.postgres()) {
+        // A browser signed in on one instance is signed in on all (docs/scaling.md).
+        a.share_sessions(db);
+    }
     let (audit, audit_writer) = super::audit::open_for_server(&cfg.data_dir)?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -134,11 +138,18 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
             .with_limits(cfg.ingest_limits)
             .with_analysis(analysis.clone()),
     );
-    let xid_state_path = cfg.data_dir.join("xid-tracker.json");
-    ingestor.load_xid_state(&xid_state_path);
+    // Files in data_dir, or shared rows when the store is PostgreSQL.
+    let state_docs = gpuwarden_store::docs::for_store(store.as_ref(), &cfg.data_dir);
+    ingestor.load_xid_state(state_docs.as_ref());
     let ledger_path = cfg.data_dir.join("ingest-batches.log");
-    let ledger = BatchLedger::open(&ledger_path, DEFAULT_CAPACITY)
-        .with_context(|| format!("opening the batch ledger {}", ledger_path.display()))?;
+    let ledger: Box<dyn BatchIds> = match store.postgres() {
+        // Shared by every instance on the database (a retry may reach another one).
+        Some(db) => Box::new(SharedLedger::new(db, DEFAULT_CAPACITY)),
+        None => Box::new(
+            BatchLedger::open(&ledger_path, DEFAULT_CAPACITY)
+                .with_context(|| format!("opening the batch ledger {}", ledger_path.display()))?,
+        ),
+    };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let tls = super::listen::start_tls(cfg.tls.as_ref(), &cfg, "API/UI listener", shutdown_rx.clone())?;
@@ -266,8 +277,11 @@ async fn serve_async(cfg: config::RunConfig, args: ServeArgs) -> Result<ExitCode
     if let Some(t) = ingest_server {
         let _ = t.await;
     }
-    if let Err(e) = ingestor.save_xid_state(&xid_state_path) {
-        tracing::warn!("saving XID state to {}: {e}", xid_state_path.display());
+    if let Err(e) = ingestor.save_xid_state(state_docs.as_ref()) {
+        tracing::warn!(
+            "saving XID state to {}: {e}",
+            state_docs.describe(gpuwarden_pipeline::ingest::XID_STATE_DOC)
+        );
     }
     let _ = retention_task.await;
     let _ = eval_task.await;

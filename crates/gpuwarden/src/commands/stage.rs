@@ -80,8 +80,9 @@ pub struct Stage {
 /// Builds the analysis stage (`time`: the receiver's clock that bounds data time, see
 /// [`time_source`]): health engine + incidents (loaded from the store), the
 /// anomaly and security analyzers, derived health metrics, and the notifier whose outbox
-/// lives in the data directory (what was not delivered before a restart is delivered
-/// after it).
+/// lives in the data directory — or, with the store in PostgreSQL, in the database,
+/// shared by every instance on it (what was not delivered before a restart, or before
+/// another instance died, is delivered after it).
 pub fn build(
     cfg: &RunConfig,
     store: Arc<dyn Store>,
@@ -99,6 +100,9 @@ pub fn build(
         })?,
         None => gpuwarden_incident::CorrelationRules::builtin(),
     };
+    // PostgreSQL: the outbox and silences live in the database too, shared by every
+    // instance on it (docs/scaling.md, "High availability").
+    let shared_db = store.postgres();
     let analysis = Arc::new(
         Analysis::new(
             store,
@@ -133,8 +137,13 @@ pub fn build(
         live: live.clone(),
         clock: clock.clone(),
     }));
+    let outbox_dir = cfg.data_dir.join("outbox");
+    let state = match &shared_db {
+        Some(db) => gpuwarden_notify::dispatch::StateIn::Postgres(db),
+        None => gpuwarden_notify::dispatch::StateIn::Files(&outbox_dir),
+    };
     let notifier = Arc::new(
-        gpuwarden_notify::Notifier::new(&cfg.notify, &cfg.data_dir.join("outbox"), clock.clone())
+        gpuwarden_notify::Notifier::new_in(&cfg.notify, state, clock.clone())
             .context("starting notifications (the [notify] section)")?,
     );
     notifier.metrics().register(registry);

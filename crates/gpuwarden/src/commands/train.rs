@@ -148,6 +148,16 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
     let path = model.save(&models_dir(&args.data_dir), now)?;
     let t = &model.meta.training;
     println!("model {} saved to {}", model.meta.version, path.display());
+    if !matches!(store_cfg, StoreConfig::Embedded { .. }) {
+        // The store is PostgreSQL: every instance on it picks the model up from there.
+        let store = gpuwarden_store::open(&store_cfg).with_context(|| format!("opening the store at {store_dir}"))?;
+        if let Some(db) = store.postgres() {
+            let bytes = std::fs::read(&path).with_context(|| format!("reading back {}", path.display()))?;
+            gpuwarden_store::docs::StateDocs::put(&gpuwarden_store::docs::PgDocs(db), MODEL_DOC, &bytes)
+                .with_context(|| format!("sharing the model through the store at {store_dir}"))?;
+            println!("model {} shared through the store at {store_dir}", model.meta.version);
+        }
+    }
     println!(
         "time split: train {} rows ({} failures), test {} rows ({} failures); fit {:.1} s",
         t.rows_train, t.failures_train, t.rows_test, t.failures_test, t.train_seconds
@@ -173,6 +183,14 @@ pub fn attach_predictor(
     config: PredictConfig,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::sync::Arc<Predictor> {
+    // With the store in PostgreSQL the current model is a shared document there (what
+    // `train` wrote); the file in data_dir is this instance's copy of it, refreshed before
+    // each reload check, so the file-based reload below picks a new model up.
+    let shared = store.postgres().map(gpuwarden_store::docs::PgDocs);
+    let local = gpuwarden_store::docs::FileDocs::new(data_dir);
+    if let Some(db) = &shared {
+        sync_shared_model(db, &local);
+    }
     let predictor = Predictor::new(Some(models_dir(data_dir)), config);
     analysis.add_analyzer(Box::new(PredictionAnalyzer::new(
         predictor.clone(),
@@ -192,7 +210,11 @@ pub fn attach_predictor(
             }
             let (p2, store) = (p.clone(), store.clone());
             let last = mtime;
+            let (shared, local) = (shared.clone(), local.clone());
             match tokio::task::spawn_blocking(move || {
+                if let Some(db) = &shared {
+                    sync_shared_model(db, &local);
+                }
                 let m = p2.reload_if_changed(last);
                 let rows = p2.take_history_rows();
                 let stored = if rows.is_empty() {
@@ -214,6 +236,31 @@ pub fn attach_predictor(
         }
     });
     predictor
+}
+
+/// Name of the current failure model among the state documents: its path below
+/// `data_dir`, which is where the file implementation keeps it.
+pub const MODEL_DOC: &str = "models/failure-current.json";
+
+/// Copies the shared model into `local` when it differs from the copy there (atomic
+/// replace, so the predictor never reads half a model). A failure is logged: the
+/// instance keeps scoring with the model it has.
+fn sync_shared_model(db: &gpuwarden_store::docs::PgDocs, local: &gpuwarden_store::docs::FileDocs) {
+    use gpuwarden_store::docs::StateDocs;
+    match db.get(MODEL_DOC) {
+        Ok(Some(bytes)) => {
+            if local.get(MODEL_DOC).ok().flatten().as_deref() != Some(&bytes[..]) {
+                if let Err(e) = local.put(MODEL_DOC, &bytes) {
+                    tracing::warn!(
+                        "failure prediction: copying the shared model to {}: {e}",
+                        local.describe(MODEL_DOC)
+                    );
+                }
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("failure prediction: reading the shared model: {e}"),
+    }
 }
 
 #[cfg(test)]

@@ -666,3 +666,41 @@ fn incidents_opened_in_one_millisecond_list_in_a_stable_order() {
         .collect();
     assert_eq!(again, ids);
 }
+
+#[test]
+fn adopting_another_instances_incident_replaces_ours_and_takes_its_findings() {
+    // Two engines (two instances) open an incident for the same condition; the store
+    // kept the first one's, and the second adopts it.
+    let mut first = engine();
+    let mut second = engine();
+    let winner = first.apply(1_000, &[xid("GPU-1")]).remove(0);
+    let loser = second.apply(1_100, &[xid("GPU-1")]).remove(0);
+    assert_ne!(winner.id, loser.id);
+    let held = second.adopt(&loser.id, winner.clone());
+    assert_eq!(held, winner);
+    assert!(second.get(&loser.id).is_none(), "the loser is forgotten");
+    assert_eq!(id(&second, "xid.79@GPU-1"), winner.id);
+    assert_eq!(active(&second).len(), 1);
+    // Findings of the key now update the winner: no second opening.
+    let changes = second.apply_changes(2_000, &[xid("GPU-1")]);
+    assert!(
+        changes
+            .iter()
+            .all(|c| c.incident.id == winner.id && !c.kinds.contains(&ChangeKind::Opened)),
+        "{changes:?}"
+    );
+    // Its condition gone for long enough, the adopted incident resolves here too.
+    let later = 2_000 + e_auto_resolve() + 1_000;
+    second.apply(3_000, &[]);
+    let resolved = second.apply(later, &[]);
+    assert!(
+        resolved
+            .iter()
+            .any(|i| i.id == winner.id && i.state == IncidentState::Resolved),
+        "{resolved:?}"
+    );
+}
+
+fn e_auto_resolve() -> i64 {
+    IncidentConfig::default().auto_resolve_after.as_millis() as i64
+}

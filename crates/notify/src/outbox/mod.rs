@@ -15,6 +15,8 @@
 //! gets no new number and no new entries, so a repeat is harmless.
 
 pub mod log;
+#[cfg(feature = "postgres")]
+pub mod shared;
 
 use crate::message::Notification;
 use gpuwarden_model::TimestampMs;
@@ -71,6 +73,94 @@ pub enum OutboxError {
         index: usize,
         source: serde_json::Error,
     },
+    /// The outbox in PostgreSQL (shared by instances) failed.
+    #[error("outbox in the database: {0}")]
+    Database(String),
+}
+
+/// Where the outbox keeps its entries: the seam between the notifier and its storage.
+/// [`Outbox`] (a log file in the data directory) is the default; [`shared::PgOutbox`]
+/// keeps them in PostgreSQL when the store is there, so that instances sharing the
+/// database deliver each entry once between them.
+pub trait OutboxStore: Send + Sync {
+    /// The sequence number the next transition of `incident` gets, or `None` when
+    /// `fingerprint` equals its last transition's (a repeat).
+    fn next_seq(&self, incident: &str, fingerprint: u64) -> Result<Option<u64>, OutboxError>;
+    /// Records transitions and their entries durably; returns the (sink, id) of the new
+    /// pending entries.
+    fn enqueue(
+        &self,
+        transitions: &[(String, u64, u64)],
+        entries: Vec<NewEntry>,
+        now_ms: TimestampMs,
+    ) -> Result<Vec<(String, u64)>, OutboxError>;
+    /// The pending entries of `sink` to send now, oldest first, at most `max` — claimed
+    /// for this instance where the outbox is shared.
+    fn claim(&self, sink: &str, max: usize, now_ms: TimestampMs) -> Result<Vec<Entry>, OutboxError>;
+    fn mark_delivered(&self, ids: &[u64], now_ms: TimestampMs) -> Result<(), OutboxError>;
+    fn mark_failed(&self, ids: &[u64], error: &str, now_ms: TimestampMs) -> Result<(), OutboxError>;
+    fn mark_attempt(&self, ids: &[u64], error: &str, now_ms: TimestampMs) -> Result<(), OutboxError>;
+    /// How many entries of `sink` wait for delivery.
+    fn pending_count(&self, sink: &str) -> usize;
+    /// Counts per state of `sink`'s kept entries.
+    fn counts(&self, sink: &str) -> SinkCounts;
+    /// Counts and the newest `limit` entries over the kept entries that pass `visible`.
+    fn counts_and_recent_where(
+        &self,
+        sink: &str,
+        limit: usize,
+        visible: &dyn Fn(&Notification) -> bool,
+    ) -> (SinkCounts, Vec<Entry>);
+    /// The kept entries of `sink`, newest first, at most `limit`.
+    fn recent(&self, sink: &str, limit: usize) -> Vec<Entry>;
+    /// True when other processes add and claim entries too: senders must poll, not only
+    /// wait to be woken by this process's enqueues.
+    fn shared(&self) -> bool {
+        false
+    }
+}
+
+impl OutboxStore for Outbox {
+    fn next_seq(&self, incident: &str, fingerprint: u64) -> Result<Option<u64>, OutboxError> {
+        Ok(Outbox::next_seq(self, incident, fingerprint))
+    }
+    fn enqueue(
+        &self,
+        transitions: &[(String, u64, u64)],
+        entries: Vec<NewEntry>,
+        now_ms: TimestampMs,
+    ) -> Result<Vec<(String, u64)>, OutboxError> {
+        Outbox::enqueue(self, transitions, entries, now_ms)
+    }
+    fn claim(&self, sink: &str, max: usize, _now_ms: TimestampMs) -> Result<Vec<Entry>, OutboxError> {
+        Ok(self.pending(sink, max))
+    }
+    fn mark_delivered(&self, ids: &[u64], now_ms: TimestampMs) -> Result<(), OutboxError> {
+        Outbox::mark_delivered(self, ids, now_ms)
+    }
+    fn mark_failed(&self, ids: &[u64], error: &str, now_ms: TimestampMs) -> Result<(), OutboxError> {
+        Outbox::mark_failed(self, ids, error, now_ms)
+    }
+    fn mark_attempt(&self, ids: &[u64], error: &str, now_ms: TimestampMs) -> Result<(), OutboxError> {
+        Outbox::mark_attempt(self, ids, error, now_ms)
+    }
+    fn pending_count(&self, sink: &str) -> usize {
+        Outbox::pending_count(self, sink)
+    }
+    fn counts(&self, sink: &str) -> SinkCounts {
+        Outbox::counts(self, sink)
+    }
+    fn counts_and_recent_where(
+        &self,
+        sink: &str,
+        limit: usize,
+        visible: &dyn Fn(&Notification) -> bool,
+    ) -> (SinkCounts, Vec<Entry>) {
+        Outbox::counts_and_recent_where(self, sink, limit, visible)
+    }
+    fn recent(&self, sink: &str, limit: usize) -> Vec<Entry> {
+        Outbox::recent(self, sink, limit)
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]

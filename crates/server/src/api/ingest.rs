@@ -42,7 +42,7 @@ use gpuwarden_agent::wire::BatchLimits;
 use gpuwarden_agent::Batch;
 use gpuwarden_collect::prom::Limits;
 use gpuwarden_pipeline::Ingestor;
-use ledger::BatchLedger;
+use ledger::BatchIds;
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -92,7 +92,7 @@ pub struct IngestState {
     pub ingestor: Arc<Ingestor>,
     pub tokens: IngestTokens,
     /// Held across check → ingest → record.
-    pub ledger: Mutex<BatchLedger>,
+    pub ledger: Mutex<Box<dyn BatchIds>>,
     pub max_body_bytes: usize,
     pub limits: BatchLimits,
     pub metrics: IngestMetrics,

@@ -235,6 +235,12 @@ impl Auth {
         }))
     }
 
+    /// Shares UI sessions with the other instances on the PostgreSQL store.
+    #[cfg(feature = "postgres")]
+    pub fn share_sessions(&self, db: gpuwarden_store::postgres::PgHandle) {
+        self.sessions.share(db);
+    }
+
     /// The API tokens.
     pub fn tokens(&self) -> &store::TokenStore {
         &self.tokens

@@ -1,6 +1,9 @@
 //! Web UI sessions: a browser signs in once with a token and then carries a random
 //! session id in a `Secure; HttpOnly; SameSite=Strict` cookie — never the token itself.
 //!
+//! With the store in PostgreSQL they are also rows of `ui_sessions` ([`Sessions::share`]),
+//! so every instance on the database knows them (hashes there too).
+//!
 //! Sessions are kept in `<data_dir>/auth/sessions.json` (0600, atomic replace), so a
 //! restart or an upgrade signs nobody out; the file holds SHA-256 hashes of the session
 //! ids, never the cookie values, so reading it does not let anyone sign in. A damaged file
@@ -42,6 +45,10 @@ pub struct Sessions {
     ttl_ms: i64,
     /// Where they are kept; `None`: in memory only (tests).
     path: Option<PathBuf>,
+    /// With the store in PostgreSQL: the sessions are rows there too (`ui_sessions`), so a
+    /// browser signed in on one instance is signed in on every instance on the database.
+    #[cfg(feature = "postgres")]
+    shared: std::sync::OnceLock<gpuwarden_store::postgres::PgHandle>,
 }
 
 /// The file's layout.
@@ -74,7 +81,29 @@ impl Sessions {
             map: Mutex::new(HashMap::new()),
             ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1),
             path: None,
+            #[cfg(feature = "postgres")]
+            shared: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Keeps sessions in the PostgreSQL store as well (set once, at start): a session
+    /// created here is written there, and an id unknown here is looked up there. A
+    /// database that fails is logged; the session still works on this instance.
+    /// Sessions this instance already had (its file) are written there too.
+    #[cfg(feature = "postgres")]
+    pub fn share(&self, db: gpuwarden_store::postgres::PgHandle) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        for (k, s) in self.map.lock().iter() {
+            let put = serde_json::to_string(s)
+                .map_err(|e| e.to_string())
+                .and_then(|json| db.session_put(k, json, s.expires_ms, now).map_err(|e| e.to_string()));
+            if let Err(e) = put {
+                tracing::warn!("UI session not shared with the other instances: {e}");
+            }
+        }
+        let _ = self.shared.set(db);
     }
 
     /// Sessions kept in `path`: the live ones there are loaded (expired ones dropped). A
@@ -148,13 +177,43 @@ impl Sessions {
         map.retain(|_, s| s.expires_ms > now_ms);
         map.insert(key(&id), s.clone());
         self.persist(&map);
+        #[cfg(feature = "postgres")]
+        if let Some(db) = self.shared.get() {
+            match serde_json::to_string(&s) {
+                Ok(json) => {
+                    if let Err(e) = db.session_put(&key(&id), json, s.expires_ms, now_ms) {
+                        tracing::warn!("UI session not shared with the other instances: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!("UI session not shared with the other instances: {e}"),
+            }
+        }
         Ok((id, s))
     }
 
     /// The live session `id`; an expired one is forgotten (the file drops it at the next
     /// write).
+    ///
+    /// Shared (PostgreSQL): the database decides, so a sign-out on another instance ends
+    /// the session here too; only when it cannot be asked does this instance's own copy
+    /// answer.
     pub fn get(&self, id: &str, now_ms: i64) -> Option<Session> {
         let k = key(id);
+        #[cfg(feature = "postgres")]
+        if let Some(db) = self.shared.get() {
+            match db.session_get(&k, now_ms) {
+                Ok(found) => {
+                    let s = found.and_then(|json| serde_json::from_str::<Session>(&json).ok());
+                    let mut map = self.map.lock();
+                    match &s {
+                        Some(s) => map.insert(k, s.clone()),
+                        None => map.remove(&k),
+                    };
+                    return s;
+                }
+                Err(e) => tracing::warn!("looking up a UI session in the database: {e}; using this instance's copy"),
+            }
+        }
         let mut map = self.map.lock();
         match map.get(&k) {
             Some(s) if s.expires_ms > now_ms => Some(s.clone()),
@@ -171,6 +230,12 @@ impl Sessions {
         let mut map = self.map.lock();
         if map.remove(&key(id)).is_some() {
             self.persist(&map);
+        }
+        #[cfg(feature = "postgres")]
+        if let Some(db) = self.shared.get() {
+            if let Err(e) = db.session_remove(&key(id)) {
+                tracing::warn!("ending a UI session in the database: {e}");
+            }
         }
     }
 

@@ -26,6 +26,65 @@ pub struct LedgerError {
     source: std::io::Error,
 }
 
+/// The seam between the push endpoint and where batch ids are remembered: the file
+/// [`BatchLedger`] (one process), or [`SharedLedger`] (the PostgreSQL store's
+/// `ingest_batches`, so that an agent whose retry reaches another instance is answered
+/// "duplicate" there too).
+pub trait BatchIds: Send {
+    /// Whether `id` was stored already.
+    fn contains(&self, id: &str) -> bool;
+    /// Remembers `id` durably.
+    fn record(&mut self, id: &str) -> Result<(), LedgerError>;
+}
+
+impl BatchIds for BatchLedger {
+    fn contains(&self, id: &str) -> bool {
+        BatchLedger::contains(self, id)
+    }
+    fn record(&mut self, id: &str) -> Result<(), LedgerError> {
+        BatchLedger::record(self, id)
+    }
+}
+
+/// Batch ids in the PostgreSQL store, shared by every instance on it. A lookup that
+/// fails answers "not seen": the batch is stored again, which the store's idempotent
+/// writes (by GPU, field and time) make harmless — never a refused or lost batch.
+#[cfg(feature = "postgres")]
+pub struct SharedLedger {
+    db: gpuwarden_store::postgres::PgHandle,
+    capacity: usize,
+}
+
+#[cfg(feature = "postgres")]
+impl SharedLedger {
+    pub fn new(db: gpuwarden_store::postgres::PgHandle, capacity: usize) -> SharedLedger {
+        SharedLedger {
+            db,
+            capacity: capacity.max(1),
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl BatchIds for SharedLedger {
+    fn contains(&self, id: &str) -> bool {
+        self.db.batch_seen(id).unwrap_or_else(|e| {
+            tracing::warn!("batch ledger in the database: {e}; storing the batch (idempotent) instead");
+            false
+        })
+    }
+
+    fn record(&mut self, id: &str) -> Result<(), LedgerError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.db.batch_record(id, now, self.capacity).map_err(|e| LedgerError {
+            path: PathBuf::from(format!("ingest_batches in {}", self.db.target())),
+            source: std::io::Error::other(e.to_string()),
+        })
+    }
+}
+
 /// Recent batch ids, in memory and on disk.
 pub struct BatchLedger {
     path: PathBuf,
